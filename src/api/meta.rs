@@ -1,0 +1,104 @@
+//! Schemas, the OpenAPI document, health, readiness and metrics.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use rdkafka::producer::Producer;
+use serde_json::{json, Value};
+
+use super::{ApiError, AppState};
+use crate::lead::LeadType;
+
+const OPENAPI: &str = include_str!("openapi.json");
+const READINESS_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// `GET /v1/schemas`
+pub async fn schema_index() -> Json<Value> {
+    let lead_types: Vec<Value> = LeadType::ALL
+        .into_iter()
+        .map(|lead_type| {
+            json!({
+                "lead_type": lead_type.as_str(),
+                "agency": lead_type.agency(),
+                "schema_version": 1,
+                "href": format!("/v1/schemas/{lead_type}"),
+            })
+        })
+        .collect();
+    Json(json!({ "schema_version": 1, "lead_types": lead_types }))
+}
+
+/// `GET /v1/schemas/{lead_type}`: the composed schema in force for that lead type.
+pub async fn schema(
+    State(state): State<AppState>,
+    Path(lead_type): Path<String>,
+) -> Result<Response, ApiError> {
+    let lead_type: LeadType = lead_type.parse().map_err(|_| ApiError::NotFound)?;
+    let document = state.0.ingest.validator().schemas().document(lead_type);
+    Ok(with_content_type(
+        Json(document.clone()).into_response(),
+        "application/schema+json",
+    ))
+}
+
+/// `GET /openapi.json`
+pub async fn openapi() -> Response {
+    with_content_type(OPENAPI.into_response(), "application/json")
+}
+
+/// `GET /healthz`: the process answers.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: the database and Kafka are reachable.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let database = match tokio::time::timeout(READINESS_TIMEOUT, state.0.store.ping()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err("no answer within 3 s".to_owned()),
+    };
+    let producer = state.0.kafka_probe.clone();
+    let kafka = tokio::task::spawn_blocking(move || {
+        producer
+            .client()
+            .fetch_metadata(None, READINESS_TIMEOUT)
+            .map(|_| ())
+            .map_err(|error| error.to_string())
+    })
+    .await
+    .unwrap_or_else(|error| Err(error.to_string()));
+    let verdict = |result: &Result<(), String>| match result {
+        Ok(()) => json!("ok"),
+        Err(error) => json!({"error": error}),
+    };
+    let body = json!({
+        "status": if database.is_ok() && kafka.is_ok() { "ready" } else { "not_ready" },
+        "database": verdict(&database),
+        "kafka": verdict(&kafka),
+    });
+    let status = if database.is_ok() && kafka.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    with_content_type(
+        state.0.metrics.render().into_response(),
+        "text/plain; version=0.0.4",
+    )
+}
+
+fn with_content_type(mut response: Response, content_type: &'static str) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}

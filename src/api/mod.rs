@@ -1,0 +1,101 @@
+//! The HTTPS API. Every route is listed in [`router`]; one file per resource.
+
+mod error;
+mod leads;
+mod meta;
+pub mod tls;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use rdkafka::producer::FutureProducer;
+
+pub use error::{ApiError, PROBLEM_JSON};
+pub use tls::ClientIdentity;
+
+use crate::config::LimitSettings;
+use crate::identity::Principal;
+use crate::ingest::Ingest;
+use crate::lead::Agency;
+use crate::store::Store;
+use crate::telemetry::Metrics;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState(pub Arc<App>);
+
+pub struct App {
+    pub ingest: Ingest,
+    pub store: Store,
+    pub metrics: Metrics,
+    pub limits: LimitSettings,
+    /// A Kafka client for readiness checks.
+    pub kafka_probe: FutureProducer,
+}
+
+/// Every route of the hub.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/leads", post(leads::submit))
+        .route("/v1/leads/batch", post(leads::submit_batch))
+        .route("/v1/leads/{lead_id}", get(leads::status))
+        .route("/v1/schemas", get(meta::schema_index))
+        .route("/v1/schemas/{lead_type}", get(meta::schema))
+        .route("/openapi.json", get(meta::openapi))
+        .route("/healthz", get(meta::healthz))
+        .route("/readyz", get(meta::readyz))
+        .route("/metrics", get(meta::metrics))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_request,
+        ))
+        .with_state(state)
+}
+
+/// Counts every request and its latency by matched route (never by raw path, which would let
+/// callers create unbounded series).
+async fn record_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |path| path.as_str())
+        .to_owned();
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    let metrics = &state.0.metrics;
+    metrics
+        .http_requests
+        .with_label_values(&[&method, &route, response.status().as_str()])
+        .inc();
+    metrics
+        .http_duration
+        .with_label_values(&[&route])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// An authenticated agency: the caller of the agency API.
+pub struct AgencyCaller(pub Agency);
+
+impl<S: Send + Sync> FromRequestParts<S> for AgencyCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        match parts.extensions.get::<ClientIdentity>() {
+            Some(ClientIdentity(Some(Principal::Agency(agency)))) => Ok(AgencyCaller(*agency)),
+            Some(ClientIdentity(Some(other))) => Err(ApiError::Forbidden(format!(
+                "{other} may not use the agency API"
+            ))),
+            _ => Err(ApiError::Unauthenticated),
+        }
+    }
+}

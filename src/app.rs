@@ -1,0 +1,222 @@
+//! Assembles the roles into one running hub.
+//!
+//! [`Application::build`] does every fallible set-up step (database and migrations, schemas,
+//! Kafka or the embedded broker, TLS, binding the listener) so that a hub that builds is a hub
+//! that runs; [`Application::run_until_stopped`] then serves until the shutdown signal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+
+use crate::api::{self, App, AppState};
+use crate::config::Settings;
+use crate::ingest::Ingest;
+use crate::kafka::{self, EmbeddedBroker, Topics};
+use crate::lead::DivisionTable;
+use crate::relay::Relay;
+use crate::store::Store;
+use crate::telemetry::Metrics;
+use crate::validate::{SchemaRegistry, Validator};
+
+/// Which roles this process runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Roles {
+    /// The HTTPS API (agency side).
+    pub api: bool,
+    /// The outbox relay.
+    pub relay: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles {
+        api: true,
+        relay: true,
+    };
+}
+
+pub struct Application {
+    settings: Settings,
+    store: Store,
+    metrics: Metrics,
+    topics: Topics,
+    bootstrap_servers: String,
+    embedded_broker: Option<Arc<EmbeddedBroker>>,
+    listener: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
+    router: Option<axum::Router>,
+    relay: Option<Relay>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings, roles: Roles) -> anyhow::Result<Application> {
+        std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+            format!(
+                "cannot create the data directory {}",
+                settings.data_dir.display()
+            )
+        })?;
+        let metrics = Metrics::new();
+        let database_url = settings.database_url();
+        let store = Store::connect(&database_url, settings.database.max_connections)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open the database {}",
+                    crate::store::redact_url(&database_url)
+                )
+            })?;
+
+        let topics = Topics::new(settings.kafka.topic_prefix.clone());
+        let (bootstrap_servers, embedded_broker) = match &settings.kafka.bootstrap_servers {
+            Some(servers) => {
+                if settings.kafka.create_topics {
+                    create_topics(&settings, servers, &topics).await;
+                }
+                (servers.clone(), None)
+            }
+            None => {
+                let broker = EmbeddedBroker::start(&topics.all(), settings.kafka.topic_partitions)?;
+                tracing::info!(
+                    bootstrap = broker.bootstrap_servers(),
+                    "Embedded Kafka-protocol broker started."
+                );
+                (
+                    broker.bootstrap_servers().to_owned(),
+                    Some(Arc::new(broker)),
+                )
+            }
+        };
+        let producer = kafka::idempotent_producer(&settings.kafka, &bootstrap_servers)?;
+        let relay_wakeup = Arc::new(Notify::new());
+
+        let relay = roles.relay.then(|| {
+            Relay::new(
+                store.clone(),
+                producer.clone(),
+                settings.relay.clone(),
+                relay_wakeup.clone(),
+                metrics.clone(),
+            )
+        });
+
+        let (listener, router) = if roles.api {
+            let schemas = match &settings.schema_dir {
+                Some(dir) => SchemaRegistry::from_dir(dir)?,
+                None => SchemaRegistry::built_in()?,
+            };
+            let validator = Validator::new(
+                schemas,
+                DivisionTable::built_in()?,
+                chrono::Duration::seconds(settings.limits.clock_skew_secs),
+            );
+            let ingest = Ingest::new(
+                validator,
+                store.clone(),
+                topics.clone(),
+                relay_wakeup,
+                metrics.clone(),
+            );
+            let tls_settings = match &settings.server.tls {
+                Some(tls) => tls.clone(),
+                None => crate::pki::ensure_dev_pki(&settings.data_dir.join("pki"))?,
+            };
+            let tls = api::tls::server_config(&tls_settings)?;
+            let listener = TcpListener::bind(settings.server.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
+            let state = AppState(Arc::new(App {
+                ingest,
+                store: store.clone(),
+                metrics: metrics.clone(),
+                limits: settings.limits.clone(),
+                kafka_probe: producer,
+            }));
+            (Some((listener, tls)), Some(api::router(state)))
+        } else {
+            (None, None)
+        };
+
+        Ok(Application {
+            settings,
+            store,
+            metrics,
+            topics,
+            bootstrap_servers,
+            embedded_broker,
+            listener,
+            router,
+            relay,
+        })
+    }
+
+    /// The bound address of the API, when this process serves it.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener
+            .as_ref()
+            .and_then(|(listener, _)| listener.local_addr().ok())
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// `host:port` of the Kafka cluster in use (the embedded broker's when there is one).
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap_servers
+    }
+
+    pub fn embedded_broker(&self) -> Option<Arc<EmbeddedBroker>> {
+        self.embedded_broker.clone()
+    }
+
+    /// Serves every role until `shutdown` turns true.
+    pub async fn run_until_stopped(self, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+        let mut tasks = tokio::task::JoinSet::new();
+        if let Some(relay) = self.relay {
+            tasks.spawn(relay.run(shutdown.clone()));
+        }
+        if let (Some((listener, tls)), Some(router)) = (self.listener, self.router) {
+            let timeout = Duration::from_secs(self.settings.server.handshake_timeout_secs);
+            tasks.spawn(api::tls::serve(
+                listener,
+                tls,
+                router,
+                timeout,
+                shutdown.clone(),
+            ));
+        }
+        while let Some(result) = tasks.join_next().await {
+            result.context("a role ended abnormally")?;
+        }
+        self.store.close().await;
+        drop(self.embedded_broker);
+        Ok(())
+    }
+}
+
+/// Creates the hub's topics; a broker that is down now is not fatal (the relay retries and
+/// the brokers may create topics on first use), so failure is a warning.
+async fn create_topics(settings: &Settings, servers: &str, topics: &Topics) {
+    let names = topics.all();
+    let attempt = kafka::ensure_topics(&settings.kafka, servers, &names);
+    match tokio::time::timeout(Duration::from_secs(15), attempt).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "Cannot create the Kafka topics now."),
+        Err(_) => tracing::warn!(servers, "Kafka did not answer topic creation within 15 s."),
+    }
+}

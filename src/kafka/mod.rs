@@ -1,0 +1,326 @@
+//! Kafka plumbing shared by the roles: topic names, client configuration, the idempotent
+//! producer, topic creation, and the embedded broker.
+//!
+//! The embedded broker is librdkafka's in-process mock cluster. It speaks the Kafka protocol
+//! to the same client code as production, but keeps at most 5 MiB or 100,000 messages per
+//! partition and drops older ones; it is for the embedded default and its own tests only.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::FutureProducer;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::config::KafkaSettings;
+use crate::lead::Agency;
+
+/// librdkafka properties that the typed settings or the hub's guarantees own.
+const OWNED_PROPERTIES: [&str; 16] = [
+    "bootstrap.servers",
+    "metadata.broker.list",
+    "enable.idempotence",
+    "acks",
+    "request.required.acks",
+    "max.in.flight.requests.per.connection",
+    "max.in.flight",
+    "message.timeout.ms",
+    "delivery.timeout.ms",
+    "security.protocol",
+    "sasl.mechanism",
+    "sasl.mechanisms",
+    "sasl.username",
+    "sasl.password",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+];
+
+/// Refuses pass-through keys that would override a typed setting or a delivery guarantee.
+pub fn check_passthrough(client: &BTreeMap<String, String>) -> Result<(), String> {
+    for key in client.keys() {
+        let owned = OWNED_PROPERTIES.contains(&key.as_str())
+            || key.starts_with("ssl.ca.")
+            || key.starts_with("ssl.certificate.")
+            || key.starts_with("ssl.key.");
+        if owned {
+            return Err(format!(
+                "kafka.client.{key} is set by LeadBridge itself (use the typed kafka settings); remove it"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The hub's topic names under one prefix.
+#[derive(Clone, Debug)]
+pub struct Topics {
+    prefix: String,
+}
+
+impl Topics {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Topics {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// `<prefix>.leads.<agency>.v1`
+    pub fn leads(&self, agency: Agency) -> String {
+        format!("{}.leads.{}.v1", self.prefix, agency)
+    }
+
+    /// `<prefix>.receipts.v1`
+    pub fn receipts(&self) -> String {
+        format!("{}.receipts.v1", self.prefix)
+    }
+
+    /// `<prefix>.deadletter.v1`
+    pub fn deadletter(&self) -> String {
+        format!("{}.deadletter.v1", self.prefix)
+    }
+
+    /// Every topic the hub uses.
+    pub fn all(&self) -> Vec<String> {
+        let mut topics: Vec<String> = Agency::ALL
+            .into_iter()
+            .map(|agency| self.leads(agency))
+            .collect();
+        topics.push(self.receipts());
+        topics.push(self.deadletter());
+        topics
+    }
+}
+
+/// Errors of the Kafka boundary outside of publishing one message.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSetupError {
+    #[error("cannot create a Kafka client: {0}")]
+    Client(#[source] rdkafka::error::KafkaError),
+    #[error("cannot create topic {topic}: {source}")]
+    Topic {
+        topic: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("the embedded broker failed to start: {0}")]
+    Embedded(String),
+}
+
+/// Common client properties: servers and the security settings.
+pub fn client_config(settings: &KafkaSettings, bootstrap_servers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap_servers);
+    if let Some(protocol) = &settings.security_protocol {
+        config.set("security.protocol", protocol);
+    }
+    if let Some(mechanism) = &settings.sasl_mechanism {
+        config.set("sasl.mechanism", mechanism);
+    }
+    if let Some(username) = &settings.sasl_username {
+        config.set("sasl.username", username);
+    }
+    if let Some(password) = &settings.sasl_password {
+        config.set("sasl.password", password.expose());
+    }
+    let paths = [
+        ("ssl.ca.location", &settings.ssl_ca_location),
+        (
+            "ssl.certificate.location",
+            &settings.ssl_certificate_location,
+        ),
+        ("ssl.key.location", &settings.ssl_key_location),
+    ];
+    for (key, path) in paths {
+        if let Some(path) = path {
+            config.set(key, path.display().to_string());
+        }
+    }
+    for (key, value) in &settings.client {
+        config.set(key, value);
+    }
+    config
+}
+
+/// The producer of the relay: idempotent, acknowledged by all in-sync replicas, so a
+/// retried send never duplicates or reorders within a partition.
+pub fn idempotent_producer(
+    settings: &KafkaSettings,
+    bootstrap_servers: &str,
+) -> Result<FutureProducer, KafkaSetupError> {
+    client_config(settings, bootstrap_servers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set(
+            "message.timeout.ms",
+            settings.message_timeout_ms.to_string(),
+        )
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .create()
+        .map_err(KafkaSetupError::Client)
+}
+
+/// Creates the topics that do not exist yet.
+pub async fn ensure_topics(
+    settings: &KafkaSettings,
+    bootstrap_servers: &str,
+    topics: &[String],
+) -> Result<(), KafkaSetupError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(settings, bootstrap_servers)
+        .create()
+        .map_err(KafkaSetupError::Client)?;
+    let new_topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|topic| {
+            NewTopic::new(
+                topic,
+                settings.topic_partitions,
+                TopicReplication::Fixed(settings.topic_replication_factor),
+            )
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics(&new_topics, &options)
+        .await
+        .map_err(KafkaSetupError::Client)?;
+    for result in results {
+        match result {
+            Ok(_) => {}
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(KafkaSetupError::Topic {
+                    topic,
+                    source: rdkafka::error::KafkaError::AdminOp(code),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+enum BrokerCommand {
+    Down,
+    Up,
+}
+
+/// The in-process Kafka-protocol broker of the embedded default. It lives on its own thread
+/// (librdkafka's mock handle cannot move between threads) until this value is dropped.
+pub struct EmbeddedBroker {
+    bootstrap_servers: String,
+    commands: Option<mpsc::Sender<BrokerCommand>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl EmbeddedBroker {
+    /// Starts a one-broker mock cluster with `topics` created (`partitions` each).
+    pub fn start(topics: &[String], partitions: i32) -> Result<Self, KafkaSetupError> {
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<String, String>>();
+        let (command_tx, command_rx) = mpsc::channel::<BrokerCommand>();
+        let topics = topics.to_vec();
+        let thread = thread::Builder::new()
+            .name("embedded-kafka".into())
+            .spawn(move || {
+                let cluster = match MockCluster::new(1) {
+                    Ok(cluster) => cluster,
+                    Err(error) => {
+                        let _ = ready_tx.send(Err(error.to_string()));
+                        return;
+                    }
+                };
+                for topic in &topics {
+                    if let Err(error) = cluster.create_topic(topic, partitions, 1) {
+                        let _ = ready_tx.send(Err(format!("topic {topic}: {error}")));
+                        return;
+                    }
+                }
+                let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
+                // Runs until every sender is dropped, i.e. until the EmbeddedBroker is.
+                for command in command_rx {
+                    let result = match command {
+                        BrokerCommand::Down => cluster.broker_down(1),
+                        BrokerCommand::Up => cluster.broker_up(1),
+                    };
+                    if let Err(error) = result {
+                        tracing::warn!(%error, "Embedded broker command failed.");
+                    }
+                }
+            })
+            .map_err(|error| KafkaSetupError::Embedded(error.to_string()))?;
+        let bootstrap_servers = ready_rx
+            .recv()
+            .map_err(|_| KafkaSetupError::Embedded("the broker thread ended".into()))?
+            .map_err(KafkaSetupError::Embedded)?;
+        Ok(EmbeddedBroker {
+            bootstrap_servers,
+            commands: Some(command_tx),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap_servers
+    }
+
+    /// Takes the broker offline (for fault tests of the embedded mode).
+    pub fn take_down(&self) {
+        self.send(BrokerCommand::Down);
+    }
+
+    /// Brings the broker back.
+    pub fn bring_up(&self) {
+        self.send(BrokerCommand::Up);
+    }
+
+    fn send(&self, command: BrokerCommand) {
+        if let Some(commands) = &self.commands {
+            let _ = commands.send(command);
+        }
+    }
+}
+
+impl Drop for EmbeddedBroker {
+    fn drop(&mut self) {
+        self.commands.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_the_contract() {
+        let topics = Topics::new("leadbridge");
+        assert_eq!(
+            topics.leads(Agency::Environment),
+            "leadbridge.leads.environment.v1"
+        );
+        assert_eq!(topics.receipts(), "leadbridge.receipts.v1");
+        assert_eq!(topics.deadletter(), "leadbridge.deadletter.v1");
+        assert_eq!(topics.all().len(), 6);
+    }
+
+    #[test]
+    fn passthrough_keys_for_security_and_guarantees_are_refused() {
+        for key in [
+            "enable.idempotence",
+            "sasl.password",
+            "ssl.key.location",
+            "bootstrap.servers",
+        ] {
+            let client = BTreeMap::from([(key.to_string(), "x".to_string())]);
+            assert!(check_passthrough(&client).is_err(), "{key}");
+        }
+        let client = BTreeMap::from([("client.id".to_string(), "hub-1".to_string())]);
+        assert!(check_passthrough(&client).is_ok());
+    }
+}

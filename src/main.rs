@@ -1,0 +1,229 @@
+//! The `leadbridge` binary: one subcommand per role, and `serve` for all of them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use leadbridge::config::Settings;
+use leadbridge::lead::Agency;
+use leadbridge::validate::{ValidationError, Validator};
+use leadbridge::{Application, Roles};
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(
+    name = "leadbridge",
+    version,
+    about = "Data exchange hub between administrative agencies and the police"
+)]
+struct Cli {
+    /// TOML configuration file (also LEADBRIDGE_CONFIG).
+    #[arg(long, global = true, env = "LEADBRIDGE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every role in one process (with no configuration: the embedded default).
+    Serve(ServeArgs),
+    /// Run only the HTTPS ingest API.
+    Ingest(ServeArgs),
+    /// Run only the outbox relay.
+    Relay(DataArgs),
+    /// Apply database migrations and exit.
+    Migrate(DataArgs),
+    /// Validate lead files offline as the given agency would submit them.
+    Validate {
+        /// The submitting agency: environment, land, safety or water.
+        #[arg(long)]
+        agency: Agency,
+        /// Lead documents (JSON files).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Verify the audit ledger's hash chain.
+    VerifyAudit(DataArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address of the HTTPS API [default: 127.0.0.1:8443].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+#[derive(Args)]
+struct DataArgs {
+    /// Data directory of the embedded default [default: ./leadbridge-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+fn settings(cli: &Cli, data: &DataArgs, listen: Option<SocketAddr>) -> anyhow::Result<Settings> {
+    let mut settings = Settings::load(cli.config.as_deref())?;
+    if let Some(dir) = &data.data_dir {
+        settings.data_dir = dir.clone();
+    }
+    if let Some(listen) = listen {
+        settings.server.listen = listen;
+    }
+    Ok(settings)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Serve(args) => run(&cli, args, Roles::ALL).await,
+        Command::Ingest(args) => {
+            run(
+                &cli,
+                args,
+                Roles {
+                    api: true,
+                    relay: false,
+                },
+            )
+            .await
+        }
+        Command::Relay(data) => {
+            let settings = settings(&cli, data, None)?;
+            leadbridge::telemetry::init_logging(&settings.log);
+            let app = Application::build(
+                settings,
+                Roles {
+                    api: false,
+                    relay: true,
+                },
+            )
+            .await?;
+            app.run_until_stopped(shutdown_signal()).await
+        }
+        Command::Migrate(data) => {
+            let settings = settings(&cli, data, None)?;
+            leadbridge::telemetry::init_logging(&settings.log);
+            std::fs::create_dir_all(&settings.data_dir)?;
+            leadbridge::store::Store::connect(&settings.database_url(), 1).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Validate { agency, files } => validate_files(*agency, files),
+        Command::VerifyAudit(data) => {
+            let settings = settings(&cli, data, None)?;
+            let store = leadbridge::store::Store::connect(&settings.database_url(), 2).await?;
+            let verified = leadbridge::audit::verify(&store).await?;
+            println!(
+                "audit ledger verified: {} entries, head {}",
+                verified.entries, verified.head_hash
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn run(cli: &Cli, args: &ServeArgs, roles: Roles) -> anyhow::Result<()> {
+    let settings = settings(cli, &args.data, args.listen)?;
+    leadbridge::telemetry::init_logging(&settings.log);
+    let embedded_pki = settings.server.tls.is_none();
+    let data_dir = settings.data_dir.clone();
+    let app = Application::build(settings, roles).await?;
+    if let Some(addr) = app.local_addr() {
+        println!("LeadBridge is listening on https://{addr}");
+        if embedded_pki {
+            print_first_steps(&data_dir, addr)?;
+        }
+    }
+    app.run_until_stopped(shutdown_signal()).await
+}
+
+/// Writes a sample lead next to the development PKI and prints a `curl` line that submits it.
+fn print_first_steps(data_dir: &std::path::Path, addr: SocketAddr) -> anyhow::Result<()> {
+    let sample = data_dir.join("sample-lead.json");
+    std::fs::write(&sample, include_str!("../docs/examples/sample-lead.json"))
+        .with_context(|| format!("cannot write {}", sample.display()))?;
+    let pki = data_dir.join("pki");
+    let host = match addr {
+        SocketAddr::V6(v6) => format!("[{}]", v6.ip()),
+        SocketAddr::V4(v4) => v4.ip().to_string(),
+    };
+    println!("Submit the sample lead as the environment agency:");
+    println!(
+        "  curl --cacert {ca} --cert {pki}/environment.pem --key {pki}/environment.key \\\n    -H 'Content-Type: application/json' --data-binary @{sample} https://{host}:{port}/v1/leads",
+        ca = pki.join("ca.pem").display(),
+        pki = pki.display(),
+        sample = sample.display(),
+        port = addr.port(),
+    );
+    Ok(())
+}
+
+fn validate_files(agency: Agency, files: &[PathBuf]) -> anyhow::Result<()> {
+    let validator = Validator::built_in()?;
+    let mut failures = 0;
+    for file in files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let document: serde_json::Value = match serde_json::from_str(&text) {
+            Ok(document) => document,
+            Err(error) => {
+                println!("{}: malformed JSON: {error}", file.display());
+                failures += 1;
+                continue;
+            }
+        };
+        match validator.validate(agency, document, chrono::Utc::now()) {
+            Ok(lead) => println!(
+                "{}: valid ({}, sha256 {})",
+                file.display(),
+                lead.lead_type(),
+                lead.content_sha256()
+            ),
+            Err(ValidationError::Invalid(problems)) => {
+                failures += 1;
+                println!("{}: {} problem(s)", file.display(), problems.len());
+                for problem in problems {
+                    println!(
+                        "  {} [{}] {}",
+                        problem.pointer, problem.code, problem.message
+                    );
+                }
+            }
+            Err(error) => {
+                failures += 1;
+                println!("{}: {error}", file.display());
+            }
+        }
+    }
+    if failures > 0 {
+        anyhow::bail!("{failures} of {} file(s) invalid", files.len());
+    }
+    Ok(())
+}
+
+/// Turns true on Ctrl-C or SIGTERM.
+fn shutdown_signal() -> watch::Receiver<bool> {
+    let (sender, receiver) = watch::channel(false);
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut terminate =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("installing a SIGTERM handler");
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("Shutting down.");
+        let _ = sender.send(true);
+    });
+    receiver
+}

@@ -1,0 +1,219 @@
+//! Durable storage through sqlx: PostgreSQL in production, SQLite for the embedded default.
+//!
+//! Every query is written once and runs on both through sqlx's `Any` driver; the few places
+//! where the dialects differ ask [`Dialect`]. Migrations are per dialect under `migrations/`
+//! and run at connect time. Times are stored as fixed-width RFC 3339 UTC text (see
+//! [`db_time`]), which orders the same way in both databases.
+//!
+//! SQLite is opened with one connection, WAL and `synchronous=FULL`: the embedded hub is a
+//! single process, and one writer avoids lock-upgrade failures while keeping a committed
+//! lead durable across a crash or power loss.
+
+pub mod leads;
+pub mod outbox;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Connection, Executor};
+
+pub use leads::{Acceptance, ConflictReason, LeadView, TimelineEvent};
+pub use outbox::{ClaimedMessage, OutboxMessage, PublishedMessage};
+
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// A transaction on the hub's database.
+pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+/// Errors of the storage boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or is overloaded; retrying later can help.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// A concurrent writer got there first (a unique key); retrying the whole operation helps.
+    #[error("a concurrent write conflicted: {0}")]
+    Contended(#[source] sqlx::Error),
+    /// Migrations failed at start-up.
+    #[error("database migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// The URL names no supported database.
+    #[error("unsupported database URL (expected postgres:// or sqlite:): {0}")]
+    UnsupportedUrl(String),
+    /// Anything else: a bug or a corrupted database.
+    #[error("database error: {0}")]
+    Other(#[source] sqlx::Error),
+}
+
+impl StoreError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Contended(_))
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                StoreError::Unavailable(error)
+            }
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Contended(error),
+            sqlx::Error::Database(db)
+                if matches!(
+                    db.code().as_deref(),
+                    Some("5" | "6" | "517" | "40001" | "40P01")
+                ) =>
+            {
+                // SQLITE_BUSY / SQLITE_LOCKED / BUSY_SNAPSHOT; PostgreSQL serialization
+                // failure / deadlock: the same operation can succeed when retried.
+                StoreError::Contended(error)
+            }
+            _ => StoreError::Other(error),
+        }
+    }
+}
+
+/// The hub's database.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+impl Store {
+    /// Connects to `url` (`postgres://…` or `sqlite:…`), runs the migrations and opens a pool.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let dialect = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Dialect::Postgres
+        } else if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else {
+            return Err(StoreError::UnsupportedUrl(redact_url(url)));
+        };
+        match dialect {
+            Dialect::Postgres => {
+                let mut connection = sqlx::PgConnection::connect(url).await?;
+                POSTGRES_MIGRATIONS.run(&mut connection).await?;
+                connection.close().await?;
+            }
+            Dialect::Sqlite => {
+                let options =
+                    sqlx::sqlite::SqliteConnectOptions::from_str(url)?.create_if_missing(true);
+                let mut connection = sqlx::SqliteConnection::connect_with(&options).await?;
+                SQLITE_MIGRATIONS.run(&mut connection).await?;
+                connection.close().await?;
+            }
+        }
+        let options = AnyConnectOptions::from_str(url)?;
+        let pool_options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+        let pool = match dialect {
+            Dialect::Postgres => pool_options.max_connections(max_connections),
+            Dialect::Sqlite => pool_options
+                .max_connections(1)
+                .after_connect(|connection, _| {
+                    Box::pin(async move {
+                        connection
+                            .execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                            )
+                            .await?;
+                        Ok(())
+                    })
+                }),
+        }
+        .connect_with(options)
+        .await?;
+        Ok(Store { pool, dialect })
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// A round trip to the database, for readiness.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// The stored form of a time: RFC 3339 UTC with exactly six fractional digits.
+pub fn db_time(time: DateTime<Utc>) -> String {
+    time.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// Parses a time written by [`db_time`].
+pub fn parse_db_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|time| time.with_timezone(&Utc))
+}
+
+/// A database URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &credentials[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_times_sort_as_they_read() {
+        let early = DateTime::parse_from_rfc3339("2026-11-26T08:00:00.5Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let late = DateTime::parse_from_rfc3339("2026-11-26T08:00:01Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(db_time(early), "2026-11-26T08:00:00.500000Z");
+        assert!(db_time(early) < db_time(late));
+        assert_eq!(parse_db_time(&db_time(early)), Some(early));
+    }
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact_url("postgres://leadbridge:s3cret@db:5432/hub"),
+            "postgres://leadbridge:***@db:5432/hub"
+        );
+        assert_eq!(redact_url("sqlite:./x.db"), "sqlite:./x.db");
+    }
+}

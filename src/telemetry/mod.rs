@@ -1,0 +1,139 @@
+//! Logs and metrics. Things that happen to leads are named events (see [`events`]): each one
+//! logs with structured fields and updates a Prometheus metric, so operators and tests can
+//! observe the same facts.
+
+pub mod events;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogSettings;
+
+/// Installs the global log subscriber (once; later calls are ignored).
+pub fn init_logging(settings: &LogSettings) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    let _ = if settings.format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// The hub's Prometheus metrics. Cheap to clone; clones share the series.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub leads_accepted: IntCounterVec,
+    pub leads_replayed: IntCounterVec,
+    pub leads_rejected: IntCounterVec,
+    pub validation_problems: IntCounterVec,
+    pub leads_published: IntCounterVec,
+    pub publish_failures: IntCounterVec,
+    pub outbox_backlog: IntGauge,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry =
+            Registry::new_custom(Some("leadbridge".into()), None).expect("a valid metrics prefix");
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let counter = IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter");
+            registry
+                .register(Box::new(counter.clone()))
+                .expect("unique counter");
+            counter
+        };
+        let leads_accepted = counter(
+            "leads_accepted_total",
+            "Leads and revisions accepted (202).",
+            &["agency", "lead_type"],
+        );
+        let leads_replayed = counter(
+            "leads_replayed_total",
+            "Exact replays of an accepted lead (200).",
+            &["agency"],
+        );
+        let leads_rejected = counter(
+            "leads_rejected_total",
+            "Leads refused, by reason (invalid, conflict, foreign_agency).",
+            &["agency", "reason"],
+        );
+        let validation_problems = counter(
+            "validation_problems_total",
+            "Validation problems reported, by code.",
+            &["code"],
+        );
+        let leads_published = counter(
+            "leads_published_total",
+            "Outbox messages acknowledged by Kafka.",
+            &["topic"],
+        );
+        let publish_failures = counter(
+            "publish_failures_total",
+            "Failed publish attempts (retried).",
+            &["topic"],
+        );
+        let http_requests = counter(
+            "http_requests_total",
+            "HTTP requests by route and status.",
+            &["method", "route", "status"],
+        );
+        let outbox_backlog = IntGauge::new(
+            "outbox_backlog",
+            "Outbox messages not yet acknowledged by Kafka.",
+        )
+        .expect("valid gauge");
+        registry
+            .register(Box::new(outbox_backlog.clone()))
+            .expect("unique gauge");
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "HTTP request latency by route.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["route"],
+        )
+        .expect("valid histogram");
+        registry
+            .register(Box::new(http_duration.clone()))
+            .expect("unique histogram");
+        Metrics {
+            registry,
+            leads_accepted,
+            leads_replayed,
+            leads_rejected,
+            validation_problems,
+            leads_published,
+            publish_failures,
+            outbox_backlog,
+            http_requests,
+            http_duration,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("encoding metrics into memory cannot fail");
+        String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
