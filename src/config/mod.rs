@@ -256,7 +256,10 @@ impl Settings {
         figment = figment.merge(
             Env::prefixed("LEADBRIDGE_")
                 // Variables of the test harness and the config-file switch are not settings.
-                .filter(|key| !key.as_str().starts_with("test_") && key.as_str() != "config")
+                .filter(|key| {
+                    let key = key.as_str().to_ascii_lowercase();
+                    !key.starts_with("test_") && key != "config"
+                })
                 .split("__"),
         );
         let settings: Settings = figment
