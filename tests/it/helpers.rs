@@ -1,0 +1,387 @@
+//! Starts the real application for a test: a fresh PostgreSQL database and random Kafka
+//! topics on the services from `deploy/local` (or SQLite and the embedded broker for the
+//! embedded-mode tests), a test CA with real certificates, and HTTPS clients per principal.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use leadbridge::config::{Secret, Settings, TlsSettings};
+use leadbridge::identity::Principal;
+use leadbridge::kafka::EmbeddedBroker;
+use leadbridge::lead::Agency;
+use leadbridge::pki::DevCa;
+use leadbridge::store::Store;
+use leadbridge::telemetry::Metrics;
+use leadbridge::{Application, Roles};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::ClientConfig;
+use serde_json::Value;
+use sqlx::Connection;
+use tokio::sync::watch;
+
+/// Which database and broker a test app runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL and Apache Kafka started by `deploy/local/services.sh`.
+    Real,
+    /// SQLite and the in-process mock broker: the embedded default.
+    Embedded,
+}
+
+pub fn test_kafka() -> String {
+    std::env::var("LEADBRIDGE_TEST_KAFKA").expect(
+        "LEADBRIDGE_TEST_KAFKA is not set: start the test services with deploy/local/test.sh (or eval \"$(deploy/local/services.sh env)\")",
+    )
+}
+
+fn test_database_admin_url() -> String {
+    std::env::var("LEADBRIDGE_TEST_DATABASE_URL").expect(
+        "LEADBRIDGE_TEST_DATABASE_URL is not set: start the test services with deploy/local/test.sh (or eval \"$(deploy/local/services.sh env)\")",
+    )
+}
+
+/// Creates an empty PostgreSQL database and returns its URL.
+pub async fn fresh_postgres_database() -> String {
+    let admin_url = test_database_admin_url();
+    let name = format!("lb_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .expect("connect to the test PostgreSQL");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .expect("the admin URL names a database");
+    format!("{base}/{name}")
+}
+
+pub fn fresh_sqlite_url(dir: &std::path::Path) -> String {
+    format!(
+        "sqlite:{}",
+        dir.join(format!("{}.db", uuid::Uuid::new_v4().simple()))
+            .display()
+    )
+}
+
+pub fn random_topic_prefix() -> String {
+    format!("t{}.leadbridge", uuid::Uuid::new_v4().simple())
+}
+
+/// A CA with files on disk and clients for every principal.
+pub struct TestPki {
+    pub ca: DevCa,
+    pub tls: TlsSettings,
+    _dir: tempfile::TempDir,
+}
+
+impl TestPki {
+    pub fn new() -> TestPki {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = DevCa::generate("LeadBridge test CA").unwrap();
+        let server = ca.issue_server(&["localhost", "127.0.0.1"]).unwrap();
+        let tls = TlsSettings {
+            cert: dir.path().join("server.pem"),
+            key: dir.path().join("server.key"),
+            client_ca: dir.path().join("ca.pem"),
+        };
+        std::fs::write(&tls.cert, &server.cert_pem).unwrap();
+        std::fs::write(&tls.key, &server.key_pem).unwrap();
+        std::fs::write(&tls.client_ca, ca.cert_pem()).unwrap();
+        TestPki { ca, tls, _dir: dir }
+    }
+
+    /// An HTTPS client presenting a certificate for `principal`, or none.
+    pub fn client(&self, principal: Option<&Principal>) -> reqwest::Client {
+        let root = reqwest::Certificate::from_pem(self.ca.cert_pem().as_bytes()).unwrap();
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(root)
+            .timeout(Duration::from_secs(30));
+        if let Some(principal) = principal {
+            let issued = self.ca.issue_client(principal).unwrap();
+            let identity = reqwest::Identity::from_pem(
+                format!("{}{}", issued.cert_pem, issued.key_pem).as_bytes(),
+            )
+            .unwrap();
+            builder = builder.identity(identity);
+        }
+        builder.build().unwrap()
+    }
+}
+
+/// A running hub.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub store: Store,
+    pub metrics: Metrics,
+    pub settings: Settings,
+    pub bootstrap_servers: String,
+    pub embedded_broker: Option<Arc<EmbeddedBroker>>,
+    pub pki: Arc<TestPki>,
+    clients: HashMap<Agency, reqwest::Client>,
+    shutdown: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _data_dir: Arc<tempfile::TempDir>,
+}
+
+/// A test's change to the settings, applied before the hub is built.
+type SettingsHook = Box<dyn FnOnce(&mut Settings)>;
+
+pub struct TestAppBuilder {
+    backend: Backend,
+    roles: Roles,
+    settings_hook: Option<SettingsHook>,
+}
+
+pub fn app(backend: Backend) -> TestAppBuilder {
+    TestAppBuilder {
+        backend,
+        roles: Roles::ALL,
+        settings_hook: None,
+    }
+}
+
+/// Settings of a test hub: port 0, test PKI, fresh database, random topics.
+pub async fn test_settings(
+    backend: Backend,
+    data_dir: &std::path::Path,
+    pki: &TestPki,
+) -> Settings {
+    let mut settings = Settings {
+        data_dir: data_dir.to_owned(),
+        ..Settings::default()
+    };
+    settings.server.listen = "127.0.0.1:0".parse().unwrap();
+    settings.server.tls = Some(pki.tls.clone());
+    settings.kafka.topic_prefix = random_topic_prefix();
+    settings.relay.poll_interval_ms = 50;
+    settings.relay.backoff_initial_ms = 200;
+    settings.relay.backoff_max_ms = 1_000;
+    match backend {
+        Backend::Real => {
+            settings.database.url = Some(Secret::new(fresh_postgres_database().await));
+            settings.database.max_connections = 8;
+            settings.kafka.bootstrap_servers = Some(test_kafka());
+        }
+        Backend::Embedded => {
+            settings.database.url = Some(Secret::new(fresh_sqlite_url(data_dir)));
+        }
+    }
+    settings
+}
+
+impl TestAppBuilder {
+    pub fn roles(mut self, roles: Roles) -> Self {
+        self.roles = roles;
+        self
+    }
+
+    pub fn with_settings(mut self, hook: impl FnOnce(&mut Settings) + 'static) -> Self {
+        self.settings_hook = Some(Box::new(hook));
+        self
+    }
+
+    pub async fn spawn(self) -> TestApp {
+        let data_dir = Arc::new(tempfile::tempdir().unwrap());
+        let pki = Arc::new(TestPki::new());
+        let mut settings = test_settings(self.backend, data_dir.path(), &pki).await;
+        if let Some(hook) = self.settings_hook {
+            hook(&mut settings);
+        }
+        let application = Application::build(settings.clone(), self.roles)
+            .await
+            .expect("the hub builds");
+        let addr = application.local_addr().expect("the API is bound");
+        let store = application.store().clone();
+        let metrics = application.metrics().clone();
+        let bootstrap_servers = application.bootstrap_servers().to_owned();
+        let embedded_broker = application.embedded_broker();
+        let (shutdown, receiver) = watch::channel(false);
+        let task = tokio::spawn(application.run_until_stopped(receiver));
+        let clients = Agency::ALL
+            .into_iter()
+            .map(|agency| (agency, pki.client(Some(&Principal::Agency(agency)))))
+            .collect();
+        TestApp {
+            addr,
+            store,
+            metrics,
+            settings,
+            bootstrap_servers,
+            embedded_broker,
+            pki,
+            clients,
+            shutdown,
+            task: Some(task),
+            _data_dir: data_dir,
+        }
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.addr.port())
+    }
+
+    pub fn client(&self, agency: Agency) -> &reqwest::Client {
+        &self.clients[&agency]
+    }
+
+    pub fn topic(&self, agency: Agency) -> String {
+        leadbridge::kafka::Topics::new(self.settings.kafka.topic_prefix.clone()).leads(agency)
+    }
+
+    pub async fn post_lead(&self, agency: Agency, lead: &Value) -> reqwest::Response {
+        self.client(agency)
+            .post(self.url("/v1/leads"))
+            .json(lead)
+            .send()
+            .await
+            .expect("the hub answers")
+    }
+
+    pub async fn get_lead(&self, agency: Agency, lead_id: &str) -> reqwest::Response {
+        self.client(agency)
+            .get(self.url(&format!("/v1/leads/{lead_id}")))
+            .send()
+            .await
+            .expect("the hub answers")
+    }
+
+    /// Polls the lead until its status is `status`, returning the status document.
+    pub async fn wait_for_status(&self, agency: Agency, lead_id: &str, status: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let body: Value = self.get_lead(agency, lead_id).await.json().await.unwrap();
+            if body["status"] == status {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "lead {lead_id} never reached {status}: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops the hub and checks the end-of-test invariant: nothing left unpublished.
+    pub async fn stop_expecting_empty_outbox(mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (waiting, _) = self.store.outbox_backlog().await.unwrap();
+            if waiting == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{waiting} outbox messages were never published"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.stop().await;
+    }
+
+    pub async fn stop(&mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// A lead of the sample shape with its own case number.
+pub fn sample_lead(case_id: &str) -> Value {
+    let mut lead: Value =
+        serde_json::from_str(include_str!("../../docs/examples/sample-lead.json")).unwrap();
+    lead["source"]["case_id"] = Value::String(case_id.to_owned());
+    lead
+}
+
+pub fn unique_case_id() -> String {
+    format!("ZBHJ-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// Every valid fixture, as (caller, lead).
+pub fn valid_fixtures() -> Vec<(Agency, Value)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schemas/fixtures/valid");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            let fixture: Value =
+                serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+            (
+                fixture["caller"].as_str().unwrap().parse().unwrap(),
+                fixture["lead"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// Reads `topic` from the beginning until `expected` messages arrived, then keeps reading for
+/// `linger` to catch duplicates; gives up after 60 s.
+pub async fn consume(
+    bootstrap_servers: &str,
+    topic: &str,
+    expected: usize,
+    linger: Duration,
+) -> Vec<OwnedMessage> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap_servers)
+        .set("group.id", format!("test-{}", uuid::Uuid::new_v4()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut messages = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut linger_until: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        let until = linger_until.unwrap_or(deadline).min(deadline);
+        if now >= until {
+            break;
+        }
+        match tokio::time::timeout(until - now, consumer.recv()).await {
+            Ok(Ok(message)) => {
+                messages.push(message.detach());
+                if messages.len() >= expected && linger_until.is_none() {
+                    linger_until = Some(Instant::now() + linger);
+                }
+            }
+            Ok(Err(error)) => {
+                // Unknown topic while it is being created, and the like: keep waiting.
+                tracing::debug!(%error, "consume");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(_) => break,
+        }
+    }
+    messages
+}
+
+pub fn header(message: &OwnedMessage, name: &str) -> Option<String> {
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+pub fn payload(message: &OwnedMessage) -> Value {
+    serde_json::from_slice(message.payload().expect("a payload")).expect("a JSON payload")
+}

@@ -1,0 +1,299 @@
+//! One storage suite, run against PostgreSQL and SQLite alike.
+
+use chrono::{Duration, Utc};
+use leadbridge::audit::{self, AuditError};
+use leadbridge::ingest::lead_event;
+use leadbridge::lead::{Agency, LeadId, ValidatedLead};
+use leadbridge::store::leads::LeadToStore;
+use leadbridge::store::{Acceptance, ConflictReason, Dialect, PublishedMessage, Store};
+use leadbridge::validate::Validator;
+use serde_json::{json, Value};
+
+use crate::helpers::{fresh_postgres_database, fresh_sqlite_url, sample_lead, unique_case_id};
+
+async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Store::connect(&fresh_sqlite_url(dir.path()), 1)
+        .await
+        .unwrap();
+    let postgres = Store::connect(&fresh_postgres_database().await, 4)
+        .await
+        .unwrap();
+    assert_eq!(sqlite.dialect(), Dialect::Sqlite);
+    assert_eq!(postgres.dialect(), Dialect::Postgres);
+    vec![(postgres, None), (sqlite, Some(dir))]
+}
+
+fn validated(lead: Value) -> ValidatedLead {
+    Validator::built_in()
+        .unwrap()
+        .validate(Agency::Environment, lead, Utc::now())
+        .unwrap()
+}
+
+async fn accept(store: &Store, lead: &ValidatedLead) -> Acceptance {
+    let factory = |lead_id: LeadId| lead_event(lead, lead_id, "test.leads.environment.v1");
+    let item = LeadToStore {
+        lead,
+        new_lead_id: LeadId::generate(),
+        message: &factory,
+    };
+    store
+        .accept_leads(&[item], Utc::now())
+        .await
+        .unwrap()
+        .pop()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn acceptance_replay_conflict_and_revisions_behave_the_same_on_both_databases() {
+    for (store, _dir) in stores().await {
+        let dialect = store.dialect();
+        let lead = sample_lead(&unique_case_id());
+        let Acceptance::Accepted {
+            lead_id,
+            revision: 1,
+            ..
+        } = accept(&store, &validated(lead.clone())).await
+        else {
+            panic!("{dialect:?}: first submission not accepted")
+        };
+        assert!(
+            matches!(accept(&store, &validated(lead.clone())).await, Acceptance::Replayed { lead_id: id, .. } if id == lead_id),
+            "{dialect:?}"
+        );
+
+        let mut changed = lead.clone();
+        changed["summary"] = json!("changed");
+        assert_eq!(
+            accept(&store, &validated(changed)).await,
+            Acceptance::Conflict {
+                lead_id,
+                reason: ConflictReason::DifferentContent { revision: 1 }
+            },
+            "{dialect:?}"
+        );
+
+        let mut second = lead.clone();
+        second["source"]["revision"] = json!(3);
+        assert!(
+            matches!(accept(&store, &validated(second)).await, Acceptance::Accepted { lead_id: id, revision: 3, .. } if id == lead_id),
+            "{dialect:?}"
+        );
+        let mut stale = lead.clone();
+        stale["source"]["revision"] = json!(2);
+        assert_eq!(
+            accept(&store, &validated(stale)).await,
+            Acceptance::Conflict {
+                lead_id,
+                reason: ConflictReason::StaleRevision {
+                    revision: 2,
+                    current: 3
+                }
+            },
+            "{dialect:?}"
+        );
+
+        let view = store
+            .lead_for_agency(lead_id, Agency::Environment)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(view.revision, 3);
+        assert_eq!(view.status, "accepted");
+        assert!(
+            store
+                .lead_for_agency(lead_id, Agency::Land)
+                .await
+                .unwrap()
+                .is_none(),
+            "{dialect:?}"
+        );
+        assert_eq!(
+            store.outbox_backlog().await.unwrap().0,
+            2,
+            "{dialect:?}: one message per accepted revision"
+        );
+        assert_eq!(
+            audit::verify(&store).await.unwrap().entries,
+            2,
+            "{dialect:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn outbox_leases_keep_relays_apart_and_expire_for_crashed_ones() {
+    for (store, _dir) in stores().await {
+        let dialect = store.dialect();
+        for _ in 0..4 {
+            accept(&store, &validated(sample_lead(&unique_case_id()))).await;
+        }
+        let now = Utc::now();
+        let first = store
+            .claim_outbox("relay-a", 3, now, now + Duration::seconds(60))
+            .await
+            .unwrap();
+        let second = store
+            .claim_outbox("relay-b", 3, now, now + Duration::seconds(60))
+            .await
+            .unwrap();
+        assert_eq!(first.len(), 3, "{dialect:?}");
+        assert_eq!(
+            second.len(),
+            1,
+            "{dialect:?}: only the unclaimed row is left"
+        );
+        assert!(
+            first.iter().all(|a| second.iter().all(|b| a.id != b.id)),
+            "{dialect:?}"
+        );
+
+        // relay-a "crashes"; after its lease, relay-c may take the rows.
+        let later = now + Duration::seconds(61);
+        let taken_over = store
+            .claim_outbox("relay-c", 10, later, later + Duration::seconds(60))
+            .await
+            .unwrap();
+        assert_eq!(
+            taken_over.len(),
+            4,
+            "{dialect:?}: every expired lease is claimable"
+        );
+
+        // relay-a comes back and tries to mark its old claim: the lease is no longer its own.
+        let stale = vec![PublishedMessage {
+            id: first[0].id,
+            partition: 0,
+            offset: 1,
+        }];
+        assert_eq!(
+            store
+                .mark_published("relay-a", &first, &stale, later)
+                .await
+                .unwrap(),
+            0,
+            "{dialect:?}"
+        );
+        let current = vec![PublishedMessage {
+            id: first[0].id,
+            partition: 0,
+            offset: 7,
+        }];
+        assert_eq!(
+            store
+                .mark_published("relay-c", &taken_over, &current, later)
+                .await
+                .unwrap(),
+            1,
+            "{dialect:?}"
+        );
+        assert_eq!(store.outbox_backlog().await.unwrap().0, 3, "{dialect:?}");
+    }
+}
+
+#[tokio::test]
+async fn later_revisions_wait_for_earlier_ones_of_the_same_lead() {
+    for (store, _dir) in stores().await {
+        let dialect = store.dialect();
+        let lead = sample_lead(&unique_case_id());
+        accept(&store, &validated(lead.clone())).await;
+        let mut second = lead;
+        second["source"]["revision"] = json!(2);
+        accept(&store, &validated(second)).await;
+        let now = Utc::now();
+        let claimed = store
+            .claim_outbox("relay-a", 10, now, now + Duration::seconds(60))
+            .await
+            .unwrap();
+        assert_eq!(
+            claimed.len(),
+            1,
+            "{dialect:?}: revision 2 waits for revision 1"
+        );
+        assert_eq!(claimed[0].revision, 1);
+        let published = vec![PublishedMessage {
+            id: claimed[0].id,
+            partition: 0,
+            offset: 0,
+        }];
+        store
+            .mark_published("relay-a", &claimed, &published, now)
+            .await
+            .unwrap();
+        let next = store
+            .claim_outbox("relay-a", 10, now, now + Duration::seconds(60))
+            .await
+            .unwrap();
+        assert_eq!(next.len(), 1, "{dialect:?}");
+        assert_eq!(next[0].revision, 2);
+    }
+}
+
+#[tokio::test]
+async fn the_audit_ledger_detects_edited_removed_and_reordered_entries() {
+    for (store, _dir) in stores().await {
+        let dialect = store.dialect();
+        for _ in 0..3 {
+            accept(&store, &validated(sample_lead(&unique_case_id()))).await;
+        }
+        assert_eq!(
+            audit::verify(&store).await.unwrap().entries,
+            3,
+            "{dialect:?}"
+        );
+
+        let refused = sqlx::query("UPDATE audit_entries SET actor = 'someone-else' WHERE seq = 2")
+            .execute(store.pool())
+            .await;
+        assert!(
+            refused.is_err(),
+            "{dialect:?}: the database refuses edits to the ledger"
+        );
+        let refused = sqlx::query("DELETE FROM audit_entries WHERE seq = 2")
+            .execute(store.pool())
+            .await;
+        assert!(
+            refused.is_err(),
+            "{dialect:?}: the database refuses deletions from the ledger"
+        );
+
+        // Someone with full control of the database removes the guard and edits an entry.
+        let drop_guards: &[&str] = match dialect {
+            Dialect::Postgres => &["DROP TRIGGER audit_entries_no_update ON audit_entries"],
+            Dialect::Sqlite => &[
+                "DROP TRIGGER audit_entries_no_update",
+                "DROP TRIGGER audit_entries_no_delete",
+            ],
+        };
+        for statement in drop_guards {
+            sqlx::query(statement).execute(store.pool()).await.unwrap();
+        }
+        sqlx::query("UPDATE audit_entries SET actor = 'agency:water' WHERE seq = 2")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        match audit::verify(&store).await {
+            Err(AuditError::Broken { seq: 2, .. }) => {}
+            other => panic!("{dialect:?}: an edited entry went unnoticed: {other:?}"),
+        }
+        sqlx::query("UPDATE audit_entries SET actor = 'agency:environment' WHERE seq = 2")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        assert!(
+            audit::verify(&store).await.is_ok(),
+            "{dialect:?}: restoring the entry restores the chain"
+        );
+
+        sqlx::query("DELETE FROM audit_entries WHERE seq = 2")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        assert!(
+            matches!(audit::verify(&store).await, Err(AuditError::Broken { .. })),
+            "{dialect:?}: a removed entry"
+        );
+    }
+}
