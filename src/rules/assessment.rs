@@ -1,0 +1,69 @@
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The hub's screening of one lead against the rule book: suspected offences, what a human
+/// must still check, and the figures the rules compared.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Assessment {
+    /// `version` of the rule file that produced this assessment.
+    pub rulebook_version: String,
+    pub priority: Priority,
+    /// One entry per suspected offence, in the order of the rule file's offence table.
+    pub suspected_offences: Vec<SuspectedOffence>,
+    /// Rules of this lead type that the hub cannot decide: manual judgements, rules whose
+    /// input no lead type carries yet, and confirmations a matched rule or tier still needs.
+    pub manual_checks: Vec<ManualCheck>,
+    /// Figures computed from the facts (亩, exceed multiples, the forest ratio), so an
+    /// investigator sees why a rule did or did not match.
+    pub derived: BTreeMap<String, f64>,
+}
+
+/// How urgently a lead should be looked at.
+///
+/// - `high`: at least one active rule matched: a suspected crime that should be transferred.
+/// - `medium`: no active rule matched, but a manual or needs-input check applies to the lead,
+///   or the lead is a formal `transfer` (the agency itself suspects a crime).
+/// - `low`: neither.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    Low,
+    Medium,
+    High,
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Medium => "medium",
+            Priority::High => "high",
+        }
+    }
+}
+
+/// An offence at least one active rule points to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuspectedOffence {
+    /// The offence's name, e.g. 污染环境罪.
+    pub offence: String,
+    /// Its article of the Criminal Law, e.g. 刑法第三百三十八条.
+    pub article: String,
+    /// Ids of the matched rules, in natural order (ENV-2 before ENV-10).
+    pub rules: Vec<String>,
+    /// `citations[i]` is the legal source of `rules[i]`.
+    pub citations: Vec<String>,
+    /// The escalation tier the facts reach (情节严重, 情节特别严重, 情节特别恶劣), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+}
+
+/// A check the hub leaves to a human.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManualCheck {
+    /// The rule or tier id.
+    pub rule: String,
+    /// What to check and why the hub could not.
+    pub reason: String,
+}

@@ -1,0 +1,1783 @@
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Map, Value};
+
+use super::condition::{Comparison, Condition, Op, Operand};
+use super::facts::{contract_facts, derived_facts, fact_kind, FactKind, AREAS, FOREST_RATIO};
+use super::*;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+fn lead_type(name: &str) -> LeadType {
+    name.parse().expect("a lead type of the contract")
+}
+
+fn default_book() -> RuleBook {
+    RuleBook::load(&RulesSettings::default()).expect("the built-in rule file loads")
+}
+
+fn book_with(settings: &RulesSettings) -> RuleBook {
+    RuleBook::load(settings).expect("the built-in rule file loads with these settings")
+}
+
+fn rule_ids(assessment: &Assessment) -> Vec<String> {
+    assessment
+        .suspected_offences
+        .iter()
+        .flat_map(|offence| offence.rules.iter().cloned())
+        .collect()
+}
+
+fn matches(assessment: &Assessment, rule: &str) -> bool {
+    rule_ids(assessment).iter().any(|id| id == rule)
+}
+
+fn listed(assessment: &Assessment, rule: &str) -> bool {
+    assessment
+        .manual_checks
+        .iter()
+        .any(|check| check.rule == rule)
+}
+
+fn tier_of<'a>(assessment: &'a Assessment, offence: &str) -> Option<&'a str> {
+    assessment
+        .suspected_offences
+        .iter()
+        .find(|suspected| suspected.offence == offence)
+        .and_then(|suspected| suspected.tier.as_deref())
+}
+
+fn measurement(code: &str, value: f64, limit: f64) -> Value {
+    json!({
+        "pollutant_code": code,
+        "value": value,
+        "limit": limit,
+        "unit": "mg/L",
+        "sampled_at": "2026-11-18T22:40:00+08:00",
+        "method": "manual",
+    })
+}
+
+fn discharge(measurements: &[(&str, f64, f64)]) -> Value {
+    json!({
+        "unit_type": "key_discharger",
+        "measurements": measurements
+            .iter()
+            .map(|(code, value, limit)| measurement(code, *value, *limit))
+            .collect::<Vec<_>>(),
+    })
+}
+
+fn farmland(areas_mu: [f64; 5], prior_penalties_2y: u32) -> Value {
+    let mut facts = json!({
+        "use_changed": true,
+        "destroyed": true,
+        "prior_penalties_2y": prior_penalties_2y,
+    });
+    for ((m2, _), area) in AREAS.iter().zip(areas_mu) {
+        facts[*m2] = json!(area * M2_PER_MU);
+    }
+    facts
+}
+
+fn mining(value_cny: f64, in_restricted_zone: bool) -> Value {
+    json!({
+        "mineral": "建筑用石料",
+        "value_cny": value_cny,
+        "in_restricted_zone": in_restricted_zone,
+        "prior_penalties_2y": 0,
+    })
+}
+
+fn sand(value_cny: f64, in_prohibited_zone_or_period: bool) -> Value {
+    json!({
+        "value_cny": value_cny,
+        "in_river_management_area": true,
+        "has_permit": false,
+        "in_prohibited_zone_or_period": in_prohibited_zone_or_period,
+        "prior_penalties_2y": 0,
+        "flood_safety_harm_report": false,
+    })
+}
+
+fn accident(deaths: u32, serious_injuries: u32, direct_loss_cny: f64) -> Value {
+    json!({"deaths": deaths, "serious_injuries": serious_injuries, "direct_loss_cny": direct_loss_cny})
+}
+
+fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+/// The JSON Schema of a lead type's facts, from `schemas/facts/`.
+fn facts_schema(lead_type: LeadType) -> Value {
+    let path = repo_path(&format!("schemas/facts/{lead_type}.schema.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{path:?}: {error}"));
+    serde_json::from_str(&text).expect("a facts schema is JSON")
+}
+
+fn assert_schema_valid(lead_type: LeadType, facts: &Value, context: &str) {
+    let validator = jsonschema::validator_for(&facts_schema(lead_type)).expect("schema compiles");
+    let problems: Vec<String> = validator
+        .iter_errors(facts)
+        .map(|error| format!("{} at {}", error, error.instance_path()))
+        .collect();
+    assert!(
+        problems.is_empty(),
+        "{context}: the test built facts its schema rejects: {facts} — {problems:?}"
+    );
+}
+
+/// Writes `text` to a temporary rule file and returns settings that load it.
+fn with_rule_file(text: &str) -> (tempfile::TempDir, RulesSettings) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("rules.json");
+    std::fs::write(&path, text).expect("the rule file is written");
+    let settings = RulesSettings {
+        rules_file: Some(path),
+        ..RulesSettings::default()
+    };
+    (dir, settings)
+}
+
+/// A one-offence rule file around the given rules.
+fn small_rule_file(rules: Value) -> String {
+    json!({
+        "format": 1,
+        "version": "test-1",
+        "offences": [
+            {"name": "污染环境罪", "article": "刑法第三百三十八条"},
+            {"name": "重大责任事故罪", "article": "刑法第一百三十四条第一款"}
+        ],
+        "rules": rules,
+    })
+    .to_string()
+}
+
+fn accident_rule(id: &str, condition: Value) -> Value {
+    json!({
+        "id": id,
+        "offence": "重大责任事故罪",
+        "lead_types": ["safety.major_accident"],
+        "status": "active",
+        "summary": "test",
+        "condition": condition,
+        "citation": "test citation",
+    })
+}
+
+fn load_error(text: &str) -> RulesError {
+    let (_dir, settings) = with_rule_file(text);
+    RuleBook::load(&settings).expect_err("the rule file is rejected")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The rule-table walk: every active rule and tier at, just below and just above each of its
+// thresholds, with facts built from the rule file itself.
+// ---------------------------------------------------------------------------------------------
+
+/// A schema-valid `facts` object of `lead_type` that the walk then overrides.
+fn baseline(lead_type: LeadType) -> Map<String, Value> {
+    let mut facts = Map::new();
+    for spec in contract_facts(lead_type) {
+        let value = match spec.kind {
+            FactKind::Integer | FactKind::Number => json!(0),
+            FactKind::Bool => json!(false),
+            FactKind::Enum(values) => json!(values[0]),
+            FactKind::Text => json!(match spec.name {
+                "waste_code" => "HW08",
+                "station_mn" => "370303A00000000000000001",
+                "mineral" => "建筑用石料",
+                "facility" => "堤防",
+                other => panic!("the walk needs a baseline value for the text fact {other}"),
+            }),
+            FactKind::CodeList => json!(["w00000"]),
+            FactKind::Measurements => json!([measurement("w00000", 0.0, 1.0)]),
+            FactKind::Derived => unreachable!("the contract facts are not derived"),
+        };
+        facts.insert(spec.name.to_owned(), value);
+    }
+    facts
+}
+
+/// Whether a comparison holds for `value`: written independently of the engine, as the
+/// walk's oracle (exact comparisons; the walk never picks values within rounding).
+fn holds(comparison: &Comparison, value: &Value) -> bool {
+    match (&comparison.operand, comparison.op) {
+        (Operand::Number(t), op) => {
+            let v = value.as_f64().expect("a number");
+            match op {
+                Op::Ge => v >= *t,
+                Op::Gt => v > *t,
+                Op::Le => v <= *t,
+                Op::Lt => v < *t,
+                Op::Eq => v == *t,
+                Op::Ne => v != *t,
+                _ => unreachable!(),
+            }
+        }
+        (Operand::Bool(b), Op::Eq) => value.as_bool() == Some(*b),
+        (Operand::Bool(b), Op::Ne) => value.as_bool() != Some(*b),
+        (Operand::Text(t), Op::Eq) => value.as_str() == Some(t.as_str()),
+        (Operand::Text(t), Op::Ne) => value.as_str() != Some(t.as_str()),
+        (Operand::List(list), Op::In) => list
+            .iter()
+            .any(|item| Some(item.as_str()) == value.as_str()),
+        (Operand::List(list), Op::Intersects) => value
+            .as_array()
+            .expect("a list")
+            .iter()
+            .any(|code| list.iter().any(|item| Some(item.as_str()) == code.as_str())),
+        (operand, op) => panic!("the walk does not know {op:?} with {operand:?}"),
+    }
+}
+
+fn is_integer(lead_type: LeadType, fact: &str) -> bool {
+    fact_kind(lead_type, fact) == Some(FactKind::Integer)
+}
+
+/// Values worth trying for a comparison's fact: its threshold and the values next to it.
+fn candidates(lead_type: LeadType, comparison: &Comparison) -> Vec<Value> {
+    match &comparison.operand {
+        Operand::Number(t) if is_integer(lead_type, &comparison.fact) => {
+            let base = t.ceil();
+            [base, base + 1.0, base - 1.0, t.floor(), 0.0]
+                .into_iter()
+                .filter(|v| *v >= 0.0)
+                .map(|v| json!(v as i64))
+                .collect()
+        }
+        Operand::Number(t) => {
+            let step = step(*t);
+            [*t, t + step, t - step, 0.0]
+                .into_iter()
+                .filter(|v| *v >= 0.0)
+                .map(|v| json!(v))
+                .collect()
+        }
+        Operand::Bool(b) => vec![json!(b), json!(!b)],
+        Operand::Text(_) | Operand::List(_) if comparison.op != Op::Intersects => {
+            let mut values: Vec<Value> = match &comparison.operand {
+                Operand::Text(t) => vec![json!(t)],
+                Operand::List(list) => list.iter().map(|item| json!(item)).collect(),
+                _ => unreachable!(),
+            };
+            match fact_kind(lead_type, &comparison.fact) {
+                Some(FactKind::Enum(all)) => values.extend(all.iter().map(|item| json!(item))),
+                _ => values.push(json!("zz-not-listed")),
+            }
+            values
+        }
+        Operand::List(list) => {
+            let outsider = ["w99999", "a99999", "w99998"]
+                .into_iter()
+                .find(|code| !list.iter().any(|item| item == code))
+                .expect("a code outside the list");
+            vec![json!([list[0]]), json!([outsider])]
+        }
+        Operand::Text(_) => unreachable!(),
+    }
+}
+
+/// "Just below / just above" for a non-integer threshold.
+fn step(threshold: f64) -> f64 {
+    1e-6 * threshold.abs().max(1.0)
+}
+
+/// Finds fact values that give conditions the wanted truth, keeping what is already assigned.
+struct Solver {
+    lead_type: LeadType,
+    assigned: BTreeMap<String, Value>,
+}
+
+impl Solver {
+    fn require(&mut self, node: &Condition, want: bool) -> bool {
+        let saved = self.assigned.clone();
+        let ok = match node {
+            Condition::All(parts) if want => parts.iter().all(|part| self.require(part, true)),
+            Condition::Any(parts) if !want => parts.iter().all(|part| self.require(part, false)),
+            Condition::All(parts) | Condition::Any(parts) => {
+                parts.iter().any(|part| self.require(part, want))
+            }
+            Condition::Not(inner) => self.require(inner, !want),
+            Condition::Compare(comparison) => match self.assigned.get(&comparison.fact) {
+                Some(value) => holds(comparison, value) == want,
+                None => match candidates(self.lead_type, comparison)
+                    .into_iter()
+                    .find(|value| holds(comparison, value) == want)
+                {
+                    Some(value) => {
+                        self.assigned.insert(comparison.fact.clone(), value);
+                        true
+                    }
+                    None => false,
+                },
+            },
+        };
+        if !ok {
+            self.assigned = saved;
+        }
+        ok
+    }
+}
+
+/// Every path from the root to a comparison.
+fn leaf_paths(node: &Condition, prefix: &mut Vec<usize>, out: &mut Vec<Vec<usize>>) {
+    match node {
+        Condition::All(parts) | Condition::Any(parts) => {
+            for (index, part) in parts.iter().enumerate() {
+                prefix.push(index);
+                leaf_paths(part, prefix, out);
+                prefix.pop();
+            }
+        }
+        Condition::Not(inner) => {
+            prefix.push(0);
+            leaf_paths(inner, prefix, out);
+            prefix.pop();
+        }
+        Condition::Compare(_) => out.push(prefix.clone()),
+    }
+}
+
+/// The comparison at `path`, the siblings that must hold (`all`) or fail (`any`) for it to
+/// decide the whole condition, and whether an odd number of `not`s lies on the way.
+fn decisive<'a>(
+    root: &'a Condition,
+    path: &[usize],
+) -> (&'a Comparison, Vec<(&'a Condition, bool)>, bool) {
+    let mut node = root;
+    let mut siblings = Vec::new();
+    let mut negated = false;
+    for &index in path {
+        node = match node {
+            Condition::All(parts) | Condition::Any(parts) => {
+                let want = matches!(node, Condition::All(_));
+                for (other, part) in parts.iter().enumerate() {
+                    if other != index {
+                        siblings.push((part, want));
+                    }
+                }
+                &parts[index]
+            }
+            Condition::Not(inner) => {
+                negated = !negated;
+                inner
+            }
+            Condition::Compare(_) => unreachable!(),
+        };
+    }
+    match node {
+        Condition::Compare(comparison) => (comparison, siblings, negated),
+        _ => unreachable!(),
+    }
+}
+
+/// Turns assigned derived facts back into contract facts.
+fn apply_derived(
+    lead_type: LeadType,
+    facts: &mut Map<String, Value>,
+    name: &str,
+    value: f64,
+    settings: &RulesSettings,
+    touched: &mut Vec<String>,
+) {
+    let mut set = |facts: &mut Map<String, Value>, field: &str, field_value: Value| {
+        assert!(
+            !touched.iter().any(|done| done == field),
+            "the walk set {field} twice for {lead_type}; teach it to combine derived facts"
+        );
+        touched.push(field.to_owned());
+        facts.insert(field.to_owned(), field_value);
+    };
+    if let Some((m2, _)) = AREAS.iter().find(|(_, mu)| *mu == name) {
+        set(facts, m2, json!(value * M2_PER_MU));
+        return;
+    }
+    let group = match name {
+        FOREST_RATIO => {
+            set(
+                facts,
+                "public_welfare_forest_m2",
+                json!(value * 5.0 * M2_PER_MU),
+            );
+            set(facts, "commercial_forest_m2", json!(0.0));
+            return;
+        }
+        "max_exceed_multiple_env3" => &settings.env3_pollutant_codes,
+        "max_exceed_multiple_env4" => &settings.env4_pollutant_codes,
+        other => panic!("the walk cannot produce the derived fact {other} of {lead_type}"),
+    };
+    let measured = match settings.exceed_multiple {
+        ExceedMultipleFormula::Ratio => value,
+        ExceedMultipleFormula::Excess => value + 1.0,
+    };
+    let list = facts
+        .get_mut("measurements")
+        .and_then(Value::as_array_mut)
+        .expect("a discharge lead has measurements");
+    list.push(measurement(&group[0], measured, 1.0));
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Target {
+    /// An active rule: is it among the suspected offences' rules?
+    Rule,
+    /// An active tier: does its offence carry this tier?
+    Tier,
+    /// A manual or needs-input rule's `applies_when`: is it listed as a manual check?
+    Listed,
+}
+
+/// Walks every comparison of `condition` for one lead type; returns how many cases ran.
+fn walk_condition(
+    book: &RuleBook,
+    settings: &RulesSettings,
+    rule: &table::Rule,
+    condition: &Condition,
+    lead_type: LeadType,
+    target: Target,
+) -> usize {
+    let mut paths = Vec::new();
+    leaf_paths(condition, &mut Vec::new(), &mut paths);
+    let offence = &book.offences[rule.offence].name;
+    let mut cases = 0;
+    for path in paths {
+        let (comparison, siblings, negated) = decisive(condition, &path);
+        let variants: Vec<(&str, Value)> = match (&comparison.operand, comparison.op) {
+            (Operand::Number(t), Op::Ge | Op::Gt | Op::Le | Op::Lt) => {
+                let (below, at, above) = if is_integer(lead_type, &comparison.fact) {
+                    (
+                        json!(t.ceil() as i64 - 1),
+                        json!(t.ceil() as i64),
+                        json!(t.ceil() as i64 + 1),
+                    )
+                } else {
+                    (json!(t - step(*t)), json!(t), json!(t + step(*t)))
+                };
+                vec![("just below", below), ("at", at), ("just above", above)]
+            }
+            _ => {
+                let all = candidates(lead_type, comparison);
+                let yes = all.iter().find(|value| holds(comparison, value)).cloned();
+                let no = all.iter().find(|value| !holds(comparison, value)).cloned();
+                yes.map(|value| ("meeting", value))
+                    .into_iter()
+                    .chain(no.map(|value| ("failing", value)))
+                    .collect()
+            }
+        };
+        for (label, value) in variants {
+            let context = format!(
+                "{} ({target:?}) for {lead_type}, fact {} {:?} {:?}, {label} = {value}, settings {:?}/{}/{}",
+                rule.id,
+                comparison.fact,
+                comparison.op,
+                comparison.operand,
+                settings.exceed_multiple,
+                settings.mining_value_threshold_cny,
+                settings.mining_restricted_threshold_cny,
+            );
+            let mut solver = Solver {
+                lead_type,
+                assigned: BTreeMap::from([(comparison.fact.clone(), value.clone())]),
+            };
+            for (sibling, want) in &siblings {
+                assert!(
+                    solver.require(sibling, *want),
+                    "{context}: cannot make a sibling condition {want}; teach the walk"
+                );
+            }
+            let leaf_true = holds(comparison, &value);
+            let expected = leaf_true != negated;
+            if comparison.op == Op::Ge && !negated {
+                let by_label = label != "just below";
+                assert_eq!(
+                    expected, by_label,
+                    "{context}: >= must hold at and above only"
+                );
+            }
+
+            let mut facts = baseline(lead_type);
+            let mut derived_assigned = BTreeMap::new();
+            let mut touched = Vec::new();
+            for (fact, assigned) in &solver.assigned {
+                if fact_kind(lead_type, fact) == Some(FactKind::Derived) {
+                    let number = assigned.as_f64().expect("a derived fact is a number");
+                    derived_assigned.insert(fact.clone(), number);
+                    apply_derived(lead_type, &mut facts, fact, number, settings, &mut touched);
+                } else {
+                    facts.insert(fact.clone(), assigned.clone());
+                }
+            }
+            let facts = Value::Object(facts);
+            assert_schema_valid(lead_type, &facts, &context);
+
+            let assessment = book.assess(lead_type, LeadKind::Clue, &facts);
+            for (fact, number) in &derived_assigned {
+                let got = assessment.derived.get(fact).copied();
+                assert!(
+                    got.is_some_and(|got| (got - number).abs() <= 1e-9 * number.abs().max(1.0)),
+                    "{context}: derived {fact} should be {number}, is {got:?}"
+                );
+            }
+            let actual =
+                match target {
+                    Target::Rule => matches(&assessment, &rule.id),
+                    Target::Listed => listed(&assessment, &rule.id),
+                    Target::Tier => {
+                        let tier = rule.tier.as_deref().expect("a tier has a name");
+                        if expected {
+                            assert!(
+                            assessment.suspected_offences.iter().any(|s| &s.offence == offence),
+                            "{context}: the tier's condition holds but {offence} is not suspected"
+                        );
+                        }
+                        tier_of(&assessment, offence) == Some(tier)
+                    }
+                };
+            assert_eq!(
+                actual,
+                expected,
+                "{context}: expected {}, got {assessment:#?}",
+                if expected { "a match" } else { "no match" }
+            );
+            cases += 1;
+        }
+    }
+    cases
+}
+
+fn walk_every_rule(settings: &RulesSettings) -> usize {
+    let book = book_with(settings);
+    let mut cases = 0;
+    let mut walked = Vec::new();
+    for (rule, is_tier) in book
+        .rules
+        .iter()
+        .map(|rule| (rule, false))
+        .chain(book.tiers.iter().map(|tier| (tier, true)))
+    {
+        let (condition, target) = match (rule.status, is_tier) {
+            (table::Status::Active, false) => (rule.condition.as_ref(), Target::Rule),
+            (table::Status::Active, true) => (rule.condition.as_ref(), Target::Tier),
+            (_, _) => (rule.applies_when.as_ref(), Target::Listed),
+        };
+        let Some(condition) = condition else {
+            assert_ne!(
+                rule.status,
+                table::Status::Active,
+                "{} has no condition",
+                rule.id
+            );
+            continue;
+        };
+        for &lead_type in &rule.lead_types {
+            let ran = walk_condition(&book, settings, rule, condition, lead_type, target);
+            assert!(ran >= 2, "{} for {lead_type}: only {ran} cases", rule.id);
+            cases += ran;
+        }
+        walked.push(rule.id.clone());
+    }
+    let active: Vec<&str> = book
+        .rules
+        .iter()
+        .chain(&book.tiers)
+        .filter(|rule| rule.status == table::Status::Active)
+        .map(|rule| rule.id.as_str())
+        .collect();
+    for id in active {
+        assert!(walked.iter().any(|done| done == id), "{id} was not walked");
+    }
+    cases
+}
+
+#[test]
+fn every_active_rule_matches_at_and_above_its_threshold_and_not_below() {
+    let cases = walk_every_rule(&RulesSettings::default());
+    assert!(cases > 100, "only {cases} cases ran");
+}
+
+#[test]
+fn the_walk_also_holds_with_the_excess_formula_and_the_highest_mining_amounts() {
+    let settings = RulesSettings {
+        exceed_multiple: ExceedMultipleFormula::Excess,
+        mining_value_threshold_cny: 300_000,
+        mining_restricted_threshold_cny: 150_000,
+        ..RulesSettings::default()
+    };
+    walk_every_rule(&settings);
+}
+
+#[test]
+fn the_built_in_file_has_every_rule_of_the_domain_tables() {
+    let book = default_book();
+    let mut expected: Vec<String> = Vec::new();
+    for (prefix, count) in [
+        ("ENV", 11),
+        ("LAND", 8),
+        ("MIN", 4),
+        ("SAND", 2),
+        ("SAF", 3),
+        ("DANGER", 3),
+    ] {
+        expected.extend((1..=count).map(|n| format!("{prefix}-{n}")));
+    }
+    let ids: Vec<&str> = book.rules.iter().map(|rule| rule.id.as_str()).collect();
+    assert_eq!(ids, expected);
+
+    let status = |id: &str| book.rules.iter().find(|rule| rule.id == id).unwrap().status;
+    for id in ["ENV-1", "ENV-6", "ENV-8", "ENV-9", "ENV-10", "LAND-8"] {
+        assert_eq!(status(id), table::Status::NeedsInput, "{id}");
+    }
+    for id in ["ENV-11", "MIN-4"] {
+        assert_eq!(status(id), table::Status::Manual, "{id}");
+    }
+    let offence = |id: &str| {
+        let rule = book.rules.iter().find(|rule| rule.id == id).unwrap();
+        book.offences[rule.offence].name.as_str()
+    };
+    assert_eq!(offence("ENV-3"), "污染环境罪");
+    assert_eq!(offence("LAND-5"), "非法占用农用地罪");
+    assert_eq!(offence("SAND-1"), "非法采矿罪");
+    assert_eq!(offence("SAF-2"), "重大责任事故罪");
+    assert_eq!(offence("DANGER-3"), "危险作业罪");
+    assert_eq!(book.version(), "1.0.0");
+}
+
+#[test]
+fn the_thresholds_are_those_of_the_domain_tables_and_all_inclusive() {
+    let book = default_book();
+    let expected: BTreeMap<&str, Vec<(&str, f64)>> = BTreeMap::from([
+        ("ENV-2", vec![("quantity_t", 3.0)]),
+        ("ENV-3", vec![("max_exceed_multiple_env3", 3.0)]),
+        ("ENV-4", vec![("max_exceed_multiple_env4", 10.0)]),
+        ("LAND-1", vec![("basic_farmland_mu", 5.0)]),
+        ("LAND-2", vec![("other_cultivated_mu", 10.0)]),
+        ("LAND-3", vec![("public_welfare_forest_mu", 5.0)]),
+        ("LAND-4", vec![("commercial_forest_mu", 10.0)]),
+        ("LAND-5", vec![("forest_ratio", 1.0)]),
+        (
+            "LAND-6",
+            vec![("prior_penalties_2y", 2.0), ("forest_ratio", 0.5)],
+        ),
+        ("LAND-7", vec![("grassland_mu", 20.0)]),
+        ("LAND-8", vec![("grassland_mu", 10.0)]),
+        ("MIN-1", vec![("value_cny", 100_000.0)]),
+        ("MIN-2", vec![("value_cny", 50_000.0)]),
+        ("MIN-3", vec![("prior_penalties_2y", 2.0)]),
+        (
+            "SAND-1",
+            vec![
+                ("value_cny", 100_000.0),
+                ("value_cny", 50_000.0),
+                ("prior_penalties_2y", 2.0),
+            ],
+        ),
+        ("SAF-1", vec![("deaths", 1.0)]),
+        ("SAF-2", vec![("serious_injuries", 3.0)]),
+        ("SAF-3", vec![("direct_loss_cny", 1_000_000.0)]),
+        ("ENV-T1", vec![("quantity_t", 100.0)]),
+        (
+            "MIN-T1",
+            vec![("value_cny", 500_000.0), ("value_cny", 250_000.0)],
+        ),
+        (
+            "MIN-T2",
+            vec![("value_cny", 500_000.0), ("value_cny", 250_000.0)],
+        ),
+        (
+            "SAF-T1",
+            vec![
+                ("deaths", 3.0),
+                ("serious_injuries", 10.0),
+                ("direct_loss_cny", 5_000_000.0),
+            ],
+        ),
+    ]);
+    for rule in book.rules.iter().chain(&book.tiers) {
+        let mut thresholds = Vec::new();
+        for condition in rule.condition.iter().chain(&rule.applies_when) {
+            condition.for_each_comparison(&mut |comparison| {
+                if let Operand::Number(value) = comparison.operand {
+                    // 刑法第九十九条: every "以上" threshold includes the number itself.
+                    assert_eq!(comparison.op, Op::Ge, "{}: {}", rule.id, comparison.fact);
+                    thresholds.push((comparison.fact.as_str(), value));
+                }
+            });
+        }
+        let want = expected.get(rule.id.as_str()).cloned().unwrap_or_default();
+        assert_eq!(thresholds, want, "{}", rule.id);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Specific rules
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn three_times_the_lead_limit_is_env3_as_a_ratio_but_not_as_an_excess() {
+    let ratio = default_book();
+    let excess = book_with(&RulesSettings {
+        exceed_multiple: ExceedMultipleFormula::Excess,
+        ..RulesSettings::default()
+    });
+    let three = discharge(&[("w20120", 3.0, 1.0)]);
+    let four = discharge(&[("w20120", 4.0, 1.0)]);
+    let lead = lead_type("environment.discharge_exceedance");
+
+    let with_ratio = ratio.assess(lead, LeadKind::Clue, &three);
+    assert!(matches(&with_ratio, "ENV-3"));
+    assert_eq!(with_ratio.derived["max_exceed_multiple_env3"], 3.0);
+    let with_excess = excess.assess(lead, LeadKind::Clue, &three);
+    assert!(!matches(&with_excess, "ENV-3"));
+    assert_eq!(with_excess.derived["max_exceed_multiple_env3"], 2.0);
+
+    assert!(matches(&ratio.assess(lead, LeadKind::Clue, &four), "ENV-3"));
+    assert!(matches(
+        &excess.assess(lead, LeadKind::Clue, &four),
+        "ENV-3"
+    ));
+}
+
+#[test]
+fn the_exceed_multiple_is_the_maximum_over_each_pollutant_group() {
+    let book = default_book();
+    let facts = discharge(&[
+        ("w20111", 1.5, 1.0),
+        ("w20119", 2.0, 0.5),
+        ("w20122", 9.0, 1.0),
+        ("w01018", 500.0, 100.0),
+    ]);
+    let assessment = book.assess(
+        lead_type("environment.discharge_exceedance"),
+        LeadKind::Clue,
+        &facts,
+    );
+    assert_eq!(assessment.derived["max_exceed_multiple_env3"], 4.0);
+    assert_eq!(assessment.derived["max_exceed_multiple_env4"], 9.0);
+    assert_eq!(assessment.derived["max_exceed_multiple"], 9.0);
+    assert_eq!(assessment.derived["exceed_multiple.w01018"], 5.0);
+    // COD five times its limit is not a heavy metal: only ENV-3 matches.
+    assert_eq!(rule_ids(&assessment), ["ENV-3"]);
+}
+
+#[test]
+fn ten_times_a_copper_limit_is_env4_and_codes_outside_the_groups_are_not() {
+    let book = default_book();
+    let lead = lead_type("environment.discharge_exceedance");
+    assert!(matches(
+        &book.assess(lead, LeadKind::Clue, &discharge(&[("w20122", 10.0, 1.0)])),
+        "ENV-4"
+    ));
+    assert!(!matches(
+        &book.assess(lead, LeadKind::Clue, &discharge(&[("w20122", 9.99, 1.0)])),
+        "ENV-4"
+    ));
+    let unlisted = book.assess(lead, LeadKind::Clue, &discharge(&[("w20999", 50.0, 1.0)]));
+    assert!(unlisted.suspected_offences.is_empty());
+}
+
+#[test]
+fn an_operator_can_add_the_thallium_code_to_the_env3_group() {
+    let settings = RulesSettings {
+        env3_pollutant_codes: vec!["w20120".into(), "w20999".into()],
+        ..RulesSettings::default()
+    };
+    let assessment = book_with(&settings).assess(
+        lead_type("environment.discharge_exceedance"),
+        LeadKind::Clue,
+        &discharge(&[("w20999", 3.0, 1.0)]),
+    );
+    assert!(matches(&assessment, "ENV-3"));
+}
+
+#[test]
+fn five_mu_of_basic_farmland_is_3333_35_square_metres() {
+    let book = default_book();
+    let lead = lead_type("land.farmland_occupation");
+    let with_area = |m2: f64| {
+        let mut facts = farmland([0.0; 5], 0);
+        facts["basic_farmland_m2"] = json!(m2);
+        book.assess(lead, LeadKind::Clue, &facts)
+    };
+    let at = with_area(3333.35);
+    assert!(matches(&at, "LAND-1"), "{at:?}");
+    assert!((at.derived["basic_farmland_mu"] - 5.0).abs() < 1e-12);
+    assert!(matches(&with_area(3400.0), "LAND-1"));
+    assert!(!matches(&with_area(3333.34), "LAND-1"));
+    // 1 亩 is 666.67 m² here (domain.md §2.2), a hair more than 10000/15: the exact 5 亩
+    // (3333.333… m²) is 0.02 m² short.
+    assert!(!matches(&with_area(10000.0 / 15.0 * 5.0), "LAND-1"));
+}
+
+#[test]
+fn land_rules_need_a_changed_use_and_destruction() {
+    let book = default_book();
+    let lead = lead_type("land.farmland_occupation");
+    let mut facts = farmland([6.0, 0.0, 0.0, 0.0, 0.0], 0);
+    assert!(matches(
+        &book.assess(lead, LeadKind::Clue, &facts),
+        "LAND-1"
+    ));
+    facts["destroyed"] = json!(false);
+    assert!(book
+        .assess(lead, LeadKind::Clue, &facts)
+        .suspected_offences
+        .is_empty());
+    facts["destroyed"] = json!(true);
+    facts["use_changed"] = json!(false);
+    assert!(book
+        .assess(lead, LeadKind::Clue, &facts)
+        .suspected_offences
+        .is_empty());
+}
+
+#[test]
+fn public_welfare_and_commercial_forest_combine_proportionally() {
+    let book = default_book();
+    let lead = lead_type("land.farmland_occupation");
+    // 3 亩 public-welfare (3/5 = 0.6) and 4 亩 commercial (4/10 = 0.4): neither alone, but 1.0.
+    let combined = book.assess(
+        lead,
+        LeadKind::Clue,
+        &farmland([0.0, 0.0, 3.0, 4.0, 0.0], 0),
+    );
+    assert_eq!(rule_ids(&combined), ["LAND-5"]);
+    assert!((combined.derived["forest_ratio"] - 1.0).abs() < 1e-12);
+
+    let short = book.assess(
+        lead,
+        LeadKind::Clue,
+        &farmland([0.0, 0.0, 3.0, 3.9, 0.0], 0),
+    );
+    assert!(short.suspected_offences.is_empty(), "{short:?}");
+
+    // Half the standard after two penalties within two years (art. 1(4)).
+    let repeat = book.assess(
+        lead,
+        LeadKind::Clue,
+        &farmland([0.0, 0.0, 1.5, 2.0, 0.0], 2),
+    );
+    assert_eq!(rule_ids(&repeat), ["LAND-6"]);
+    let once = book.assess(
+        lead,
+        LeadKind::Clue,
+        &farmland([0.0, 0.0, 1.5, 2.0, 0.0], 1),
+    );
+    assert!(once.suspected_offences.is_empty());
+}
+
+#[test]
+fn land_8_is_listed_only_when_the_grassland_reaches_ten_mu() {
+    let book = default_book();
+    let lead = lead_type("land.farmland_occupation");
+    let none = book.assess(
+        lead,
+        LeadKind::Clue,
+        &farmland([0.0, 0.0, 0.0, 0.0, 0.0], 0),
+    );
+    assert!(none.manual_checks.is_empty());
+    assert_eq!(none.priority, Priority::Low);
+    let ten = book.assess(
+        lead,
+        LeadKind::Clue,
+        &farmland([0.0, 0.0, 0.0, 0.0, 10.0], 0),
+    );
+    assert!(listed(&ten, "LAND-8"));
+    assert_eq!(ten.priority, Priority::Medium);
+    assert!(ten.manual_checks[0]
+        .reason
+        .contains("prior_grassland_penalty_3y"));
+    let twenty = book.assess(
+        lead,
+        LeadKind::Clue,
+        &farmland([0.0, 0.0, 0.0, 0.0, 20.0], 0),
+    );
+    assert!(matches(&twenty, "LAND-7"));
+}
+
+#[test]
+fn the_mining_amounts_come_from_the_settings() {
+    let lead = lead_type("land.illegal_mining");
+    let floor = default_book();
+    let ceiling = book_with(&RulesSettings {
+        mining_value_threshold_cny: 300_000,
+        mining_restricted_threshold_cny: 150_000,
+        ..RulesSettings::default()
+    });
+
+    let ordinary = mining(200_000.0, false);
+    assert!(matches(
+        &floor.assess(lead, LeadKind::Clue, &ordinary),
+        "MIN-1"
+    ));
+    assert!(!matches(
+        &ceiling.assess(lead, LeadKind::Clue, &ordinary),
+        "MIN-1"
+    ));
+    assert!(matches(
+        &ceiling.assess(lead, LeadKind::Clue, &mining(300_000.0, false)),
+        "MIN-1"
+    ));
+
+    let restricted = mining(60_000.0, true);
+    assert_eq!(
+        rule_ids(&floor.assess(lead, LeadKind::Clue, &restricted)),
+        ["MIN-2"]
+    );
+    assert!(ceiling
+        .assess(lead, LeadKind::Clue, &restricted)
+        .suspected_offences
+        .is_empty());
+    // Outside a restricted zone the lower amount does not count.
+    assert!(floor
+        .assess(lead, LeadKind::Clue, &mining(60_000.0, false))
+        .suspected_offences
+        .is_empty());
+
+    let sand_lead = lead_type("water.illegal_sand_mining");
+    assert!(matches(
+        &floor.assess(sand_lead, LeadKind::Clue, &sand(60_000.0, true)),
+        "SAND-1"
+    ));
+    assert!(!matches(
+        &ceiling.assess(sand_lead, LeadKind::Clue, &sand(60_000.0, true)),
+        "SAND-1"
+    ));
+}
+
+#[test]
+fn sand_mining_with_a_permit_or_outside_the_river_area_is_not_sand_1() {
+    let book = default_book();
+    let lead = lead_type("water.illegal_sand_mining");
+    let mut facts = sand(500_000.0, false);
+    assert_eq!(
+        rule_ids(&book.assess(lead, LeadKind::Clue, &facts)),
+        ["SAND-1"]
+    );
+    facts["has_permit"] = json!(true);
+    assert!(book
+        .assess(lead, LeadKind::Clue, &facts)
+        .suspected_offences
+        .is_empty());
+    facts["has_permit"] = json!(false);
+    facts["in_river_management_area"] = json!(false);
+    assert!(book
+        .assess(lead, LeadKind::Clue, &facts)
+        .suspected_offences
+        .is_empty());
+
+    let mut report = sand(1_000.0, false);
+    report["flood_safety_harm_report"] = json!(true);
+    assert_eq!(
+        rule_ids(&book.assess(lead, LeadKind::Clue, &report)),
+        ["SAND-2"]
+    );
+}
+
+#[test]
+fn monitoring_tampering_needs_a_key_unit_and_a_listed_pollutant() {
+    let book = default_book();
+    let lead = lead_type("environment.monitoring_tampering");
+    let mut facts = json!({
+        "unit_type": "key_discharger",
+        "station_mn": "370303A00000000000000001",
+        "method": "sampling_interfered",
+        "pollutant_codes": ["w00000", "w21003"],
+    });
+    assert_eq!(
+        rule_ids(&book.assess(lead, LeadKind::Clue, &facts)),
+        ["ENV-7"]
+    );
+    facts["pollutant_codes"] = json!(["w00000"]);
+    assert!(book
+        .assess(lead, LeadKind::Clue, &facts)
+        .suspected_offences
+        .is_empty());
+    facts["pollutant_codes"] = json!(["a21002"]);
+    facts["unit_type"] = json!("other");
+    assert!(book
+        .assess(lead, LeadKind::Clue, &facts)
+        .suspected_offences
+        .is_empty());
+}
+
+#[test]
+fn a_dangerous_operation_is_flagged_with_a_check_for_real_danger() {
+    let book = default_book();
+    let assessment = book.assess(
+        lead_type("safety.hazardous_operation"),
+        LeadKind::Clue,
+        &json!({"trigger": "rectification_refused"}),
+    );
+    assert_eq!(rule_ids(&assessment), ["DANGER-2"]);
+    assert_eq!(assessment.suspected_offences[0].offence, "危险作业罪");
+    assert_eq!(
+        assessment.suspected_offences[0].article,
+        "刑法第一百三十四条之一"
+    );
+    assert!(listed(&assessment, "DANGER-2"));
+    assert!(assessment.manual_checks[0].reason.contains("现实危险"));
+}
+
+#[test]
+fn rules_of_one_offence_are_sorted_naturally_with_their_citations() {
+    let book = default_book();
+    let assessment = book.assess(
+        lead_type("safety.major_accident"),
+        LeadKind::Clue,
+        &accident(1, 3, 1_000_000.0),
+    );
+    let offence = &assessment.suspected_offences[0];
+    assert_eq!(offence.rules, ["SAF-1", "SAF-2", "SAF-3"]);
+    assert_eq!(offence.citations.len(), 3);
+    assert_eq!(offence.citations[2], "法释〔2015〕22号 第六条第（二）项");
+
+    let mut ids = vec!["ENV-10", "ENV-2", "DANGER-1", "ENV-T1"];
+    ids.sort_by_key(|id| natural_key(id));
+    assert_eq!(ids, ["DANGER-1", "ENV-2", "ENV-10", "ENV-T1"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tiers and priority
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_hundred_tonnes_of_hazardous_waste_is_the_serious_tier() {
+    let book = default_book();
+    let lead = lead_type("environment.hazardous_waste");
+    let facts = |t: f64| json!({"waste_code": "HW08", "quantity_t": t, "disposal": "dump"});
+    let hundred = book.assess(lead, LeadKind::Clue, &facts(100.0));
+    assert_eq!(tier_of(&hundred, "污染环境罪"), Some("情节严重"));
+    assert!(
+        !listed(&hundred, "ENV-T2"),
+        "a tier already reached needs no check"
+    );
+    let below = book.assess(lead, LeadKind::Clue, &facts(99.99));
+    assert!(matches(&below, "ENV-2"));
+    assert_eq!(tier_of(&below, "污染环境罪"), None);
+    // The other art. 2 items need inputs no lead carries: a check once the offence is suspected.
+    assert!(listed(&below, "ENV-T2"));
+    let small = book.assess(lead, LeadKind::Clue, &facts(1.0));
+    assert!(!listed(&small, "ENV-T2"));
+}
+
+#[test]
+fn five_times_the_mining_amount_is_the_especially_serious_tier() {
+    let book = default_book();
+    let lead = lead_type("land.illegal_mining");
+    let at = book.assess(lead, LeadKind::Clue, &mining(500_000.0, false));
+    assert_eq!(tier_of(&at, "非法采矿罪"), Some("情节特别严重"));
+    assert!(!listed(&at, "MIN-T3"), "the tier is already reached");
+    let below = book.assess(lead, LeadKind::Clue, &mining(499_999.0, false));
+    assert_eq!(tier_of(&below, "非法采矿罪"), None);
+    assert!(
+        listed(&below, "MIN-T3"),
+        "the ecological-damage route is a manual check"
+    );
+    let restricted = book.assess(lead, LeadKind::Clue, &mining(250_000.0, true));
+    assert_eq!(tier_of(&restricted, "非法采矿罪"), Some("情节特别严重"));
+
+    let ceiling = book_with(&RulesSettings {
+        mining_value_threshold_cny: 300_000,
+        ..RulesSettings::default()
+    });
+    assert_eq!(
+        tier_of(
+            &ceiling.assess(lead, LeadKind::Clue, &mining(500_000.0, false)),
+            "非法采矿罪"
+        ),
+        None
+    );
+    assert_eq!(
+        tier_of(
+            &ceiling.assess(lead, LeadKind::Clue, &mining(1_500_000.0, false)),
+            "非法采矿罪"
+        ),
+        Some("情节特别严重")
+    );
+
+    let sand_tier = book.assess(
+        lead_type("water.illegal_sand_mining"),
+        LeadKind::Clue,
+        &sand(250_000.0, true),
+    );
+    assert_eq!(tier_of(&sand_tier, "非法采矿罪"), Some("情节特别严重"));
+}
+
+#[test]
+fn the_aggravated_accident_tier_asks_who_bears_main_responsibility() {
+    let book = default_book();
+    let lead = lead_type("safety.major_accident");
+    for facts in [
+        accident(3, 0, 0.0),
+        accident(0, 10, 0.0),
+        accident(0, 0, 5_000_000.0),
+    ] {
+        let assessment = book.assess(lead, LeadKind::Clue, &facts);
+        assert_eq!(
+            tier_of(&assessment, "重大责任事故罪"),
+            Some("情节特别恶劣"),
+            "{facts}"
+        );
+        let check = assessment
+            .manual_checks
+            .iter()
+            .find(|check| check.rule == "SAF-T1");
+        assert!(check.is_some_and(|check| check.reason.contains("主要责任")));
+    }
+    let below = book.assess(lead, LeadKind::Clue, &accident(2, 9, 4_999_999.0));
+    assert_eq!(rule_ids(&below), ["SAF-1", "SAF-2", "SAF-3"]);
+    assert_eq!(tier_of(&below, "重大责任事故罪"), None);
+    assert!(below.manual_checks.is_empty());
+}
+
+#[test]
+fn priority_is_high_for_a_match_medium_for_checks_or_a_transfer_and_low_otherwise() {
+    let book = default_book();
+    let accident_lead = lead_type("safety.major_accident");
+
+    let matched = book.assess(accident_lead, LeadKind::Penalty, &accident(1, 0, 0.0));
+    assert_eq!(matched.priority, Priority::High);
+
+    let nothing = book.assess(accident_lead, LeadKind::Clue, &accident(0, 2, 999_999.0));
+    assert_eq!(nothing.priority, Priority::Low);
+    assert!(nothing.suspected_offences.is_empty() && nothing.manual_checks.is_empty());
+
+    let transfer = book.assess(
+        accident_lead,
+        LeadKind::Transfer,
+        &accident(0, 2, 999_999.0),
+    );
+    assert_eq!(transfer.priority, Priority::Medium);
+
+    // ENV-11 (the catch-all) and the needs-input rules apply to every discharge lead.
+    let below = book.assess(
+        lead_type("environment.discharge_exceedance"),
+        LeadKind::Clue,
+        &discharge(&[("w20120", 1.2, 1.0)]),
+    );
+    assert_eq!(below.priority, Priority::Medium);
+    let checks: Vec<&str> = below
+        .manual_checks
+        .iter()
+        .map(|check| check.rule.as_str())
+        .collect();
+    assert_eq!(
+        checks,
+        ["ENV-1", "ENV-6", "ENV-8", "ENV-9", "ENV-10", "ENV-11"]
+    );
+
+    let damage = book.assess(
+        lead_type("water.facility_damage"),
+        LeadKind::Clue,
+        &json!({"facility": "堤防", "direct_loss_cny": 62000}),
+    );
+    assert_eq!(damage.priority, Priority::Low);
+    assert!(Priority::High > Priority::Medium && Priority::Medium > Priority::Low);
+}
+
+#[test]
+fn an_assessment_serialises_in_the_contract_shape_and_back() {
+    let book = default_book();
+    let assessment = book.assess(
+        lead_type("environment.discharge_exceedance"),
+        LeadKind::Transfer,
+        &discharge(&[("w20120", 3.2, 1.0)]),
+    );
+    let value = serde_json::to_value(&assessment).unwrap();
+    assert_eq!(value["priority"], "high");
+    assert_eq!(value["rulebook_version"], "1.0.0");
+    assert_eq!(
+        value["suspected_offences"][0],
+        json!({
+            "offence": "污染环境罪",
+            "article": "刑法第三百三十八条",
+            "rules": ["ENV-3"],
+            "citations": ["法释〔2023〕7号 第一条第（三）项"],
+        })
+    );
+    assert_eq!(value["derived"]["max_exceed_multiple_env3"], 3.2);
+    let back: Assessment = serde_json::from_value(value).unwrap();
+    assert_eq!(back, assessment);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Robustness: fixtures, odd JSON, the fact catalog
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn every_valid_fixture_lead_assesses() {
+    let book = default_book();
+    let expected: BTreeMap<&str, (&[&str], Priority)> = BTreeMap::from([
+        (
+            "environment.covert_discharge.penalty.json",
+            (&[][..], Priority::Medium),
+        ),
+        (
+            "environment.discharge_exceedance.clue-minimal.json",
+            (&[][..], Priority::Medium),
+        ),
+        (
+            "environment.discharge_exceedance.transfer.json",
+            (&["ENV-3"][..], Priority::High),
+        ),
+        (
+            "environment.hazardous_waste.transfer.json",
+            (&["ENV-2"][..], Priority::High),
+        ),
+        (
+            "environment.monitoring_tampering.clue.json",
+            (&["ENV-7"][..], Priority::High),
+        ),
+        (
+            "land.farmland_occupation.clue-forest-only.json",
+            (&[][..], Priority::Low),
+        ),
+        (
+            "land.farmland_occupation.transfer.json",
+            (&["LAND-1"][..], Priority::High),
+        ),
+        (
+            "land.illegal_mining.penalty.json",
+            (&[][..], Priority::Medium),
+        ),
+        (
+            "safety.hazardous_operation.clue.json",
+            (&["DANGER-1"][..], Priority::High),
+        ),
+        (
+            "safety.major_accident.penalty.json",
+            (&[][..], Priority::Low),
+        ),
+        (
+            "safety.major_accident.transfer.json",
+            (&["SAF-1", "SAF-3"][..], Priority::High),
+        ),
+        ("water.facility_damage.clue.json", (&[][..], Priority::Low)),
+        (
+            "water.illegal_sand_mining.transfer.json",
+            (&["SAND-1"][..], Priority::High),
+        ),
+    ]);
+    let dir = repo_path("schemas/fixtures/valid");
+    let mut seen = 0;
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .expect("the valid fixtures")
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+        .collect();
+    entries.sort();
+    for path in entries {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let fixture: Value = serde_json::from_str(&text).unwrap();
+        let lead = &fixture["lead"];
+        let lead_type: LeadType = lead["lead_type"].as_str().unwrap().parse().unwrap();
+        let kind: LeadKind = lead["kind"].as_str().unwrap().parse().unwrap();
+        let assessment = book.assess(lead_type, kind, &lead["facts"]);
+        assert!(serde_json::to_string(&assessment).is_ok());
+        let name = path.file_name().unwrap().to_str().unwrap();
+        if let Some((rules, priority)) = expected.get(name) {
+            assert_eq!(rule_ids(&assessment), *rules, "{name}");
+            assert_eq!(assessment.priority, *priority, "{name}");
+        }
+        seen += 1;
+    }
+    assert!(
+        seen >= expected.len(),
+        "only {seen} fixtures found in {dir:?}"
+    );
+}
+
+/// A small deterministic generator, so the odd-JSON test needs no extra crate.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn value(&mut self, depth: u32) -> Value {
+        match self.below(if depth == 0 { 6 } else { 8 }) {
+            0 => Value::Null,
+            1 => json!(self.below(2) == 0),
+            2 => json!([0.0, -1.0, 3.0, 1e308, -1e308, 5e-324, 2.5, 1e15][self.below(8) as usize]),
+            3 => json!(self.next() as i64 - (1 << 30)),
+            4 => json!(
+                [
+                    "",
+                    "w20120",
+                    "other",
+                    "dump",
+                    "key_discharger",
+                    "monitoring_disabled"
+                ][self.below(6) as usize]
+            ),
+            5 => json!(u64::MAX - self.below(3)),
+            6 => Value::Array((0..self.below(4)).map(|_| self.value(depth - 1)).collect()),
+            _ => {
+                let keys = [
+                    "pollutant_code",
+                    "value",
+                    "limit",
+                    "measurements",
+                    "quantity_t",
+                    "x",
+                ];
+                Value::Object(
+                    (0..self.below(4))
+                        .map(|_| {
+                            (
+                                keys[self.below(6) as usize].to_owned(),
+                                self.value(depth - 1),
+                            )
+                        })
+                        .collect(),
+                )
+            }
+        }
+    }
+}
+
+#[test]
+fn odd_facts_never_panic_and_match_nothing_they_should_not() {
+    let books = [
+        default_book(),
+        book_with(&RulesSettings {
+            exceed_multiple: ExceedMultipleFormula::Excess,
+            ..RulesSettings::default()
+        }),
+    ];
+    let mut random = Lcg(7);
+    let kinds = [LeadKind::Clue, LeadKind::Transfer, LeadKind::Penalty];
+    for book in &books {
+        for lead_type in LeadType::ALL {
+            let names: Vec<&str> = contract_facts(lead_type)
+                .iter()
+                .map(|spec| spec.name)
+                .chain(derived_facts(lead_type).iter().copied())
+                .collect();
+            for round in 0..300 {
+                let facts = if round % 10 == 0 {
+                    random.value(3)
+                } else {
+                    let mut object = Map::new();
+                    for name in &names {
+                        if random.below(4) != 0 {
+                            let value = if *name == "measurements" && random.below(2) == 0 {
+                                Value::Array(
+                                    (0..random.below(4))
+                                        .map(|_| {
+                                            json!({
+                                                "pollutant_code": random.value(0),
+                                                "value": random.value(0),
+                                                "limit": random.value(0),
+                                            })
+                                        })
+                                        .collect(),
+                                )
+                            } else {
+                                random.value(2)
+                            };
+                            object.insert((*name).to_owned(), value);
+                        }
+                    }
+                    Value::Object(object)
+                };
+                let kind = kinds[random.below(3) as usize];
+                let assessment = book.assess(lead_type, kind, &facts);
+                let text = serde_json::to_string(&assessment).expect("an assessment serialises");
+                let back: Assessment = serde_json::from_str(&text).expect("and reads back");
+                assert_eq!(back, assessment);
+                assert!(assessment.derived.values().all(|value| value.is_finite()));
+            }
+        }
+    }
+}
+
+#[test]
+fn missing_facts_are_not_met_even_under_not() {
+    let rules = json!([accident_rule(
+        "T-1",
+        json!({"not": {"fact": "deaths", "op": ">=", "value": 1}})
+    )]);
+    let (_dir, settings) = with_rule_file(&small_rule_file(rules));
+    let book = RuleBook::load(&settings).unwrap();
+    let lead = lead_type("safety.major_accident");
+    assert!(matches(
+        &book.assess(lead, LeadKind::Clue, &accident(0, 0, 0.0)),
+        "T-1"
+    ));
+    assert!(!matches(
+        &book.assess(lead, LeadKind::Clue, &accident(1, 0, 0.0)),
+        "T-1"
+    ));
+    for odd in [
+        json!({}),
+        json!({"deaths": "many"}),
+        json!(null),
+        json!([1, 2]),
+    ] {
+        let assessment = book.assess(lead, LeadKind::Clue, &odd);
+        assert!(assessment.suspected_offences.is_empty(), "{odd}");
+    }
+}
+
+#[test]
+fn a_derived_fact_is_never_read_from_the_lead() {
+    let book = default_book();
+    let facts = json!({
+        "unit_type": "key_discharger",
+        "measurements": [],
+        "max_exceed_multiple_env3": 50,
+    });
+    let assessment = book.assess(
+        lead_type("environment.discharge_exceedance"),
+        LeadKind::Clue,
+        &facts,
+    );
+    assert!(assessment.suspected_offences.is_empty());
+    assert!(assessment.derived.is_empty());
+}
+
+#[test]
+fn the_fact_catalog_agrees_with_the_facts_schemas() {
+    for lead_type in LeadType::ALL {
+        let schema = facts_schema(lead_type);
+        let properties = schema["properties"].as_object().expect("properties");
+        let catalog = contract_facts(lead_type);
+        let mut names: Vec<&str> = catalog.iter().map(|spec| spec.name).collect();
+        let mut schema_names: Vec<&str> = properties.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        schema_names.sort_unstable();
+        assert_eq!(names, schema_names, "{lead_type}");
+        for spec in catalog {
+            let property = &properties[spec.name];
+            let type_name = property["type"].as_str().unwrap_or_default();
+            match spec.kind {
+                FactKind::Integer => assert_eq!(type_name, "integer", "{lead_type}.{}", spec.name),
+                FactKind::Number => assert_eq!(type_name, "number", "{lead_type}.{}", spec.name),
+                FactKind::Bool => assert_eq!(type_name, "boolean", "{lead_type}.{}", spec.name),
+                FactKind::Text => assert_eq!(type_name, "string", "{lead_type}.{}", spec.name),
+                FactKind::Enum(values) => {
+                    let listed: Vec<&str> = property["enum"]
+                        .as_array()
+                        .unwrap_or_else(|| panic!("{lead_type}.{} has no enum", spec.name))
+                        .iter()
+                        .map(|value| value.as_str().unwrap())
+                        .collect();
+                    assert_eq!(listed, values, "{lead_type}.{}", spec.name);
+                }
+                FactKind::CodeList | FactKind::Measurements => {
+                    assert_eq!(type_name, "array", "{lead_type}.{}", spec.name)
+                }
+                FactKind::Derived => panic!("{lead_type}.{} is derived", spec.name),
+            }
+        }
+        for derived in derived_facts(lead_type) {
+            for other in LeadType::ALL {
+                assert!(
+                    contract_facts(other)
+                        .iter()
+                        .all(|spec| spec.name != *derived),
+                    "the derived fact {derived} shadows a fact of {other}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_rule_lists_a_lead_type_whose_facts_it_names() {
+    let book = default_book();
+    for rule in book.rules.iter().chain(&book.tiers) {
+        for condition in rule.condition.iter().chain(&rule.applies_when) {
+            condition.for_each_comparison(&mut |comparison| {
+                for lead_type in &rule.lead_types {
+                    assert!(
+                        fact_kind(*lead_type, &comparison.fact).is_some(),
+                        "{}",
+                        rule.id
+                    );
+                }
+            });
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading and its errors
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn an_operator_rule_file_replaces_the_built_in_one() {
+    let text = std::fs::read_to_string(repo_path(BUILT_IN_RULES_FILE)).unwrap();
+    let text = text.replace("\"version\": \"1.0.0\"", "\"version\": \"zibo-2027.1\"");
+    let (dir, settings) = with_rule_file(&text);
+    let book = RuleBook::load(&settings).unwrap();
+    assert_eq!(book.version(), "zibo-2027.1");
+    assert_eq!(
+        book.source(),
+        dir.path().join("rules.json").display().to_string()
+    );
+    let assessment = book.assess(
+        lead_type("safety.major_accident"),
+        LeadKind::Clue,
+        &accident(1, 0, 0.0),
+    );
+    assert_eq!(assessment.rulebook_version, "zibo-2027.1");
+}
+
+#[test]
+fn a_missing_rule_file_is_an_error_naming_it() {
+    let settings = RulesSettings {
+        rules_file: Some(PathBuf::from("/nonexistent/leadbridge/rules.json")),
+        ..RulesSettings::default()
+    };
+    let error = RuleBook::load(&settings).unwrap_err();
+    assert!(matches!(error, RulesError::Read { .. }), "{error:?}");
+    assert!(
+        error
+            .to_string()
+            .contains("/nonexistent/leadbridge/rules.json"),
+        "{error}"
+    );
+    assert!(!error.is_retryable());
+}
+
+#[test]
+fn a_malformed_rule_file_is_an_error_naming_it_and_the_position() {
+    let (dir, settings) = with_rule_file("{\"format\": 1, \"version\": ");
+    let error = RuleBook::load(&settings).unwrap_err();
+    assert!(matches!(error, RulesError::Malformed { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.contains(&dir.path().join("rules.json").display().to_string()),
+        "{message}"
+    );
+    assert!(message.contains("line 1"), "{message}");
+
+    let misspelt = small_rule_file(json!([{
+        "id": "T-1", "offence": "重大责任事故罪", "lead_types": ["safety.major_accident"],
+        "status": "active", "summary": "s", "conditon": {}, "citation": "c"
+    }]));
+    let error = load_error(&misspelt);
+    assert!(matches!(error, RulesError::Malformed { .. }), "{error:?}");
+    assert!(error.to_string().contains("conditon"), "{error}");
+}
+
+#[test]
+fn an_unknown_fact_is_an_error_naming_the_rule_the_fact_and_the_lead_type() {
+    let rules = json!([accident_rule(
+        "T-1",
+        json!({"fact": "death_count", "op": ">=", "value": 1})
+    )]);
+    let error = load_error(&small_rule_file(rules));
+    assert!(matches!(error, RulesError::UnknownFact { .. }), "{error:?}");
+    let message = error.to_string();
+    for part in ["T-1", "death_count", "safety.major_accident", "rules.json"] {
+        assert!(message.contains(part), "{message}");
+    }
+}
+
+#[test]
+fn an_unknown_configuration_name_is_an_error() {
+    let rules = json!([accident_rule(
+        "T-1",
+        json!({"fact": "direct_loss_cny", "op": ">=", "value": {"config": "accident_loss_cny"}})
+    )]);
+    let error = load_error(&small_rule_file(rules));
+    assert!(
+        matches!(error, RulesError::UnknownConfig { ref name, .. } if name == "accident_loss_cny"),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn an_unknown_lead_type_is_an_error() {
+    let mut rule = accident_rule("T-1", json!({"fact": "deaths", "op": ">=", "value": 1}));
+    rule["lead_types"] = json!(["safety.major_acident"]);
+    let error = load_error(&small_rule_file(json!([rule])));
+    assert!(
+        matches!(error, RulesError::UnknownLeadType { .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("safety.major_acident"));
+}
+
+#[test]
+fn a_duplicate_rule_id_is_an_error() {
+    let rule = accident_rule("T-1", json!({"fact": "deaths", "op": ">=", "value": 1}));
+    let error = load_error(&small_rule_file(json!([rule.clone(), rule])));
+    assert!(
+        matches!(error, RulesError::DuplicateRule { ref rule, .. } if rule == "T-1"),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn ill_typed_or_incomplete_rules_are_errors() {
+    let cases = [
+        // A value outside the fact's enumeration.
+        (
+            accident_rule(
+                "T-1",
+                json!({"fact": "deaths", "op": "in", "value": ["one"]}),
+            ),
+            "cannot use op",
+        ),
+        (
+            json!({
+                "id": "T-1", "offence": "污染环境罪", "lead_types": ["environment.hazardous_waste"],
+                "status": "active", "summary": "s", "citation": "c",
+                "condition": {"fact": "disposal", "op": "in", "value": ["dumped"]}
+            }),
+            "\"dumped\"",
+        ),
+        (
+            accident_rule("T-1", json!({"fact": "deaths", "op": "=>", "value": 1})),
+            "unknown \"op\"",
+        ),
+        (accident_rule("T-1", json!({"all": []})), "non-empty array"),
+        (
+            accident_rule(
+                "T-1",
+                json!({"fact": "deaths", "op": ">=", "value": {"config": "env7_pollutant_codes"}}),
+            ),
+            "cannot use op",
+        ),
+        (
+            json!({
+                "id": "T-1", "offence": "重大责任事故罪", "lead_types": ["safety.major_accident"],
+                "status": "needs_input", "summary": "s", "citation": "c", "note": "n",
+                "missing_input": ["deaths"]
+            }),
+            "carries it",
+        ),
+        (
+            json!({
+                "id": "T-1", "offence": "重大责任事故罪", "lead_types": ["safety.major_accident"],
+                "status": "active", "summary": "s", "citation": "c"
+            }),
+            "no condition",
+        ),
+        (
+            json!({
+                "id": "T-1", "offence": "重大责任事故罪", "lead_types": ["safety.major_accident"],
+                "status": "manual", "summary": "s", "citation": "c"
+            }),
+            "needs a note",
+        ),
+        (
+            json!({
+                "id": "T-1", "offence": "危险作业罪", "lead_types": ["safety.major_accident"],
+                "status": "manual", "summary": "s", "citation": "c", "note": "n"
+            }),
+            "offence table",
+        ),
+    ];
+    for (rule, expected) in cases {
+        let error = load_error(&small_rule_file(json!([rule])));
+        assert!(
+            error.to_string().contains(expected),
+            "{expected:?} not in {error}"
+        );
+    }
+    let error =
+        load_error(&json!({"format": 2, "version": "x", "offences": [], "rules": []}).to_string());
+    assert!(error.to_string().contains("format"), "{error}");
+}
+
+#[test]
+fn out_of_range_settings_are_errors_naming_the_setting() {
+    let cases = [
+        (
+            RulesSettings {
+                mining_value_threshold_cny: 99_999,
+                ..RulesSettings::default()
+            },
+            "mining_value_threshold_cny",
+        ),
+        (
+            RulesSettings {
+                mining_value_threshold_cny: 300_001,
+                ..RulesSettings::default()
+            },
+            "mining_value_threshold_cny",
+        ),
+        (
+            RulesSettings {
+                mining_restricted_threshold_cny: 150_001,
+                ..RulesSettings::default()
+            },
+            "mining_restricted_threshold_cny",
+        ),
+        (
+            RulesSettings {
+                env3_pollutant_codes: vec!["Pb".into()],
+                ..RulesSettings::default()
+            },
+            "env3_pollutant_codes",
+        ),
+        (
+            RulesSettings {
+                env4_pollutant_codes: vec!["w20120".into()],
+                ..RulesSettings::default()
+            },
+            "env4_pollutant_codes",
+        ),
+        (
+            RulesSettings {
+                env7_pollutant_codes: vec![],
+                ..RulesSettings::default()
+            },
+            "env7_pollutant_codes",
+        ),
+    ];
+    for (settings, setting) in cases {
+        let error = RuleBook::load(&settings).unwrap_err();
+        assert!(matches!(error, RulesError::Setting { .. }), "{error:?}");
+        assert!(error.to_string().contains(setting), "{error}");
+    }
+    for (x, y) in [(100_000, 50_000), (300_000, 150_000)] {
+        let settings = RulesSettings {
+            mining_value_threshold_cny: x,
+            mining_restricted_threshold_cny: y,
+            ..RulesSettings::default()
+        };
+        assert!(
+            RuleBook::load(&settings).is_ok(),
+            "{x}/{y} are inside the ranges"
+        );
+    }
+}
+
+#[test]
+fn settings_deserialise_with_defaults_and_reject_unknown_keys() {
+    let settings: RulesSettings = serde_json::from_value(
+        json!({"exceed_multiple": "excess", "mining_value_threshold_cny": 200000}),
+    )
+    .unwrap();
+    assert_eq!(settings.exceed_multiple, ExceedMultipleFormula::Excess);
+    assert_eq!(settings.mining_value_threshold_cny, 200_000);
+    assert_eq!(settings.mining_restricted_threshold_cny, 50_000);
+    assert_eq!(
+        settings.env7_pollutant_codes,
+        ["w01018", "w21003", "a21026", "a21002"]
+    );
+    assert!(serde_json::from_value::<RulesSettings>(json!({"mining_threshold": 1})).is_err());
+    assert!(
+        serde_json::from_value::<RulesSettings>(json!({"exceed_multiple": "difference"})).is_err()
+    );
+}
