@@ -4,7 +4,9 @@
 //!   (a) a raw rdkafka producer (idempotent, acks=all) sending the hub's own lead events;
 //!   (b) the hub: batch POSTs and a steady stream of single POSTs over HTTPS with mutual TLS,
 //!       through validation, the durable commit and the relay, until Kafka acknowledged;
-//!   (c) validation alone, on one core.
+//!   (c) validation alone, on one core;
+//!   (d) end to end with the police adapter: agency POST → delivered to the unit's inbox, at a
+//!       steady 200 leads/s.
 //! and prints leads/s, p50/p99 latencies and the hub/raw ratio. Sizes can be changed with
 //! `BENCH_LEADS` (default 20000).
 

@@ -12,11 +12,13 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
-use crate::api::{self, App, AppState};
+use crate::api::{self, App, AppState, HubApi};
 use crate::config::Settings;
 use crate::ingest::Ingest;
 use crate::kafka::{self, EmbeddedBroker, Topics};
 use crate::lead::DivisionTable;
+use crate::police::{PoliceAdapter, PoliceStore};
+use crate::receipts::ReceiptsConsumer;
 use crate::relay::Relay;
 use crate::store::Store;
 use crate::telemetry::Metrics;
@@ -25,22 +27,54 @@ use crate::validate::{SchemaRegistry, Validator};
 /// Which roles this process runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Roles {
-    /// The HTTPS API (agency side).
-    pub api: bool,
-    /// The outbox relay.
-    pub relay: bool,
+    /// The agency API (`/v1`) of the hub.
+    pub hub_api: bool,
+    /// The hub's background work: the outbox relay and the receipts consumer.
+    pub hub_workers: bool,
+    /// The police adapter: consumer, delivery worker, receipts, and the investigators' API.
+    pub police: bool,
 }
 
 impl Roles {
     pub const ALL: Roles = Roles {
-        api: true,
-        relay: true,
+        hub_api: true,
+        hub_workers: true,
+        police: true,
     };
+    pub const HUB: Roles = Roles {
+        hub_api: true,
+        hub_workers: true,
+        police: false,
+    };
+    pub const INGEST: Roles = Roles {
+        hub_api: true,
+        hub_workers: false,
+        police: false,
+    };
+    pub const RELAY: Roles = Roles {
+        hub_api: false,
+        hub_workers: true,
+        police: false,
+    };
+    pub const POLICE: Roles = Roles {
+        hub_api: false,
+        hub_workers: false,
+        police: true,
+    };
+
+    fn hub(&self) -> bool {
+        self.hub_api || self.hub_workers
+    }
+
+    fn serves_http(&self) -> bool {
+        self.hub_api || self.police
+    }
 }
 
 pub struct Application {
     settings: Settings,
-    store: Store,
+    store: Option<Store>,
+    police_store: Option<PoliceStore>,
     metrics: Metrics,
     topics: Topics,
     bootstrap_servers: String,
@@ -48,6 +82,8 @@ pub struct Application {
     listener: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
     router: Option<axum::Router>,
     relay: Option<Relay>,
+    receipts: Option<ReceiptsConsumer>,
+    police: Option<PoliceAdapter>,
 }
 
 impl Application {
@@ -59,15 +95,21 @@ impl Application {
             )
         })?;
         let metrics = Metrics::new();
-        let database_url = settings.database_url();
-        let store = Store::connect(&database_url, settings.database.max_connections)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot open the database {}",
-                    crate::store::redact_url(&database_url)
-                )
-            })?;
+        let store = if roles.hub() {
+            let database_url = settings.database_url();
+            Some(
+                Store::connect(&database_url, settings.database.max_connections)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "cannot open the database {}",
+                            crate::store::redact_url(&database_url)
+                        )
+                    })?,
+            )
+        } else {
+            None
+        };
 
         let topics = Topics::new(settings.kafka.topic_prefix.clone());
         let (bootstrap_servers, embedded_broker) = match &settings.kafka.bootstrap_servers {
@@ -92,33 +134,59 @@ impl Application {
         let producer = kafka::idempotent_producer(&settings.kafka, &bootstrap_servers)?;
         let relay_wakeup = Arc::new(Notify::new());
 
-        let relay = roles.relay.then(|| {
-            Relay::new(
-                store.clone(),
-                producer.clone(),
-                settings.relay.clone(),
-                relay_wakeup.clone(),
-                metrics.clone(),
-            )
-        });
+        let (relay, receipts) = match (&store, roles.hub_workers) {
+            (Some(store), true) => (
+                Some(Relay::new(
+                    store.clone(),
+                    producer.clone(),
+                    settings.relay.clone(),
+                    relay_wakeup.clone(),
+                    metrics.clone(),
+                )),
+                Some(ReceiptsConsumer::build(
+                    &settings,
+                    &bootstrap_servers,
+                    store.clone(),
+                )?),
+            ),
+            _ => (None, None),
+        };
+        let police = if roles.police {
+            Some(PoliceAdapter::build(&settings, &bootstrap_servers, &metrics).await?)
+        } else {
+            None
+        };
+        let police_store = police.as_ref().map(PoliceAdapter::store);
 
-        let (listener, router) = if roles.api {
-            let schemas = match &settings.schema_dir {
-                Some(dir) => SchemaRegistry::from_dir(dir)?,
-                None => SchemaRegistry::built_in()?,
-            };
-            let validator = Validator::new(
-                schemas,
-                DivisionTable::built_in()?,
-                chrono::Duration::seconds(settings.limits.clock_skew_secs),
-            );
-            let ingest = Ingest::new(
-                validator,
-                store.clone(),
-                topics.clone(),
-                relay_wakeup,
-                metrics.clone(),
-            );
+        let hub_api = match (&store, roles.hub_api) {
+            (Some(store), true) => {
+                let schemas = match &settings.schema_dir {
+                    Some(dir) => SchemaRegistry::from_dir(dir)?,
+                    None => SchemaRegistry::built_in()?,
+                };
+                let validator = Validator::new(
+                    schemas,
+                    DivisionTable::built_in()?,
+                    chrono::Duration::seconds(settings.limits.clock_skew_secs),
+                );
+                Some(HubApi {
+                    ingest: Ingest::new(
+                        validator,
+                        store.clone(),
+                        topics.clone(),
+                        relay_wakeup.clone(),
+                        metrics.clone(),
+                    ),
+                    store: store.clone(),
+                    topics: topics.clone(),
+                    deadlines: settings.police.deadlines.clone(),
+                    relay_wakeup,
+                })
+            }
+            _ => None,
+        };
+
+        let (listener, router) = if roles.serves_http() {
             let tls_settings = match &settings.server.tls {
                 Some(tls) => tls.clone(),
                 None => crate::pki::ensure_dev_pki(&settings.data_dir.join("pki"))?,
@@ -128,8 +196,8 @@ impl Application {
                 .await
                 .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
             let state = AppState(Arc::new(App {
-                ingest,
-                store: store.clone(),
+                hub: hub_api,
+                police: police_store.clone(),
                 metrics: metrics.clone(),
                 limits: settings.limits.clone(),
                 kafka_probe: producer,
@@ -142,6 +210,7 @@ impl Application {
         Ok(Application {
             settings,
             store,
+            police_store,
             metrics,
             topics,
             bootstrap_servers,
@@ -149,6 +218,8 @@ impl Application {
             listener,
             router,
             relay,
+            receipts,
+            police,
         })
     }
 
@@ -159,8 +230,14 @@ impl Application {
             .and_then(|(listener, _)| listener.local_addr().ok())
     }
 
+    /// The hub's store (panics in a police-only process).
     pub fn store(&self) -> &Store {
-        &self.store
+        self.store.as_ref().expect("this process runs the hub")
+    }
+
+    /// The police adapter's store, when this process runs the adapter.
+    pub fn police_store(&self) -> Option<&PoliceStore> {
+        self.police_store.as_ref()
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -190,6 +267,12 @@ impl Application {
         if let Some(relay) = self.relay {
             tasks.spawn(relay.run(shutdown.clone()));
         }
+        if let Some(receipts) = self.receipts {
+            tasks.spawn(receipts.run(shutdown.clone()));
+        }
+        if let Some(police) = self.police {
+            police.spawn(&mut tasks, &shutdown);
+        }
         if let (Some((listener, tls)), Some(router)) = (self.listener, self.router) {
             let timeout = Duration::from_secs(self.settings.server.handshake_timeout_secs);
             tasks.spawn(api::tls::serve(
@@ -203,7 +286,12 @@ impl Application {
         while let Some(result) = tasks.join_next().await {
             result.context("a role ended abnormally")?;
         }
-        self.store.close().await;
+        if let Some(store) = &self.store {
+            store.close().await;
+        }
+        if let Some(police) = &self.police_store {
+            police.store().close().await;
+        }
         drop(self.embedded_broker);
         Ok(())
     }

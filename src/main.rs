@@ -29,10 +29,13 @@ struct Cli {
 enum Command {
     /// Run every role in one process (with no configuration: the embedded default).
     Serve(ServeArgs),
-    /// Run only the HTTPS ingest API.
+    /// Run only the hub's HTTPS agency API.
     Ingest(ServeArgs),
-    /// Run only the outbox relay.
+    /// Run only the hub's background work: the outbox relay and the receipts consumer.
     Relay(DataArgs),
+    /// Run only the police case-management adapter and the investigators' API (it needs only
+    /// Kafka and its own database, so it can run inside the police network).
+    PoliceAdapter(ServeArgs),
     /// Apply database migrations and exit.
     Migrate(DataArgs),
     /// Validate lead files offline as the given agency would submit them.
@@ -80,28 +83,12 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match &cli.command {
         Command::Serve(args) => run(&cli, args, Roles::ALL).await,
-        Command::Ingest(args) => {
-            run(
-                &cli,
-                args,
-                Roles {
-                    api: true,
-                    relay: false,
-                },
-            )
-            .await
-        }
+        Command::Ingest(args) => run(&cli, args, Roles::INGEST).await,
+        Command::PoliceAdapter(args) => run(&cli, args, Roles::POLICE).await,
         Command::Relay(data) => {
             let settings = settings(&cli, data, None)?;
             leadbridge::telemetry::init_logging(&settings.log);
-            let app = Application::build(
-                settings,
-                Roles {
-                    api: false,
-                    relay: true,
-                },
-            )
-            .await?;
+            let app = Application::build(settings, Roles::RELAY).await?;
             app.run_until_stopped(shutdown_signal()).await
         }
         Command::Migrate(data) => {
@@ -134,7 +121,7 @@ async fn run(cli: &Cli, args: &ServeArgs, roles: Roles) -> anyhow::Result<()> {
     let app = Application::build(settings, roles).await?;
     if let Some(addr) = app.local_addr() {
         println!("LeadBridge is listening on https://{addr}");
-        if embedded_pki {
+        if embedded_pki && roles.hub_api {
             print_first_steps(&data_dir, addr)?;
         }
     }

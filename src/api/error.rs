@@ -38,6 +38,9 @@ pub enum ApiError {
     Invalid(Vec<Problem>),
     #[error("{detail}")]
     Conflict { lead_id: LeadId, detail: String },
+    /// The step is not allowed in the lead's current state (Decree 310 workflow).
+    #[error("{0}")]
+    StateConflict(String),
     #[error("the service is unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -55,7 +58,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MalformedJson { .. } | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Conflict { .. } | ApiError::StateConflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -75,6 +78,7 @@ impl ApiError {
             ApiError::BadRequest(_) => ("bad-request", "Bad request"),
             ApiError::Invalid(_) => ("validation", "The lead is invalid"),
             ApiError::Conflict { .. } => ("conflict", "Conflicts with an accepted lead"),
+            ApiError::StateConflict(_) => ("workflow", "Not allowed in the lead's current state"),
             ApiError::Unavailable(_) => ("unavailable", "Service temporarily unavailable"),
             ApiError::Internal(_) => ("internal", "Internal error"),
         }

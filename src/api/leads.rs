@@ -22,7 +22,7 @@ pub async fn submit(
     require_json(&headers)?;
     let bytes = read_body(&headers, body, state.0.limits.max_body_bytes).await?;
     let document = parse_json(&bytes)?;
-    let outcome = state.0.ingest.submit(caller.0, document).await?;
+    let outcome = state.hub()?.ingest.submit(caller.0, document).await?;
     Ok(receipt_response(outcome))
 }
 
@@ -66,7 +66,7 @@ pub async fn submit_batch(
             ),
         )]));
     }
-    let results = state.0.ingest.submit_batch(caller.0, leads).await?;
+    let results = state.hub()?.ingest.submit_batch(caller.0, leads).await?;
     let results: Vec<Value> = results
         .into_iter()
         .enumerate()
@@ -101,12 +101,13 @@ pub async fn status(
     Path(lead_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let lead_id = LeadId::parse(&lead_id).ok_or(ApiError::NotFound)?;
-    let view = state
-        .0
-        .store
+    let store = &state.hub()?.store;
+    let view = store
         .lead_for_agency(lead_id, caller.0)
         .await?
         .ok_or(ApiError::NotFound)?;
+    let (assessment, deadlines) = store.police_view(lead_id).await?;
+    let deadlines = deadlines.map(|d| crate::police::process::with_states(&d, chrono::Utc::now()));
     Ok(Json(json!({
         "lead_id": view.lead_id,
         "lead_type": view.lead_type,
@@ -115,6 +116,8 @@ pub async fn status(
         "revision": view.revision,
         "status": view.status,
         "timeline": view.timeline.iter().map(|event| event.to_json()).collect::<Vec<_>>(),
+        "assessment": assessment,
+        "deadlines": deadlines.unwrap_or_else(|| json!([])),
     })))
 }
 

@@ -37,7 +37,12 @@ pub async fn schema(
     Path(lead_type): Path<String>,
 ) -> Result<Response, ApiError> {
     let lead_type: LeadType = lead_type.parse().map_err(|_| ApiError::NotFound)?;
-    let document = state.0.ingest.validator().schemas().document(lead_type);
+    let document = state
+        .hub()?
+        .ingest
+        .validator()
+        .schemas()
+        .document(lead_type);
     Ok(with_content_type(
         Json(document.clone()).into_response(),
         "application/schema+json",
@@ -56,11 +61,23 @@ pub async fn healthz() -> Json<Value> {
 
 /// `GET /readyz`: the database and Kafka are reachable.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let database = match tokio::time::timeout(READINESS_TIMEOUT, state.0.store.ping()).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) => Err(error.to_string()),
-        Err(_) => Err("no answer within 3 s".to_owned()),
-    };
+    let stores = state
+        .0
+        .hub
+        .iter()
+        .map(|hub| hub.store.clone())
+        .chain(state.0.police.iter().map(|p| p.store().clone()));
+    let mut database = Ok(());
+    for store in stores {
+        let result = match tokio::time::timeout(READINESS_TIMEOUT, store.ping()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err("no answer within 3 s".to_owned()),
+        };
+        if result.is_err() {
+            database = result;
+        }
+    }
     let producer = state.0.kafka_probe.clone();
     let kafka = tokio::task::spawn_blocking(move || {
         producer

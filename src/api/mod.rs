@@ -1,8 +1,10 @@
 //! The HTTPS API. Every route is listed in [`router`]; one file per resource.
 
 mod error;
+mod feedback;
 mod leads;
 mod meta;
+mod police;
 pub mod tls;
 
 use std::sync::Arc;
@@ -22,7 +24,10 @@ pub use tls::ClientIdentity;
 use crate::config::LimitSettings;
 use crate::identity::Principal;
 use crate::ingest::Ingest;
+use crate::kafka::Topics;
 use crate::lead::Agency;
+use crate::police::settings::DeadlineSettings;
+use crate::police::PoliceStore;
 use crate::store::Store;
 use crate::telemetry::Metrics;
 
@@ -31,22 +36,53 @@ use crate::telemetry::Metrics;
 pub struct AppState(pub Arc<App>);
 
 pub struct App {
-    pub ingest: Ingest,
-    pub store: Store,
+    /// The agency side, when this process runs the hub.
+    pub hub: Option<HubApi>,
+    /// The investigators' side, when this process runs the police adapter.
+    pub police: Option<PoliceStore>,
     pub metrics: Metrics,
     pub limits: LimitSettings,
     /// A Kafka client for readiness checks.
     pub kafka_probe: FutureProducer,
 }
 
-/// Every route of the hub.
+pub struct HubApi {
+    pub ingest: Ingest,
+    pub store: Store,
+    pub topics: Topics,
+    pub deadlines: DeadlineSettings,
+    pub relay_wakeup: Arc<tokio::sync::Notify>,
+}
+
+impl AppState {
+    fn hub(&self) -> Result<&HubApi, ApiError> {
+        self.0.hub.as_ref().ok_or(ApiError::NotFound)
+    }
+}
+
+/// Every route of the hub. Routes of a side this process does not run answer 404.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/leads", post(leads::submit))
-        .route("/v1/leads/batch", post(leads::submit_batch))
-        .route("/v1/leads/{lead_id}", get(leads::status))
-        .route("/v1/schemas", get(meta::schema_index))
-        .route("/v1/schemas/{lead_type}", get(meta::schema))
+    let mut router = Router::new();
+    if state.0.hub.is_some() {
+        router = router
+            .route("/v1/leads", post(leads::submit))
+            .route("/v1/leads/batch", post(leads::submit_batch))
+            .route("/v1/leads/{lead_id}", get(leads::status))
+            .route(
+                "/v1/leads/{lead_id}/reconsideration",
+                post(feedback::reconsideration),
+            )
+            .route("/v1/feedback", get(feedback::feedback))
+            .route("/v1/schemas", get(meta::schema_index))
+            .route("/v1/schemas/{lead_type}", get(meta::schema));
+    }
+    if state.0.police.is_some() {
+        router = router
+            .route("/police/v1/inbox", get(police::inbox))
+            .route("/police/v1/leads/{lead_id}", get(police::lead))
+            .route("/police/v1/leads/{lead_id}/decision", post(police::decide));
+    }
+    router
         .route("/openapi.json", get(meta::openapi))
         .route("/healthz", get(meta::healthz))
         .route("/readyz", get(meta::readyz))
@@ -94,6 +130,27 @@ impl<S: Send + Sync> FromRequestParts<S> for AgencyCaller {
             Some(ClientIdentity(Some(Principal::Agency(agency)))) => Ok(AgencyCaller(*agency)),
             Some(ClientIdentity(Some(other))) => Err(ApiError::Forbidden(format!(
                 "{other} may not use the agency API"
+            ))),
+            _ => Err(ApiError::Unauthenticated),
+        }
+    }
+}
+
+/// An authenticated investigator and the police unit their certificate names.
+pub struct InvestigatorCaller {
+    pub unit: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for InvestigatorCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        match parts.extensions.get::<ClientIdentity>() {
+            Some(ClientIdentity(Some(Principal::Investigator { unit }))) => {
+                Ok(InvestigatorCaller { unit: unit.clone() })
+            }
+            Some(ClientIdentity(Some(other))) => Err(ApiError::Forbidden(format!(
+                "{other} may not use the investigators' API"
             ))),
             _ => Err(ApiError::Unauthenticated),
         }

@@ -56,77 +56,125 @@ pub struct AuditEntry {
     pub details: Value,
 }
 
-/// Appends entries within one transaction. The first append locks the ledger head until the
-/// transaction ends; [`LedgerAppender::finish`] must run before commit.
+/// Appends entries within one transaction. Entries are buffered and chained at
+/// [`LedgerAppender::finish`], which must run before commit: it takes the ledger head, so the
+/// head is held only for the few statements that write the entries, not for the whole
+/// transaction. [`LedgerAppender::lock`] takes the head early where a transaction must also
+/// serialise its reads (decisions on one lead).
 #[derive(Debug, Default)]
 pub struct LedgerAppender {
     head: Option<(i64, String)>,
-    appended: usize,
+    pending: Vec<AuditEntry>,
 }
+
+/// Rows per INSERT statement: 9 parameters each, well under every driver's limit.
+const ENTRIES_PER_STATEMENT: usize = 100;
 
 impl LedgerAppender {
     pub fn new() -> Self {
         Self::default()
     }
 
-    pub async fn append(&mut self, tx: &mut Tx, entry: AuditEntry) -> Result<i64, AuditError> {
-        let (last_seq, last_hash) = match self.head.take() {
-            Some(head) => head,
-            None => {
-                // A no-op write takes the row lock (PostgreSQL) or the write lock (SQLite)
-                // before the head is read, so no other appender can read the same head.
-                let row = sqlx::query(
-                    "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, head_hash",
-                )
-                .fetch_one(&mut **tx)
-                .await?;
-                (row.try_get("seq")?, row.try_get("head_hash")?)
-            }
-        };
-        let seq = last_seq + 1;
-        let at = db_time(entry.at);
-        let lead_id = entry.lead_id.map(|id| id.to_string());
-        let details =
-            String::from_utf8(canonical_json(&entry.details)).expect("canonical JSON is UTF-8");
-        let entry_hash = entry_hash(
-            seq,
-            &at,
-            &entry.actor,
-            entry.action,
-            lead_id.as_deref(),
-            entry.revision,
-            &details,
-            &last_hash,
-        );
-        sqlx::query(
-            "INSERT INTO audit_entries (seq, at, actor, action, lead_id, revision, details, prev_hash, entry_hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(seq)
-        .bind(&at)
-        .bind(&entry.actor)
-        .bind(entry.action)
-        .bind(lead_id)
-        .bind(entry.revision)
-        .bind(&details)
-        .bind(&last_hash)
-        .bind(&entry_hash)
-        .execute(&mut **tx)
-        .await?;
-        self.head = Some((seq, entry_hash));
-        self.appended += 1;
-        Ok(seq)
+    /// Takes the ledger head now: until the transaction ends, other writers wait at their own
+    /// `finish` or `lock`.
+    pub async fn lock(&mut self, tx: &mut Tx) -> Result<(), AuditError> {
+        if self.head.is_none() {
+            // A no-op write takes the row lock (PostgreSQL) or the write lock (SQLite)
+            // before the head is read, so no other appender can read the same head.
+            let row = sqlx::query(
+                "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, head_hash",
+            )
+            .fetch_one(&mut **tx)
+            .await?;
+            self.head = Some((row.try_get("seq")?, row.try_get("head_hash")?));
+        }
+        Ok(())
     }
 
-    /// Moves the ledger head to the last appended entry.
-    pub async fn finish(self, tx: &mut Tx) -> Result<(), AuditError> {
-        if let Some((seq, hash)) = self.head {
-            sqlx::query("UPDATE audit_head SET seq = $1, head_hash = $2 WHERE id = 1")
-                .bind(seq)
-                .bind(hash)
-                .execute(&mut **tx)
-                .await?;
+    /// Buffers an entry; it is written, in order, by [`Self::finish`].
+    pub fn append(&mut self, entry: AuditEntry) {
+        self.pending.push(entry);
+    }
+
+    /// Chains and writes the buffered entries and moves the ledger head to the last one.
+    pub async fn finish(mut self, tx: &mut Tx) -> Result<(), AuditError> {
+        if self.pending.is_empty() {
+            return Ok(());
         }
+        self.lock(tx).await?;
+        let (mut seq, mut prev_hash) = self.head.take().expect("lock() sets the head");
+        let mut rows = Vec::with_capacity(self.pending.len());
+        for entry in self.pending {
+            seq += 1;
+            let at = db_time(entry.at);
+            let lead_id = entry.lead_id.map(|id| id.to_string());
+            let details =
+                String::from_utf8(canonical_json(&entry.details)).expect("canonical JSON is UTF-8");
+            let hash = entry_hash(
+                seq,
+                &at,
+                &entry.actor,
+                entry.action,
+                lead_id.as_deref(),
+                entry.revision,
+                &details,
+                &prev_hash,
+            );
+            rows.push((
+                seq,
+                at,
+                entry.actor,
+                entry.action,
+                lead_id,
+                entry.revision,
+                details,
+                prev_hash,
+                hash.clone(),
+            ));
+            prev_hash = hash;
+        }
+        for chunk in rows.chunks(ENTRIES_PER_STATEMENT) {
+            let placeholders: Vec<String> = (0..chunk.len())
+                .map(|row| {
+                    let base = row * 9;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                        base + 1,
+                        base + 2,
+                        base + 3,
+                        base + 4,
+                        base + 5,
+                        base + 6,
+                        base + 7,
+                        base + 8,
+                        base + 9
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO audit_entries (seq, at, actor, action, lead_id, revision, details, prev_hash, entry_hash) VALUES {}",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for (seq, at, actor, action, lead_id, revision, details, prev, hash) in chunk {
+                query = query
+                    .bind(*seq)
+                    .bind(at)
+                    .bind(actor)
+                    .bind(*action)
+                    .bind(lead_id.clone())
+                    .bind(*revision)
+                    .bind(details)
+                    .bind(prev)
+                    .bind(hash);
+            }
+            query.execute(&mut **tx).await?;
+        }
+        sqlx::query("UPDATE audit_head SET seq = $1, head_hash = $2 WHERE id = 1")
+            .bind(seq)
+            .bind(prev_hash)
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 }

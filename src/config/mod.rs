@@ -47,6 +47,10 @@ pub struct Settings {
     pub limits: LimitSettings,
     /// Load schemas from this directory instead of the ones built into the binary.
     pub schema_dir: Option<PathBuf>,
+    /// The police case-management adapter: its database, units, sinks and clocks.
+    pub police: crate::police::PoliceSettings,
+    /// Choices the law leaves open in the criminal-threshold rules (`schemas/rules/README.md`).
+    pub rules: crate::rules::RulesSettings,
     pub log: LogSettings,
 }
 
@@ -60,6 +64,8 @@ impl Default for Settings {
             relay: RelaySettings::default(),
             limits: LimitSettings::default(),
             schema_dir: None,
+            police: crate::police::PoliceSettings::default(),
+            rules: crate::rules::RulesSettings::default(),
             log: LogSettings::default(),
         }
     }
@@ -180,6 +186,8 @@ pub struct RelaySettings {
     /// Backoff after a failed publish: doubles from `backoff_initial_ms` up to `backoff_max_ms`.
     pub backoff_initial_ms: u64,
     pub backoff_max_ms: u64,
+    /// A lead with no police receipt this long after publication is published again.
+    pub republish_after_secs: u64,
 }
 
 impl Default for RelaySettings {
@@ -190,6 +198,7 @@ impl Default for RelaySettings {
             lease_secs: 120,
             backoff_initial_ms: 500,
             backoff_max_ms: 60_000,
+            republish_after_secs: 600,
         }
     }
 }

@@ -58,7 +58,27 @@ impl Relay {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         tracing::info!(relay = %self.id, "Outbox relay started.");
         let poll = Duration::from_millis(self.settings.poll_interval_ms);
+        let republish_after = chrono::Duration::seconds(self.settings.republish_after_secs as i64);
+        // Look for unacknowledged leads ten times per republish period (at most once a second).
+        let republish_every = Duration::from_secs((self.settings.republish_after_secs / 10).max(1));
+        let mut last_republish_check = std::time::Instant::now();
         while !*shutdown.borrow() {
+            if self.store.schema() == crate::store::Schema::Hub
+                && last_republish_check.elapsed() >= republish_every
+            {
+                last_republish_check = std::time::Instant::now();
+                match self
+                    .store
+                    .republish_unreceipted(republish_after, Utc::now())
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(count) => {
+                        tracing::warn!(count, "Republished leads that have no police receipt.")
+                    }
+                    Err(error) => tracing::warn!(%error, "Cannot look for unacknowledged leads."),
+                }
+            }
             let published = match self.round().await {
                 Ok(count) => count,
                 Err(error) => {

@@ -296,26 +296,21 @@ async fn accept_one(
     insert_timeline(tx, lead_id, revision, "received", &at, &actor, json!({})).await?;
     let message = (item.message)(lead_id);
     insert_message(tx, &message, lead_id, revision, now).await?;
-    ledger
-        .append(
-            tx,
-            AuditEntry {
-                at: now,
-                actor,
-                action: "lead.received",
-                lead_id: Some(lead_id),
-                revision: Some(revision),
-                details: json!({
-                    "agency": lead.agency(),
-                    "case_id": lead.case_id(),
-                    "lead_type": lead.lead_type().as_str(),
-                    "kind": lead.kind().as_str(),
-                    "content_sha256": lead.content_sha256(),
-                    "event_id": message.event_id,
-                }),
-            },
-        )
-        .await?;
+    ledger.append(AuditEntry {
+        at: now,
+        actor,
+        action: "lead.received",
+        lead_id: Some(lead_id),
+        revision: Some(revision),
+        details: json!({
+            "agency": lead.agency(),
+            "case_id": lead.case_id(),
+            "lead_type": lead.lead_type().as_str(),
+            "kind": lead.kind().as_str(),
+            "content_sha256": lead.content_sha256(),
+            "event_id": message.event_id,
+        }),
+    });
     Ok(Acceptance::Accepted {
         lead_id,
         revision,

@@ -9,6 +9,7 @@
 //! single process, and one writer avoids lock-upgrade failures while keeping a committed
 //! lead durable across a crash or power loss.
 
+pub mod feedback;
 pub mod leads;
 pub mod outbox;
 
@@ -19,11 +20,24 @@ use chrono::{DateTime, Utc};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Connection, Executor};
 
+pub use feedback::{ReceiptOutcome, ReconsiderationError};
 pub use leads::{Acceptance, ConflictReason, LeadView, TimelineEvent};
 pub use outbox::{ClaimedMessage, OutboxMessage, PublishedMessage};
 
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POLICE_POSTGRES_MIGRATIONS: sqlx::migrate::Migrator =
+    sqlx::migrate!("./migrations/police-postgres");
+static POLICE_SQLITE_MIGRATIONS: sqlx::migrate::Migrator =
+    sqlx::migrate!("./migrations/police-sqlite");
+
+/// Which database a store holds: the hub's, or the police adapter's own (which may live in
+/// the police network). Both have the outbox and the audit ledger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schema {
+    Hub,
+    PoliceAdapter,
+}
 
 /// A transaction on the hub's database.
 pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
@@ -87,11 +101,22 @@ impl From<sqlx::Error> for StoreError {
 pub struct Store {
     pool: AnyPool,
     dialect: Dialect,
+    schema: Schema,
 }
 
 impl Store {
-    /// Connects to `url` (`postgres://…` or `sqlite:…`), runs the migrations and opens a pool.
+    /// Connects to the hub's database at `url` (`postgres://…` or `sqlite:…`), runs the
+    /// migrations and opens a pool.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        Self::connect_schema(url, max_connections, Schema::Hub).await
+    }
+
+    /// Connects to a database holding `schema`, running that schema's migrations.
+    pub async fn connect_schema(
+        url: &str,
+        max_connections: u32,
+        schema: Schema,
+    ) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let dialect = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Dialect::Postgres
@@ -103,14 +128,22 @@ impl Store {
         match dialect {
             Dialect::Postgres => {
                 let mut connection = sqlx::PgConnection::connect(url).await?;
-                POSTGRES_MIGRATIONS.run(&mut connection).await?;
+                let migrator = match schema {
+                    Schema::Hub => &POSTGRES_MIGRATIONS,
+                    Schema::PoliceAdapter => &POLICE_POSTGRES_MIGRATIONS,
+                };
+                migrator.run(&mut connection).await?;
                 connection.close().await?;
             }
             Dialect::Sqlite => {
                 let options =
                     sqlx::sqlite::SqliteConnectOptions::from_str(url)?.create_if_missing(true);
                 let mut connection = sqlx::SqliteConnection::connect_with(&options).await?;
-                SQLITE_MIGRATIONS.run(&mut connection).await?;
+                let migrator = match schema {
+                    Schema::Hub => &SQLITE_MIGRATIONS,
+                    Schema::PoliceAdapter => &POLICE_SQLITE_MIGRATIONS,
+                };
+                migrator.run(&mut connection).await?;
                 connection.close().await?;
             }
         }
@@ -134,11 +167,19 @@ impl Store {
         }
         .connect_with(options)
         .await?;
-        Ok(Store { pool, dialect })
+        Ok(Store {
+            pool,
+            dialect,
+            schema,
+        })
     }
 
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    pub fn schema(&self) -> Schema {
+        self.schema
     }
 
     pub fn pool(&self) -> &AnyPool {

@@ -13,8 +13,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::Row;
 
-use super::leads::insert_timeline;
-use super::{db_time, Dialect, Store, StoreError, Tx};
+use super::{db_time, Dialect, Schema, Store, StoreError, Tx};
 use crate::audit::{AuditEntry, LedgerAppender};
 use crate::lead::LeadId;
 
@@ -50,7 +49,7 @@ pub struct PublishedMessage {
     pub offset: i64,
 }
 
-pub(super) async fn insert_message(
+pub(crate) async fn insert_message(
     tx: &mut Tx,
     message: &OutboxMessage,
     lead_id: LeadId,
@@ -132,8 +131,9 @@ impl Store {
     }
 
     /// Records where Kafka put each message, advances the leads' status, and appends the
-    /// `published` timeline events and audit entries, in one transaction. A message whose
-    /// lease `relay` no longer holds, or that is already marked, is left alone.
+    /// `published` timeline events and audit entries, in one transaction of a few set-based
+    /// statements per hundred messages. A message whose lease `relay` no longer holds, or that
+    /// is already marked, is left alone.
     pub async fn mark_published(
         &self,
         relay: &str,
@@ -145,72 +145,91 @@ impl Store {
         let mut tx = self.begin().await?;
         let mut ledger = LedgerAppender::new();
         let mut marked = 0;
-        for coordinates in published {
-            let Some(message) = claimed.iter().find(|m| m.id == coordinates.id) else {
-                continue;
-            };
-            let updated = sqlx::query(
-                "UPDATE outbox SET published_at = $1, kafka_partition = $2, kafka_offset = $3, \
-                        claimed_by = NULL, claimed_until = NULL, last_error = NULL \
-                 WHERE id = $4 AND claimed_by = $5 AND published_at IS NULL",
-            )
-            .bind(&at)
-            .bind(i64::from(coordinates.partition))
-            .bind(coordinates.offset)
-            .bind(coordinates.id)
-            .bind(relay)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if updated == 0 {
+        for chunk in published.chunks(MARK_CHUNK) {
+            // 1. The outbox rows, each with its own coordinates; RETURNING says which were ours.
+            let mut sql = String::from("UPDATE outbox SET published_at = $1, claimed_by = NULL, claimed_until = NULL, last_error = NULL, kafka_partition = CASE id");
+            let mut params = 2;
+            for _ in chunk {
+                sql.push_str(&format!(" WHEN ${} THEN ${}", params, params + 1));
+                params += 2;
+            }
+            sql.push_str(" END, kafka_offset = CASE id");
+            for _ in chunk {
+                sql.push_str(&format!(" WHEN ${} THEN ${}", params, params + 1));
+                params += 2;
+            }
+            sql.push_str(&format!(
+                " END WHERE claimed_by = ${} AND published_at IS NULL AND id IN (",
+                params
+            ));
+            params += 1;
+            let ids: Vec<String> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, _)| format!("${}", params + i))
+                .collect();
+            sql.push_str(&ids.join(", "));
+            sql.push_str(") RETURNING id");
+            let mut query = sqlx::query(&sql).bind(&at);
+            for coordinates in chunk {
+                query = query
+                    .bind(coordinates.id)
+                    .bind(i64::from(coordinates.partition));
+            }
+            for coordinates in chunk {
+                query = query.bind(coordinates.id).bind(coordinates.offset);
+            }
+            query = query.bind(relay);
+            for coordinates in chunk {
+                query = query.bind(coordinates.id);
+            }
+            let ours: std::collections::HashSet<i64> = query
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|row| row.try_get("id"))
+                .collect::<Result<_, _>>()?;
+            let done: Vec<(&ClaimedMessage, &PublishedMessage)> = chunk
+                .iter()
+                .filter(|c| ours.contains(&c.id))
+                .filter_map(|c| claimed.iter().find(|m| m.id == c.id).map(|m| (m, c)))
+                .collect();
+            marked += done.len();
+            if done.is_empty() {
                 continue;
             }
-            marked += 1;
-            let lead_id = message.lead_id.to_string();
-            sqlx::query("UPDATE lead_revisions SET status = 'published' WHERE lead_id = $1 AND revision = $2 AND status = 'accepted'")
-                .bind(&lead_id)
-                .bind(message.revision)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "UPDATE leads SET status = 'published', updated_at = $1 \
-                 WHERE lead_id = $2 AND current_revision = $3 AND status = 'accepted'",
-            )
-            .bind(&at)
-            .bind(&lead_id)
-            .bind(message.revision)
-            .execute(&mut *tx)
-            .await?;
-            let details = json!({
-                "topic": message.topic,
-                "partition": coordinates.partition,
-                "offset": coordinates.offset,
-            });
-            insert_timeline(
-                &mut tx,
-                message.lead_id,
-                message.revision,
-                "published",
-                &at,
-                "relay",
-                details.clone(),
-            )
-            .await?;
-            let mut audit_details = details;
-            audit_details["event_id"] = json!(message.event_id);
-            ledger
-                .append(
-                    &mut tx,
-                    AuditEntry {
-                        at: now,
-                        actor: "relay".into(),
-                        action: "lead.published",
-                        lead_id: Some(message.lead_id),
-                        revision: Some(message.revision),
-                        details: audit_details,
+            // Other events on a lead's topic (reconsideration requests) are not the lead's
+            // publication: they neither advance it nor appear on its timeline as `published`.
+            let lead_events: Vec<(&ClaimedMessage, &PublishedMessage)> = done
+                .iter()
+                .filter(|(message, _)| {
+                    message.headers.iter().any(|(k, v)| {
+                        k == "schema_id" && v.starts_with("urn:leadbridge:schema:lead:")
+                    })
+                })
+                .copied()
+                .collect();
+            if self.schema() == Schema::Hub && !lead_events.is_empty() {
+                advance_leads_to_published(&mut tx, &lead_events, &at).await?;
+            }
+            for (message, coordinates) in done {
+                ledger.append(AuditEntry {
+                    at: now,
+                    actor: "relay".into(),
+                    action: match self.schema() {
+                        Schema::Hub => "lead.published",
+                        Schema::PoliceAdapter => "receipt.published",
                     },
-                )
-                .await?;
+                    lead_id: Some(message.lead_id),
+                    revision: Some(message.revision),
+                    details: json!({
+                        "topic": message.topic,
+                        "partition": coordinates.partition,
+                        "offset": coordinates.offset,
+                        "event_id": message.event_id,
+                    }),
+                });
+            }
         }
         ledger.finish(&mut tx).await?;
         tx.commit().await?;
@@ -247,4 +266,69 @@ impl Store {
             .await?;
         Ok((row.try_get("waiting")?, row.try_get("oldest")?))
     }
+}
+
+/// Messages marked per round of statements.
+const MARK_CHUNK: usize = 100;
+
+/// On the hub, published lead events move their leads to `published`, and each lead's timeline
+/// says where Kafka put it.
+async fn advance_leads_to_published(
+    tx: &mut Tx,
+    done: &[(&ClaimedMessage, &PublishedMessage)],
+    at: &str,
+) -> Result<(), StoreError> {
+    let pairs = |first: usize| -> String {
+        (0..done.len())
+            .map(|i| format!("(${}, ${})", first + 2 * i, first + 1 + 2 * i))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut query_revisions = String::from("UPDATE lead_revisions SET status = 'published' WHERE status = 'accepted' AND (lead_id, revision) IN (VALUES ");
+    query_revisions.push_str(&pairs(1));
+    query_revisions.push(')');
+    let mut query = sqlx::query(&query_revisions);
+    for (message, _) in done {
+        query = query
+            .bind(message.lead_id.to_string())
+            .bind(message.revision);
+    }
+    query.execute(&mut **tx).await?;
+
+    let mut query_leads = String::from("UPDATE leads SET status = 'published', updated_at = $1 WHERE status = 'accepted' AND (lead_id, current_revision) IN (VALUES ");
+    query_leads.push_str(&pairs(2));
+    query_leads.push(')');
+    let mut query = sqlx::query(&query_leads).bind(at);
+    for (message, _) in done {
+        query = query
+            .bind(message.lead_id.to_string())
+            .bind(message.revision);
+    }
+    query.execute(&mut **tx).await?;
+
+    let time = 3 * done.len() + 1;
+    let rows: Vec<String> = (0..done.len())
+        .map(|i| {
+            let base = 1 + 3 * i;
+            format!(
+                "(${base}, ${}, 'published', ${time}, 'relay', ${})",
+                base + 1,
+                base + 2
+            )
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO timeline_events (lead_id, revision, event, at, actor, details) VALUES {}",
+        rows.join(", ")
+    );
+    let mut query = sqlx::query(&sql);
+    for (message, coordinates) in done {
+        let details = json!({"topic": message.topic, "partition": coordinates.partition, "offset": coordinates.offset});
+        query = query
+            .bind(message.lead_id.to_string())
+            .bind(message.revision)
+            .bind(details.to_string());
+    }
+    query.bind(at).execute(&mut **tx).await?;
+    Ok(())
 }

@@ -22,11 +22,16 @@ pub struct HubProcess {
     pub url: String,
 }
 
-/// Starts the real binary with `env` and waits for its "listening on" line.
+/// Starts `leadbridge serve` with `env` and waits for its "listening on" line.
 pub fn start_hub(data_dir: &Path, env: &[(&str, String)]) -> HubProcess {
+    start_role("serve", data_dir, env)
+}
+
+/// Starts `leadbridge <role>` with `env` and waits for its "listening on" line.
+pub fn start_role(role: &str, data_dir: &Path, env: &[(&str, String)]) -> HubProcess {
     let mut command = Command::new(env!("CARGO_BIN_EXE_leadbridge"));
     command
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([role, "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -49,6 +54,14 @@ pub fn start_hub(data_dir: &Path, env: &[(&str, String)]) -> HubProcess {
     // Keep draining stdout so the process never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
     HubProcess { child, url }
+}
+
+impl Drop for HubProcess {
+    /// A failing test must not leave a hub running behind it.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn sigkill(process: &mut HubProcess) {

@@ -121,6 +121,8 @@ impl TestPki {
 pub struct TestApp {
     pub addr: SocketAddr,
     pub store: Store,
+    /// The police adapter's store, when the app runs the adapter.
+    pub police_store: Option<leadbridge::police::PoliceStore>,
     pub metrics: Metrics,
     pub settings: Settings,
     pub bootstrap_servers: String,
@@ -144,7 +146,7 @@ pub struct TestAppBuilder {
 pub fn app(backend: Backend) -> TestAppBuilder {
     TestAppBuilder {
         backend,
-        roles: Roles::ALL,
+        roles: Roles::HUB,
         settings_hook: None,
     }
 }
@@ -162,6 +164,9 @@ pub async fn test_settings(
     settings.server.listen = "127.0.0.1:0".parse().unwrap();
     settings.server.tls = Some(pki.tls.clone());
     settings.kafka.topic_prefix = random_topic_prefix();
+    // Each test hub is its own adapter deployment: sharing one consumer group across tests
+    // would make every test's start and stop a rebalance of all the others.
+    settings.police.group_id = format!("{}-police", settings.kafka.topic_prefix);
     settings.relay.poll_interval_ms = 50;
     settings.relay.backoff_initial_ms = 200;
     settings.relay.backoff_max_ms = 1_000;
@@ -169,10 +174,13 @@ pub async fn test_settings(
         Backend::Real => {
             settings.database.url = Some(Secret::new(fresh_postgres_database().await));
             settings.database.max_connections = 8;
+            settings.police.database_url = Some(Secret::new(fresh_postgres_database().await));
+            settings.police.max_connections = 4;
             settings.kafka.bootstrap_servers = Some(test_kafka());
         }
         Backend::Embedded => {
             settings.database.url = Some(Secret::new(fresh_sqlite_url(data_dir)));
+            settings.police.database_url = Some(Secret::new(fresh_sqlite_url(data_dir)));
         }
     }
     settings
@@ -190,6 +198,10 @@ impl TestAppBuilder {
     }
 
     pub async fn spawn(self) -> TestApp {
+        // Logs appear with RUST_LOG set (e.g. RUST_LOG=leadbridge=debug) and --nocapture.
+        if std::env::var_os("RUST_LOG").is_some() {
+            leadbridge::telemetry::init_logging(&Default::default());
+        }
         let data_dir = Arc::new(tempfile::tempdir().unwrap());
         let pki = Arc::new(TestPki::new());
         let mut settings = test_settings(self.backend, data_dir.path(), &pki).await;
@@ -201,6 +213,7 @@ impl TestAppBuilder {
             .expect("the hub builds");
         let addr = application.local_addr().expect("the API is bound");
         let store = application.store().clone();
+        let police_store = application.police_store().cloned();
         let metrics = application.metrics().clone();
         let bootstrap_servers = application.bootstrap_servers().to_owned();
         let embedded_broker = application.embedded_broker();
@@ -213,6 +226,7 @@ impl TestAppBuilder {
         TestApp {
             addr,
             store,
+            police_store,
             metrics,
             settings,
             bootstrap_servers,

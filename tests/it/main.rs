@@ -4,6 +4,10 @@
 mod api;
 mod crash;
 mod embedded;
+mod fake_cms;
 mod helpers;
+mod police;
+mod police_faults;
 mod relay;
+mod sink;
 mod store;

@@ -19,8 +19,9 @@ async fn three_relays_at_once_publish_every_message_exactly_once() {
     // The hub only ingests; the relays run beside it, as separate instances would.
     let app = app(Backend::Real)
         .roles(Roles {
-            api: true,
-            relay: false,
+            hub_api: true,
+            hub_workers: false,
+            police: false,
         })
         .spawn()
         .await;

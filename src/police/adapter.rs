@@ -1,0 +1,318 @@
+//! The adapter's consumer loop: leads from `<prefix>.leads.*.v1` into the police side.
+//!
+//! Guarantee: at-least-once. A message's offset is stored (and later committed) only after its
+//! processing committed in the adapter's database — or after it was dead-lettered, acknowledged
+//! by Kafka. Processing is idempotent on (`lead_id`, `revision`), so a redelivery after a crash
+//! or a rebalance opens no second case and sends no second delivery. A message that cannot be
+//! processed (undecodable, unknown schema or lead type, content that does not match its hash)
+//! goes to the dead-letter topic with its error context and never blocks the partition; while
+//! the adapter's own database is unreachable, the loop waits and retries the same message
+//! rather than skipping it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::Message;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::sync::{watch, Notify};
+
+use super::routing::Routing;
+use super::settings::{PoliceSettings, SinkSettings};
+use super::store::{IncomingLead, PoliceStore, Route};
+use crate::ingest::LEAD_EVENT_SCHEMA;
+use crate::lead::{canonical_json, LeadId, LeadKind, LeadType};
+use crate::rules::RuleBook;
+use crate::store::StoreError;
+
+/// Version of the reconsideration requests the hub sends on the leads topics.
+pub const RECONSIDERATION_SCHEMA: &str = "leadbridge.reconsideration-request.v1";
+
+/// Why a message cannot be processed at all (it is dead-lettered).
+#[derive(Debug, thiserror::Error)]
+pub enum PoisonMessage {
+    #[error("undecodable: {0}")]
+    Undecodable(String),
+    #[error("unknown event schema {0:?}")]
+    UnknownSchema(String),
+    #[error("unknown lead type {0:?}")]
+    UnknownLeadType(String),
+    #[error("content does not match content_sha256 (expected {expected}, computed {computed})")]
+    ContentMismatch { expected: String, computed: String },
+}
+
+impl PoisonMessage {
+    pub fn class(&self) -> &'static str {
+        match self {
+            PoisonMessage::Undecodable(_) => "undecodable",
+            PoisonMessage::UnknownSchema(_) => "unknown_schema",
+            PoisonMessage::UnknownLeadType(_) => "unknown_lead_type",
+            PoisonMessage::ContentMismatch { .. } => "content_mismatch",
+        }
+    }
+}
+
+enum Failure {
+    Poison(PoisonMessage),
+    Store(StoreError),
+}
+
+impl From<StoreError> for Failure {
+    fn from(error: StoreError) -> Self {
+        Failure::Store(error)
+    }
+}
+
+pub struct Adapter {
+    pub(super) store: PoliceStore,
+    pub(super) rules: Arc<RuleBook>,
+    pub(super) routing: Routing,
+    pub(super) settings: PoliceSettings,
+    pub(super) consumer: StreamConsumer,
+    pub(super) producer: FutureProducer,
+    pub(super) deadletter_topic: String,
+    pub(super) delivery_wakeup: Arc<Notify>,
+}
+
+impl Adapter {
+    /// Runs until `shutdown` turns true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        tracing::info!("Police adapter consuming leads.");
+        loop {
+            let message = tokio::select! {
+                message = self.consumer.recv() => message,
+                _ = shutdown.changed() => break,
+            };
+            let message = match message {
+                Ok(message) => message,
+                Err(error) => {
+                    tracing::warn!(%error, "Kafka consumer error; continuing.");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            self.handle(&message, &mut shutdown).await;
+        }
+        tracing::info!("Police adapter stopped.");
+    }
+
+    async fn handle(&self, message: &BorrowedMessage<'_>, shutdown: &mut watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.process(message).await {
+                Ok(()) => break,
+                Err(Failure::Poison(poison)) => {
+                    self.dead_letter(message, &poison).await;
+                    break;
+                }
+                Err(Failure::Store(error)) => {
+                    tracing::warn!(%error, topic = message.topic(), offset = message.offset(), "Cannot record the lead; retrying.");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        // Stop without storing the offset: the message is redelivered later.
+                        _ = shutdown.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        if let Err(error) = self.consumer.store_offset_from_message(message) {
+            tracing::warn!(%error, "Cannot store the consumer offset; the message may be redelivered.");
+        }
+    }
+
+    async fn process(&self, message: &BorrowedMessage<'_>) -> Result<(), Failure> {
+        let payload = message.payload().unwrap_or_default();
+        let event: Value = serde_json::from_slice(payload)
+            .map_err(|e| Failure::Poison(PoisonMessage::Undecodable(e.to_string())))?;
+        match event.get("schema").and_then(Value::as_str) {
+            Some(LEAD_EVENT_SCHEMA) => self.process_lead(&event).await,
+            Some(RECONSIDERATION_SCHEMA) => self.process_reconsideration(&event).await,
+            other => Err(Failure::Poison(PoisonMessage::UnknownSchema(
+                other.unwrap_or("<none>").to_owned(),
+            ))),
+        }
+    }
+
+    async fn process_lead(&self, event: &Value) -> Result<(), Failure> {
+        let incoming = decode_lead_event(event, &self.rules).map_err(Failure::Poison)?;
+        let high = incoming.priority == "high";
+        let routes: Vec<Route> = self
+            .routing
+            .route(&incoming.division_code, high)
+            .into_iter()
+            .map(|unit| {
+                let sink = match self
+                    .settings
+                    .units
+                    .iter()
+                    .find(|u| u.id == unit)
+                    .map(|u| &u.sink)
+                {
+                    Some(SinkSettings::Http(_)) => "http",
+                    _ => "inbox",
+                };
+                Route { unit, sink }
+            })
+            .collect();
+        if self
+            .store
+            .record_lead(&incoming, &routes, Utc::now())
+            .await?
+        {
+            tracing::info!(lead_id = %incoming.lead_id, revision = incoming.revision, priority = %incoming.priority, units = ?routes.iter().map(|r| &r.unit).collect::<Vec<_>>(), "Lead received by the police.");
+            self.delivery_wakeup.notify_one();
+        } else {
+            tracing::debug!(lead_id = %incoming.lead_id, revision = incoming.revision, "Lead already received; redelivery ignored.");
+        }
+        Ok(())
+    }
+
+    async fn process_reconsideration(&self, event: &Value) -> Result<(), Failure> {
+        let undecodable = |what: &str| {
+            Failure::Poison(PoisonMessage::Undecodable(format!(
+                "reconsideration request without {what}"
+            )))
+        };
+        let lead_id = event
+            .get("lead_id")
+            .and_then(Value::as_str)
+            .and_then(LeadId::parse)
+            .ok_or_else(|| undecodable("lead_id"))?;
+        let revision = event
+            .get("revision")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| undecodable("revision"))?;
+        let reason = event
+            .get("reason")
+            .and_then(Value::as_str)
+            .ok_or_else(|| undecodable("reason"))?;
+        let requested_at = event
+            .get("requested_at")
+            .and_then(Value::as_str)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .ok_or_else(|| undecodable("requested_at"))?
+            .with_timezone(&Utc);
+        let applied = self
+            .store
+            .record_reconsideration_request(lead_id, revision, reason, requested_at)
+            .await?;
+        tracing::info!(%lead_id, revision, applied, "Reconsideration requested by the agency.");
+        Ok(())
+    }
+
+    /// Publishes the message to the dead-letter topic with its context, retrying until Kafka
+    /// acknowledges, so a poison message is never silently dropped.
+    async fn dead_letter(&self, message: &BorrowedMessage<'_>, poison: &PoisonMessage) {
+        tracing::warn!(topic = message.topic(), partition = message.partition(), offset = message.offset(), class = poison.class(), error = %poison, "Message dead-lettered.");
+        let partition = message.partition().to_string();
+        let offset = message.offset().to_string();
+        let detail = poison.to_string();
+        loop {
+            let mut headers = OwnedHeaders::new();
+            for (key, value) in [
+                ("error_class", poison.class()),
+                ("error_message", detail.as_str()),
+                ("stage", "police-adapter.consume"),
+                ("source_topic", message.topic()),
+                ("source_partition", partition.as_str()),
+                ("source_offset", offset.as_str()),
+            ] {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(value),
+                });
+            }
+            if let Some(original) = message.headers() {
+                for header in original.iter() {
+                    let key = format!("original.{}", header.key);
+                    headers = headers.insert(Header {
+                        key: &key,
+                        value: header.value,
+                    });
+                }
+            }
+            let mut record = FutureRecord::to(&self.deadletter_topic)
+                .headers(headers)
+                .payload(message.payload().unwrap_or_default());
+            if let Some(key) = message.key() {
+                record = record.key(key);
+            }
+            match self.producer.send(record, Duration::from_secs(5)).await {
+                Ok(_) => return,
+                Err((error, _)) => {
+                    tracing::warn!(%error, "Cannot dead-letter yet; retrying.");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Decodes, checks and assesses a lead event.
+pub fn decode_lead_event(event: &Value, rules: &RuleBook) -> Result<IncomingLead, PoisonMessage> {
+    let field = |name: &str| -> Result<&Value, PoisonMessage> {
+        event
+            .get(name)
+            .ok_or_else(|| PoisonMessage::Undecodable(format!("lead event without {name}")))
+    };
+    let text = |name: &str| -> Result<String, PoisonMessage> {
+        field(name)?
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| PoisonMessage::Undecodable(format!("{name} is not a string")))
+    };
+    let lead_id = LeadId::parse(&text("lead_id")?)
+        .ok_or_else(|| PoisonMessage::Undecodable("lead_id is not a UUID".into()))?;
+    let revision = field("revision")?
+        .as_i64()
+        .filter(|r| *r >= 1)
+        .ok_or_else(|| PoisonMessage::Undecodable("revision is not a positive integer".into()))?;
+    let lead_type_text = text("lead_type")?;
+    let lead_type: LeadType = lead_type_text
+        .parse()
+        .map_err(|_| PoisonMessage::UnknownLeadType(lead_type_text.clone()))?;
+    let kind: LeadKind = text("kind")?
+        .parse()
+        .map_err(|_| PoisonMessage::Undecodable("unknown kind".into()))?;
+    let lead = field("lead")?;
+    if !lead.is_object() {
+        return Err(PoisonMessage::Undecodable("lead is not an object".into()));
+    }
+    let expected = text("content_sha256")?;
+    let computed = hex::encode(Sha256::digest(canonical_json(lead)));
+    if computed != expected {
+        return Err(PoisonMessage::ContentMismatch { expected, computed });
+    }
+    let assessment = rules.assess(lead_type, kind, lead.get("facts").unwrap_or(&Value::Null));
+    let assessment = serde_json::to_value(&assessment).expect("assessments serialise");
+    let priority = assessment
+        .get("priority")
+        .and_then(Value::as_str)
+        .unwrap_or("low")
+        .to_owned();
+    let lead_text = |pointer: &str| {
+        lead.pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    Ok(IncomingLead {
+        lead_id,
+        revision,
+        agency: text("agency")?,
+        lead_type: lead_type.as_str().to_owned(),
+        kind: kind.as_str().to_owned(),
+        case_id: text("case_id")?,
+        division_code: lead_text("/location/division_code"),
+        summary: lead_text("/summary"),
+        document: lead.clone(),
+        content_sha256: expected,
+        assessment,
+        priority,
+    })
+}

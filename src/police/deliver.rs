@@ -1,0 +1,183 @@
+//! The delivery worker: hands each (lead, revision, unit) to the unit's sink.
+//!
+//! Guarantee: every delivery is attempted until it succeeds or its give-up time passes; then it
+//! is dead-lettered on Kafka (acknowledged) and reported to the hub, so it stays visible.
+//! A unit receives a lead's revisions in order (see `PoliceStore::claim_deliveries`). Retries
+//! back off exponentially; a case-management outage is waited out by the HTTP sink's circuit
+//! breaker and the backoff, and everything is delivered when the system returns. The HTTP sink
+//! sends an `Idempotency-Key` of lead and revision, so a retry after an unrecorded success
+//! opens no second case in the case-management system.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::json;
+use tokio::sync::{watch, Notify};
+
+use super::settings::DeliverySettings;
+use super::sink::{Delivery, DeliveryError, DeliverySink};
+use super::store::{ClaimedDelivery, PoliceStore};
+
+pub struct DeliveryWorker {
+    pub(super) id: String,
+    pub(super) store: PoliceStore,
+    /// The HTTP sinks by unit; a unit without one uses the built-in inbox.
+    pub(super) http_sinks: HashMap<String, Arc<dyn DeliverySink>>,
+    pub(super) settings: DeliverySettings,
+    pub(super) wakeup: Arc<Notify>,
+    pub(super) producer: FutureProducer,
+    pub(super) deadletter_topic: String,
+}
+
+impl DeliveryWorker {
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let poll = Duration::from_millis(self.settings.poll_interval_ms);
+        while !*shutdown.borrow() {
+            let done = match self.round().await {
+                Ok(done) => done,
+                Err(error) => {
+                    tracing::warn!(%error, "Delivery round failed; retrying.");
+                    0
+                }
+            };
+            if done == 0 {
+                tokio::select! {
+                    _ = self.wakeup.notified() => {}
+                    _ = tokio::time::sleep(poll) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+    }
+
+    /// Claims and attempts one batch; returns how many were delivered.
+    pub async fn round(&self) -> Result<usize, crate::store::StoreError> {
+        let now = Utc::now();
+        let lease_until = now + chrono::Duration::seconds(self.settings.lease_secs as i64);
+        let claimed = self
+            .store
+            .claim_deliveries(&self.id, self.settings.batch_size, now, lease_until)
+            .await?;
+        let attempts = claimed.iter().map(|delivery| self.attempt(delivery));
+        let outcomes = futures::future::join_all(attempts).await;
+        let mut delivered = 0;
+        for (delivery, outcome) in claimed.iter().zip(outcomes) {
+            match outcome {
+                Ok(cms_ref) => {
+                    if self
+                        .store
+                        .mark_delivered(&self.id, delivery, &cms_ref, Utc::now())
+                        .await?
+                    {
+                        delivered += 1;
+                        tracing::info!(lead_id = %delivery.lead_id, revision = delivery.revision, unit = %delivery.unit, %cms_ref, "Lead delivered.");
+                    }
+                }
+                Err(error) => self.failed(delivery, &error).await?,
+            }
+        }
+        Ok(delivered)
+    }
+
+    async fn attempt(&self, delivery: &ClaimedDelivery) -> Result<String, DeliveryError> {
+        match self.http_sinks.get(&delivery.unit) {
+            None => Ok(format!("inbox:{}:{}", delivery.unit, delivery.id)),
+            Some(sink) => {
+                let request = Delivery {
+                    lead_id: delivery.lead_id.to_string(),
+                    revision: delivery.revision,
+                    unit: delivery.unit.clone(),
+                    body: json!({
+                        "lead_id": delivery.lead_id,
+                        "revision": delivery.revision,
+                        "unit": delivery.unit,
+                        "lead": delivery.document,
+                        "assessment": delivery.assessment,
+                        "deadlines": delivery.deadlines,
+                    }),
+                };
+                sink.deliver(&request)
+                    .await
+                    .map(|delivered| delivered.cms_ref)
+            }
+        }
+    }
+
+    async fn failed(
+        &self,
+        delivery: &ClaimedDelivery,
+        error: &DeliveryError,
+    ) -> Result<(), crate::store::StoreError> {
+        let now = Utc::now();
+        let give_up_at = delivery.created_at
+            + chrono::Duration::seconds(self.settings.give_up_after_secs as i64);
+        if !error.is_retryable() || now >= give_up_at {
+            tracing::error!(lead_id = %delivery.lead_id, unit = %delivery.unit, %error, "Delivery given up; dead-lettering.");
+            self.dead_letter(delivery, error).await;
+            return self
+                .store
+                .mark_dead_lettered(&self.id, delivery, &error.to_string(), now)
+                .await;
+        }
+        let retry_at = self.retry_at(delivery.attempts, now);
+        tracing::warn!(lead_id = %delivery.lead_id, unit = %delivery.unit, attempts = delivery.attempts + 1, %retry_at, %error, "Delivery failed; will retry.");
+        self.store
+            .delivery_failed(&self.id, delivery, &error.to_string(), retry_at)
+            .await
+    }
+
+    fn retry_at(&self, attempts: i64, now: DateTime<Utc>) -> DateTime<Utc> {
+        let exponent = attempts.clamp(0, 20) as u32;
+        let base = self
+            .settings
+            .backoff_initial_ms
+            .saturating_mul(1u64 << exponent)
+            .min(self.settings.backoff_max_ms);
+        let jitter = rand::random_range(0..=base / 5);
+        now + chrono::Duration::milliseconds((base + jitter) as i64)
+    }
+
+    async fn dead_letter(&self, delivery: &ClaimedDelivery, error: &DeliveryError) {
+        let payload = serde_json::to_vec(&json!({
+            "lead_id": delivery.lead_id,
+            "revision": delivery.revision,
+            "unit": delivery.unit,
+            "lead": delivery.document,
+            "assessment": delivery.assessment,
+        }))
+        .expect("JSON values serialise");
+        let key = delivery.lead_id.to_string();
+        let error_text = error.to_string();
+        let attempts = (delivery.attempts + 1).to_string();
+        loop {
+            let mut headers = OwnedHeaders::new();
+            for (name, value) in [
+                ("error_class", "delivery_failed"),
+                ("error_message", error_text.as_str()),
+                ("stage", "police-adapter.deliver"),
+                ("unit", delivery.unit.as_str()),
+                ("attempts", attempts.as_str()),
+            ] {
+                headers = headers.insert(Header {
+                    key: name,
+                    value: Some(value),
+                });
+            }
+            let record = FutureRecord::to(&self.deadletter_topic)
+                .key(&key)
+                .payload(&payload)
+                .headers(headers);
+            match self.producer.send(record, Duration::from_secs(5)).await {
+                Ok(_) => return,
+                Err((error, _)) => {
+                    tracing::warn!(%error, "Cannot dead-letter the delivery yet; retrying.");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+}

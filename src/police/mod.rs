@@ -1,0 +1,152 @@
+//! The police case-management adapter: consumes leads from Kafka, assesses them against the
+//! criminal thresholds (`crate::rules`), routes them to police units, delivers them (built-in
+//! inbox or the unit's case-management system), runs the Decree 310 steps, and answers the hub
+//! with receipts and decisions on `<prefix>.receipts.v1`.
+//!
+//! It talks to the hub only through Kafka and keeps its own database, so it can run inside the
+//! police network (`leadbridge police-adapter`) or inside `leadbridge serve`.
+
+pub mod adapter;
+pub mod deliver;
+pub mod process;
+pub mod routing;
+pub mod settings;
+pub mod sink;
+pub mod store;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::Context;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+
+pub use settings::PoliceSettings;
+pub use store::PoliceStore;
+
+use crate::config::Settings;
+use crate::kafka::{self, Topics};
+use crate::relay::Relay;
+use crate::rules::RuleBook;
+use crate::store::{Schema, Store};
+use crate::telemetry::Metrics;
+
+/// The adapter's running parts.
+pub struct PoliceAdapter {
+    store: PoliceStore,
+    adapter: adapter::Adapter,
+    worker: deliver::DeliveryWorker,
+    relay: Relay,
+}
+
+impl PoliceAdapter {
+    /// Every fallible step of the adapter's start: its database, the rule tables (a missing or
+    /// broken rule file stops start-up here), the unit table, the sinks and the Kafka clients.
+    pub async fn build(
+        settings: &Settings,
+        bootstrap_servers: &str,
+        metrics: &Metrics,
+    ) -> anyhow::Result<PoliceAdapter> {
+        let police = &settings.police;
+        let url = match &police.database_url {
+            Some(url) => url.expose().to_owned(),
+            None => format!("sqlite:{}", settings.data_dir.join("police.db").display()),
+        };
+        let store = Store::connect_schema(&url, police.max_connections, Schema::PoliceAdapter)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open the police adapter's database {}",
+                    crate::store::redact_url(&url)
+                )
+            })?;
+        let mut rules_settings = settings.rules.clone();
+        if police.rules_file.is_some() {
+            rules_settings.rules_file = police.rules_file.clone();
+        }
+        let rules = Arc::new(
+            RuleBook::load(&rules_settings).context("cannot load the criminal-threshold rules")?,
+        );
+        let routing = routing::Routing::new(police)?;
+        let topics = Topics::new(settings.kafka.topic_prefix.clone());
+        let police_store =
+            PoliceStore::new(store.clone(), topics.receipts(), police.deadlines.clone());
+
+        let mut http_sinks: HashMap<String, Arc<dyn sink::DeliverySink>> = HashMap::new();
+        for unit in &police.units {
+            if let settings::SinkSettings::Http(http) = &unit.sink {
+                let sink = sink::http::HttpSink::new(http).with_context(|| {
+                    format!("cannot set up the case-management sink of unit {}", unit.id)
+                })?;
+                http_sinks.insert(unit.id.clone(), Arc::new(sink));
+            }
+        }
+
+        let consumer: StreamConsumer = kafka::client_config(&settings.kafka, bootstrap_servers)
+            .set("group.id", &police.group_id)
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.commit.interval.ms", "1000")
+            .set("auto.offset.reset", "earliest")
+            .set("topic.metadata.refresh.interval.ms", "5000")
+            .create()
+            .context("cannot create the adapter's Kafka consumer")?;
+        // The agencies are a closed set, so the topics are named rather than matched by pattern:
+        // a pattern that matches nothing would wait silently.
+        let lead_topics: Vec<String> = crate::lead::Agency::ALL
+            .into_iter()
+            .map(|agency| topics.leads(agency))
+            .collect();
+        let lead_topics: Vec<&str> = lead_topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&lead_topics)
+            .context("cannot subscribe to the leads topics")?;
+        let producer = kafka::idempotent_producer(&settings.kafka, bootstrap_servers)?;
+        let delivery_wakeup = Arc::new(Notify::new());
+        let adapter = adapter::Adapter {
+            store: police_store.clone(),
+            rules,
+            routing,
+            settings: police.clone(),
+            consumer,
+            producer: producer.clone(),
+            deadletter_topic: topics.deadletter(),
+            delivery_wakeup: delivery_wakeup.clone(),
+        };
+        let worker = deliver::DeliveryWorker {
+            id: format!("delivery-{}", uuid::Uuid::new_v4()),
+            store: police_store.clone(),
+            http_sinks,
+            settings: police.delivery.clone(),
+            wakeup: delivery_wakeup,
+            producer: producer.clone(),
+            deadletter_topic: topics.deadletter(),
+        };
+        // Receipts leave through the adapter's own outbox, published by the same relay code.
+        let relay = Relay::new(
+            store,
+            producer,
+            settings.relay.clone(),
+            Arc::new(Notify::new()),
+            metrics.clone(),
+        );
+        Ok(PoliceAdapter {
+            store: police_store,
+            adapter,
+            worker,
+            relay,
+        })
+    }
+
+    pub fn store(&self) -> PoliceStore {
+        self.store.clone()
+    }
+
+    /// Starts the consumer, the delivery worker and the receipts relay.
+    pub fn spawn(self, tasks: &mut JoinSet<()>, shutdown: &watch::Receiver<bool>) {
+        tasks.spawn(self.adapter.run(shutdown.clone()));
+        tasks.spawn(self.worker.run(shutdown.clone()));
+        tasks.spawn(self.relay.run(shutdown.clone()));
+    }
+}

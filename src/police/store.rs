@@ -1,0 +1,716 @@
+//! The adapter's database operations. Each state change commits together with the receipt it
+//! owes the hub (an outbox row) and its audit entry, so the hub learns of every step exactly
+//! as it happened, however the adapter stops.
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::process::{self, ClockInputs, Decision, PoliceStatus, TransitionError};
+use super::settings::DeadlineSettings;
+use crate::audit::{AuditEntry, LedgerAppender};
+use crate::lead::LeadId;
+use crate::store::outbox::insert_message;
+use crate::store::{db_time, parse_db_time, OutboxMessage, Store, StoreError, Tx};
+
+/// Version of the receipt events on the receipts topic.
+pub const RECEIPT_SCHEMA: &str = "leadbridge.receipt.v1";
+
+/// A lead as the adapter takes it from Kafka, assessed.
+#[derive(Clone, Debug)]
+pub struct IncomingLead {
+    pub lead_id: LeadId,
+    pub revision: i64,
+    pub agency: String,
+    pub lead_type: String,
+    pub kind: String,
+    pub case_id: String,
+    pub division_code: String,
+    pub summary: String,
+    pub document: Value,
+    pub content_sha256: String,
+    pub assessment: Value,
+    pub priority: String,
+}
+
+/// Where one delivery of a lead goes.
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub unit: String,
+    /// `inbox` or `http`.
+    pub sink: &'static str,
+}
+
+/// A delivery leased to a worker, with what the sink needs.
+#[derive(Clone, Debug)]
+pub struct ClaimedDelivery {
+    pub id: i64,
+    pub lead_id: LeadId,
+    pub revision: i64,
+    pub unit: String,
+    pub sink: String,
+    pub attempts: i64,
+    pub created_at: DateTime<Utc>,
+    pub document: Value,
+    pub assessment: Value,
+    pub deadlines: Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    #[error("no lead {0} was delivered to this unit")]
+    NotFound(LeadId),
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<crate::audit::AuditError> for DecideError {
+    fn from(error: crate::audit::AuditError) -> Self {
+        DecideError::Store(error.into())
+    }
+}
+
+impl From<sqlx::Error> for DecideError {
+    fn from(error: sqlx::Error) -> Self {
+        DecideError::Store(error.into())
+    }
+}
+
+/// One step of a lead on the police side, as a receipt reports it.
+struct Step<'a> {
+    lead_id: LeadId,
+    revision: i64,
+    event: &'static str,
+    at: DateTime<Utc>,
+    actor: &'a str,
+}
+
+/// The adapter's store: a [`Store`] on the police-adapter schema.
+#[derive(Clone)]
+pub struct PoliceStore {
+    store: Store,
+    receipts_topic: String,
+    deadlines: DeadlineSettings,
+}
+
+impl PoliceStore {
+    pub fn new(store: Store, receipts_topic: String, deadlines: DeadlineSettings) -> Self {
+        PoliceStore {
+            store,
+            receipts_topic,
+            deadlines,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn deadline_settings(&self) -> &DeadlineSettings {
+        &self.deadlines
+    }
+
+    fn receipt(
+        &self,
+        lead_id: LeadId,
+        revision: i64,
+        event: &str,
+        at: DateTime<Utc>,
+        actor: &str,
+        fields: Value,
+    ) -> OutboxMessage {
+        let event_id = uuid::Uuid::now_v7().to_string();
+        let mut body = json!({
+            "event_id": event_id,
+            "schema": RECEIPT_SCHEMA,
+            "lead_id": lead_id,
+            "revision": revision,
+            "event": event,
+            "at": at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "actor": actor,
+        });
+        if let (Some(body), Some(fields)) = (body.as_object_mut(), fields.as_object()) {
+            for (key, value) in fields {
+                body.insert(key.clone(), value.clone());
+            }
+        }
+        OutboxMessage {
+            event_id: event_id.clone(),
+            topic: self.receipts_topic.clone(),
+            payload: serde_json::to_vec(&body).expect("JSON values serialise"),
+            headers: vec![
+                ("event_id".into(), event_id),
+                ("schema_id".into(), RECEIPT_SCHEMA.into()),
+            ],
+        }
+    }
+
+    async fn send_receipt(
+        &self,
+        tx: &mut Tx,
+        ledger: &mut LedgerAppender,
+        step: Step<'_>,
+        fields: Value,
+    ) -> Result<(), StoreError> {
+        let Step {
+            lead_id,
+            revision,
+            event,
+            at,
+            actor,
+        } = step;
+        let message = self.receipt(lead_id, revision, event, at, actor, fields.clone());
+        insert_message(tx, &message, lead_id, revision, at).await?;
+        let mut details = fields;
+        details["event_id"] = json!(message.event_id);
+        if let Some(object) = details.as_object_mut() {
+            // The ledger records the step, not bulky copies of the assessment.
+            object.remove("assessment");
+        }
+        ledger.append(AuditEntry {
+            at,
+            actor: actor.to_owned(),
+            action: match event {
+                "received_by_police" => "lead.received_by_police",
+                "delivered" => "lead.delivered",
+                "delivery_failed" => "lead.delivery_failed",
+                _ => "lead.decided",
+            },
+            lead_id: Some(lead_id),
+            revision: Some(revision),
+            details,
+        });
+        Ok(())
+    }
+
+    /// Records a lead taken from Kafka, its deliveries and its `received_by_police` receipt.
+    /// Returns false, changing nothing, when this (lead, revision) was recorded before.
+    pub async fn record_lead(
+        &self,
+        lead: &IncomingLead,
+        routes: &[Route],
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let at = db_time(now);
+        let lead_id = lead.lead_id.to_string();
+        let mut tx = self.store.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO police_leads (lead_id, revision, agency, lead_type, kind, case_id, division_code, summary, \
+                 document, content_sha256, assessment, priority, received_at, status) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'received') \
+             ON CONFLICT (lead_id, revision) DO NOTHING",
+        )
+        .bind(&lead_id)
+        .bind(lead.revision)
+        .bind(&lead.agency)
+        .bind(&lead.lead_type)
+        .bind(&lead.kind)
+        .bind(&lead.case_id)
+        .bind(&lead.division_code)
+        .bind(&lead.summary)
+        .bind(lead.document.to_string())
+        .bind(&lead.content_sha256)
+        .bind(lead.assessment.to_string())
+        .bind(&lead.priority)
+        .bind(&at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        // A newer revision supersedes undecided older ones; decided ones keep their decision.
+        sqlx::query(
+            "UPDATE police_leads SET status = 'superseded' \
+             WHERE lead_id = $1 AND revision < $2 AND status IN ('received', 'delivered')",
+        )
+        .bind(&lead_id)
+        .bind(lead.revision)
+        .execute(&mut *tx)
+        .await?;
+        for route in routes {
+            sqlx::query(
+                "INSERT INTO police_deliveries (lead_id, revision, unit, sink, created_at, next_attempt_at) \
+                 VALUES ($1, $2, $3, $4, $5, $5)",
+            )
+            .bind(&lead_id)
+            .bind(lead.revision)
+            .bind(&route.unit)
+            .bind(route.sink)
+            .bind(&at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let clocks = ClockInputs {
+            received_at: Some(now),
+            ..Default::default()
+        };
+        let mut ledger = LedgerAppender::new();
+        let units: Vec<&str> = routes.iter().map(|r| r.unit.as_str()).collect();
+        self.send_receipt(
+            &mut tx,
+            &mut ledger,
+            Step {
+                lead_id: lead.lead_id,
+                revision: lead.revision,
+                event: "received_by_police",
+                at: now,
+                actor: "police-adapter",
+            },
+            json!({
+                "units": units,
+                "assessment": lead.assessment,
+                "deadlines": process::deadlines(&clocks, &self.deadlines),
+            }),
+        )
+        .await?;
+        ledger.finish(&mut tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Records the agency's reconsideration request of a non-filing. Returns false when the
+    /// lead is not (or no longer) awaiting it, e.g. on a repeated event.
+    pub async fn record_reconsideration_request(
+        &self,
+        lead_id: LeadId,
+        revision: i64,
+        reason: &str,
+        requested_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let updated = sqlx::query(
+            "UPDATE police_leads SET status = 'reconsideration_requested', reconsideration_reason = $1, \
+                    reconsideration_requested_at = $2 \
+             WHERE lead_id = $3 AND revision = $4 AND status = 'not_filed'",
+        )
+        .bind(reason)
+        .bind(db_time(requested_at))
+        .bind(lead_id.to_string())
+        .bind(revision)
+        .execute(self.store.pool())
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
+    /// Leases up to `limit` due deliveries. A delivery waits while an earlier one of the same
+    /// lead to the same unit is undelivered, so a unit receives a lead's revisions in order.
+    pub async fn claim_deliveries(
+        &self,
+        worker: &str,
+        limit: i64,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let lock = match self.store.dialect() {
+            crate::store::Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
+            crate::store::Dialect::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE police_deliveries SET claimed_by = $1, claimed_until = $2 \
+             WHERE id IN ( \
+                 SELECT d.id FROM police_deliveries d \
+                 WHERE d.delivered_at IS NULL AND d.dead_lettered_at IS NULL AND d.next_attempt_at <= $3 \
+                   AND (d.claimed_until IS NULL OR d.claimed_until < $3) \
+                   AND NOT EXISTS (SELECT 1 FROM police_deliveries e \
+                                   WHERE e.lead_id = d.lead_id AND e.unit = d.unit AND e.id < d.id \
+                                     AND e.delivered_at IS NULL AND e.dead_lettered_at IS NULL) \
+                 ORDER BY d.id LIMIT $4 {lock}) \
+             RETURNING id"
+        );
+        let ids: Vec<i64> = sqlx::query(&sql)
+            .bind(worker)
+            .bind(db_time(lease_until))
+            .bind(db_time(now))
+            .bind(limit)
+            .fetch_all(self.store.pool())
+            .await?
+            .iter()
+            .map(|row| row.try_get("id"))
+            .collect::<Result<_, _>>()?;
+        let mut claimed = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row = sqlx::query(
+                "SELECT d.id, d.lead_id, d.revision, d.unit, d.sink, d.attempts, d.created_at, \
+                        l.document, l.assessment, l.received_at, l.decided_at, l.status, \
+                        l.reconsideration_requested_at, l.reconsidered_at \
+                 FROM police_deliveries d JOIN police_leads l ON l.lead_id = d.lead_id AND l.revision = d.revision \
+                 WHERE d.id = $1",
+            )
+            .bind(id)
+            .fetch_one(self.store.pool())
+            .await?;
+            let lead_id: String = row.try_get("lead_id")?;
+            claimed.push(ClaimedDelivery {
+                id,
+                lead_id: parse_lead_id(&lead_id)?,
+                revision: row.try_get("revision")?,
+                unit: row.try_get("unit")?,
+                sink: row.try_get("sink")?,
+                attempts: row.try_get("attempts")?,
+                created_at: time_column(&row, "created_at")?.unwrap_or(now),
+                document: json_column(&row, "document")?,
+                assessment: json_column(&row, "assessment")?,
+                deadlines: process::deadlines(&clock_inputs(&row)?, &self.deadlines),
+            });
+        }
+        claimed.sort_by_key(|d| d.id);
+        Ok(claimed)
+    }
+
+    /// Marks a delivery done and owes the hub a `delivered` receipt.
+    pub async fn mark_delivered(
+        &self,
+        worker: &str,
+        delivery: &ClaimedDelivery,
+        cms_ref: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let at = db_time(now);
+        let mut tx = self.store.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE police_deliveries SET delivered_at = $1, cms_ref = $2, claimed_by = NULL, claimed_until = NULL, last_error = NULL \
+             WHERE id = $3 AND claimed_by = $4 AND delivered_at IS NULL",
+        )
+        .bind(&at)
+        .bind(cms_ref)
+        .bind(delivery.id)
+        .bind(worker)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE police_leads SET status = 'delivered', delivered_at = $1 \
+             WHERE lead_id = $2 AND revision = $3 AND status = 'received'",
+        )
+        .bind(&at)
+        .bind(delivery.lead_id.to_string())
+        .bind(delivery.revision)
+        .execute(&mut *tx)
+        .await?;
+        let mut ledger = LedgerAppender::new();
+        self.send_receipt(
+            &mut tx,
+            &mut ledger,
+            Step {
+                lead_id: delivery.lead_id,
+                revision: delivery.revision,
+                event: "delivered",
+                at: now,
+                actor: "police-adapter",
+            },
+            json!({"unit": delivery.unit, "sink": delivery.sink, "cms_ref": cms_ref}),
+        )
+        .await?;
+        ledger.finish(&mut tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Records a failed attempt and when to try again.
+    pub async fn delivery_failed(
+        &self,
+        worker: &str,
+        delivery: &ClaimedDelivery,
+        error: &str,
+        retry_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let error: String = error.chars().take(1000).collect();
+        sqlx::query(
+            "UPDATE police_deliveries SET attempts = attempts + 1, last_error = $1, next_attempt_at = $2, \
+                    claimed_by = NULL, claimed_until = NULL \
+             WHERE id = $3 AND claimed_by = $4",
+        )
+        .bind(error)
+        .bind(db_time(retry_at))
+        .bind(delivery.id)
+        .bind(worker)
+        .execute(self.store.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Gives a delivery up (after it was dead-lettered on Kafka); the hub learns of it.
+    pub async fn mark_dead_lettered(
+        &self,
+        worker: &str,
+        delivery: &ClaimedDelivery,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.store.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE police_deliveries SET dead_lettered_at = $1, last_error = $2, claimed_by = NULL, claimed_until = NULL \
+             WHERE id = $3 AND claimed_by = $4 AND delivered_at IS NULL",
+        )
+        .bind(db_time(now))
+        .bind(error.chars().take(1000).collect::<String>())
+        .bind(delivery.id)
+        .bind(worker)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            tx.rollback().await?;
+            return Ok(());
+        }
+        let mut ledger = LedgerAppender::new();
+        self.send_receipt(
+            &mut tx,
+            &mut ledger,
+            Step {
+                lead_id: delivery.lead_id,
+                revision: delivery.revision,
+                event: "delivery_failed",
+                at: now,
+                actor: "police-adapter",
+            },
+            json!({"unit": delivery.unit, "sink": delivery.sink, "error": error}),
+        )
+        .await?;
+        ledger.finish(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Leads delivered to `unit`'s inbox, newest first.
+    pub async fn inbox(
+        &self,
+        unit: &str,
+        status: Option<&str>,
+        limit: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Value>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT l.lead_id, l.revision, l.agency, l.lead_type, l.kind, l.case_id, l.division_code, l.summary, \
+                    l.assessment, l.priority, l.status, l.received_at, l.decided_at, l.decision, \
+                    l.reconsideration_requested_at, l.reconsidered_at, d.delivered_at \
+             FROM police_deliveries d JOIN police_leads l ON l.lead_id = d.lead_id AND l.revision = d.revision \
+             WHERE d.unit = $1 AND d.sink = 'inbox' AND d.delivered_at IS NOT NULL AND ($2 = '' OR l.status = $2) \
+             ORDER BY d.delivered_at DESC, d.id DESC LIMIT $3",
+        )
+        .bind(unit)
+        .bind(status.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(self.store.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(json!({
+                    "lead_id": row.try_get::<String, _>("lead_id")?,
+                    "revision": row.try_get::<i64, _>("revision")?,
+                    "agency": row.try_get::<String, _>("agency")?,
+                    "lead_type": row.try_get::<String, _>("lead_type")?,
+                    "kind": row.try_get::<String, _>("kind")?,
+                    "case_id": row.try_get::<String, _>("case_id")?,
+                    "division_code": row.try_get::<String, _>("division_code")?,
+                    "summary": row.try_get::<String, _>("summary")?,
+                    "status": row.try_get::<String, _>("status")?,
+                    "priority": row.try_get::<String, _>("priority")?,
+                    "received_at": row.try_get::<String, _>("received_at")?,
+                    "delivered_at": row.try_get::<Option<String>, _>("delivered_at")?,
+                    "decision": row.try_get::<Option<String>, _>("decision")?,
+                    "assessment": json_column(row, "assessment")?,
+                    "deadlines": process::with_states(&process::deadlines(&clock_inputs(row)?, &self.deadlines), now),
+                }))
+            })
+            .collect()
+    }
+
+    /// The whole lead as delivered to `unit` (latest revision), recording the read in the ledger.
+    pub async fn read_lead(
+        &self,
+        lead_id: LeadId,
+        unit: &str,
+        reader: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Value>, StoreError> {
+        let Some(row) = self.current_row(self.store.pool(), lead_id, unit).await? else {
+            return Ok(None);
+        };
+        let revision: i64 = row.try_get("revision")?;
+        let view = json!({
+            "lead_id": lead_id,
+            "revision": revision,
+            "status": row.try_get::<String, _>("status")?,
+            "priority": row.try_get::<String, _>("priority")?,
+            "received_at": row.try_get::<String, _>("received_at")?,
+            "decision": row.try_get::<Option<String>, _>("decision")?,
+            "decision_reason": row.try_get::<Option<String>, _>("decision_reason")?,
+            "police_case_no": row.try_get::<Option<String>, _>("police_case_no")?,
+            "reconsideration_reason": row.try_get::<Option<String>, _>("reconsideration_reason")?,
+            "assessment": json_column(&row, "assessment")?,
+            "deadlines": process::with_states(&process::deadlines(&clock_inputs(&row)?, &self.deadlines), now),
+            "lead": json_column(&row, "document")?,
+        });
+        let mut tx = self.store.begin().await?;
+        let mut ledger = LedgerAppender::new();
+        ledger.append(AuditEntry {
+            at: now,
+            actor: reader.to_owned(),
+            action: "lead.read",
+            lead_id: Some(lead_id),
+            revision: Some(revision),
+            details: json!({"unit": unit}),
+        });
+        ledger.finish(&mut tx).await?;
+        tx.commit().await?;
+        Ok(Some(view))
+    }
+
+    async fn current_row<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+        &self,
+        executor: E,
+        lead_id: LeadId,
+        unit: &str,
+    ) -> Result<Option<AnyRow>, StoreError> {
+        Ok(sqlx::query(
+            "SELECT l.* FROM police_leads l \
+             WHERE l.lead_id = $1 AND EXISTS (SELECT 1 FROM police_deliveries d WHERE d.lead_id = l.lead_id \
+                   AND d.revision = l.revision AND d.unit = $2 AND d.delivered_at IS NOT NULL) \
+             ORDER BY l.revision DESC LIMIT 1",
+        )
+        .bind(lead_id.to_string())
+        .bind(unit)
+        .fetch_optional(executor)
+        .await?)
+    }
+
+    /// Applies an investigator's decision to the latest revision delivered to `unit`.
+    pub async fn decide(
+        &self,
+        lead_id: LeadId,
+        unit: &str,
+        decision: &Decision,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Value, DecideError> {
+        let mut tx = self.store.begin().await?;
+        // Take the audit head first: it serialises deciders, so two decisions on one lead cannot
+        // both read the undecided status.
+        let mut ledger = LedgerAppender::new();
+        ledger.lock(&mut tx).await.map_err(StoreError::from)?;
+        let row = self
+            .current_row(&mut *tx, lead_id, unit)
+            .await?
+            .ok_or(DecideError::NotFound(lead_id))?;
+        let revision: i64 = row.try_get("revision")?;
+        let current_text: String = row.try_get("status")?;
+        let current = PoliceStatus::parse(&current_text).ok_or_else(|| {
+            StoreError::Other(sqlx::Error::Protocol(format!(
+                "unknown police status {current_text}"
+            )))
+        })?;
+        let next = process::decide(current, decision)?;
+        let at = db_time(now);
+        if next == PoliceStatus::Reconsidered {
+            sqlx::query(
+                "UPDATE police_leads SET status = 'reconsidered', decision = $1, decision_reason = $2, police_case_no = $3, \
+                        reconsidered_at = $4, decided_by = $5 WHERE lead_id = $6 AND revision = $7",
+            )
+            .bind(decision.name())
+            .bind(decision.reason())
+            .bind(decision.police_case_no())
+            .bind(&at)
+            .bind(actor)
+            .bind(lead_id.to_string())
+            .bind(revision)
+            .execute(&mut *tx)
+            .await?;
+        } else {
+            sqlx::query(
+                "UPDATE police_leads SET status = $1, decision = $2, decision_reason = $3, police_case_no = $4, \
+                        decided_at = $5, decided_by = $6 WHERE lead_id = $7 AND revision = $8",
+            )
+            .bind(next.as_str())
+            .bind(decision.name())
+            .bind(decision.reason())
+            .bind(decision.police_case_no())
+            .bind(&at)
+            .bind(actor)
+            .bind(lead_id.to_string())
+            .bind(revision)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let updated =
+            sqlx::query("SELECT * FROM police_leads WHERE lead_id = $1 AND revision = $2")
+                .bind(lead_id.to_string())
+                .bind(revision)
+                .fetch_one(&mut *tx)
+                .await?;
+        let deadlines = process::deadlines(&clock_inputs(&updated)?, &self.deadlines);
+        let event: &'static str = if next == PoliceStatus::Reconsidered {
+            "reconsidered"
+        } else {
+            decision.name()
+        };
+        self.send_receipt(
+            &mut tx,
+            &mut ledger,
+            Step {
+                lead_id,
+                revision,
+                event,
+                at: now,
+                actor,
+            },
+            json!({
+                "unit": unit,
+                "decision": decision.name(),
+                "reason": decision.reason(),
+                "police_case_no": decision.police_case_no(),
+                "deadlines": deadlines,
+            }),
+        )
+        .await?;
+        ledger.finish(&mut tx).await?;
+        tx.commit().await?;
+        Ok(json!({
+            "lead_id": lead_id,
+            "revision": revision,
+            "status": next.as_str(),
+            "decision": decision.name(),
+            "deadlines": process::with_states(&deadlines, now),
+        }))
+    }
+}
+
+fn parse_lead_id(text: &str) -> Result<LeadId, StoreError> {
+    LeadId::parse(text).ok_or_else(|| {
+        StoreError::Other(sqlx::Error::Protocol(format!(
+            "stored lead id {text} is not a UUID"
+        )))
+    })
+}
+
+fn json_column(row: &AnyRow, column: &str) -> Result<Value, StoreError> {
+    let text: String = row.try_get(column)?;
+    Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn time_column(row: &AnyRow, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let text: Option<String> = row.try_get(column)?;
+    Ok(text.as_deref().and_then(parse_db_time))
+}
+
+fn clock_inputs(row: &AnyRow) -> Result<ClockInputs, StoreError> {
+    let status: String = row.try_get("status")?;
+    let reconsideration_requested_at = time_column(row, "reconsideration_requested_at")?;
+    Ok(ClockInputs {
+        received_at: time_column(row, "received_at")?,
+        decided_at: time_column(row, "decided_at")?,
+        // A reconsideration can only follow a non-filing, whose decision it then replaced.
+        not_filed: status == "not_filed" || reconsideration_requested_at.is_some(),
+        reconsideration_requested_at,
+        reconsidered_at: time_column(row, "reconsidered_at")?,
+    })
+}

@@ -1,0 +1,143 @@
+//! The hub's receipts consumer: police receipts and decisions from `<prefix>.receipts.v1`
+//! into lead status, timeline and the agency feedback feed.
+//!
+//! Guarantee: at-least-once with idempotent application (receipts are applied once per event
+//! id); an offset is stored only after the receipt's transaction committed, or after an
+//! unusable receipt was dead-lettered with its context.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::Message;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::config::Settings;
+use crate::kafka::{self, Topics};
+use crate::store::{ReceiptOutcome, Store};
+
+pub struct ReceiptsConsumer {
+    store: Store,
+    consumer: StreamConsumer,
+    producer: FutureProducer,
+    deadletter_topic: String,
+}
+
+impl ReceiptsConsumer {
+    pub fn build(
+        settings: &Settings,
+        bootstrap_servers: &str,
+        store: Store,
+    ) -> anyhow::Result<ReceiptsConsumer> {
+        let topics = Topics::new(settings.kafka.topic_prefix.clone());
+        let consumer: StreamConsumer = kafka::client_config(&settings.kafka, bootstrap_servers)
+            .set(
+                "group.id",
+                format!("{}-hub-receipts", settings.kafka.topic_prefix),
+            )
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.commit.interval.ms", "1000")
+            .set("auto.offset.reset", "earliest")
+            .create()?;
+        consumer.subscribe(&[&topics.receipts()])?;
+        Ok(ReceiptsConsumer {
+            store,
+            consumer,
+            producer: kafka::idempotent_producer(&settings.kafka, bootstrap_servers)?,
+            deadletter_topic: topics.deadletter(),
+        })
+    }
+
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let message = tokio::select! {
+                message = self.consumer.recv() => message,
+                _ = shutdown.changed() => break,
+            };
+            let message = match message {
+                Ok(message) => message,
+                Err(error) => {
+                    tracing::warn!(%error, "Receipts consumer error; continuing.");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            let mut backoff = Duration::from_millis(200);
+            loop {
+                let receipt: Option<Value> = message
+                    .payload()
+                    .and_then(|p| serde_json::from_slice(p).ok());
+                let Some(receipt) =
+                    receipt.filter(|r| r.get("event_id").and_then(Value::as_str).is_some())
+                else {
+                    self.dead_letter(&message, "undecodable", "not a receipt event")
+                        .await;
+                    break;
+                };
+                match self.store.apply_receipt(&receipt, Utc::now()).await {
+                    Ok(ReceiptOutcome::Applied | ReceiptOutcome::AlreadyApplied) => break,
+                    Ok(ReceiptOutcome::UnknownLead) => {
+                        self.dead_letter(&message, "unknown_lead", "the hub knows no such lead")
+                            .await;
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "Cannot apply a receipt; retrying.");
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = shutdown.changed() => return,
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+            if let Err(error) = self.consumer.store_offset_from_message(&message) {
+                tracing::warn!(%error, "Cannot store the receipts offset; the receipt may be applied again (harmless).");
+            }
+        }
+    }
+
+    async fn dead_letter(&self, message: &BorrowedMessage<'_>, class: &str, detail: &str) {
+        tracing::warn!(
+            class,
+            detail,
+            offset = message.offset(),
+            "Receipt dead-lettered."
+        );
+        let partition = message.partition().to_string();
+        let offset = message.offset().to_string();
+        loop {
+            let mut headers = OwnedHeaders::new();
+            for (key, value) in [
+                ("error_class", class),
+                ("error_message", detail),
+                ("stage", "hub.receipts"),
+                ("source_topic", message.topic()),
+                ("source_partition", partition.as_str()),
+                ("source_offset", offset.as_str()),
+            ] {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(value),
+                });
+            }
+            let mut record = FutureRecord::to(&self.deadletter_topic)
+                .headers(headers)
+                .payload(message.payload().unwrap_or_default());
+            if let Some(key) = message.key() {
+                record = record.key(key);
+            }
+            match self.producer.send(record, Duration::from_secs(5)).await {
+                Ok(_) => return,
+                Err((error, _)) => {
+                    tracing::warn!(%error, "Cannot dead-letter the receipt yet; retrying.");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+}

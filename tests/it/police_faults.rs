@@ -1,0 +1,495 @@
+//! Faults on the police side, against real Kafka and PostgreSQL and a fake case-management
+//! system the test controls: none loses or duplicates a delivery.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use leadbridge::identity::Principal;
+use leadbridge::lead::Agency;
+use leadbridge::police::settings::SinkSettings;
+use leadbridge::police::sink::http::HttpSinkSettings;
+use leadbridge::{Application, Roles};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use serde_json::{json, Value};
+
+use crate::fake_cms::{FakeCms, Mode};
+use crate::helpers::{
+    app, consume, fresh_postgres_database, header, sample_lead, test_settings, unique_case_id,
+    Backend, TestApp, TestPki,
+};
+use crate::police::eventually;
+
+/// Client certificate files for the adapter's case-management sink, and the sink settings.
+fn cms_sink(pki: &TestPki, cms: &FakeCms, dir: &std::path::Path) -> HttpSinkSettings {
+    let identity = pki
+        .ca
+        .issue_client(&Principal::Investigator {
+            unit: "adapter".into(),
+        })
+        .unwrap();
+    let cert = dir.join("adapter-client.pem");
+    let key = dir.join("adapter-client.key");
+    std::fs::write(&cert, identity.cert_pem).unwrap();
+    std::fs::write(&key, identity.key_pem).unwrap();
+    let ca = dir.join("cms-ca.pem");
+    std::fs::write(&ca, pki.ca.cert_pem()).unwrap();
+    HttpSinkSettings {
+        url: cms.url(),
+        ca,
+        client_cert: cert,
+        client_key: key,
+        timeout_ms: 500,
+        breaker_failures: 3,
+        breaker_open_ms: 500,
+    }
+}
+
+/// The hub and adapter in one process, with unit 370303 receiving through `sink`.
+async fn app_with_cms(sink: HttpSinkSettings, give_up_after_secs: u64) -> TestApp {
+    app(Backend::Real)
+        .roles(Roles::ALL)
+        .with_settings(move |settings| {
+            let unit = settings
+                .police
+                .units
+                .iter_mut()
+                .find(|u| u.id == "370303")
+                .unwrap();
+            unit.sink = SinkSettings::Http(sink);
+            settings.police.delivery.backoff_initial_ms = 100;
+            settings.police.delivery.backoff_max_ms = 400;
+            settings.police.delivery.poll_interval_ms = 50;
+            settings.police.delivery.give_up_after_secs = give_up_after_secs;
+        })
+        .spawn()
+        .await
+}
+
+fn clue_in(division: &str) -> Value {
+    // A clue with no threshold crossed: it goes to the district's unit only.
+    let mut lead = sample_lead(&unique_case_id());
+    lead["kind"] = json!("clue");
+    lead["location"]["division_code"] = json!(division);
+    lead["facts"]["measurements"][0]["value"] = json!(1.2);
+    lead
+}
+
+#[tokio::test]
+async fn poison_messages_are_dead_lettered_with_context_and_block_nothing() {
+    let app = app(Backend::Real).roles(Roles::ALL).spawn().await;
+    let topic = app.topic(Agency::Environment);
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &app.bootstrap_servers)
+        .create()
+        .unwrap();
+    let good_event = |lead_type: &str| {
+        let lead = sample_lead(&unique_case_id());
+        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+            leadbridge::lead::canonical_json(&lead),
+        ));
+        json!({"schema": "leadbridge.lead-event.v1", "event_id": "e", "lead_id": uuid::Uuid::now_v7(), "revision": 1,
+               "agency": "environment", "lead_type": lead_type, "kind": "transfer", "case_id": "X-1",
+               "content_sha256": hash, "lead": lead})
+    };
+    let mut tampered = good_event("environment.discharge_exceedance");
+    tampered["lead"]["summary"] = json!("changed after hashing");
+    let poison: Vec<(&str, Vec<u8>)> = vec![
+        ("undecodable", b"\x00\xffnot json at all".to_vec()),
+        (
+            "unknown_schema",
+            serde_json::to_vec(&json!({"schema": "leadbridge.something-else.v9"})).unwrap(),
+        ),
+        (
+            "unknown_lead_type",
+            serde_json::to_vec(&good_event("environment.unknown_kind")).unwrap(),
+        ),
+        ("content_mismatch", serde_json::to_vec(&tampered).unwrap()),
+    ];
+    for (index, (_, payload)) in poison.iter().enumerate() {
+        producer
+            .send(
+                FutureRecord::to(&topic)
+                    .key(&format!("poison-{index}"))
+                    .payload(payload),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+    }
+
+    let response = app
+        .post_lead(Agency::Environment, &sample_lead(&unique_case_id()))
+        .await;
+    let lead_id = response.json::<Value>().await.unwrap()["lead_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.wait_for_status(Agency::Environment, &lead_id, "delivered")
+        .await;
+
+    let deadletter =
+        leadbridge::kafka::Topics::new(app.settings.kafka.topic_prefix.clone()).deadletter();
+    let letters = consume(
+        &app.bootstrap_servers,
+        &deadletter,
+        4,
+        Duration::from_secs(1),
+    )
+    .await;
+    let classes: HashSet<String> = letters
+        .iter()
+        .filter_map(|m| header(m, "error_class"))
+        .collect();
+    let expected: HashSet<String> = poison.iter().map(|(class, _)| class.to_string()).collect();
+    assert_eq!(classes, expected);
+    assert_eq!(
+        letters.len(),
+        4,
+        "each poison message is dead-lettered once"
+    );
+    for letter in &letters {
+        assert_eq!(
+            header(letter, "source_topic").as_deref(),
+            Some(topic.as_str())
+        );
+        assert!(header(letter, "source_offset")
+            .unwrap()
+            .parse::<i64>()
+            .is_ok());
+        assert_eq!(
+            header(letter, "stage").as_deref(),
+            Some("police-adapter.consume")
+        );
+        assert!(!header(letter, "error_message").unwrap().is_empty());
+    }
+    let undecodable = letters
+        .iter()
+        .find(|m| header(m, "error_class").as_deref() == Some("undecodable"))
+        .unwrap();
+    use rdkafka::Message;
+    assert_eq!(
+        undecodable.payload(),
+        Some(&b"\x00\xffnot json at all"[..]),
+        "the original bytes are kept"
+    );
+    app.stop_expecting_empty_outbox().await;
+}
+
+#[tokio::test]
+async fn a_missing_rule_file_stops_start_up_with_a_clear_message() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new();
+    let mut settings = test_settings(Backend::Real, data_dir.path(), &pki).await;
+    settings.police.rules_file = Some("/nonexistent/thresholds.json".into());
+    let error = Application::build(settings, Roles::ALL)
+        .await
+        .err()
+        .expect("start-up must fail");
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("/nonexistent/thresholds.json"),
+        "{message}"
+    );
+    assert!(message.contains("rules"), "{message}");
+}
+
+#[tokio::test]
+async fn case_management_errors_timeouts_and_garbage_are_retried_until_delivered_once() {
+    let pki_for_cms = TestPki::new();
+    let cms = FakeCms::start(&pki_for_cms.ca).await;
+    let files = tempfile::tempdir().unwrap();
+    let app = app_with_cms(cms_sink(&pki_for_cms, &cms, files.path()), 3600).await;
+
+    for (mode, name) in [
+        (Mode::Fail(500), "500"),
+        (Mode::Hang, "timeout"),
+        (Mode::Garbage, "garbage"),
+    ] {
+        cms.set_mode(mode);
+        let before = cms.received().len();
+        let response = app.post_lead(Agency::Environment, &clue_in("370303")).await;
+        let lead_id = response.json::<Value>().await.unwrap()["lead_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        eventually(&format!("the adapter tried through the {name}"), || async {
+            cms.received().len() >= before + 2
+        })
+        .await;
+        let status: Value = app
+            .get_lead(Agency::Environment, &lead_id)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            status["status"], "received_by_police",
+            "{name}: not delivered while the CMS fails"
+        );
+        cms.set_mode(Mode::Accept);
+        let status = app
+            .wait_for_status(Agency::Environment, &lead_id, "delivered")
+            .await;
+        let delivered = status["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["event"] == "delivered")
+            .unwrap();
+        assert!(
+            delivered["cms_ref"].as_str().unwrap().starts_with("CMS-"),
+            "{name}: {delivered}"
+        );
+        assert_eq!(delivered["unit"], "370303");
+    }
+    let cases = cms.cases();
+    let keys: HashSet<&String> = cases.iter().map(|c| &c.delivery.lead_id_revision).collect();
+    assert_eq!(
+        (cases.len(), keys.len()),
+        (3, 3),
+        "each lead opened exactly one case despite the retries"
+    );
+    app.stop_expecting_empty_outbox().await;
+}
+
+#[tokio::test]
+async fn a_case_management_outage_loses_nothing_and_delivers_revisions_in_order() {
+    let pki_for_cms = TestPki::new();
+    let cms = FakeCms::start(&pki_for_cms.ca).await;
+    let files = tempfile::tempdir().unwrap();
+    let app = app_with_cms(cms_sink(&pki_for_cms, &cms, files.path()), 3600).await;
+    cms.stop().await;
+
+    let mut leads = Vec::new();
+    for _ in 0..10 {
+        let lead = clue_in("370303");
+        let receipt: Value = app
+            .post_lead(Agency::Environment, &lead)
+            .await
+            .json()
+            .await
+            .unwrap();
+        leads.push((lead, receipt["lead_id"].as_str().unwrap().to_owned()));
+    }
+    // A second revision of the first lead while the system is still down.
+    let mut revised = leads[0].0.clone();
+    revised["source"]["revision"] = json!(2);
+    revised["summary"] = json!("修订：补充监测数据");
+    assert_eq!(
+        app.post_lead(Agency::Environment, &revised).await.status(),
+        202
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (_, lead_id) in &leads {
+        let status: Value = app
+            .get_lead(Agency::Environment, lead_id)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_ne!(status["status"], "delivered");
+    }
+
+    cms.restart().await;
+    for (_, lead_id) in &leads {
+        app.wait_for_status(Agency::Environment, lead_id, "delivered")
+            .await;
+    }
+    let cases = cms.cases();
+    let keys: Vec<String> = cases
+        .iter()
+        .map(|c| c.delivery.lead_id_revision.clone())
+        .collect();
+    let unique: HashSet<&String> = keys.iter().collect();
+    assert_eq!(keys.len(), 11, "ten leads and one revision: {keys:?}");
+    assert_eq!(unique.len(), 11, "no case opened twice");
+    let first = &leads[0].1;
+    let order: Vec<&String> = keys
+        .iter()
+        .filter(|k| k.starts_with(first.as_str()))
+        .collect();
+    assert_eq!(
+        order,
+        vec![&format!("{first}:1"), &format!("{first}:2")],
+        "revisions arrive in order"
+    );
+    app.stop_expecting_empty_outbox().await;
+}
+
+#[tokio::test]
+async fn a_delivery_that_never_succeeds_is_dead_lettered_and_stays_visible() {
+    let pki_for_cms = TestPki::new();
+    let cms = FakeCms::start(&pki_for_cms.ca).await;
+    cms.set_mode(Mode::Fail(503));
+    let files = tempfile::tempdir().unwrap();
+    let app = app_with_cms(cms_sink(&pki_for_cms, &cms, files.path()), 2).await;
+    let response = app.post_lead(Agency::Environment, &clue_in("370303")).await;
+    let lead_id = response.json::<Value>().await.unwrap()["lead_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    eventually("the hub hears the delivery failed", || async {
+        let status: Value = app
+            .get_lead(Agency::Environment, &lead_id)
+            .await
+            .json()
+            .await
+            .unwrap();
+        status["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"] == "delivery_failed")
+    })
+    .await;
+    let deadletter =
+        leadbridge::kafka::Topics::new(app.settings.kafka.topic_prefix.clone()).deadletter();
+    let letters = consume(
+        &app.bootstrap_servers,
+        &deadletter,
+        1,
+        Duration::from_millis(500),
+    )
+    .await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        header(&letters[0], "error_class").as_deref(),
+        Some("delivery_failed")
+    );
+    assert_eq!(header(&letters[0], "unit").as_deref(), Some("370303"));
+    app.stop_expecting_empty_outbox().await;
+}
+
+#[tokio::test]
+async fn an_adapter_killed_mid_batch_delivers_everything_exactly_once_after_restart() {
+    // The hub in this process; the adapter as its own process, as in the police network.
+    let app = app(Backend::Real).spawn().await;
+    let cms_pki = TestPki::new();
+    let cms = FakeCms::start(&cms_pki.ca).await;
+    let files = tempfile::tempdir().unwrap();
+    let sink = cms_sink(&cms_pki, &cms, files.path());
+    let police_db = fresh_postgres_database().await;
+    let config = files.path().join("adapter.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[server.tls]
+cert = "{cert}"
+key = "{key}"
+client_ca = "{ca}"
+[kafka]
+bootstrap_servers = "{kafka}"
+topic_prefix = "{prefix}"
+message_timeout_ms = 3000
+# A killed member keeps its partitions until the broker's session timeout evicts it.
+client = {{ "session.timeout.ms" = "6000" }}
+[relay]
+lease_secs = 4
+[police]
+database_url = "{police_db}"
+group_id = "{prefix}-police"
+[police.delivery]
+backoff_initial_ms = 100
+backoff_max_ms = 400
+poll_interval_ms = 20
+lease_secs = 3
+[[police.units]]
+id = "370303"
+name = "张店分局"
+divisions = ["370303"]
+sink = {{ type = "http", url = "{url}", ca = "{cms_ca}", client_cert = "{client_cert}", client_key = "{client_key}", timeout_ms = 2000 }}
+[[police.units]]
+id = "370300"
+name = "环境犯罪侦查支队"
+divisions = ["3703"]
+"#,
+            cert = app.pki.tls.cert.display(),
+            key = app.pki.tls.key.display(),
+            ca = app.pki.tls.client_ca.display(),
+            kafka = app.bootstrap_servers,
+            prefix = app.settings.kafka.topic_prefix,
+            police_db = police_db,
+            url = sink.url,
+            cms_ca = sink.ca.display(),
+            client_cert = sink.client_cert.display(),
+            client_key = sink.client_key.display(),
+        ),
+    )
+    .unwrap();
+    let adapter_dir = tempfile::tempdir().unwrap();
+    let env = [("LEADBRIDGE_CONFIG", config.display().to_string())];
+    let mut adapter = start_hub_role(adapter_dir.path(), &env);
+
+    let leads: Vec<Value> = (0..40).map(|_| clue_in("370303")).collect();
+    let response = app
+        .client(Agency::Environment)
+        .post(app.url("/v1/leads/batch"))
+        .json(&json!({"leads": leads}))
+        .send()
+        .await
+        .unwrap();
+    let results: Value = response.json().await.unwrap();
+    let lead_ids: Vec<String> = results["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["lead_id"].as_str().unwrap().to_owned())
+        .collect();
+    eventually("the adapter has delivered some", || async {
+        cms.cases().len() >= 5
+    })
+    .await;
+    adapter.child.kill().unwrap();
+    adapter.child.wait().unwrap();
+    let delivered_before_kill = cms.cases().len();
+
+    let mut adapter = start_hub_role(adapter_dir.path(), &env);
+    for lead_id in &lead_ids {
+        app.wait_for_status(Agency::Environment, lead_id, "delivered")
+            .await;
+    }
+    adapter.child.kill().unwrap();
+    adapter.child.wait().unwrap();
+
+    let cases = cms.cases();
+    let per_key: HashMap<String, usize> = cases.iter().fold(HashMap::new(), |mut counts, case| {
+        *counts
+            .entry(case.delivery.lead_id_revision.clone())
+            .or_default() += 1;
+        counts
+    });
+    assert_eq!(
+        per_key.len(),
+        40,
+        "every lead reached the case-management system (killed after {delivered_before_kill})"
+    );
+    assert!(
+        per_key.values().all(|count| *count == 1),
+        "no case was opened twice"
+    );
+    let store = leadbridge::store::Store::connect_schema(
+        &police_db,
+        2,
+        leadbridge::store::Schema::PoliceAdapter,
+    )
+    .await
+    .unwrap();
+    let (rows, distinct): (i64, i64) = sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT lead_id) FROM police_deliveries WHERE delivered_at IS NOT NULL")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        (rows, distinct),
+        (40, 40),
+        "one delivery per lead in the adapter's books"
+    );
+    app.stop_expecting_empty_outbox().await;
+}
+
+/// `leadbridge police-adapter` as a process.
+fn start_hub_role(data_dir: &std::path::Path, env: &[(&str, String)]) -> crate::crash::HubProcess {
+    crate::crash::start_role("police-adapter", data_dir, env)
+}
