@@ -357,7 +357,9 @@ kafka_wait_ready() {
   local start=$SECONDS deadline=$((SECONDS + KAFKA_READY_TIMEOUT))
   log "kafka: waiting for the broker to serve requests (up to ${KAFKA_READY_TIMEOUT}s)"
   until kafka_probe; do
-    if ! kafka_running; then
+    # Only "alive" here: right after start the pid may still be the wrapper shell that is
+    # about to exec java, so its command line does not name kafka.Kafka yet.
+    if ! kill -0 "$(kafka_pid)" 2>/dev/null; then
       show_tail "$KAFKA_OUT" "$KAFKA_LOGS/server.log"
       die "kafka: broker exited during startup"
     fi
