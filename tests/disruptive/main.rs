@@ -1,0 +1,99 @@
+//! Tests that disturb the shared test services, in their own binary so that they never run
+//! beside the main suite (cargo runs test binaries one after another).
+
+#[path = "../it/helpers.rs"]
+#[allow(dead_code)]
+mod helpers;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use leadbridge::lead::Agency;
+use leadbridge::Roles;
+use serde_json::Value;
+
+use helpers::{app, sample_lead, unique_case_id, Backend};
+
+fn services(command: &str) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/local/services.sh");
+    let status = Command::new("bash")
+        .arg(script)
+        .arg(command)
+        .status()
+        .expect("run services.sh");
+    assert!(status.success(), "services.sh {command} failed");
+}
+
+/// Stops the Kafka broker (SIGTERM, as an operator's restart would) and waits until it is gone.
+fn stop_kafka() {
+    let state = std::env::var("LEADBRIDGE_SERVICES_DIR")
+        .unwrap_or_else(|_| "/var/lib/leadbridge-services".into());
+    let pid =
+        std::fs::read_to_string(format!("{state}/kafka/kafka.pid")).expect("the broker's pid file");
+    let pid = pid.trim();
+    Command::new("kill").arg(pid).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(Instant::now() < deadline, "the broker did not stop");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test]
+async fn a_kafka_broker_restart_loses_and_duplicates_nothing() {
+    let app = app(Backend::Real).roles(Roles::ALL).spawn().await;
+    let mut lead_ids = Vec::new();
+    for _ in 0..5 {
+        let receipt: Value = app
+            .post_lead(Agency::Environment, &sample_lead(&unique_case_id()))
+            .await
+            .json()
+            .await
+            .unwrap();
+        lead_ids.push(receipt["lead_id"].as_str().unwrap().to_owned());
+    }
+    for lead_id in &lead_ids {
+        app.wait_for_status(Agency::Environment, lead_id, "delivered")
+            .await;
+    }
+
+    stop_kafka();
+    // The hub keeps accepting while Kafka is gone: acceptance needs only the database.
+    for _ in 0..5 {
+        let response = app
+            .post_lead(Agency::Environment, &sample_lead(&unique_case_id()))
+            .await;
+        assert_eq!(response.status(), 202);
+        let receipt: Value = response.json().await.unwrap();
+        lead_ids.push(receipt["lead_id"].as_str().unwrap().to_owned());
+    }
+    services("up");
+
+    for lead_id in &lead_ids {
+        app.wait_for_status(Agency::Environment, lead_id, "delivered")
+            .await;
+    }
+    let police = app.police_store.clone().unwrap();
+    let (rows, leads): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT lead_id) FROM police_leads")
+            .fetch_one(police.store().pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        (rows, leads),
+        (10, 10),
+        "each lead received by the police exactly once"
+    );
+    let (received_receipts,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM feedback WHERE event = 'received_by_police'")
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        received_receipts, 10,
+        "one receipt per lead reached the agency"
+    );
+    leadbridge::audit::verify(&app.store).await.unwrap();
+    leadbridge::audit::verify(police.store()).await.unwrap();
+    app.stop_expecting_empty_outbox().await;
+}
