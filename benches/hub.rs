@@ -163,27 +163,23 @@ async fn main() {
         .build()
         .unwrap();
 
-    let database = format!("lb_bench_{}", uuid::Uuid::new_v4().simple());
     let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {database}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
     let data_dir = tempfile::tempdir().unwrap();
     settings.data_dir = data_dir.path().to_owned();
     settings.server.listen = "127.0.0.1:0".parse().unwrap();
     settings.server.tls = Some(tls);
-    settings.database.url = Some(Secret::new(format!(
-        "{}/{database}",
-        admin_url.rsplit_once('/').unwrap().0
-    )));
-    settings.kafka.topic_prefix = format!("bench{}", uuid::Uuid::new_v4().simple());
     settings.relay.poll_interval_ms = 20;
-    let app = Application::build(settings, Roles::ALL).await.unwrap();
-    let base = format!("https://127.0.0.1:{}", app.local_addr().unwrap().port());
-    let store = app.store().clone();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let hub = tokio::spawn(app.run_until_stopped(stopped));
+    let mut databases = Vec::new();
+    // The hub alone: the adapter's work is measured separately in (d).
+    let hub = Hub::start(
+        &settings,
+        &admin_url,
+        &mut admin,
+        &mut databases,
+        Roles::HUB,
+    )
+    .await;
+    let (base, store) = (hub.base.clone(), hub.store.clone());
 
     // (b1) Batches of 500, two in flight, until every lead is acknowledged by Kafka.
     let batches: Vec<Value> = (0..total)
@@ -267,18 +263,144 @@ async fn main() {
         publish_latencies,
     );
 
+    hub.stop().await;
+
+    // (d) End to end through the police adapter at a steady 200 leads/s.
+    settings.police.delivery.poll_interval_ms = 20;
+    let e2e = Hub::start(
+        &settings,
+        &admin_url,
+        &mut admin,
+        &mut databases,
+        Roles::ALL,
+    )
+    .await;
+    let count = (total / 10).max(1000);
+    let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / 200));
+    let mut tasks = tokio::task::JoinSet::new();
+    let started = Instant::now();
+    for i in 0..count {
+        ticker.tick().await;
+        let client = client.clone();
+        let url = format!("{}/v1/leads", e2e.base);
+        let mut lead = sample(&format!("BENCH-E-{i}"));
+        lead["kind"] = json!("clue");
+        tasks.spawn(async move {
+            let response = client.post(url).json(&lead).send().await.unwrap();
+            assert_eq!(response.status(), 202);
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let police = e2e.police.clone().unwrap();
+    loop {
+        let (waiting, delivered): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*) FILTER (WHERE delivered_at IS NULL), COUNT(*) FILTER (WHERE delivered_at IS NOT NULL) FROM police_deliveries",
+        )
+        .fetch_one(police.pool())
+        .await
+        .unwrap();
+        if waiting == 0 && delivered as usize >= count {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed();
+    let accepted: std::collections::HashMap<String, String> =
+        sqlx::query("SELECT lead_id, received_at FROM lead_revisions")
+            .fetch_all(e2e.store.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| (row.get("lead_id"), row.get("received_at")))
+            .collect();
+    let end_to_end: Vec<f64> = sqlx::query(
+        "SELECT lead_id, MIN(delivered_at) AS delivered_at FROM police_deliveries GROUP BY lead_id",
+    )
+    .fetch_all(police.pool())
+    .await
+    .unwrap()
+    .iter()
+    .filter_map(|row| {
+        let accepted =
+            leadbridge::store::parse_db_time(accepted.get(&row.get::<String, _>("lead_id"))?)?;
+        let delivered = leadbridge::store::parse_db_time(&row.get::<String, _>("delivered_at"))?;
+        Some((delivered - accepted).num_microseconds()? as f64 / 1000.0)
+    })
+    .collect();
+    summary(
+        "(d) end to end at 200/s: accepted → in the inbox",
+        end_to_end.len(),
+        elapsed,
+        end_to_end,
+    );
+    e2e.stop().await;
+
     println!();
     println!(
         "hub batch / raw producer = {:.1} %",
         100.0 * hub_rate / raw_rate
     );
     println!("validation per core      = {validation_rate:.0} leads/s");
-    stop.send(true).unwrap();
-    hub.await.unwrap().unwrap();
-    sqlx::query(&format!("DROP DATABASE {database} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    for database in databases {
+        sqlx::query(&format!("DROP DATABASE {database} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+}
+
+/// A hub on fresh PostgreSQL databases (its own, and the adapter's when it runs one).
+struct Hub {
+    base: String,
+    store: leadbridge::store::Store,
+    police: Option<leadbridge::store::Store>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Hub {
+    async fn start(
+        template: &Settings,
+        admin_url: &str,
+        admin: &mut sqlx::PgConnection,
+        databases: &mut Vec<String>,
+        roles: Roles,
+    ) -> Hub {
+        let mut settings = template.clone();
+        let server = admin_url.rsplit_once('/').unwrap().0.to_owned();
+        let mut names = Vec::new();
+        for _ in 0..2 {
+            let name = format!("lb_bench_{}", uuid::Uuid::new_v4().simple());
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut *admin)
+                .await
+                .unwrap();
+            databases.push(name.clone());
+            names.push(name);
+        }
+        settings.database.url = Some(Secret::new(format!("{server}/{}", names[0])));
+        settings.police.database_url = Some(Secret::new(format!("{server}/{}", names[1])));
+        settings.kafka.topic_prefix = format!("bench{}", uuid::Uuid::new_v4().simple());
+        settings.police.group_id = format!("{}-police", settings.kafka.topic_prefix);
+        let app = Application::build(settings, roles).await.unwrap();
+        let base = format!("https://127.0.0.1:{}", app.local_addr().unwrap().port());
+        let store = app.store().clone();
+        let police = app.police_store().map(|p| p.store().clone());
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(app.run_until_stopped(stopped));
+        Hub {
+            base,
+            store,
+            police,
+            stop,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.send(true).unwrap();
+        self.task.await.unwrap().unwrap();
+    }
 }
 
 async fn wait_until_published(store: &leadbridge::store::Store) {
