@@ -7,9 +7,6 @@
 //! principal, so every endpoint that needs one answers 401.
 
 use std::convert::Infallible;
-use std::fs::File;
-use std::io::BufReader;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +15,6 @@ use hyper::body::Incoming;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use tokio::net::TcpListener;
@@ -35,50 +31,10 @@ pub struct ClientIdentity(pub Option<Principal>);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{0} holds no PEM certificate")]
-    NoCertificate(String),
-    #[error("{0} holds no PEM private key")]
-    NoKey(String),
+    #[error(transparent)]
+    Pem(#[from] crate::pki::pem::PemError),
     #[error("invalid TLS configuration: {0}")]
     Invalid(String),
-}
-
-fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
-    let display = path.display().to_string();
-    let file = File::open(path).map_err(|source| TlsSetupError::Read {
-        path: display.clone(),
-        source,
-    })?;
-    let certificates = rustls_pemfile::certs(&mut BufReader::new(file))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| TlsSetupError::Read {
-            path: display.clone(),
-            source,
-        })?;
-    if certificates.is_empty() {
-        return Err(TlsSetupError::NoCertificate(display));
-    }
-    Ok(certificates)
-}
-
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
-    let display = path.display().to_string();
-    let file = File::open(path).map_err(|source| TlsSetupError::Read {
-        path: display.clone(),
-        source,
-    })?;
-    rustls_pemfile::private_key(&mut BufReader::new(file))
-        .map_err(|source| TlsSetupError::Read {
-            path: display.clone(),
-            source,
-        })?
-        .ok_or(TlsSetupError::NoKey(display))
 }
 
 /// The server's rustls configuration: its certificate, and client certificates optional but
@@ -86,7 +42,7 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
 pub fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsSetupError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
-    for certificate in read_certificates(&settings.client_ca)? {
+    for certificate in crate::pki::pem::read_certificates(&settings.client_ca)? {
         roots
             .add(certificate)
             .map_err(|error| TlsSetupError::Invalid(format!("client CA: {error}")))?;
@@ -99,7 +55,10 @@ pub fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsSet
         .with_safe_default_protocol_versions()
         .map_err(|error| TlsSetupError::Invalid(error.to_string()))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(read_certificates(&settings.cert)?, read_key(&settings.key)?)
+        .with_single_cert(
+            crate::pki::pem::read_certificates(&settings.cert)?,
+            crate::pki::pem::read_private_key(&settings.key)?,
+        )
         .map_err(|error| TlsSetupError::Invalid(format!("server certificate: {error}")))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))

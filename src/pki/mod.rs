@@ -5,6 +5,8 @@
 //! line a user copied keeps working. Keys are ECDSA P-256, written with mode 0600. Not for
 //! production: there the operator supplies `server.tls` with their own CA.
 
+pub mod pem;
+
 use std::path::{Path, PathBuf};
 
 use chrono::{Datelike, Utc};

@@ -12,16 +12,13 @@
 //! After `breaker_failures` consecutive failed attempts the circuit opens and attempts are
 //! refused without contacting the CMS for `breaker_open_ms` (see [`super::breaker`]).
 
-use std::fs::File;
-use std::io::BufReader;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use reqwest::header::{HeaderValue, ACCEPT};
 use reqwest::{StatusCode, Url};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::RootCertStore;
 use serde::{Deserialize, Serialize};
 
@@ -77,16 +74,8 @@ fn default_breaker_open_ms() -> u64 {
 /// Why an [`HttpSink`] could not be built from its settings.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkSetupError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{0} holds no PEM certificate")]
-    NoCertificate(String),
-    #[error("{0} holds no PEM private key")]
-    NoKey(String),
+    #[error(transparent)]
+    Pem(#[from] crate::pki::pem::PemError),
     #[error("invalid case-management system URL {url:?}: {reason}")]
     Url { url: String, reason: String },
     #[error("invalid HTTP sink settings: {0}")]
@@ -246,7 +235,7 @@ fn parse_url(text: &str) -> Result<Url, SinkSetupError> {
 fn tls_config(settings: &HttpSinkSettings) -> Result<rustls::ClientConfig, SinkSetupError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
-    for certificate in read_certificates(&settings.ca)? {
+    for certificate in crate::pki::pem::read_certificates(&settings.ca)? {
         roots
             .add(certificate)
             .map_err(|error| SinkSetupError::Invalid(format!("CA certificate: {error}")))?;
@@ -256,42 +245,10 @@ fn tls_config(settings: &HttpSinkSettings) -> Result<rustls::ClientConfig, SinkS
         .map_err(|error| SinkSetupError::Invalid(error.to_string()))?
         .with_root_certificates(roots)
         .with_client_auth_cert(
-            read_certificates(&settings.client_cert)?,
-            read_key(&settings.client_key)?,
+            crate::pki::pem::read_certificates(&settings.client_cert)?,
+            crate::pki::pem::read_private_key(&settings.client_key)?,
         )
         .map_err(|error| SinkSetupError::Invalid(format!("client certificate: {error}")))
-}
-
-fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, SinkSetupError> {
-    let display = path.display().to_string();
-    let file = File::open(path).map_err(|source| SinkSetupError::Read {
-        path: display.clone(),
-        source,
-    })?;
-    let certificates = rustls_pemfile::certs(&mut BufReader::new(file))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| SinkSetupError::Read {
-            path: display.clone(),
-            source,
-        })?;
-    if certificates.is_empty() {
-        return Err(SinkSetupError::NoCertificate(display));
-    }
-    Ok(certificates)
-}
-
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, SinkSetupError> {
-    let display = path.display().to_string();
-    let file = File::open(path).map_err(|source| SinkSetupError::Read {
-        path: display.clone(),
-        source,
-    })?;
-    rustls_pemfile::private_key(&mut BufReader::new(file))
-        .map_err(|source| SinkSetupError::Read {
-            path: display.clone(),
-            source,
-        })?
-        .ok_or(SinkSetupError::NoKey(display))
 }
 
 fn header_value(what: &str, value: &str) -> Result<HeaderValue, DeliveryError> {
@@ -382,7 +339,9 @@ fn wall_clock(instant: Instant, now: Instant) -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pki::pem::PemError;
     use serde_json::json;
+    use std::path::Path;
 
     fn settings(url: &str, dir: &Path) -> HttpSinkSettings {
         HttpSinkSettings {
@@ -463,7 +422,7 @@ mod tests {
         let url = "https://cms.example/intake";
         let error = HttpSink::new(&settings(url, dir.path())).unwrap_err();
         assert!(
-            matches!(&error, SinkSetupError::Read { path, .. } if path.ends_with("ca.pem")),
+            matches!(&error, SinkSetupError::Pem(PemError::Read { path, .. }) if path.ends_with("ca.pem")),
             "{error}"
         );
 
@@ -471,7 +430,7 @@ mod tests {
         std::fs::write(dir.path().join("client.pem"), "not a certificate").unwrap();
         let error = HttpSink::new(&settings(url, dir.path())).unwrap_err();
         assert!(
-            matches!(&error, SinkSetupError::NoCertificate(path) if path.ends_with("client.pem")),
+            matches!(&error, SinkSetupError::Pem(PemError::NoCertificate(path)) if path.ends_with("client.pem")),
             "{error}"
         );
 
@@ -479,7 +438,7 @@ mod tests {
         std::fs::write(dir.path().join("client.key"), "").unwrap();
         let error = HttpSink::new(&settings(url, dir.path())).unwrap_err();
         assert!(
-            matches!(&error, SinkSetupError::NoKey(path) if path.ends_with("client.key")),
+            matches!(&error, SinkSetupError::Pem(PemError::NoKey(path)) if path.ends_with("client.key")),
             "{error}"
         );
     }
