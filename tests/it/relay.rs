@@ -163,3 +163,82 @@ async fn leads_accepted_while_kafka_is_down_are_published_when_it_returns() {
     assert_eq!(payload(&messages[0])["lead_id"], lead_id);
     app.stop_expecting_empty_outbox().await;
 }
+
+#[tokio::test]
+async fn a_lead_with_no_police_receipt_is_published_again() {
+    // No adapter runs, so no receipt ever comes back.
+    let app = app(Backend::Real)
+        .with_settings(|settings| settings.relay.republish_after_secs = 1)
+        .spawn()
+        .await;
+    let receipt: Value = app
+        .post_lead(Agency::Environment, &sample_lead(&unique_case_id()))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let lead_id = receipt["lead_id"].as_str().unwrap().to_owned();
+    app.wait_for_status(Agency::Environment, &lead_id, "published")
+        .await;
+
+    let messages = consume(
+        &app.bootstrap_servers,
+        &app.topic(Agency::Environment),
+        2,
+        Duration::from_millis(200),
+    )
+    .await;
+    let copies: Vec<&rdkafka::message::OwnedMessage> = messages
+        .iter()
+        .filter(|m| payload(m)["lead_id"] == lead_id)
+        .collect();
+    assert!(
+        copies.len() >= 2,
+        "the lead was published again: {} copies",
+        copies.len()
+    );
+    assert_eq!(
+        payload(copies[0])["content_sha256"],
+        payload(copies[1])["content_sha256"],
+        "the same lead, unchanged"
+    );
+    let (republished,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM audit_entries WHERE action = 'lead.republished' AND lead_id = $1",
+    )
+    .bind(&lead_id)
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap();
+    assert!(
+        republished >= 1,
+        "each republication is on the audit ledger"
+    );
+    let mut app = app;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_lead_the_police_acknowledged_is_not_published_again() {
+    let app = app(Backend::Real)
+        .roles(Roles::ALL)
+        .with_settings(|settings| settings.relay.republish_after_secs = 1)
+        .spawn()
+        .await;
+    let receipt: Value = app
+        .post_lead(Agency::Environment, &sample_lead(&unique_case_id()))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let lead_id = receipt["lead_id"].as_str().unwrap().to_owned();
+    app.wait_for_status(Agency::Environment, &lead_id, "delivered")
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (outbox_rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox WHERE lead_id = $1")
+        .bind(&lead_id)
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(outbox_rows, 1, "a received lead is not republished");
+    app.stop_expecting_empty_outbox().await;
+}
