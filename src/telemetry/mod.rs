@@ -15,9 +15,12 @@ use crate::config::LogSettings;
 pub fn init_logging(settings: &LogSettings) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.filter));
+    // Logs go to stderr: stdout carries what a user reads (the URL, the curl line) and what
+    // scripts parse.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .with_writer(std::io::stderr);
     let _ = if settings.format == "json" {
         builder.json().try_init()
     } else {
