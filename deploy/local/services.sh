@@ -394,6 +394,9 @@ kafka_up() {
 
   log "kafka: starting on $HOST:$KAFKA_PORT (logs: $KAFKA_LOGS/server.log, $KAFKA_OUT)"
   : >"$KAFKA_DIR/probe.log"
+  # A broker that was killed leaves its pid file behind; the wait below must see the new
+  # broker's pid, not mistake the dead one's for a broker that exited during start-up.
+  rm -f "$KAFKA_PID"
   # setsid: own session, so the broker outlives this shell and its terminal.
   # The inner bash writes its own pid and then exec's java, so the pid file
   # holds the JVM's pid whatever setsid/nohup do about forking.
