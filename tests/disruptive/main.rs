@@ -16,11 +16,16 @@ use helpers::{app, sample_lead, unique_case_id, Backend};
 
 fn services(command: &str) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/local/services.sh");
-    let status = Command::new("bash")
-        .arg(script)
-        .arg(command)
-        .status()
-        .expect("run services.sh");
+    // A clean environment: the test harness's variables (cargo's LD_LIBRARY_PATH among them)
+    // are not the broker's.
+    let mut services = Command::new("bash");
+    services.arg(script).arg(command).env_clear();
+    for name in ["PATH", "HOME", "LEADBRIDGE_SERVICES_DIR", "JAVA_HOME"] {
+        if let Some(value) = std::env::var_os(name) {
+            services.env(name, value);
+        }
+    }
+    let status = services.status().expect("run services.sh");
     assert!(status.success(), "services.sh {command} failed");
 }
 
