@@ -74,9 +74,16 @@ async fn a_kafka_broker_restart_loses_and_duplicates_nothing() {
     }
     services("up");
 
+    // After a restart the consumers rejoin their groups and the coordinator reloads offsets;
+    // that can take longer than the usual wait. What is checked is loss and duplication.
     for lead_id in &lead_ids {
-        app.wait_for_status(Agency::Environment, lead_id, "delivered")
-            .await;
+        app.wait_for_status_within(
+            Agency::Environment,
+            lead_id,
+            "delivered",
+            Duration::from_secs(120),
+        )
+        .await;
     }
     let police = app.police_store.clone().unwrap();
     let (rows, leads): (i64, i64) =

@@ -272,7 +272,19 @@ impl TestApp {
 
     /// Polls the lead until its status is `status`, returning the status document.
     pub async fn wait_for_status(&self, agency: Agency, lead_id: &str, status: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        self.wait_for_status_within(agency, lead_id, status, Duration::from_secs(30))
+            .await
+    }
+
+    /// As [`Self::wait_for_status`], with a longer patience for recoveries (a broker restart).
+    pub async fn wait_for_status_within(
+        &self,
+        agency: Agency,
+        lead_id: &str,
+        status: &str,
+        patience: Duration,
+    ) -> Value {
+        let deadline = Instant::now() + patience;
         loop {
             let body: Value = self.get_lead(agency, lead_id).await.json().await.unwrap();
             if body["status"] == status {
