@@ -119,20 +119,30 @@ async fn run(cli: &Cli, args: &ServeArgs, roles: Roles) -> anyhow::Result<()> {
     let embedded_pki = settings.server.tls.is_none();
     let data_dir = settings.data_dir.clone();
     let app = Application::build(settings, roles).await?;
+    let first_steps = embedded_pki && roles.hub_api;
+    if first_steps {
+        // Before the "listening" line: whoever acts on that line finds the file in place.
+        write_sample_lead(&data_dir)?;
+    }
     if let Some(addr) = app.local_addr() {
         println!("LeadBridge is listening on https://{addr}");
-        if embedded_pki && roles.hub_api {
-            print_first_steps(&data_dir, addr)?;
+        if first_steps {
+            print_first_steps(&data_dir, addr);
         }
     }
     app.run_until_stopped(shutdown_signal()).await
 }
 
-/// Writes a sample lead next to the development PKI and prints a `curl` line that submits it.
-fn print_first_steps(data_dir: &std::path::Path, addr: SocketAddr) -> anyhow::Result<()> {
+/// Writes a sample lead next to the development PKI.
+fn write_sample_lead(data_dir: &std::path::Path) -> anyhow::Result<()> {
     let sample = data_dir.join("sample-lead.json");
     std::fs::write(&sample, include_str!("../docs/examples/sample-lead.json"))
-        .with_context(|| format!("cannot write {}", sample.display()))?;
+        .with_context(|| format!("cannot write {}", sample.display()))
+}
+
+/// Prints a `curl` line that submits the sample lead with the development PKI.
+fn print_first_steps(data_dir: &std::path::Path, addr: SocketAddr) {
+    let sample = data_dir.join("sample-lead.json");
     let pki = data_dir.join("pki");
     let host = match addr {
         SocketAddr::V6(v6) => format!("[{}]", v6.ip()),
@@ -146,7 +156,6 @@ fn print_first_steps(data_dir: &std::path::Path, addr: SocketAddr) -> anyhow::Re
         sample = sample.display(),
         port = addr.port(),
     );
-    Ok(())
 }
 
 fn validate_files(agency: Agency, files: &[PathBuf]) -> anyhow::Result<()> {
