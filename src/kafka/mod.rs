@@ -293,6 +293,40 @@ impl Drop for EmbeddedBroker {
     }
 }
 
+/// Publishes one message, retrying every second until Kafka acknowledges it. For messages
+/// that must not be dropped and have no outbox behind them: dead letters, whose source offset
+/// is stored only after this returns.
+pub async fn publish_until_acknowledged(
+    producer: &FutureProducer,
+    topic: &str,
+    key: Option<&[u8]>,
+    payload: &[u8],
+    headers: &[(&str, &[u8])],
+) {
+    loop {
+        let mut owned = rdkafka::message::OwnedHeaders::new_with_capacity(headers.len());
+        for (key, value) in headers {
+            owned = owned.insert(rdkafka::message::Header {
+                key,
+                value: Some(*value),
+            });
+        }
+        let mut record = rdkafka::producer::FutureRecord::to(topic)
+            .payload(payload)
+            .headers(owned);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        match producer.send(record, Duration::from_secs(5)).await {
+            Ok(_) => return,
+            Err((error, _)) => {
+                tracing::warn!(%error, topic, "Cannot publish yet; retrying.");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::producer::FutureProducer;
 use rdkafka::Message;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -212,44 +212,41 @@ impl Adapter {
         let partition = message.partition().to_string();
         let offset = message.offset().to_string();
         let detail = poison.to_string();
-        loop {
-            let mut headers = OwnedHeaders::new();
-            for (key, value) in [
-                ("error_class", poison.class()),
-                ("error_message", detail.as_str()),
-                ("stage", "police-adapter.consume"),
-                ("source_topic", message.topic()),
-                ("source_partition", partition.as_str()),
-                ("source_offset", offset.as_str()),
-            ] {
-                headers = headers.insert(Header {
-                    key,
-                    value: Some(value),
-                });
-            }
-            if let Some(original) = message.headers() {
-                for header in original.iter() {
-                    let key = format!("original.{}", header.key);
-                    headers = headers.insert(Header {
-                        key: &key,
-                        value: header.value,
-                    });
-                }
-            }
-            let mut record = FutureRecord::to(&self.deadletter_topic)
-                .headers(headers)
-                .payload(message.payload().unwrap_or_default());
-            if let Some(key) = message.key() {
-                record = record.key(key);
-            }
-            match self.producer.send(record, Duration::from_secs(5)).await {
-                Ok(_) => return,
-                Err((error, _)) => {
-                    tracing::warn!(%error, "Cannot dead-letter yet; retrying.");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
+        let original: Vec<(String, Vec<u8>)> = message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            format!("original.{}", h.key),
+                            h.value.unwrap_or_default().to_vec(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut headers: Vec<(&str, &[u8])> = vec![
+            ("error_class", poison.class().as_bytes()),
+            ("error_message", detail.as_bytes()),
+            ("stage", b"police-adapter.consume"),
+            ("source_topic", message.topic().as_bytes()),
+            ("source_partition", partition.as_bytes()),
+            ("source_offset", offset.as_bytes()),
+        ];
+        headers.extend(
+            original
+                .iter()
+                .map(|(key, value)| (key.as_str(), value.as_slice())),
+        );
+        crate::kafka::publish_until_acknowledged(
+            &self.producer,
+            &self.deadletter_topic,
+            message.key(),
+            message.payload().unwrap_or_default(),
+            &headers,
+        )
+        .await;
     }
 }
 

@@ -13,8 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use serde_json::json;
 use tokio::sync::{watch, Notify};
 
@@ -153,31 +152,20 @@ impl DeliveryWorker {
         let key = delivery.lead_id.to_string();
         let error_text = error.to_string();
         let attempts = (delivery.attempts + 1).to_string();
-        loop {
-            let mut headers = OwnedHeaders::new();
-            for (name, value) in [
-                ("error_class", "delivery_failed"),
-                ("error_message", error_text.as_str()),
-                ("stage", "police-adapter.deliver"),
-                ("unit", delivery.unit.as_str()),
-                ("attempts", attempts.as_str()),
-            ] {
-                headers = headers.insert(Header {
-                    key: name,
-                    value: Some(value),
-                });
-            }
-            let record = FutureRecord::to(&self.deadletter_topic)
-                .key(&key)
-                .payload(&payload)
-                .headers(headers);
-            match self.producer.send(record, Duration::from_secs(5)).await {
-                Ok(_) => return,
-                Err((error, _)) => {
-                    tracing::warn!(%error, "Cannot dead-letter the delivery yet; retrying.");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
+        let headers: [(&str, &[u8]); 5] = [
+            ("error_class", b"delivery_failed"),
+            ("error_message", error_text.as_bytes()),
+            ("stage", b"police-adapter.deliver"),
+            ("unit", delivery.unit.as_bytes()),
+            ("attempts", attempts.as_bytes()),
+        ];
+        crate::kafka::publish_until_acknowledged(
+            &self.producer,
+            &self.deadletter_topic,
+            Some(key.as_bytes()),
+            &payload,
+            &headers,
+        )
+        .await;
     }
 }

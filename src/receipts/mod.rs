@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::message::BorrowedMessage;
+use rdkafka::producer::FutureProducer;
 use rdkafka::Message;
 use serde_json::Value;
 use tokio::sync::watch;
@@ -110,34 +110,21 @@ impl ReceiptsConsumer {
         );
         let partition = message.partition().to_string();
         let offset = message.offset().to_string();
-        loop {
-            let mut headers = OwnedHeaders::new();
-            for (key, value) in [
-                ("error_class", class),
-                ("error_message", detail),
-                ("stage", "hub.receipts"),
-                ("source_topic", message.topic()),
-                ("source_partition", partition.as_str()),
-                ("source_offset", offset.as_str()),
-            ] {
-                headers = headers.insert(Header {
-                    key,
-                    value: Some(value),
-                });
-            }
-            let mut record = FutureRecord::to(&self.deadletter_topic)
-                .headers(headers)
-                .payload(message.payload().unwrap_or_default());
-            if let Some(key) = message.key() {
-                record = record.key(key);
-            }
-            match self.producer.send(record, Duration::from_secs(5)).await {
-                Ok(_) => return,
-                Err((error, _)) => {
-                    tracing::warn!(%error, "Cannot dead-letter the receipt yet; retrying.");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
+        let headers: [(&str, &[u8]); 6] = [
+            ("error_class", class.as_bytes()),
+            ("error_message", detail.as_bytes()),
+            ("stage", b"hub.receipts"),
+            ("source_topic", message.topic().as_bytes()),
+            ("source_partition", partition.as_bytes()),
+            ("source_offset", offset.as_bytes()),
+        ];
+        kafka::publish_until_acknowledged(
+            &self.producer,
+            &self.deadletter_topic,
+            message.key(),
+            message.payload().unwrap_or_default(),
+            &headers,
+        )
+        .await;
     }
 }
