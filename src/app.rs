@@ -88,7 +88,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings, roles: Roles) -> anyhow::Result<Application> {
-        std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+        crate::private_fs::private_dir(&settings.data_dir).with_context(|| {
             format!(
                 "cannot create the data directory {}",
                 settings.data_dir.display()
@@ -280,6 +280,7 @@ impl Application {
                 tls,
                 router,
                 timeout,
+                self.settings.server.client_organization.clone(),
                 shutdown.clone(),
             ));
         }

@@ -20,6 +20,9 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 pub enum ApiError {
     #[error("a client certificate issued by the hub's CA is required")]
     Unauthenticated,
+    /// A certificate the CA issued, whose subject names no principal unambiguously.
+    #[error("the client certificate names no principal: {0}")]
+    UnusableCertificate(String),
     #[error("{0}")]
     Forbidden(String),
     #[error("not found")]
@@ -50,7 +53,9 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthenticated | ApiError::UnusableCertificate(_) => {
+                StatusCode::UNAUTHORIZED
+            }
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -67,6 +72,10 @@ impl ApiError {
     fn kind(&self) -> (&'static str, &'static str) {
         match self {
             ApiError::Unauthenticated => ("unauthenticated", "Client certificate required"),
+            ApiError::UnusableCertificate(_) => (
+                "unusable-certificate",
+                "The client certificate names no principal",
+            ),
             ApiError::Forbidden(_) => ("forbidden", "Not yours to do"),
             ApiError::NotFound => ("not-found", "Not found"),
             ApiError::MethodNotAllowed => ("method-not-allowed", "Method not allowed"),

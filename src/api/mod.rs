@@ -119,6 +119,18 @@ async fn record_request(State(state): State<AppState>, request: Request, next: N
     response
 }
 
+/// The principal of the request's connection; 401 without one, with the reason when the
+/// certificate was verified but names no principal unambiguously.
+fn principal(parts: &Parts) -> Result<&Principal, ApiError> {
+    match parts.extensions.get::<ClientIdentity>() {
+        Some(ClientIdentity::Principal(principal)) => Ok(principal),
+        Some(ClientIdentity::Refused(error)) => {
+            Err(ApiError::UnusableCertificate(error.to_string()))
+        }
+        Some(ClientIdentity::Anonymous) | None => Err(ApiError::Unauthenticated),
+    }
+}
+
 /// An authenticated agency: the caller of the agency API.
 pub struct AgencyCaller(pub Agency);
 
@@ -126,12 +138,11 @@ impl<S: Send + Sync> FromRequestParts<S> for AgencyCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        match parts.extensions.get::<ClientIdentity>() {
-            Some(ClientIdentity(Some(Principal::Agency(agency)))) => Ok(AgencyCaller(*agency)),
-            Some(ClientIdentity(Some(other))) => Err(ApiError::Forbidden(format!(
+        match principal(parts)? {
+            Principal::Agency(agency) => Ok(AgencyCaller(*agency)),
+            other => Err(ApiError::Forbidden(format!(
                 "{other} may not use the agency API"
             ))),
-            _ => Err(ApiError::Unauthenticated),
         }
     }
 }
@@ -145,14 +156,11 @@ impl<S: Send + Sync> FromRequestParts<S> for InvestigatorCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        match parts.extensions.get::<ClientIdentity>() {
-            Some(ClientIdentity(Some(Principal::Investigator { unit }))) => {
-                Ok(InvestigatorCaller { unit: unit.clone() })
-            }
-            Some(ClientIdentity(Some(other))) => Err(ApiError::Forbidden(format!(
+        match principal(parts)? {
+            Principal::Investigator { unit } => Ok(InvestigatorCaller { unit: unit.clone() }),
+            other => Err(ApiError::Forbidden(format!(
                 "{other} may not use the investigators' API"
             ))),
-            _ => Err(ApiError::Unauthenticated),
         }
     }
 }

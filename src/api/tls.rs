@@ -23,11 +23,19 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::config::TlsSettings;
-use crate::identity::Principal;
+use crate::identity::{IdentityError, Principal};
 
-/// The principal of the connection a request came on (`None` without a client certificate).
+/// Who the connection a request came on belongs to.
 #[derive(Clone, Debug)]
-pub struct ClientIdentity(pub Option<Principal>);
+pub enum ClientIdentity {
+    /// No client certificate was presented.
+    Anonymous,
+    /// A verified certificate naming exactly one principal.
+    Principal(Principal),
+    /// A verified certificate whose subject names no principal unambiguously; every request
+    /// that needs one is answered 401 with this reason.
+    Refused(IdentityError),
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
@@ -70,9 +78,11 @@ pub async fn serve(
     config: Arc<ServerConfig>,
     router: Router,
     handshake_timeout: Duration,
+    organization: String,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let acceptor = TlsAcceptor::from(config);
+    let organization: Arc<str> = organization.into();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -88,6 +98,7 @@ pub async fn serve(
         };
         let acceptor = acceptor.clone();
         let router = router.clone();
+        let organization = organization.clone();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => tls,
@@ -100,13 +111,23 @@ pub async fn serve(
                     return;
                 }
             };
-            let principal = tls
+            let identity = match tls
                 .get_ref()
                 .1
                 .peer_certificates()
                 .and_then(|chain| chain.first())
-                .and_then(|certificate| Principal::from_certificate(certificate));
-            let identity = ClientIdentity(principal);
+            {
+                None => ClientIdentity::Anonymous,
+                Some(certificate) => {
+                    match Principal::from_certificate(certificate, &organization) {
+                        Ok(principal) => ClientIdentity::Principal(principal),
+                        Err(error) => {
+                            tracing::warn!(%peer, %error, "A verified client certificate names no principal; its requests get 401.");
+                            ClientIdentity::Refused(error)
+                        }
+                    }
+                }
+            };
             let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
                 request.extensions_mut().insert(identity.clone());
                 let router = router.clone();

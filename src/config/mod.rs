@@ -81,6 +81,9 @@ pub struct ServerSettings {
     pub tls: Option<TlsSettings>,
     /// How long a client may take to complete the TLS handshake.
     pub handshake_timeout_secs: u64,
+    /// The organisation (`O`) every client certificate's subject must name, exactly once; the
+    /// development PKI's is `LeadBridge`. Set it to the `O` your CA writes.
+    pub client_organization: String,
 }
 
 impl Default for ServerSettings {
@@ -89,6 +92,7 @@ impl Default for ServerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             tls: None,
             handshake_timeout_secs: 10,
+            client_organization: crate::identity::ORGANIZATION.to_owned(),
         }
     }
 }
