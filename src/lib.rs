@@ -14,6 +14,7 @@ pub mod kafka;
 pub mod lead;
 pub mod pki;
 pub mod police;
+pub mod private_fs;
 pub mod receipts;
 pub mod relay;
 pub mod rules;

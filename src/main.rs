@@ -49,6 +49,44 @@ enum Command {
     },
     /// Verify the audit ledger's hash chain.
     VerifyAudit(DataArgs),
+    /// The embedded default's development PKI.
+    #[command(subcommand)]
+    Pki(PkiCommand),
+}
+
+#[derive(Subcommand)]
+enum PkiCommand {
+    /// Issue a client certificate with the development CA under `<data-dir>/pki`, e.g.
+    /// `pki issue --role investigator --unit 370303` or `pki issue --role agency --agency land`.
+    Issue(IssueArgs),
+}
+
+#[derive(Args)]
+struct IssueArgs {
+    /// agency, investigator or supervisor.
+    #[arg(long)]
+    role: Role,
+    /// The agency, for `--role agency`: environment, land, safety or water.
+    #[arg(long, required_if_eq("role", "agency"))]
+    agency: Option<Agency>,
+    /// The police unit's code, for `--role investigator` (one of the configured units).
+    #[arg(long, required_if_eq("role", "investigator"))]
+    unit: Option<String>,
+    /// The supervisor's name, for `--role supervisor`.
+    #[arg(long, required_if_eq("role", "supervisor"))]
+    name: Option<String>,
+    /// Replace existing files of the same name.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Role {
+    Agency,
+    Investigator,
+    Supervisor,
 }
 
 #[derive(Args)]
@@ -94,12 +132,16 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate(data) => {
             let settings = settings(&cli, data, None)?;
             leadbridge::telemetry::init_logging(&settings.log);
-            std::fs::create_dir_all(&settings.data_dir)?;
+            leadbridge::private_fs::private_dir(&settings.data_dir)?;
             leadbridge::store::Store::connect(&settings.database_url(), 1).await?;
             println!("migrations applied");
             Ok(())
         }
         Command::Validate { agency, files } => validate_files(*agency, files),
+        Command::Pki(PkiCommand::Issue(args)) => {
+            let settings = settings(&cli, &args.data, None)?;
+            issue_certificate(&settings, args)
+        }
         Command::VerifyAudit(data) => {
             let settings = settings(&cli, data, None)?;
             let store = leadbridge::store::Store::connect(&settings.database_url(), 2).await?;
@@ -131,6 +173,60 @@ async fn run(cli: &Cli, args: &ServeArgs, roles: Roles) -> anyhow::Result<()> {
         }
     }
     app.run_until_stopped(shutdown_signal()).await
+}
+
+/// `leadbridge pki issue`: a certificate for one more principal from the development CA.
+fn issue_certificate(settings: &Settings, args: &IssueArgs) -> anyhow::Result<()> {
+    use leadbridge::identity::Principal;
+    if settings.server.tls.is_some() {
+        anyhow::bail!(
+            "server.tls is configured: this hub trusts your own CA, so issue the certificate with it (subject O={}, OU=<role>, CN=<name>)",
+            settings.server.client_organization
+        );
+    }
+    let principal = match args.role {
+        Role::Agency => Principal::Agency(args.agency.expect("clap requires --agency")),
+        Role::Investigator => {
+            let unit = args.unit.clone().expect("clap requires --unit");
+            let units = &settings.police.units;
+            if !units.iter().any(|u| u.id == unit) {
+                let known: Vec<String> = units
+                    .iter()
+                    .map(|u| format!("{} ({})", u.id, u.name))
+                    .collect();
+                anyhow::bail!(
+                    "no police unit {unit:?} is configured; the units are: {}",
+                    known.join(", ")
+                );
+            }
+            Principal::Investigator { unit }
+        }
+        Role::Supervisor => {
+            let name = args.name.clone().expect("clap requires --name");
+            if name.trim().is_empty() || name.chars().any(|c| c.is_control() || c == '/') {
+                anyhow::bail!("--name must be a non-empty name without control characters or '/'");
+            }
+            Principal::Supervisor { name }
+        }
+    };
+    let dir = settings.data_dir.join("pki");
+    if !dir.join("ca.key").exists() {
+        anyhow::bail!(
+            "{} holds no development CA key: run `leadbridge serve` once with this data directory to create the development PKI",
+            dir.display()
+        );
+    }
+    let (cert, key) = leadbridge::pki::issue_with_dev_ca(&dir, &principal, args.force)?;
+    println!("Issued a certificate for {principal}:");
+    println!("  certificate {}", cert.display());
+    println!("  key         {}", key.display());
+    println!(
+        "Use it as: curl --cacert {} --cert {} --key {} https://…",
+        dir.join("ca.pem").display(),
+        cert.display(),
+        key.display()
+    );
+    Ok(())
 }
 
 /// Writes a sample lead next to the development PKI.

@@ -13,6 +13,7 @@ pub mod feedback;
 pub mod leads;
 pub mod outbox;
 
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -138,6 +139,12 @@ impl Store {
             Dialect::Sqlite => {
                 let options =
                     sqlx::sqlite::SqliteConnectOptions::from_str(url)?.create_if_missing(true);
+                // The database holds names and ID numbers: owner-only from its first byte.
+                let file = options.get_filename();
+                if !file.as_os_str().is_empty() && file != Path::new(":memory:") {
+                    crate::private_fs::ensure_private_file(file)
+                        .map_err(|error| StoreError::Other(sqlx::Error::Io(error)))?;
+                }
                 let mut connection = sqlx::SqliteConnection::connect_with(&options).await?;
                 let migrator = match schema {
                     Schema::Hub => &SQLITE_MIGRATIONS,
