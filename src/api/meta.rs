@@ -2,14 +2,15 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use rdkafka::producer::Producer;
 use serde_json::{json, Value};
 
-use super::{ApiError, AppState};
+use super::extract::Path;
+use super::{ApiError, AppState, NotAProblem};
 use crate::lead::LeadType;
 
 const OPENAPI: &str = include_str!("openapi.json");
@@ -102,7 +103,9 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(body)).into_response()
+    let mut response = (status, Json(body)).into_response();
+    response.extensions_mut().insert(NotAProblem);
+    response
 }
 
 /// `GET /metrics`: Prometheus text format.
