@@ -60,7 +60,8 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: the database and Kafka are reachable.
+/// `GET /readyz`: the database and Kafka are reachable. Anyone may ask, so the answer says only
+/// `ok` or `down` per dependency; why one is down (addresses, database errors) goes to the log.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let stores = state
         .0
@@ -89,10 +90,13 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     })
     .await
     .unwrap_or_else(|error| Err(error.to_string()));
-    let verdict = |result: &Result<(), String>| match result {
-        Ok(()) => json!("ok"),
-        Err(error) => json!({"error": error}),
-    };
+    if let Err(error) = &database {
+        tracing::warn!(%error, "Not ready: the database does not answer.");
+    }
+    if let Err(error) = &kafka {
+        tracing::warn!(%error, "Not ready: Kafka does not answer.");
+    }
+    let verdict = |result: &Result<(), String>| if result.is_ok() { "ok" } else { "down" };
     let body = json!({
         "status": if database.is_ok() && kafka.is_ok() { "ready" } else { "not_ready" },
         "database": verdict(&database),
