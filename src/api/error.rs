@@ -1,6 +1,10 @@
 //! `ApiError`: the only place where errors become HTTP answers.
 //!
-//! Policy: every error body is RFC 9457 `application/problem+json` with a stable `type` URN.
+//! Policy: every error body is RFC 9457 `application/problem+json` with a stable `type` URN and
+//! a stable snake_case `code` (both documented in `schemas/README.md`; the code is the URN's last
+//! segment with `_` for `-`). Framework rejections are mapped here too (see `extract`), and the
+//! router's safety net turns any error that still escapes as something else into
+//! [`ApiError::Unmapped`].
 //! Caller mistakes get a specific status and message; an unavailable database gets 503 (the
 //! caller may retry); anything else is logged with its cause and answered with an opaque 500,
 //! so internals never leak to callers.
@@ -12,6 +16,7 @@ use serde_json::{json, Value};
 use crate::ingest::IngestError;
 use crate::lead::LeadId;
 use crate::store::{ConflictReason, StoreError};
+use crate::validate::json::JsonError;
 use crate::validate::{Problem, ValidationError};
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -35,8 +40,20 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("malformed JSON at byte {byte_offset}: {message}")]
     MalformedJson { message: String, byte_offset: usize },
+    #[error("the key {key:?} appears twice in one object (second at byte {byte_offset})")]
+    DuplicateKey { key: String, byte_offset: usize },
+    /// The query string does not fit the route's parameters.
     #[error("{0}")]
-    BadRequest(String),
+    InvalidQuery(String),
+    /// A path segment cannot be read (e.g. percent-encoding that is not UTF-8).
+    #[error("{0}")]
+    InvalidPath(String),
+    /// Well-formed JSON of the wrong shape for a small request body (decision, reconsideration).
+    #[error("{0}")]
+    InvalidBody(String),
+    /// The connection failed while the body was being read.
+    #[error("the request body could not be read: {0}")]
+    UnreadableBody(String),
     #[error("the lead is invalid")]
     Invalid(Vec<Problem>),
     #[error("{detail}")]
@@ -48,6 +65,13 @@ pub enum ApiError {
     Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// An error answer that left the router without a problem document (an unmapped framework
+    /// rejection); the safety net in the router turns it into this one.
+    #[error("{}", .detail.as_deref().unwrap_or("the request was refused"))]
+    Unmapped {
+        status: StatusCode,
+        detail: Option<String>,
+    },
 }
 
 impl ApiError {
@@ -61,12 +85,23 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::MalformedJson { .. } | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::MalformedJson { .. }
+            | ApiError::DuplicateKey { .. }
+            | ApiError::InvalidQuery(_)
+            | ApiError::InvalidPath(_)
+            | ApiError::InvalidBody(_)
+            | ApiError::UnreadableBody(_) => StatusCode::BAD_REQUEST,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Conflict { .. } | ApiError::StateConflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unmapped { status, .. } => *status,
         }
+    }
+
+    /// The stable `code` member: the `type` URN's last segment in snake_case.
+    pub fn code(&self) -> String {
+        self.kind().0.replace('-', "_")
     }
 
     fn kind(&self) -> (&'static str, &'static str) {
@@ -84,12 +119,17 @@ impl ApiError {
                 ("unsupported-media-type", "Unsupported content type")
             }
             ApiError::MalformedJson { .. } => ("malformed-json", "Malformed JSON"),
-            ApiError::BadRequest(_) => ("bad-request", "Bad request"),
+            ApiError::DuplicateKey { .. } => ("duplicate-key", "Repeated object key"),
+            ApiError::InvalidQuery(_) => ("invalid-query", "Invalid query string"),
+            ApiError::InvalidPath(_) => ("invalid-path", "Invalid path"),
+            ApiError::InvalidBody(_) => ("invalid-body", "Request body of the wrong shape"),
+            ApiError::UnreadableBody(_) => ("unreadable-body", "Request body unreadable"),
             ApiError::Invalid(_) => ("validation", "The lead is invalid"),
             ApiError::Conflict { .. } => ("conflict", "Conflicts with an accepted lead"),
             ApiError::StateConflict(_) => ("workflow", "Not allowed in the lead's current state"),
             ApiError::Unavailable(_) => ("unavailable", "Service temporarily unavailable"),
             ApiError::Internal(_) => ("internal", "Internal error"),
+            ApiError::Unmapped { .. } => ("http-error", "Request refused"),
         }
     }
 
@@ -104,10 +144,14 @@ impl ApiError {
             ApiError::Internal(_) => {
                 "the request could not be completed; it has been logged".to_owned()
             }
+            ApiError::Unmapped { status, .. } if status.is_server_error() => {
+                "the request could not be completed; it has been logged".to_owned()
+            }
             other => other.to_string(),
         };
         let mut problem = json!({
             "type": format!("urn:leadbridge:problem:{slug}"),
+            "code": self.code(),
             "title": title,
             "status": status,
             "detail": detail,
@@ -118,6 +162,10 @@ impl ApiError {
             ApiError::PayloadTooLarge { limit } => problem["limit_bytes"] = json!(limit),
             ApiError::MalformedJson { byte_offset, .. } => {
                 problem["byte_offset"] = json!(byte_offset)
+            }
+            ApiError::DuplicateKey { key, byte_offset } => {
+                problem["key"] = json!(key);
+                problem["byte_offset"] = json!(byte_offset);
             }
             _ => {}
         }
@@ -135,6 +183,23 @@ impl IntoResponse for ApiError {
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         response
+    }
+}
+
+impl From<JsonError> for ApiError {
+    fn from(error: JsonError) -> Self {
+        match error {
+            JsonError::Syntax {
+                message,
+                byte_offset,
+            } => ApiError::MalformedJson {
+                message,
+                byte_offset,
+            },
+            JsonError::DuplicateKey { key, byte_offset } => {
+                ApiError::DuplicateKey { key, byte_offset }
+            }
+        }
     }
 }
 
@@ -168,5 +233,67 @@ impl From<IngestError> for ApiError {
             },
             IngestError::Store(error) => error.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_has_a_code_matching_its_type() {
+        let errors = [
+            ApiError::Unauthenticated,
+            ApiError::NotFound,
+            ApiError::PayloadTooLarge { limit: 1 },
+            ApiError::DuplicateKey {
+                key: "agency".into(),
+                byte_offset: 19,
+            },
+            ApiError::InvalidQuery("limit".into()),
+            ApiError::Invalid(vec![]),
+            ApiError::StateConflict("decided".into()),
+            ApiError::Unmapped {
+                status: StatusCode::URI_TOO_LONG,
+                detail: None,
+            },
+        ];
+        for error in errors {
+            let problem = error.problem();
+            let code = problem["code"].as_str().unwrap().to_owned();
+            assert!(
+                code.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{code}"
+            );
+            assert_eq!(
+                problem["type"],
+                format!("urn:leadbridge:problem:{}", code.replace('_', "-"))
+            );
+            assert_eq!(problem["status"], error.status().as_u16());
+        }
+    }
+
+    #[test]
+    fn a_duplicate_key_names_the_key_and_its_offset() {
+        let problem = ApiError::from(JsonError::DuplicateKey {
+            key: "agency".into(),
+            byte_offset: 19,
+        })
+        .problem();
+        assert_eq!(problem["type"], "urn:leadbridge:problem:duplicate-key");
+        assert_eq!(problem["code"], "duplicate_key");
+        assert_eq!(problem["key"], "agency");
+        assert_eq!(problem["byte_offset"], 19);
+        assert_eq!(problem["status"], 400);
+    }
+
+    #[test]
+    fn an_unmapped_server_error_does_not_leak_its_text() {
+        let problem = ApiError::Unmapped {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            detail: Some("secret".into()),
+        }
+        .problem();
+        assert!(!problem.to_string().contains("secret"), "{problem}");
     }
 }

@@ -1,14 +1,17 @@
 //! `/v1/feedback` and `/v1/leads/{lead_id}/reconsideration`: the agency side of the police's
 //! answers.
 
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::body::{max_chars, read_typed, MAX_REASON_CHARS};
+use super::extract::{Path, Query};
 use super::{AgencyCaller, ApiError, AppState};
 use crate::lead::LeadId;
 use crate::police::adapter::RECONSIDERATION_SCHEMA;
@@ -35,7 +38,7 @@ pub async fn feedback(
             .ok()
             .filter(|c| *c >= 0)
             .ok_or_else(|| {
-                ApiError::BadRequest(format!("after={text} is not a cursor this API gave"))
+                ApiError::InvalidQuery(format!("after={text} is not a cursor this API gave"))
             })?,
     };
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
@@ -55,13 +58,21 @@ pub async fn reconsideration(
     State(state): State<AppState>,
     caller: AgencyCaller,
     Path(lead_id): Path<String>,
-    body: axum::body::Bytes,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let hub = state.hub()?;
+    let request: ReconsiderationRequest = read_typed(
+        &headers,
+        body,
+        state.0.limits.max_small_body_bytes,
+        "{\"reason\": \"…\"}",
+    )
+    .await?;
+    if let Some(problem) = max_chars("/reason", Some(&request.reason), MAX_REASON_CHARS) {
+        return Err(ApiError::Invalid(vec![problem]));
+    }
     let lead_id = LeadId::parse(&lead_id).ok_or(ApiError::NotFound)?;
-    let request: ReconsiderationRequest = serde_json::from_slice(&body).map_err(|error| {
-        ApiError::BadRequest(format!("expected {{\"reason\": \"…\"}}: {error}"))
-    })?;
     let reason = request.reason.trim().to_owned();
     if reason.is_empty() {
         return Err(ApiError::Invalid(vec![crate::validate::Problem::new(

@@ -2,14 +2,15 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use rdkafka::producer::Producer;
 use serde_json::{json, Value};
 
-use super::{ApiError, AppState};
+use super::extract::Path;
+use super::{ApiError, AppState, NotAProblem};
 use crate::lead::LeadType;
 
 const OPENAPI: &str = include_str!("openapi.json");
@@ -59,7 +60,8 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: the database and Kafka are reachable.
+/// `GET /readyz`: the database and Kafka are reachable. Anyone may ask, so the answer says only
+/// `ok` or `down` per dependency; why one is down (addresses, database errors) goes to the log.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let stores = state
         .0
@@ -88,10 +90,13 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     })
     .await
     .unwrap_or_else(|error| Err(error.to_string()));
-    let verdict = |result: &Result<(), String>| match result {
-        Ok(()) => json!("ok"),
-        Err(error) => json!({"error": error}),
-    };
+    if let Err(error) = &database {
+        tracing::warn!(%error, "Not ready: the database does not answer.");
+    }
+    if let Err(error) = &kafka {
+        tracing::warn!(%error, "Not ready: Kafka does not answer.");
+    }
+    let verdict = |result: &Result<(), String>| if result.is_ok() { "ok" } else { "down" };
     let body = json!({
         "status": if database.is_ok() && kafka.is_ok() { "ready" } else { "not_ready" },
         "database": verdict(&database),
@@ -102,7 +107,9 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(body)).into_response()
+    let mut response = (status, Json(body)).into_response();
+    response.extensions_mut().insert(NotAProblem);
+    response
 }
 
 /// `GET /metrics`: Prometheus text format.

@@ -1,10 +1,14 @@
 //! `/police/v1`: the investigators' inbox, lead reads and decisions.
 
-use axum::extract::{Path, Query, State};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::body::{max_chars, read_typed, MAX_CASE_NO_CHARS, MAX_REASON_CHARS};
+use super::extract::{Path, Query};
 use super::{ApiError, AppState, InvestigatorCaller};
 use crate::lead::LeadId;
 use crate::police::process::DecisionRequest;
@@ -59,14 +63,31 @@ pub async fn decide(
     State(state): State<AppState>,
     caller: InvestigatorCaller,
     Path(lead_id): Path<String>,
-    body: axum::body::Bytes,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
+    let request: DecisionRequest = read_typed(
+        &headers,
+        body,
+        state.0.limits.max_small_body_bytes,
+        "{\"decision\", \"reason\", \"police_case_no\"}",
+    )
+    .await?;
+    let problems: Vec<_> = [
+        max_chars("/reason", request.reason.as_deref(), MAX_REASON_CHARS),
+        max_chars(
+            "/police_case_no",
+            request.police_case_no.as_deref(),
+            MAX_CASE_NO_CHARS,
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !problems.is_empty() {
+        return Err(ApiError::Invalid(problems));
+    }
     let lead_id = LeadId::parse(&lead_id).ok_or(ApiError::NotFound)?;
-    let request: DecisionRequest = serde_json::from_slice(&body).map_err(|error| {
-        ApiError::BadRequest(format!(
-            "expected {{\"decision\", \"reason\", \"police_case_no\"}}: {error}"
-        ))
-    })?;
     let decision = request.parse().map_err(|error| {
         ApiError::Invalid(vec![crate::validate::Problem::new(
             "/decision",

@@ -216,6 +216,9 @@ pub struct LimitSettings {
     pub max_batch_body_bytes: usize,
     /// Most leads in one batch (the contract's 500).
     pub max_batch_leads: usize,
+    /// Largest body of the small JSON requests: a police decision and a reconsideration request
+    /// (64 KiB: far above the longest reason allowed, far below what a lead may take).
+    pub max_small_body_bytes: usize,
     /// How far in the future `reported_at` may be (the contract's 5 minutes).
     pub clock_skew_secs: i64,
 }
@@ -226,6 +229,7 @@ impl Default for LimitSettings {
             max_body_bytes: 1024 * 1024,
             max_batch_body_bytes: 16 * 1024 * 1024,
             max_batch_leads: 500,
+            max_small_body_bytes: 64 * 1024,
             clock_skew_secs: 300,
         }
     }

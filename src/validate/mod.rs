@@ -6,8 +6,15 @@
 //! Pointer into the submitted document and a stable `code` (documented in
 //! `schemas/README.md`); and a [`ValidatedLead`] exists only when there is no problem. Domain
 //! checks skip the parts that already failed the schema, so one mistake yields one problem.
+//!
+//! Promise: no accepted lead holds a control character (Unicode category Cc: U+0000–U+001F,
+//! U+007F–U+009F) other than tab, line feed and carriage return, in any string or object key.
+//! PostgreSQL cannot store U+0000 in text, and the others have no place in evidence but can
+//! rewrite what a terminal or a printed record shows; SQLite would store them, so the refusal is
+//! here and the same on every backend.
 
 mod domain;
+pub mod json;
 mod schema;
 
 use std::sync::Arc;
@@ -124,6 +131,7 @@ impl Validator {
             .and_then(|text| text.parse::<LeadType>().ok());
 
         let mut problems = self.inner.schemas.problems(lead_type, &document);
+        problems.extend(control_characters(&document));
         let schema_failures: Vec<String> = problems.iter().map(|p| p.pointer.clone()).collect();
         let context = domain::Context {
             divisions: &self.inner.divisions,
@@ -160,6 +168,58 @@ impl Validator {
     }
 }
 
+/// One `control_character` problem per string or object key in `document` that holds a control
+/// character other than tab, line feed and carriage return. A key's problem points at its member.
+pub fn control_characters(document: &Value) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut pointer = String::new();
+    walk_strings(document, &mut pointer, &mut problems);
+    problems
+}
+
+fn walk_strings(value: &Value, pointer: &mut String, problems: &mut Vec<Problem>) {
+    match value {
+        Value::String(text) => check_text(text, pointer, "string", problems),
+        Value::Array(items) => {
+            for (index, item) in items.iter().enumerate() {
+                let length = pointer.len();
+                pointer.push('/');
+                pointer.push_str(&index.to_string());
+                walk_strings(item, pointer, problems);
+                pointer.truncate(length);
+            }
+        }
+        Value::Object(members) => {
+            for (key, member) in members {
+                let length = pointer.len();
+                pointer.push('/');
+                pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
+                check_text(key, pointer, "key", problems);
+                walk_strings(member, pointer, problems);
+                pointer.truncate(length);
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+fn check_text(text: &str, pointer: &str, what: &str, problems: &mut Vec<Problem>) {
+    let found = text
+        .chars()
+        .enumerate()
+        .find(|(_, c)| c.is_control() && !matches!(c, '\t' | '\n' | '\r'));
+    if let Some((position, character)) = found {
+        problems.push(Problem::new(
+            pointer,
+            "control_character",
+            format!(
+                "this {what} holds the control character U+{:04X} at character {position}; only tab, line feed and carriage return are allowed",
+                u32::from(character)
+            ),
+        ));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,7 +246,7 @@ mod tests {
             .into_iter()
             .map(|path| {
                 let text = std::fs::read_to_string(&path).unwrap();
-                let value = serde_json::from_str(&text)
+                let value = json::parse(text.as_bytes())
                     .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
                 (path, value)
             })
@@ -276,6 +336,56 @@ mod tests {
         assert_eq!(
             validated.document()["subjects"][1]["id_number"],
             "37032119950520108X"
+        );
+    }
+
+    #[test]
+    fn control_characters_are_found_in_strings_and_keys_with_escaped_pointers() {
+        let document = serde_json::json!({
+            "summary": "ok\ttab\r\nnewlines",
+            "facts": {"a/b~c\u{0}": "x", "list": ["fine", "bell\u{7}", "del\u{7f}", "c1\u{85}"]},
+            "subjects": [{"name": "\u{0}"}],
+            "chinese": "中文，没有控制字符",
+        });
+        let mut found: Vec<(String, &str)> = control_characters(&document)
+            .into_iter()
+            .map(|p| (p.pointer, p.code))
+            .collect();
+        found.sort();
+        assert_eq!(
+            found,
+            vec![
+                ("/facts/a~1b~0c\u{0}".to_owned(), "control_character"),
+                ("/facts/list/1".to_owned(), "control_character"),
+                ("/facts/list/2".to_owned(), "control_character"),
+                ("/facts/list/3".to_owned(), "control_character"),
+                ("/subjects/0/name".to_owned(), "control_character"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_lead_with_a_nul_is_refused_and_one_with_tabs_and_newlines_accepted() {
+        let validator = Validator::built_in().unwrap();
+        let mut lead: Value =
+            serde_json::from_str(include_str!("../../docs/examples/sample-lead.json")).unwrap();
+        lead["summary"] = Value::String("第一行\r\n\t第二行".into());
+        assert!(validator
+            .validate(Agency::Environment, lead.clone(), fixture_now())
+            .is_ok());
+        lead["summary"] = Value::String("证据\u{0}".into());
+        let Err(ValidationError::Invalid(problems)) =
+            validator.validate(Agency::Environment, lead, fixture_now())
+        else {
+            panic!("a NUL in the summary was accepted")
+        };
+        assert_eq!(
+            problems,
+            vec![Problem::new(
+                "/summary",
+                "control_character",
+                problems[0].message.clone()
+            )]
         );
     }
 

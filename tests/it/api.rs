@@ -648,7 +648,8 @@ async fn readiness_fails_while_kafka_is_unreachable() {
     assert_eq!(response.status(), 503);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["database"], "ok");
-    assert!(body["kafka"]["error"].is_string(), "{body}");
+    // Why Kafka is down goes to the log, not to anonymous callers.
+    assert_eq!(body["kafka"], "down", "{body}");
     let mut app = app;
     app.stop().await;
 }
