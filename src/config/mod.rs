@@ -84,6 +84,31 @@ pub struct ServerSettings {
     /// The organisation (`O`) every client certificate's subject must name, exactly once; the
     /// development PKI's is `LeadBridge`. Set it to the `O` your CA writes.
     pub client_organization: String,
+    /// How long an HTTP/1 client may take to send a complete request head (request line and
+    /// headers). Against slowloris: a client trickling its headers holds a connection no longer
+    /// than this. Hyper starts the clock whenever it waits for a head, so on an HTTP/1
+    /// keep-alive connection it also bounds the wait for the next request.
+    pub header_read_timeout_secs: u64,
+    /// A connection with no request in flight (none being received, handled or answered) for
+    /// this long is closed. This also bounds a connection that never makes a request at all
+    /// (counted from the end of the TLS handshake), whatever bytes it trickles, and an HTTP/2
+    /// connection whose client answers pings but sends nothing.
+    pub idle_timeout_secs: u64,
+    /// How often the server pings an HTTP/2 client whose connection is quiet, to notice a peer
+    /// that vanished without closing (a cut network path, a crashed host).
+    pub http2_keep_alive_interval_secs: u64,
+    /// How long the server waits for the answer to such a ping before closing.
+    pub http2_keep_alive_timeout_secs: u64,
+    /// Most connections open at once, counted from accept (before the TLS handshake). Further
+    /// connections are closed at once. Keep it well below the process's open-file limit
+    /// (`ulimit -n`), which the database pool, Kafka clients and log files share: a cap the
+    /// hub enforces itself fails one connection cleanly, running out of descriptors fails
+    /// whatever needed one next.
+    pub max_connections: usize,
+    /// Most connections open at once from one IP address, so one client (or one address
+    /// behind which an attacker sits) cannot take the whole of `max_connections`. An agency's
+    /// workers behind one NAT address share this.
+    pub max_connections_per_address: usize,
 }
 
 impl Default for ServerSettings {
@@ -93,7 +118,61 @@ impl Default for ServerSettings {
             tls: None,
             handshake_timeout_secs: 10,
             client_organization: crate::identity::ORGANIZATION.to_owned(),
+            // Generous for any real client, whose request head is one packet or a few.
+            header_read_timeout_secs: 10,
+            // Agencies send in bursts; a minute lets a burst reuse its connections without
+            // letting an idle client hold one indefinitely.
+            idle_timeout_secs: 60,
+            // Below the idle timeouts of common NAT devices and load balancers (60 s and up),
+            // so a live but quiet HTTP/2 connection is not dropped silently on the way.
+            http2_keep_alive_interval_secs: 20,
+            http2_keep_alive_timeout_secs: 20,
+            // Fits under an open-file limit of 8192 with room for everything else; raise
+            // both together.
+            max_connections: 4096,
+            // Far more than an agency's batch workers need, and 16 addresses are needed to
+            // exhaust `max_connections`.
+            max_connections_per_address: 256,
         }
+    }
+}
+
+impl ServerSettings {
+    /// Zero would not mean "no limit" but "refuse everything" (a zero timeout closes every
+    /// connection at once), which is never what an operator meant.
+    fn check(&self) -> Result<(), ConfigError> {
+        let values = [
+            (
+                "handshake_timeout_secs",
+                self.handshake_timeout_secs as u128,
+            ),
+            (
+                "header_read_timeout_secs",
+                self.header_read_timeout_secs as u128,
+            ),
+            ("idle_timeout_secs", self.idle_timeout_secs as u128),
+            (
+                "http2_keep_alive_interval_secs",
+                self.http2_keep_alive_interval_secs as u128,
+            ),
+            (
+                "http2_keep_alive_timeout_secs",
+                self.http2_keep_alive_timeout_secs as u128,
+            ),
+            ("max_connections", self.max_connections as u128),
+            (
+                "max_connections_per_address",
+                self.max_connections_per_address as u128,
+            ),
+        ];
+        for (name, value) in values {
+            if value == 0 {
+                return Err(ConfigError(format!(
+                    "server.{name} must be positive (it is 0)"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -298,6 +377,7 @@ impl Settings {
                 "limits.max_batch_leads and relay.batch_size must be positive".into(),
             ));
         }
+        self.server.check()?;
         crate::kafka::check_passthrough(&self.kafka.client).map_err(ConfigError)?;
         Ok(())
     }
@@ -362,6 +442,37 @@ mod tests {
             .client
             .insert("socket.keepalive.enable".into(), "true".into());
         assert!(settings.check().is_ok());
+    }
+
+    #[test]
+    fn a_zero_connection_limit_or_timeout_is_refused_by_name() {
+        let zeroed: [fn(&mut ServerSettings); 7] = [
+            |s| s.handshake_timeout_secs = 0,
+            |s| s.header_read_timeout_secs = 0,
+            |s| s.idle_timeout_secs = 0,
+            |s| s.http2_keep_alive_interval_secs = 0,
+            |s| s.http2_keep_alive_timeout_secs = 0,
+            |s| s.max_connections = 0,
+            |s| s.max_connections_per_address = 0,
+        ];
+        let names = [
+            "handshake_timeout_secs",
+            "header_read_timeout_secs",
+            "idle_timeout_secs",
+            "http2_keep_alive_interval_secs",
+            "http2_keep_alive_timeout_secs",
+            "max_connections",
+            "max_connections_per_address",
+        ];
+        for (zero, name) in zeroed.into_iter().zip(names) {
+            let mut settings = Settings::default();
+            zero(&mut settings.server);
+            let error = settings.check().unwrap_err().to_string();
+            assert!(
+                error.contains(&format!("server.{name} must be positive")),
+                "{error}"
+            );
+        }
     }
 
     #[test]
