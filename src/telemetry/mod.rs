@@ -5,7 +5,8 @@
 pub mod events;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -41,6 +42,10 @@ pub struct Metrics {
     pub outbox_backlog: IntGauge,
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
+    pub connections_open: IntGauge,
+    pub connections_rejected: IntCounterVec,
+    pub connections_closed: IntCounterVec,
+    pub connection_accept_errors: IntCounter,
 }
 
 impl Metrics {
@@ -111,6 +116,32 @@ impl Metrics {
         registry
             .register(Box::new(http_duration.clone()))
             .expect("unique histogram");
+        let connections_open = IntGauge::new(
+            "connections_open",
+            "HTTPS connections accepted and not yet closed (from accept, before the handshake).",
+        )
+        .expect("valid gauge");
+        registry
+            .register(Box::new(connections_open.clone()))
+            .expect("unique gauge");
+        let connections_rejected = counter(
+            "connections_rejected_total",
+            "HTTPS connections closed at accept, by the cap they exceeded (max_connections, max_connections_per_address).",
+            &["reason"],
+        );
+        let connections_closed = counter(
+            "connections_closed_total",
+            "HTTPS connections the server closed on a client's slowness or silence (handshake_timeout, handshake_failed, header_timeout, idle).",
+            &["reason"],
+        );
+        let connection_accept_errors = IntCounter::new(
+            "connection_accept_errors_total",
+            "Failed accepts of HTTPS connections (e.g. out of file descriptors).",
+        )
+        .expect("valid counter");
+        registry
+            .register(Box::new(connection_accept_errors.clone()))
+            .expect("unique counter");
         Metrics {
             registry,
             leads_accepted,
@@ -122,6 +153,10 @@ impl Metrics {
             outbox_backlog,
             http_requests,
             http_duration,
+            connections_open,
+            connections_rejected,
+            connections_closed,
+            connection_accept_errors,
         }
     }
 
