@@ -274,13 +274,12 @@ impl Application {
             police.spawn(&mut tasks, &shutdown);
         }
         if let (Some((listener, tls)), Some(router)) = (self.listener, self.router) {
-            let timeout = Duration::from_secs(self.settings.server.handshake_timeout_secs);
             tasks.spawn(api::tls::serve(
                 listener,
                 tls,
                 router,
-                timeout,
-                self.settings.server.client_organization.clone(),
+                self.settings.server.clone(),
+                self.metrics.clone(),
                 shutdown.clone(),
             ));
         }
