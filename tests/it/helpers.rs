@@ -411,3 +411,59 @@ pub fn header(message: &OwnedMessage, name: &str) -> Option<String> {
 pub fn payload(message: &OwnedMessage) -> Value {
     serde_json::from_slice(message.payload().expect("a payload")).expect("a JSON payload")
 }
+
+/// A loopback source address other than the agencies' 127.0.0.1, for clients that misbehave:
+/// the server counts its per-address cap against them, not against the agencies.
+pub const ATTACKER_ADDRESS: std::net::IpAddr =
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
+
+/// A bare TCP connection to the hub from `from`.
+pub async fn raw_tcp_from(from: std::net::IpAddr, to: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(from, 0)).unwrap();
+    socket.connect(to).await.expect("the hub accepts TCP")
+}
+
+/// The client half of a TLS connection, for tests that speak HTTP byte by byte.
+pub type RawTls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// A TLS connection to the hub from `from`, trusting the test CA, with a client certificate
+/// for `principal` if given; `alpn` as the client offers it (empty: no ALPN).
+pub async fn raw_tls_from(
+    app: &TestApp,
+    from: std::net::IpAddr,
+    principal: Option<&Principal>,
+    alpn: &[&[u8]],
+) -> std::io::Result<RawTls> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in rustls_pemfile::certs(&mut app.pki.ca.cert_pem().as_bytes()) {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let mut config = match principal {
+        Some(principal) => {
+            let issued = app.pki.ca.issue_client(principal).unwrap();
+            let chain: Vec<CertificateDer<'static>> =
+                rustls_pemfile::certs(&mut issued.cert_pem.as_bytes())
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+            let key: PrivateKeyDer<'static> =
+                rustls_pemfile::private_key(&mut issued.key_pem.as_bytes())
+                    .unwrap()
+                    .expect("a private key");
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+    let tcp = raw_tcp_from(from, app.addr).await;
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+}

@@ -2,6 +2,7 @@
 //! from `deploy/local/services.sh` (see `helpers`), real certificates and TLS handshakes.
 
 mod api;
+mod connections;
 mod contract;
 mod crash;
 mod embedded;
