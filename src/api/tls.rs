@@ -22,9 +22,10 @@
 //!   does not answer within `http2_keep_alive_timeout_secs`.
 //!
 //! A request in flight (its body being received, its handler running, its response being
-//! sent) is never cut by these timers. A client cannot make the server log per connection:
-//! failed accepts (out of file descriptors and the like) are logged once, then summarised at
-//! most every [`ACCEPT_ERROR_SUMMARY_INTERVAL`].
+//! sent) is never cut by the idle timer, however slow. Connections closed by these rules are
+//! counted in `connections_closed_total`. Failed accepts (out of file descriptors and the
+//! like) cannot flood the log: the first is logged, then at most one line every
+//! [`ACCEPT_ERROR_SUMMARY_INTERVAL`] says how many went unlogged.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
