@@ -5,16 +5,13 @@
 //!
 //! Each case runs on both backends: PostgreSQL + Kafka, and the embedded SQLite + mock broker.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use leadbridge::identity::Principal;
 use leadbridge::lead::Agency;
 use leadbridge::Roles;
 use serde_json::{json, Value};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
-use crate::helpers::{app, sample_lead, unique_case_id, Backend, TestApp};
+use crate::helpers::{app, read_response, sample_lead, unique_case_id, Backend, TestApp};
 use crate::police::{eventually, inbox, investigator};
 
 const CITY_UNIT: &str = "370300";
@@ -437,70 +434,12 @@ async fn framework_rejections_are_problem_json_on_the_embedded_default() {
 // ---------------------------------------------------------------------------------------------
 // Raw HTTP/1.1 over TLS: what a client sees on the wire, which reqwest hides.
 
-async fn raw_connection(app: &TestApp) -> impl AsyncRead + AsyncWrite + Unpin {
-    let mut roots = rustls::RootCertStore::empty();
-    for certificate in rustls_pemfile::certs(&mut app.pki.ca.cert_pem().as_bytes()) {
-        roots.add(certificate.unwrap()).unwrap();
-    }
-    let issued = app
-        .pki
-        .ca
-        .issue_client(&Principal::Agency(Agency::Environment))
-        .unwrap();
-    let chain: Vec<_> = rustls_pemfile::certs(&mut issued.cert_pem.as_bytes())
-        .map(Result::unwrap)
-        .collect();
-    let key = rustls_pemfile::private_key(&mut issued.key_pem.as_bytes())
-        .unwrap()
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .unwrap();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
+async fn raw_connection(app: &TestApp) -> crate::helpers::RawTls {
+    let localhost = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    let agency = Principal::Agency(Agency::Environment);
+    crate::helpers::raw_tls_from(app, localhost, Some(&agency), &[b"http/1.1"])
         .await
-        .unwrap()
-}
-
-/// Reads one response: its head (status line and headers, lower-cased names) and body.
-async fn read_response(
-    stream: &mut (impl AsyncRead + Unpin),
-) -> (String, Vec<(String, String)>, Vec<u8>) {
-    let mut buffer = Vec::new();
-    let mut byte = [0u8; 1];
-    while !buffer.ends_with(b"\r\n\r\n") {
-        let read = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut byte))
-            .await
-            .expect("an answer within 30 s")
-            .expect("the connection stays up until the answer");
-        assert!(
-            read == 1,
-            "connection closed after {:?}",
-            String::from_utf8_lossy(&buffer)
-        );
-        buffer.push(byte[0]);
-    }
-    let head = String::from_utf8(buffer).unwrap();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap().to_owned();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
-        .collect();
-    let length: usize = headers
-        .iter()
-        .find(|(name, _)| name == "content-length")
-        .map_or(0, |(_, value)| value.parse().unwrap());
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body).await.unwrap();
-    (status_line, headers, body)
+        .expect("a TLS connection to the hub")
 }
 
 fn assert_413_problem(status_line: &str, headers: &[(String, String)], body: &[u8]) {

@@ -467,3 +467,42 @@ pub async fn raw_tls_from(
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
 }
+
+/// Reads one response: its head (status line and headers, lower-cased names) and body.
+pub async fn read_response(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+) -> (String, Vec<(String, String)>, Vec<u8>) {
+    let mut buffer = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buffer.ends_with(b"\r\n\r\n") {
+        let read = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::io::AsyncReadExt::read(stream, &mut byte),
+        )
+        .await
+        .expect("an answer within 30 s")
+        .expect("the connection stays up until the answer");
+        assert!(
+            read == 1,
+            "connection closed after {:?}",
+            String::from_utf8_lossy(&buffer)
+        );
+        buffer.push(byte[0]);
+    }
+    let head = String::from_utf8(buffer).unwrap();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap().to_owned();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(name, _)| name == "content-length")
+        .map_or(0, |(_, value)| value.parse().unwrap());
+    let mut body = vec![0u8; length];
+    tokio::io::AsyncReadExt::read_exact(stream, &mut body)
+        .await
+        .unwrap();
+    (status_line, headers, body)
+}
