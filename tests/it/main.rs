@@ -9,6 +9,7 @@ mod embedded;
 mod fake_cms;
 mod helpers;
 mod identity;
+mod mixed;
 mod police;
 mod police_faults;
 mod relay;
