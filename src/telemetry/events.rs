@@ -92,3 +92,25 @@ pub fn publish_failed(
         .with_label_values(&[&message.topic])
         .inc();
 }
+
+/// A message Kafka will never accept was marked failed for good (not retried).
+pub fn publish_failed_permanently(
+    metrics: &Metrics,
+    message: &ClaimedMessage,
+    class: &str,
+    error: &str,
+) {
+    tracing::warn!(
+        lead_id = %message.lead_id,
+        revision = message.revision,
+        topic = %message.topic,
+        event_id = %message.event_id,
+        class,
+        error,
+        "Publish failed for good; the message is marked failed and not retried."
+    );
+    metrics
+        .publish_failed
+        .with_label_values(&[&message.topic, class])
+        .inc();
+}

@@ -38,6 +38,7 @@ pub struct Metrics {
     pub validation_problems: IntCounterVec,
     pub leads_published: IntCounterVec,
     pub publish_failures: IntCounterVec,
+    pub publish_failed: IntCounterVec,
     pub outbox_backlog: IntGauge,
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
@@ -84,6 +85,11 @@ impl Metrics {
             "Failed publish attempts (retried).",
             &["topic"],
         );
+        let publish_failed = counter(
+            "publish_failed_total",
+            "Outbox messages Kafka refused for good (terminal; the lead is publish_failed).",
+            &["topic", "class"],
+        );
         let http_requests = counter(
             "http_requests_total",
             "HTTP requests by route and status.",
@@ -119,6 +125,7 @@ impl Metrics {
             validation_problems,
             leads_published,
             publish_failures,
+            publish_failed,
             outbox_backlog,
             http_requests,
             http_duration,

@@ -6,6 +6,7 @@ mod crash;
 mod embedded;
 mod fake_cms;
 mod helpers;
+mod permanent;
 mod police;
 mod police_faults;
 mod relay;
