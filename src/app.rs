@@ -147,6 +147,7 @@ impl Application {
                     &settings,
                     &bootstrap_servers,
                     store.clone(),
+                    metrics.clone(),
                 )?),
             ),
             _ => (None, None),

@@ -12,11 +12,16 @@ use crate::audit::{AuditEntry, LedgerAppender};
 use crate::lead::{Agency, LeadId};
 
 /// The order of lead statuses; a receipt never moves a lead backwards.
+///
+/// `dead_lettered` (the adapter could not take the lead at all) ranks with
+/// `received_by_police`: it follows publication, and a lead the police did receive through
+/// another copy is not moved back by it. `publish_failed` is set by the relay, never by a
+/// receipt; it ranks with `published` so that a receipt about an earlier copy still applies.
 fn rank(status: &str) -> Option<u8> {
     Some(match status {
         "accepted" => 0,
-        "published" => 1,
-        "received_by_police" => 2,
+        "published" | "publish_failed" => 1,
+        "received_by_police" | "dead_lettered" => 2,
         "delivered" => 3,
         "filed" | "not_filed" | "returned" => 4,
         "reconsideration_requested" => 5,

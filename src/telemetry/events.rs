@@ -114,3 +114,28 @@ pub fn publish_failed_permanently(
         .with_label_values(&[&message.topic, class])
         .inc();
 }
+
+/// A consumed message was sent to the dead-letter topic instead of being processed.
+pub fn message_dead_lettered(
+    metrics: &Metrics,
+    stage: &str,
+    class: &str,
+    error: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) {
+    tracing::warn!(
+        stage,
+        class,
+        error,
+        topic,
+        partition,
+        offset,
+        "Message dead-lettered."
+    );
+    metrics
+        .dead_letters
+        .with_label_values(&[stage, class])
+        .inc();
+}

@@ -39,6 +39,7 @@ pub struct Metrics {
     pub leads_published: IntCounterVec,
     pub publish_failures: IntCounterVec,
     pub publish_failed: IntCounterVec,
+    pub dead_letters: IntCounterVec,
     pub outbox_backlog: IntGauge,
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
@@ -90,6 +91,11 @@ impl Metrics {
             "Outbox messages Kafka refused for good (terminal; the lead is publish_failed).",
             &["topic", "class"],
         );
+        let dead_letters = counter(
+            "dead_letters_total",
+            "Messages sent to the dead-letter topic, by stage and error class.",
+            &["stage", "class"],
+        );
         let http_requests = counter(
             "http_requests_total",
             "HTTP requests by route and status.",
@@ -126,6 +132,7 @@ impl Metrics {
             leads_published,
             publish_failures,
             publish_failed,
+            dead_letters,
             outbox_backlog,
             http_requests,
             http_duration,

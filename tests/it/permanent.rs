@@ -1,17 +1,26 @@
 //! Permanent failures: data that can never pass a stage is refused or set aside visibly, and
 //! never blocks what comes behind it; transient failures are still waited out.
 
+use std::time::Duration;
+
 use chrono::Utc;
 use leadbridge::ingest::lead_event;
 use leadbridge::kafka::Topics;
-use leadbridge::lead::{Agency, LeadId, ValidatedLead};
+use leadbridge::lead::{canonical_json, Agency, LeadId, ValidatedLead};
 use leadbridge::store::leads::LeadToStore;
 use leadbridge::store::OutboxMessage;
 use leadbridge::validate::Validator;
 use leadbridge::Roles;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use sqlx::Connection;
 
-use crate::helpers::{app, sample_lead, unique_case_id, Backend, TestApp};
+use crate::helpers::{
+    app, consume, header, payload, sample_lead, unique_case_id, Backend, TestApp,
+};
+use crate::police::eventually;
 
 /// A lead that passed the validator, for injecting events below the API.
 fn validated(lead: Value) -> ValidatedLead {
@@ -223,4 +232,260 @@ async fn a_receipt_kafka_refuses_fails_for_good_in_the_adapter_and_blocks_nothin
 async fn a_receipt_kafka_refuses_fails_for_good_in_the_adapter_and_blocks_nothing_embedded() {
     a_receipt_kafka_refuses_fails_for_good_in_the_adapter_and_blocks_nothing(Backend::Embedded)
         .await;
+}
+
+/// PostgreSQL only: SQLite stores U+0000 in text, so the adapter's SQLite database takes this
+/// lead and there is no failure to handle. The NUL lead is injected below the API (ingest may
+/// refuse such leads), with a correct `content_sha256`, so only the adapter's store refuses it.
+#[tokio::test]
+async fn a_lead_the_adapter_cannot_store_is_dead_lettered_reported_and_blocks_nothing() {
+    // One partition: the valid lead is behind the NUL one.
+    let app = app(Backend::Real)
+        .roles(Roles::ALL)
+        .with_settings(|settings| settings.kafka.topic_partitions = 1)
+        .spawn()
+        .await;
+    let nul_lead = inject(
+        &app,
+        &validated(sample_lead(&unique_case_id())),
+        |mut message| {
+            let mut event: Value = serde_json::from_slice(&message.payload).unwrap();
+            event["lead"]["summary"] = json!("废水\u{0}超标");
+            let hash = hex::encode(Sha256::digest(canonical_json(&event["lead"])));
+            event["content_sha256"] = json!(hash);
+            for (key, value) in &mut message.headers {
+                if key == "content_sha256" {
+                    *value = hash.clone();
+                }
+            }
+            message.payload = serde_json::to_vec(&event).unwrap();
+            message
+        },
+    )
+    .await;
+    // Published, and perhaps already dead-lettered: either way it is on the partition.
+    eventually("the NUL lead is published", || async {
+        let status: Value = app
+            .get_lead(Agency::Environment, &nul_lead)
+            .await
+            .json()
+            .await
+            .unwrap();
+        status["status"] == "published" || status["status"] == "dead_lettered"
+    })
+    .await;
+    let valid = post(&app, &sample_lead(&unique_case_id())).await;
+
+    let status = app
+        .wait_for_status(Agency::Environment, &nul_lead, "dead_lettered")
+        .await;
+    let event = timeline_event(&status, "dead_lettered").expect("a dead_lettered event");
+    assert_eq!(event["error_class"], "unstorable", "{event}");
+    assert!(event["error"].as_str().unwrap().contains("0x00"), "{event}");
+    assert_eq!(event["actor"], "police-adapter");
+    app.wait_for_status(Agency::Environment, &valid, "delivered")
+        .await;
+
+    let feedback: Value = app
+        .client(Agency::Environment)
+        .get(app.url("/v1/feedback"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let item = feedback["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["lead_id"] == nul_lead.as_str() && i["event"] == "dead_lettered")
+        .unwrap_or_else(|| panic!("no dead_lettered feedback: {feedback}"));
+    assert_eq!(item["error_class"], "unstorable");
+    assert!(item.get("lead").is_none(), "no lead content in the receipt");
+
+    let letters = consume(
+        &app.bootstrap_servers,
+        &Topics::new(app.settings.kafka.topic_prefix.clone()).deadletter(),
+        1,
+        Duration::from_millis(500),
+    )
+    .await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        header(&letters[0], "error_class").as_deref(),
+        Some("unstorable")
+    );
+    assert_eq!(
+        header(&letters[0], "stage").as_deref(),
+        Some("police-adapter.consume")
+    );
+    assert_eq!(payload(&letters[0])["lead_id"], nul_lead.as_str());
+    assert_eq!(
+        app.metrics
+            .dead_letters
+            .with_label_values(&["police-adapter.consume", "unstorable"])
+            .get(),
+        1
+    );
+    app.stop_expecting_empty_outbox().await;
+}
+
+/// While the adapter's database refuses connections, a lead waits in Kafka and is recorded
+/// once the database is back: an unavailable database is not the data's fault.
+#[tokio::test]
+async fn a_lead_arriving_while_the_adapters_database_is_away_is_retried_not_dead_lettered() {
+    let app = app(Backend::Real).roles(Roles::ALL).spawn().await;
+    let police_url = app
+        .settings
+        .police
+        .database_url
+        .as_ref()
+        .unwrap()
+        .expose()
+        .to_owned();
+    let database = police_url.rsplit('/').next().unwrap().to_owned();
+    let admin_url = std::env::var("LEADBRIDGE_TEST_DATABASE_URL").unwrap();
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+    sqlx::query(&format!(
+        "ALTER DATABASE {database} ALLOW_CONNECTIONS false"
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&database)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+
+    let lead_id = post(&app, &sample_lead(&unique_case_id())).await;
+    app.wait_for_status(Agency::Environment, &lead_id, "published")
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status: Value = app
+        .get_lead(Agency::Environment, &lead_id)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["status"], "published", "{status}");
+
+    sqlx::query(&format!("ALTER DATABASE {database} ALLOW_CONNECTIONS true"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let status = app
+        .wait_for_status_within(
+            Agency::Environment,
+            &lead_id,
+            "delivered",
+            Duration::from_secs(60),
+        )
+        .await;
+    assert!(
+        timeline_event(&status, "dead_lettered").is_none(),
+        "{status}"
+    );
+    assert_eq!(
+        app.metrics
+            .dead_letters
+            .with_label_values(&["police-adapter.consume", "unstorable"])
+            .get(),
+        0
+    );
+    app.stop_expecting_empty_outbox().await;
+}
+
+async fn a_poison_message_about_a_known_lead_is_reported_to_the_hub(backend: Backend) {
+    let app = app(backend).roles(Roles::ALL).spawn().await;
+    // Changed after hashing: the adapter refuses it as content_mismatch.
+    let tampered = inject(
+        &app,
+        &validated(sample_lead(&unique_case_id())),
+        |mut message| {
+            let mut event: Value = serde_json::from_slice(&message.payload).unwrap();
+            event["lead"]["summary"] = json!("changed after hashing");
+            message.payload = serde_json::to_vec(&event).unwrap();
+            message
+        },
+    )
+    .await;
+    let status = app
+        .wait_for_status(Agency::Environment, &tampered, "dead_lettered")
+        .await;
+    let event = timeline_event(&status, "dead_lettered").expect("a dead_lettered event");
+    assert_eq!(event["error_class"], "content_mismatch", "{event}");
+    assert_eq!(
+        app.metrics
+            .dead_letters
+            .with_label_values(&["police-adapter.consume", "content_mismatch"])
+            .get(),
+        1
+    );
+    app.stop_expecting_empty_outbox().await;
+}
+
+#[tokio::test]
+async fn a_poison_message_about_a_known_lead_is_reported_to_the_hub_on_real_services() {
+    a_poison_message_about_a_known_lead_is_reported_to_the_hub(Backend::Real).await;
+}
+
+#[tokio::test]
+async fn a_poison_message_about_a_known_lead_is_reported_to_the_hub_embedded() {
+    a_poison_message_about_a_known_lead_is_reported_to_the_hub(Backend::Embedded).await;
+}
+
+/// PostgreSQL only (SQLite stores U+0000): a receipt the hub's database refuses is
+/// dead-lettered, and the receipts behind it are applied.
+#[tokio::test]
+async fn a_receipt_the_hub_cannot_store_is_dead_lettered_and_blocks_nothing() {
+    let app = app(Backend::Real).spawn().await;
+    let lead_id = post(&app, &sample_lead(&unique_case_id())).await;
+    app.wait_for_status(Agency::Environment, &lead_id, "published")
+        .await;
+    let receipts = Topics::new(app.settings.kafka.topic_prefix.clone()).receipts();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &app.bootstrap_servers)
+        .create()
+        .unwrap();
+    let receipt = |event: &str, actor: &str| {
+        serde_json::to_vec(&json!({
+            "event_id": uuid::Uuid::now_v7().to_string(), "schema": "leadbridge.receipt.v1",
+            "lead_id": lead_id, "revision": 1, "event": event,
+            "at": Utc::now().to_rfc3339(), "actor": actor,
+        }))
+        .unwrap()
+    };
+    for body in [
+        receipt("received_by_police", "police-adapter\u{0}"),
+        receipt("received_by_police", "police-adapter"),
+    ] {
+        producer
+            .send(
+                FutureRecord::to(&receipts).key(&lead_id).payload(&body),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+    }
+    app.wait_for_status(Agency::Environment, &lead_id, "received_by_police")
+        .await;
+    let letters = consume(
+        &app.bootstrap_servers,
+        &Topics::new(app.settings.kafka.topic_prefix.clone()).deadletter(),
+        1,
+        Duration::from_millis(500),
+    )
+    .await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        header(&letters[0], "error_class").as_deref(),
+        Some("unstorable")
+    );
+    assert_eq!(
+        header(&letters[0], "stage").as_deref(),
+        Some("hub.receipts")
+    );
+    app.stop_expecting_empty_outbox().await;
 }
