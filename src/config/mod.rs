@@ -212,6 +212,13 @@ pub struct LimitSettings {
     pub max_batch_body_bytes: usize,
     /// Most leads in one batch (the contract's 500).
     pub max_batch_leads: usize,
+    /// Largest lead, alone or in a batch, in bytes of its compact JSON as published. A larger
+    /// one is refused with 422 `lead_too_large`, because Kafka could never take it. The
+    /// default, 900 KiB, keeps the published event (the lead plus at most
+    /// `kafka::LEAD_EVENT_OVERHEAD_BYTES` of metadata and headers) under librdkafka's default
+    /// producer `message.max.bytes` (1,000,000) and Kafka's default topic `max.message.bytes`
+    /// (1,048,588). The hub refuses to start when it would not fit the configured ones.
+    pub max_lead_bytes: usize,
     /// How far in the future `reported_at` may be (the contract's 5 minutes).
     pub clock_skew_secs: i64,
 }
@@ -222,6 +229,7 @@ impl Default for LimitSettings {
             max_body_bytes: 1024 * 1024,
             max_batch_body_bytes: 16 * 1024 * 1024,
             max_batch_leads: 500,
+            max_lead_bytes: 900 * 1024,
             clock_skew_secs: 300,
         }
     }
@@ -284,6 +292,9 @@ impl Settings {
                 "relay.lease_secs ({} s) must exceed kafka.message_timeout_ms ({} ms), or a slow publish could be repeated by another relay",
                 self.relay.lease_secs, self.kafka.message_timeout_ms
             )));
+        }
+        if self.limits.max_lead_bytes == 0 {
+            return Err(ConfigError("limits.max_lead_bytes must be positive".into()));
         }
         if self.limits.max_batch_leads == 0 || self.relay.batch_size <= 0 {
             return Err(ConfigError(

@@ -10,7 +10,9 @@ use leadbridge::lead::{canonical_json, Agency, LeadId, ValidatedLead};
 use leadbridge::store::leads::LeadToStore;
 use leadbridge::store::OutboxMessage;
 use leadbridge::validate::Validator;
-use leadbridge::Roles;
+use leadbridge::{Application, Roles};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde_json::{json, Value};
@@ -18,7 +20,8 @@ use sha2::{Digest, Sha256};
 use sqlx::Connection;
 
 use crate::helpers::{
-    app, consume, header, payload, sample_lead, unique_case_id, Backend, TestApp,
+    app, consume, header, payload, sample_lead, test_kafka, test_settings, unique_case_id, Backend,
+    TestApp, TestPki,
 };
 use crate::police::eventually;
 
@@ -488,4 +491,117 @@ async fn a_receipt_the_hub_cannot_store_is_dead_lettered_and_blocks_nothing() {
         Some("hub.receipts")
     );
     app.stop_expecting_empty_outbox().await;
+}
+
+/// A valid lead whose `extensions` make it about 40 KB, and a limit below that.
+fn large_lead() -> Value {
+    let mut lead = sample_lead(&unique_case_id());
+    lead["extensions"] = json!({"environment.raw_log": "x".repeat(40_000)});
+    lead
+}
+const SMALL_LIMIT: usize = 32 * 1024;
+
+async fn a_lead_over_max_lead_bytes_is_refused_alone_and_in_a_batch(backend: Backend) {
+    let app = app(backend)
+        .roles(Roles::ALL)
+        .with_settings(|settings| settings.limits.max_lead_bytes = SMALL_LIMIT)
+        .spawn()
+        .await;
+    let big = large_lead();
+    let size = serde_json::to_vec(&big).unwrap().len();
+    assert!(size > SMALL_LIMIT && size < 1024 * 1024, "{size}");
+
+    let response = app.post_lead(Agency::Environment, &big).await;
+    assert_eq!(response.status(), 422);
+    let problem: Value = response.json().await.unwrap();
+    let errors = problem["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{problem}");
+    assert_eq!(errors[0]["pointer"], "");
+    assert_eq!(errors[0]["code"], "lead_too_large");
+    let message = errors[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&size.to_string()) && message.contains(&SMALL_LIMIT.to_string()),
+        "both sizes: {message}"
+    );
+
+    let leads = [
+        sample_lead(&unique_case_id()),
+        large_lead(),
+        sample_lead(&unique_case_id()),
+    ];
+    let response = app
+        .client(Agency::Environment)
+        .post(app.url("/v1/leads/batch"))
+        .json(&json!({"leads": leads}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let results: Value = response.json().await.unwrap();
+    let results = results["results"].as_array().unwrap();
+    assert_eq!(results[1]["status"], 422, "{results:?}");
+    assert_eq!(
+        results[1]["problem"]["errors"][0]["code"], "lead_too_large",
+        "{results:?}"
+    );
+    for index in [0, 2] {
+        assert_eq!(results[index]["status"], 202, "{results:?}");
+        let lead_id = results[index]["lead_id"].as_str().unwrap();
+        app.wait_for_status(Agency::Environment, lead_id, "delivered")
+            .await;
+    }
+    app.stop_expecting_empty_outbox().await;
+}
+
+#[tokio::test]
+async fn a_lead_over_max_lead_bytes_is_refused_alone_and_in_a_batch_on_real_services() {
+    a_lead_over_max_lead_bytes_is_refused_alone_and_in_a_batch(Backend::Real).await;
+}
+
+#[tokio::test]
+async fn a_lead_over_max_lead_bytes_is_refused_alone_and_in_a_batch_embedded() {
+    a_lead_over_max_lead_bytes_is_refused_alone_and_in_a_batch(Backend::Embedded).await;
+}
+
+/// Real Kafka only: the embedded broker cannot describe topic configurations.
+#[tokio::test]
+async fn the_hub_refuses_to_start_when_the_largest_lead_cannot_fit_a_leads_topic() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new();
+    let settings = test_settings(Backend::Real, data_dir.path(), &pki).await;
+    let topics = Topics::new(settings.kafka.topic_prefix.clone());
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", test_kafka())
+        .create()
+        .unwrap();
+    let names: Vec<String> = Agency::ALL.into_iter().map(|a| topics.leads(a)).collect();
+    // 200,000 bytes: the default 900 KiB lead cannot fit.
+    let new_topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|name| {
+            NewTopic::new(name, 1, TopicReplication::Fixed(1)).set("max.message.bytes", "200000")
+        })
+        .collect();
+    for result in admin
+        .create_topics(&new_topics, &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        result.unwrap();
+    }
+
+    let error = Application::build(settings.clone(), Roles::HUB)
+        .await
+        .err()
+        .expect("start-up must fail");
+    let message = format!("{error:#}");
+    assert!(message.contains("limits.max_lead_bytes"), "{message}");
+    assert!(message.contains("max.message.bytes of topic"), "{message}");
+    assert!(message.contains("200000"), "{message}");
+
+    // The same topics take a lead limit that fits.
+    let mut fitting = settings;
+    fitting.limits.max_lead_bytes = 150_000;
+    let application = Application::build(fitting, Roles::HUB).await;
+    assert!(application.is_ok(), "{:#}", application.err().unwrap());
 }
