@@ -117,9 +117,16 @@ impl Application {
                 if settings.kafka.create_topics {
                     create_topics(&settings, servers, &topics).await;
                 }
+                if roles.hub() {
+                    check_message_limits(&settings, Some(servers), &topics).await?;
+                }
                 (servers.clone(), None)
             }
             None => {
+                if roles.hub() {
+                    // The mock broker cannot describe its topics; the producer limit still holds.
+                    check_message_limits(&settings, None, &topics).await?;
+                }
                 let broker = EmbeddedBroker::start(&topics.all(), settings.kafka.topic_partitions)?;
                 tracing::info!(
                     bootstrap = broker.bootstrap_servers(),
@@ -147,6 +154,7 @@ impl Application {
                     &settings,
                     &bootstrap_servers,
                     store.clone(),
+                    metrics.clone(),
                 )?),
             ),
             _ => (None, None),
@@ -176,7 +184,8 @@ impl Application {
                         topics.clone(),
                         relay_wakeup.clone(),
                         metrics.clone(),
-                    ),
+                    )
+                    .with_max_lead_bytes(settings.limits.max_lead_bytes),
                     store: store.clone(),
                     topics: topics.clone(),
                     deadlines: settings.police.deadlines.clone(),
@@ -306,5 +315,51 @@ async fn create_topics(settings: &Settings, servers: &str, topics: &Topics) {
         Ok(Ok(())) => {}
         Ok(Err(error)) => tracing::warn!(%error, "Cannot create the Kafka topics now."),
         Err(_) => tracing::warn!(servers, "Kafka did not answer topic creation within 15 s."),
+    }
+}
+
+/// Refuses to start a hub that would accept leads Kafka can never take: the largest lead
+/// (`limits.max_lead_bytes`) with its event metadata must fit the producer's
+/// `message.max.bytes` and, on real Kafka, every leads topic's `max.message.bytes`. When the
+/// brokers cannot tell (down, no permission to describe configs), that is a warning only: the
+/// relay's permanent-failure handling still keeps such a lead visible.
+async fn check_message_limits(
+    settings: &Settings,
+    servers: Option<&str>,
+    topics: &Topics,
+) -> Result<(), kafka::KafkaSetupError> {
+    let max_lead_bytes = settings.limits.max_lead_bytes;
+    let producer = kafka::producer_message_max_bytes(&settings.kafka)?;
+    kafka::check_lead_fits(max_lead_bytes, producer, "the producer's message.max.bytes")?;
+    let Some(servers) = servers else {
+        return Ok(());
+    };
+    let lead_topics: Vec<String> = crate::lead::Agency::ALL
+        .into_iter()
+        .map(|agency| topics.leads(agency))
+        .collect();
+    let described = kafka::topic_message_max_bytes(&settings.kafka, servers, &lead_topics);
+    match tokio::time::timeout(Duration::from_secs(15), described).await {
+        Ok(Ok(limits)) => {
+            for (topic, limit) in limits {
+                kafka::check_lead_fits(
+                    max_lead_bytes,
+                    limit,
+                    &format!("max.message.bytes of topic {topic}"),
+                )?;
+            }
+            Ok(())
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "Cannot check the leads topics' max.message.bytes; starting anyway.");
+            Ok(())
+        }
+        Err(_) => {
+            tracing::warn!(
+                servers,
+                "Kafka did not describe the leads topics within 15 s; starting anyway."
+            );
+            Ok(())
+        }
     }
 }

@@ -298,6 +298,13 @@ pub struct LimitSettings {
     /// Largest body of the small JSON requests: a police decision and a reconsideration request
     /// (64 KiB: far above the longest reason allowed, far below what a lead may take).
     pub max_small_body_bytes: usize,
+    /// Largest lead, alone or in a batch, in bytes of its compact JSON as published. A larger
+    /// one is refused with 422 `lead_too_large`, because Kafka could never take it. The
+    /// default, 900 KiB, keeps the published event (the lead plus at most
+    /// `kafka::LEAD_EVENT_OVERHEAD_BYTES` of metadata and headers) under librdkafka's default
+    /// producer `message.max.bytes` (1,000,000) and Kafka's default topic `max.message.bytes`
+    /// (1,048,588). The hub refuses to start when it would not fit the configured ones.
+    pub max_lead_bytes: usize,
     /// How far in the future `reported_at` may be (the contract's 5 minutes).
     pub clock_skew_secs: i64,
 }
@@ -309,6 +316,7 @@ impl Default for LimitSettings {
             max_batch_body_bytes: 16 * 1024 * 1024,
             max_batch_leads: 500,
             max_small_body_bytes: 64 * 1024,
+            max_lead_bytes: 900 * 1024,
             clock_skew_secs: 300,
         }
     }
@@ -371,6 +379,9 @@ impl Settings {
                 "relay.lease_secs ({} s) must exceed kafka.message_timeout_ms ({} ms), or a slow publish could be repeated by another relay",
                 self.relay.lease_secs, self.kafka.message_timeout_ms
             )));
+        }
+        if self.limits.max_lead_bytes == 0 {
+            return Err(ConfigError("limits.max_lead_bytes must be positive".into()));
         }
         if self.limits.max_batch_leads == 0 || self.relay.batch_size <= 0 {
             return Err(ConfigError(

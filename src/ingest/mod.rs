@@ -5,6 +5,10 @@
 //! revision and canonical content) changes nothing and returns the first receipt. A batch is
 //! validated item by item and stored in one transaction, so one bad lead never rejects the
 //! others.
+//!
+//! A lead larger than `limits.max_lead_bytes` (its compact JSON, as published) is refused
+//! with 422 `lead_too_large`, alone or as one item of a batch: Kafka could never take it, and
+//! a 202 for it would be a promise the relay cannot keep.
 
 use std::sync::Arc;
 
@@ -17,7 +21,7 @@ use crate::lead::{Agency, LeadId, ValidatedLead};
 use crate::store::leads::LeadToStore;
 use crate::store::{Acceptance, ConflictReason, OutboxMessage, Store, StoreError};
 use crate::telemetry::{events, Metrics};
-use crate::validate::{ValidationError, Validator};
+use crate::validate::{Problem, ValidationError, Validator};
 
 /// Version of the value published on the leads topics.
 pub const LEAD_EVENT_SCHEMA: &str = "leadbridge.lead-event.v1";
@@ -71,6 +75,7 @@ pub struct Ingest {
     topics: Topics,
     relay_wakeup: Arc<Notify>,
     metrics: Metrics,
+    max_lead_bytes: usize,
 }
 
 impl Ingest {
@@ -87,7 +92,14 @@ impl Ingest {
             topics,
             relay_wakeup,
             metrics,
+            max_lead_bytes: crate::config::LimitSettings::default().max_lead_bytes,
         }
+    }
+
+    /// Refuses leads whose published JSON is larger than `bytes`.
+    pub fn with_max_lead_bytes(mut self, bytes: usize) -> Self {
+        self.max_lead_bytes = bytes;
+        self
     }
 
     pub fn validator(&self) -> &Validator {
@@ -110,12 +122,17 @@ impl Ingest {
     ) -> Result<Vec<Result<Outcome, IngestError>>, IngestError> {
         let now = Utc::now();
         let validator = self.validator.clone();
+        let max_lead_bytes = self.max_lead_bytes;
         // Validation is CPU work; keep it off the threads that serve connections.
         let validated: Vec<Result<ValidatedLead, ValidationError>> =
             tokio::task::spawn_blocking(move || {
                 documents
                     .into_iter()
-                    .map(|document| validator.validate(caller, document, now))
+                    .map(|document| {
+                        validator
+                            .validate(caller, document, now)
+                            .and_then(|lead| check_size(lead, max_lead_bytes))
+                    })
                     .collect()
             })
             .await
@@ -244,6 +261,39 @@ impl Ingest {
     }
 }
 
+/// Refuses a lead whose JSON, as [`lead_event`] embeds it, is larger than `max_lead_bytes`.
+fn check_size(
+    lead: ValidatedLead,
+    max_lead_bytes: usize,
+) -> Result<ValidatedLead, ValidationError> {
+    let size = published_size(lead.document());
+    if size > max_lead_bytes {
+        return Err(ValidationError::Invalid(vec![Problem::new(
+            "",
+            "lead_too_large",
+            format!("the lead is {size} bytes as compact JSON; at most {max_lead_bytes} bytes are accepted"),
+        )]));
+    }
+    Ok(lead)
+}
+
+/// Bytes of `value` serialised as `serde_json::to_vec` does, without building the buffer.
+fn published_size(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).expect("JSON values serialise");
+    count.0
+}
+
 /// The published form of a lead: hub metadata plus the lead as accepted.
 pub fn lead_event(lead: &ValidatedLead, lead_id: LeadId, topic: &str) -> OutboxMessage {
     let event_id = uuid::Uuid::now_v7().to_string();
@@ -272,5 +322,19 @@ pub fn lead_event(lead: &ValidatedLead, lead_id: LeadId, topic: &str) -> OutboxM
             ("content_sha256".into(), lead.content_sha256().to_owned()),
             ("revision".into(), lead.revision().to_string()),
         ],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_published_size_is_the_compact_json() {
+        let value = json!({"summary": "超标排放", "n": [1, 2.5, null], "t": "a\u{1}"});
+        assert_eq!(
+            published_size(&value),
+            serde_json::to_vec(&value).unwrap().len()
+        );
     }
 }

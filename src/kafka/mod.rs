@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
@@ -109,6 +109,117 @@ pub enum KafkaSetupError {
     },
     #[error("the embedded broker failed to start: {0}")]
     Embedded(String),
+    /// A configured Kafka limit does not parse.
+    #[error("{0}")]
+    BadSetting(String),
+    /// The largest accepted lead could not be published.
+    #[error("{0}")]
+    LeadCannotFit(String),
+    /// The brokers' configuration could not be read.
+    #[error("cannot read the topic configuration: {0}")]
+    DescribeConfigs(String),
+}
+
+impl KafkaSetupError {
+    /// Whether trying again later can help (the brokers were unreachable), as opposed to a
+    /// setting that must change.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            KafkaSetupError::Client(_)
+                | KafkaSetupError::Topic { .. }
+                | KafkaSetupError::DescribeConfigs(_)
+        )
+    }
+}
+
+/// librdkafka's default producer `message.max.bytes`.
+pub const LIBRDKAFKA_MESSAGE_MAX_BYTES: usize = 1_000_000;
+
+/// An upper bound of what a lead event adds to the serialized lead: the hub's metadata around
+/// it (`ingest::lead_event`: ids, hashes, a case id of at most 64 characters; under 600 bytes),
+/// the headers and key (under 400 bytes) and Kafka's record framing (under 100 bytes), with a
+/// wide margin so that a new metadata field does not break the limit arithmetic.
+pub const LEAD_EVENT_OVERHEAD_BYTES: usize = 16 * 1024;
+
+/// The producer's `message.max.bytes`: the pass-through value if set, else librdkafka's default.
+pub fn producer_message_max_bytes(settings: &KafkaSettings) -> Result<usize, KafkaSetupError> {
+    match settings.client.get("message.max.bytes") {
+        None => Ok(LIBRDKAFKA_MESSAGE_MAX_BYTES),
+        Some(text) => text.trim().parse().map_err(|_| {
+            KafkaSetupError::BadSetting(format!(
+                "kafka.client.message.max.bytes = {text:?} is not a number of bytes"
+            ))
+        }),
+    }
+}
+
+/// Checks that a lead of `max_lead_bytes` plus the event overhead fits under `limit`.
+pub fn check_lead_fits(
+    max_lead_bytes: usize,
+    limit: usize,
+    what: &str,
+) -> Result<(), KafkaSetupError> {
+    let largest_event = max_lead_bytes.saturating_add(LEAD_EVENT_OVERHEAD_BYTES);
+    if largest_event > limit {
+        return Err(KafkaSetupError::LeadCannotFit(format!(
+            "limits.max_lead_bytes ({max_lead_bytes}) plus up to {LEAD_EVENT_OVERHEAD_BYTES} bytes of event metadata \
+             ({largest_event}) exceeds {what} ({limit}): accepted leads could never be published. \
+             Lower limits.max_lead_bytes to at most {} or raise {what}",
+            limit.saturating_sub(LEAD_EVENT_OVERHEAD_BYTES)
+        )));
+    }
+    Ok(())
+}
+
+/// Each topic's `max.message.bytes` as the brokers report it (the topic's own value or the
+/// broker default it inherits). Fails if the brokers cannot be asked; a topic the brokers do
+/// not describe (absent, not authorised) is left out of the answer.
+pub async fn topic_message_max_bytes(
+    settings: &KafkaSettings,
+    bootstrap_servers: &str,
+    topics: &[String],
+) -> Result<Vec<(String, usize)>, KafkaSetupError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(settings, bootstrap_servers)
+        .create()
+        .map_err(KafkaSetupError::Client)?;
+    let specifiers: Vec<ResourceSpecifier<'_>> = topics
+        .iter()
+        .map(|topic| ResourceSpecifier::Topic(topic))
+        .collect();
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .describe_configs(&specifiers, &options)
+        .await
+        .map_err(|error| KafkaSetupError::DescribeConfigs(error.to_string()))?;
+    let mut limits = Vec::new();
+    for (topic, result) in topics.iter().zip(results) {
+        match result {
+            Ok(resource) => {
+                let entries = resource.entry_map();
+                let Some(value) = entries
+                    .get("max.message.bytes")
+                    .and_then(|e| e.value.as_deref())
+                else {
+                    tracing::warn!(
+                        topic,
+                        "The brokers report no max.message.bytes for the topic."
+                    );
+                    continue;
+                };
+                let bytes = value.trim().parse().map_err(|_| {
+                    KafkaSetupError::DescribeConfigs(format!(
+                        "topic {topic} has max.message.bytes = {value:?}, not a number"
+                    ))
+                })?;
+                limits.push((topic.clone(), bytes));
+            }
+            Err(code) => {
+                tracing::warn!(topic, error = %code, "Cannot read the topic's configuration.");
+            }
+        }
+    }
+    Ok(limits)
 }
 
 /// Common client properties: servers and the security settings.
@@ -341,6 +452,35 @@ mod tests {
         assert_eq!(topics.receipts(), "leadbridge.receipts.v1");
         assert_eq!(topics.deadletter(), "leadbridge.deadletter.v1");
         assert_eq!(topics.all().len(), 6);
+    }
+
+    #[test]
+    fn the_default_largest_lead_fits_kafkas_default_limits() {
+        let max_lead_bytes = crate::config::LimitSettings::default().max_lead_bytes;
+        let settings = KafkaSettings::default();
+        let producer = producer_message_max_bytes(&settings).unwrap();
+        assert_eq!(producer, 1_000_000);
+        assert!(check_lead_fits(max_lead_bytes, producer, "producer").is_ok());
+        assert!(check_lead_fits(max_lead_bytes, 1_048_588, "topic").is_ok());
+        let error = check_lead_fits(max_lead_bytes, 200_000, "topic x").unwrap_err();
+        assert!(
+            error.to_string().contains("limits.max_lead_bytes (921600)"),
+            "{error}"
+        );
+        assert!(!error.is_retryable());
+    }
+
+    #[test]
+    fn a_producer_limit_that_does_not_parse_is_an_error() {
+        let mut settings = KafkaSettings::default();
+        settings
+            .client
+            .insert("message.max.bytes".into(), "2000000".into());
+        assert_eq!(producer_message_max_bytes(&settings).unwrap(), 2_000_000);
+        settings
+            .client
+            .insert("message.max.bytes".into(), "1MB".into());
+        assert!(producer_message_max_bytes(&settings).is_err());
     }
 
     #[test]

@@ -8,6 +8,18 @@
 //! goes to the dead-letter topic with its error context and never blocks the partition; while
 //! the adapter's own database is unreachable, the loop waits and retries the same message
 //! rather than skipping it.
+//!
+//! Store errors are sorted (`StoreError::is_permanent`): data the adapter's database can never
+//! hold (PostgreSQL refuses U+0000 in text, a value out of range, a row too large) is
+//! dead-lettered as `unstorable`, exactly like a poison message, instead of being retried
+//! forever behind a blocked partition. Any other store error is waited out.
+//!
+//! Whenever a dead-lettered message names a lead (a lead id and revision in its JSON), the
+//! adapter also owes the hub a `dead_lettered` receipt through its outbox — ids, error class
+//! and message only, never lead content — so the agency sees the lead stop rather than wait.
+//! The receipt's event id derives from the message's coordinates, so a redelivered message
+//! owes no second receipt. If even the receipt cannot be stored, the dead-letter topic still
+//! holds the message and the failure is logged.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +40,10 @@ use crate::ingest::LEAD_EVENT_SCHEMA;
 use crate::lead::{canonical_json, LeadId, LeadKind, LeadType};
 use crate::rules::RuleBook;
 use crate::store::StoreError;
+use crate::telemetry::{events, Metrics};
+
+/// Stage name of this consumer in dead-letter headers and metrics.
+const STAGE: &str = "police-adapter.consume";
 
 /// Version of the reconsideration requests the hub sends on the leads topics.
 pub const RECONSIDERATION_SCHEMA: &str = "leadbridge.reconsideration-request.v1";
@@ -76,6 +92,7 @@ pub struct Adapter {
     pub(super) producer: FutureProducer,
     pub(super) deadletter_topic: String,
     pub(super) delivery_wakeup: Arc<Notify>,
+    pub(super) metrics: Metrics,
 }
 
 impl Adapter {
@@ -103,11 +120,11 @@ impl Adapter {
     async fn handle(&self, message: &BorrowedMessage<'_>, shutdown: &mut watch::Receiver<bool>) {
         let mut backoff = Duration::from_millis(200);
         loop {
-            match self.process(message).await {
+            let (class, detail) = match self.process(message).await {
                 Ok(()) => break,
-                Err(Failure::Poison(poison)) => {
-                    self.dead_letter(message, &poison).await;
-                    break;
+                Err(Failure::Poison(poison)) => (poison.class(), poison.to_string()),
+                Err(Failure::Store(error)) if error.is_permanent() => {
+                    ("unstorable", error.to_string())
                 }
                 Err(Failure::Store(error)) => {
                     tracing::warn!(%error, topic = message.topic(), offset = message.offset(), "Cannot record the lead; retrying.");
@@ -117,11 +134,64 @@ impl Adapter {
                         _ = shutdown.changed() => return,
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
                 }
+            };
+            self.dead_letter(message, class, &detail).await;
+            if !self.tell_the_hub(message, class, &detail, shutdown).await {
+                return;
             }
+            break;
         }
         if let Err(error) = self.consumer.store_offset_from_message(message) {
             tracing::warn!(%error, "Cannot store the consumer offset; the message may be redelivered.");
+        }
+    }
+
+    /// Records the `dead_lettered` receipt owed to the hub, if the message names a lead.
+    /// Waits out an unavailable database; returns false only when shutdown came first (the
+    /// offset is then not stored, and the redelivered message is dead-lettered again, while
+    /// the receipt's derived event id keeps the hub from hearing of it twice).
+    async fn tell_the_hub(
+        &self,
+        message: &BorrowedMessage<'_>,
+        class: &str,
+        detail: &str,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let Some((lead_id, revision)) = named_lead(message.payload().unwrap_or_default()) else {
+            return true;
+        };
+        let source = DeadLetterSource {
+            topic: message.topic(),
+            partition: message.partition(),
+            offset: message.offset(),
+        };
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self
+                .store
+                .record_dead_letter(lead_id, revision, class, detail, &source, Utc::now())
+                .await
+            {
+                Ok(_) => return true,
+                // As for the lead itself, only data the database can never hold is given up
+                // on; anything else (unreachable, refusing connections) is waited out.
+                Err(error) if !error.is_permanent() => {
+                    tracing::warn!(%error, %lead_id, revision, "Cannot record the dead_lettered receipt yet; retrying.");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => return false,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+                Err(error) => {
+                    // The dead-letter topic holds the message with its context; the hub will
+                    // not hear of it, which operators see in this log.
+                    tracing::error!(%error, %lead_id, revision, "Cannot record the dead_lettered receipt; the dead letter remains.");
+                    return true;
+                }
+            }
         }
     }
 
@@ -206,12 +276,19 @@ impl Adapter {
     }
 
     /// Publishes the message to the dead-letter topic with its context, retrying until Kafka
-    /// acknowledges, so a poison message is never silently dropped.
-    async fn dead_letter(&self, message: &BorrowedMessage<'_>, poison: &PoisonMessage) {
-        tracing::warn!(topic = message.topic(), partition = message.partition(), offset = message.offset(), class = poison.class(), error = %poison, "Message dead-lettered.");
+    /// acknowledges, so a message set aside is never silently dropped.
+    async fn dead_letter(&self, message: &BorrowedMessage<'_>, class: &str, detail: &str) {
+        events::message_dead_lettered(
+            &self.metrics,
+            STAGE,
+            class,
+            detail,
+            message.topic(),
+            message.partition(),
+            message.offset(),
+        );
         let partition = message.partition().to_string();
         let offset = message.offset().to_string();
-        let detail = poison.to_string();
         let original: Vec<(String, Vec<u8>)> = message
             .headers()
             .map(|headers| {
@@ -227,9 +304,9 @@ impl Adapter {
             })
             .unwrap_or_default();
         let mut headers: Vec<(&str, &[u8])> = vec![
-            ("error_class", poison.class().as_bytes()),
+            ("error_class", class.as_bytes()),
             ("error_message", detail.as_bytes()),
-            ("stage", b"police-adapter.consume"),
+            ("stage", STAGE.as_bytes()),
             ("source_topic", message.topic().as_bytes()),
             ("source_partition", partition.as_bytes()),
             ("source_offset", offset.as_bytes()),
@@ -248,6 +325,22 @@ impl Adapter {
         )
         .await;
     }
+}
+
+/// Where a dead-lettered message came from.
+pub struct DeadLetterSource<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// The lead a message is about, when its JSON names one (`lead_id` and a positive
+/// `revision`), whatever else is wrong with it.
+fn named_lead(payload: &[u8]) -> Option<(LeadId, i64)> {
+    let event: Value = serde_json::from_slice(payload).ok()?;
+    let lead_id = event.get("lead_id")?.as_str().and_then(LeadId::parse)?;
+    let revision = event.get("revision")?.as_i64().filter(|r| *r >= 1)?;
+    Some((lead_id, revision))
 }
 
 /// Decodes, checks and assesses a lead event.
@@ -312,4 +405,28 @@ pub fn decode_lead_event(event: &Value, rules: &RuleBook) -> Result<IncomingLead
         assessment,
         priority,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_names_a_lead_only_with_an_id_and_a_positive_revision() {
+        let lead_id = LeadId::generate();
+        let named = |value: Value| named_lead(&serde_json::to_vec(&value).unwrap());
+        assert_eq!(
+            named(serde_json::json!({"lead_id": lead_id.to_string(), "revision": 2, "lead": 1})),
+            Some((lead_id, 2))
+        );
+        assert_eq!(
+            named(serde_json::json!({"lead_id": lead_id.to_string(), "revision": 0})),
+            None
+        );
+        assert_eq!(
+            named(serde_json::json!({"lead_id": "x", "revision": 1})),
+            None
+        );
+        assert_eq!(named_lead(b"\x00\xffnot json"), None);
+    }
 }

@@ -113,6 +113,7 @@ impl PoliceAdapter {
             producer: producer.clone(),
             deadletter_topic: topics.deadletter(),
             delivery_wakeup: delivery_wakeup.clone(),
+            metrics: metrics.clone(),
         };
         let worker = deliver::DeliveryWorker {
             id: format!("delivery-{}", uuid::Uuid::new_v4()),

@@ -123,6 +123,20 @@ impl PoliceStore {
         fields: Value,
     ) -> OutboxMessage {
         let event_id = uuid::Uuid::now_v7().to_string();
+        self.receipt_with_id(event_id, lead_id, revision, event, at, actor, fields)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn receipt_with_id(
+        &self,
+        event_id: String,
+        lead_id: LeadId,
+        revision: i64,
+        event: &str,
+        at: DateTime<Utc>,
+        actor: &str,
+        fields: Value,
+    ) -> OutboxMessage {
         let mut body = json!({
             "event_id": event_id,
             "schema": RECEIPT_SCHEMA,
@@ -177,6 +191,7 @@ impl PoliceStore {
                 "received_by_police" => "lead.received_by_police",
                 "delivered" => "lead.delivered",
                 "delivery_failed" => "lead.delivery_failed",
+                "dead_lettered" => "lead.dead_lettered",
                 _ => "lead.decided",
             },
             lead_id: Some(lead_id),
@@ -268,6 +283,69 @@ impl PoliceStore {
             }),
         )
         .await?;
+        ledger.finish(&mut tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Owes the hub a `dead_lettered` receipt for a consumed message that was dead-lettered
+    /// (it could not be processed or stored): ids, error class and message only, nothing of
+    /// the lead. The receipt's event id derives from the message's coordinates, so a
+    /// redelivered message records nothing more; returns false then.
+    pub async fn record_dead_letter(
+        &self,
+        lead_id: LeadId,
+        revision: i64,
+        class: &str,
+        error: &str,
+        source: &super::adapter::DeadLetterSource<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let event_id = dead_letter_event_id(source);
+        let mut tx = self.store.begin().await?;
+        let known = sqlx::query("SELECT 1 AS one FROM outbox WHERE event_id = $1")
+            .bind(&event_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if known.is_some() {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        // An error message may quote what it refused; keep it short and printable.
+        let error: String = error
+            .chars()
+            .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+            .take(500)
+            .collect();
+        let fields = json!({
+            "error_class": class,
+            "error": error,
+            "source_topic": source.topic,
+            "source_partition": source.partition,
+            "source_offset": source.offset,
+        });
+        let actor = "police-adapter";
+        let message = self.receipt_with_id(
+            event_id,
+            lead_id,
+            revision,
+            "dead_lettered",
+            now,
+            actor,
+            fields.clone(),
+        );
+        insert_message(&mut tx, &message, lead_id, revision, now).await?;
+        let mut details = fields;
+        details["event_id"] = json!(message.event_id);
+        let mut ledger = LedgerAppender::new();
+        ledger.append(AuditEntry {
+            at: now,
+            actor: actor.to_owned(),
+            action: "lead.dead_lettered",
+            lead_id: Some(lead_id),
+            revision: Some(revision),
+            details,
+        });
         ledger.finish(&mut tx).await?;
         tx.commit().await?;
         Ok(true)
@@ -684,6 +762,21 @@ impl PoliceStore {
     }
 }
 
+/// A UUID (version 8, RFC 9562) from the SHA-256 of a consumed message's coordinates: the
+/// same message always owes the same receipt.
+fn dead_letter_event_id(source: &super::adapter::DeadLetterSource<'_>) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!(
+        "dead_lettered\n{}\n{}\n{}",
+        source.topic, source.partition, source.offset
+    ));
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes)
+        .into_uuid()
+        .to_string()
+}
+
 fn parse_lead_id(text: &str) -> Result<LeadId, StoreError> {
     LeadId::parse(text).ok_or_else(|| {
         StoreError::Other(sqlx::Error::Protocol(format!(
@@ -713,4 +806,23 @@ fn clock_inputs(row: &AnyRow) -> Result<ClockInputs, StoreError> {
         reconsideration_requested_at,
         reconsidered_at: time_column(row, "reconsidered_at")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::police::adapter::DeadLetterSource;
+
+    #[test]
+    fn a_dead_letter_receipt_id_depends_only_on_the_message_coordinates() {
+        let source = |offset| DeadLetterSource {
+            topic: "lb.leads.environment.v1",
+            partition: 0,
+            offset,
+        };
+        let id = dead_letter_event_id(&source(41));
+        assert_eq!(id, dead_letter_event_id(&source(41)));
+        assert_ne!(id, dead_letter_event_id(&source(42)));
+        assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+    }
 }

@@ -3,7 +3,9 @@
 //!
 //! Guarantee: at-least-once with idempotent application (receipts are applied once per event
 //! id); an offset is stored only after the receipt's transaction committed, or after an
-//! unusable receipt was dead-lettered with its context.
+//! unusable receipt was dead-lettered with its context. A receipt the hub's database can never
+//! store (`StoreError::is_permanent`) is dead-lettered as `unstorable` rather than retried
+//! forever; any other store error is waited out on the same receipt.
 
 use std::time::Duration;
 
@@ -18,12 +20,14 @@ use tokio::sync::watch;
 use crate::config::Settings;
 use crate::kafka::{self, Topics};
 use crate::store::{ReceiptOutcome, Store};
+use crate::telemetry::{events, Metrics};
 
 pub struct ReceiptsConsumer {
     store: Store,
     consumer: StreamConsumer,
     producer: FutureProducer,
     deadletter_topic: String,
+    metrics: Metrics,
 }
 
 impl ReceiptsConsumer {
@@ -31,6 +35,7 @@ impl ReceiptsConsumer {
         settings: &Settings,
         bootstrap_servers: &str,
         store: Store,
+        metrics: Metrics,
     ) -> anyhow::Result<ReceiptsConsumer> {
         let topics = Topics::new(settings.kafka.topic_prefix.clone());
         let consumer: StreamConsumer = kafka::client_config(&settings.kafka, bootstrap_servers)
@@ -49,6 +54,7 @@ impl ReceiptsConsumer {
             consumer,
             producer: kafka::idempotent_producer(&settings.kafka, bootstrap_servers)?,
             deadletter_topic: topics.deadletter(),
+            metrics,
         })
     }
 
@@ -85,6 +91,11 @@ impl ReceiptsConsumer {
                             .await;
                         break;
                     }
+                    Err(error) if error.is_permanent() => {
+                        self.dead_letter(&message, "unstorable", &error.to_string())
+                            .await;
+                        break;
+                    }
                     Err(error) => {
                         tracing::warn!(%error, "Cannot apply a receipt; retrying.");
                         tokio::select! {
@@ -102,11 +113,14 @@ impl ReceiptsConsumer {
     }
 
     async fn dead_letter(&self, message: &BorrowedMessage<'_>, class: &str, detail: &str) {
-        tracing::warn!(
+        events::message_dead_lettered(
+            &self.metrics,
+            "hub.receipts",
             class,
             detail,
-            offset = message.offset(),
-            "Receipt dead-lettered."
+            message.topic(),
+            message.partition(),
+            message.offset(),
         );
         let partition = message.partition().to_string();
         let offset = message.offset().to_string();

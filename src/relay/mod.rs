@@ -7,6 +7,18 @@
 //! `leadbridge_outbox_backlog` metric. Several relays may run at once: a row is leased to one
 //! relay at a time (see `store::outbox`), so in normal operation nothing is published twice.
 //!
+//! Transient failures (broker away, timeouts, leader elections) are retried with backoff for
+//! as long as it takes. A permanent failure — Kafka refuses the data itself, e.g. a message
+//! over `message.max.bytes` — can never succeed, so retrying it would only hide it: the row is
+//! marked failed for good (terminal, out of the backlog, no longer holding back the lead's
+//! later rows), the lead becomes `publish_failed` with a timeline event and an audit entry,
+//! and `leadbridge_publish_failed_total` counts it. Ingest's `limits.max_lead_bytes` exists so
+//! that this does not happen to accepted leads; this is the net under it.
+//!
+//! The police adapter publishes its receipts with the same code over its own outbox; there a
+//! permanent failure marks the receipt failed with a `receipt.publish_failed` audit entry (the
+//! adapter's database has no lead timeline) and the same metric and log.
+//!
 //! Limits: if a relay dies after Kafka acknowledged but before the row is marked, the row is
 //! published again when its lease expires. Consumers deduplicate on (`lead_id`, `revision`).
 
@@ -14,13 +26,57 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::{watch, Notify};
 
 use crate::config::RelaySettings;
 use crate::store::{ClaimedMessage, PublishedMessage, Store};
 use crate::telemetry::{events, Metrics};
+
+/// Why one message was not published.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// Kafka refuses this message's data (too large, malformed record): the same message can
+    /// never be published, whatever the broker's state.
+    #[error("Kafka refuses the message ({class}): {message}")]
+    Permanent {
+        class: &'static str,
+        message: String,
+    },
+    /// The broker is away, slow or electing a leader: the same message can succeed later.
+    #[error("cannot publish now: {0}")]
+    Transient(String),
+}
+
+impl PublishError {
+    /// Sorts a producer error. Only errors about the data itself are permanent; anything
+    /// unknown is retried, because wrongly giving up loses a lead's publication while wrongly
+    /// retrying only delays it.
+    pub fn from_kafka(error: &KafkaError) -> PublishError {
+        let class = match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::MessageSizeTooLarge) => Some("message_too_large"),
+            Some(RDKafkaErrorCode::MessageBatchTooLarge) => Some("record_list_too_large"),
+            Some(RDKafkaErrorCode::InvalidMessageSize) => Some("invalid_message_size"),
+            Some(RDKafkaErrorCode::InvalidRecord) => Some("invalid_record"),
+            Some(RDKafkaErrorCode::InvalidMessage) => Some("invalid_message"),
+            _ => None,
+        };
+        match class {
+            Some(class) => PublishError::Permanent {
+                class,
+                message: error.to_string(),
+            },
+            None => PublishError::Transient(error.to_string()),
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, PublishError::Transient(_))
+    }
+}
 
 /// One relay instance.
 pub struct Relay {
@@ -115,7 +171,19 @@ impl Relay {
         for (message, result) in claimed.iter().zip(results) {
             match result {
                 Ok(coordinates) => published.push(coordinates),
-                Err(error) => {
+                Err(PublishError::Permanent {
+                    class,
+                    message: error,
+                }) => {
+                    let marked = self
+                        .store
+                        .mark_failed_permanently(&self.id, message, class, &error, Utc::now())
+                        .await?;
+                    if marked {
+                        events::publish_failed_permanently(&self.metrics, message, class, &error);
+                    }
+                }
+                Err(PublishError::Transient(error)) => {
                     let retry_at = self.retry_at(message.attempts);
                     events::publish_failed(&self.metrics, message, &error, retry_at);
                     self.store
@@ -136,7 +204,7 @@ impl Relay {
         Ok(marked)
     }
 
-    async fn publish(&self, message: &ClaimedMessage) -> Result<PublishedMessage, String> {
+    async fn publish(&self, message: &ClaimedMessage) -> Result<PublishedMessage, PublishError> {
         let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
         for (key, value) in &message.headers {
             headers = headers.insert(Header {
@@ -155,7 +223,7 @@ impl Relay {
                 partition: delivery.partition,
                 offset: delivery.offset,
             }),
-            Err((error, _)) => Err(error.to_string()),
+            Err((error, _)) => Err(PublishError::from_kafka(&error)),
         }
     }
 
@@ -176,6 +244,48 @@ impl Relay {
         match self.store.outbox_backlog().await {
             Ok((waiting, _)) => self.metrics.outbox_backlog.set(waiting),
             Err(error) => tracing::warn!(%error, "Cannot read the outbox backlog."),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_data_is_permanent_and_an_absent_broker_is_not() {
+        let too_large = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
+        let error = PublishError::from_kafka(&too_large);
+        assert!(
+            matches!(
+                error,
+                PublishError::Permanent {
+                    class: "message_too_large",
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(!error.is_retryable());
+        for code in [
+            RDKafkaErrorCode::MessageBatchTooLarge,
+            RDKafkaErrorCode::InvalidMessageSize,
+            RDKafkaErrorCode::InvalidRecord,
+            RDKafkaErrorCode::InvalidMessage,
+        ] {
+            let error = PublishError::from_kafka(&KafkaError::MessageProduction(code));
+            assert!(!error.is_retryable(), "{code:?}");
+        }
+        for code in [
+            RDKafkaErrorCode::MessageTimedOut,
+            RDKafkaErrorCode::BrokerTransportFailure,
+            RDKafkaErrorCode::AllBrokersDown,
+            RDKafkaErrorCode::NotLeaderForPartition,
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+            RDKafkaErrorCode::QueueFull,
+        ] {
+            let error = PublishError::from_kafka(&KafkaError::MessageProduction(code));
+            assert!(error.is_retryable(), "{code:?}");
         }
     }
 }

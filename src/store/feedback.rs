@@ -12,11 +12,16 @@ use crate::audit::{AuditEntry, LedgerAppender};
 use crate::lead::{Agency, LeadId};
 
 /// The order of lead statuses; a receipt never moves a lead backwards.
+///
+/// `dead_lettered` (the adapter could not take the lead at all) ranks with
+/// `received_by_police`: it follows publication, and a lead the police did receive through
+/// another copy is not moved back by it. `publish_failed` is set by the relay, never by a
+/// receipt; it ranks with `published` so that a receipt about an earlier copy still applies.
 fn rank(status: &str) -> Option<u8> {
     Some(match status {
         "accepted" => 0,
-        "published" => 1,
-        "received_by_police" => 2,
+        "published" | "publish_failed" => 1,
+        "received_by_police" | "dead_lettered" => 2,
         "delivered" => 3,
         "filed" | "not_filed" | "returned" => 4,
         "reconsideration_requested" => 5,
@@ -310,7 +315,8 @@ impl Store {
         let stale = sqlx::query(
             "SELECT l.lead_id, l.current_revision FROM leads l \
              WHERE l.status = 'published' AND l.updated_at < $1 \
-               AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.lead_id = l.lead_id AND o.published_at IS NULL) \
+               AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.lead_id = l.lead_id \
+                               AND o.published_at IS NULL AND o.failed_at IS NULL) \
              ORDER BY l.updated_at LIMIT 100",
         )
         .bind(&cutoff)
@@ -325,7 +331,9 @@ impl Store {
             };
             let mut tx = self.begin().await?;
             let Some(last) = sqlx::query(
-                "SELECT topic, payload, headers FROM outbox WHERE lead_id = $1 AND revision = $2 ORDER BY id DESC LIMIT 1",
+                // A copy Kafka acknowledged, never one it refused for good.
+                "SELECT topic, payload, headers FROM outbox WHERE lead_id = $1 AND revision = $2 \
+                 AND published_at IS NOT NULL ORDER BY id DESC LIMIT 1",
             )
             .bind(&lead_id_text)
             .bind(revision)
@@ -351,7 +359,11 @@ impl Store {
                 event_id: uuid::Uuid::now_v7().to_string(),
                 topic: last.try_get("topic")?,
                 payload: last.try_get("payload")?,
-                headers: serde_json::from_str(&headers).unwrap_or_default(),
+                headers: serde_json::from_str(&headers).map_err(|error| {
+                    StoreError::Other(sqlx::Error::Protocol(format!(
+                        "outbox headers of lead {lead_id} do not parse: {error}"
+                    )))
+                })?,
             };
             insert_message(&mut tx, &message, lead_id, revision, now).await?;
             let mut ledger = LedgerAppender::new();

@@ -58,6 +58,12 @@ pub enum StoreError {
     /// A concurrent writer got there first (a unique key); retrying the whole operation helps.
     #[error("a concurrent write conflicted: {0}")]
     Contended(#[source] sqlx::Error),
+    /// The database refuses the data itself and always will: PostgreSQL's data exceptions
+    /// (SQLSTATE class 22, e.g. U+0000 in text, a value out of range) and program limits (54,
+    /// e.g. a row or string too large), SQLite's `SQLITE_TOOBIG` and `SQLITE_MISMATCH`.
+    /// Retrying the same write cannot help; the caller must set the data aside.
+    #[error("the database cannot store this data: {0}")]
+    Unstorable(#[source] sqlx::Error),
     /// Migrations failed at start-up.
     #[error("database migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
@@ -72,6 +78,25 @@ pub enum StoreError {
 impl StoreError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, StoreError::Unavailable(_) | StoreError::Contended(_))
+    }
+
+    /// The same write with the same data can never succeed (see [`StoreError::Unstorable`]).
+    /// Neither retryable nor permanent (`Other`) means a bug or a broken database: retrying
+    /// may help once it is fixed, so such errors are not treated as the data's fault.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, StoreError::Unstorable(_))
+    }
+}
+
+/// Whether a database error code says the data itself cannot be stored. PostgreSQL codes are
+/// five-character SQLSTATEs; SQLite's are decimal (extended) result codes, never five digits.
+fn is_unstorable_code(code: &str) -> bool {
+    let sqlstate = code.len() == 5;
+    if sqlstate {
+        code.starts_with("22") || code.starts_with("54")
+    } else {
+        // SQLITE_TOOBIG (18), SQLITE_MISMATCH (20).
+        matches!(code, "18" | "20")
     }
 }
 
@@ -91,6 +116,9 @@ impl From<sqlx::Error> for StoreError {
                 // SQLITE_BUSY / SQLITE_LOCKED / BUSY_SNAPSHOT; PostgreSQL serialization
                 // failure / deadlock: the same operation can succeed when retried.
                 StoreError::Contended(error)
+            }
+            sqlx::Error::Database(db) if db.code().as_deref().is_some_and(is_unstorable_code) => {
+                StoreError::Unstorable(error)
             }
             _ => StoreError::Other(error),
         }
@@ -254,6 +282,22 @@ mod tests {
         assert_eq!(db_time(early), "2026-11-26T08:00:00.500000Z");
         assert!(db_time(early) < db_time(late));
         assert_eq!(parse_db_time(&db_time(early)), Some(early));
+    }
+
+    #[test]
+    fn only_data_errors_are_unstorable() {
+        // PostgreSQL: 22021 invalid byte sequence (U+0000), 22001 string too long, 54000
+        // program limit exceeded.
+        for code in ["22021", "22001", "22P02", "54000", "54001", "18", "20"] {
+            assert!(is_unstorable_code(code), "{code}");
+        }
+        // Unique violation, serialization failure, SQLite BUSY/LOCKED/CONSTRAINT, undefined
+        // table, connection failure: not the data's fault.
+        for code in [
+            "23505", "40001", "5", "6", "19", "2067", "42P01", "08006", "22",
+        ] {
+            assert!(!is_unstorable_code(code), "{code}");
+        }
     }
 
     #[test]

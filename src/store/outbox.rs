@@ -8,6 +8,11 @@
 //! is still unpublished, so the events of one lead are published in order. A relay that dies
 //! leaves its lease to expire; the row is then published again (at-least-once; consumers
 //! deduplicate on lead id and revision).
+//!
+//! A message Kafka refuses for its content (see `relay::PublishError::Permanent`) is marked
+//! failed (`failed_at`), which is terminal: it is never claimed again, leaves the backlog, and
+//! no longer holds back the later messages of its lead. On the hub its lead moves to
+//! `publish_failed` with a timeline event and an audit entry, so the failure stays visible.
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -91,10 +96,11 @@ impl Store {
             "UPDATE outbox SET claimed_by = $1, claimed_until = $2 \
              WHERE id IN ( \
                  SELECT o.id FROM outbox o \
-                 WHERE o.published_at IS NULL AND o.next_attempt_at <= $3 \
+                 WHERE o.published_at IS NULL AND o.failed_at IS NULL AND o.next_attempt_at <= $3 \
                    AND (o.claimed_until IS NULL OR o.claimed_until < $3) \
                    AND NOT EXISTS (SELECT 1 FROM outbox e \
-                                   WHERE e.lead_id = o.lead_id AND e.published_at IS NULL AND e.id < o.id) \
+                                   WHERE e.lead_id = o.lead_id AND e.published_at IS NULL \
+                                     AND e.failed_at IS NULL AND e.id < o.id) \
                  ORDER BY o.id LIMIT $4 {lock}) \
              RETURNING id, event_id, lead_id, revision, topic, payload, headers, attempts"
         );
@@ -121,7 +127,11 @@ impl Store {
                     revision: row.try_get("revision")?,
                     topic: row.try_get("topic")?,
                     payload: row.try_get("payload")?,
-                    headers: serde_json::from_str(&headers).unwrap_or_default(),
+                    headers: serde_json::from_str(&headers).map_err(|error| {
+                        StoreError::Other(sqlx::Error::Protocol(format!(
+                            "outbox headers of lead {lead_id} do not parse: {error}"
+                        )))
+                    })?,
                     attempts: row.try_get("attempts")?,
                 })
             })
@@ -202,11 +212,7 @@ impl Store {
             // publication: they neither advance it nor appear on its timeline as `published`.
             let lead_events: Vec<(&ClaimedMessage, &PublishedMessage)> = done
                 .iter()
-                .filter(|(message, _)| {
-                    message.headers.iter().any(|(k, v)| {
-                        k == "schema_id" && v.starts_with("urn:leadbridge:schema:lead:")
-                    })
-                })
+                .filter(|(message, _)| is_lead_event(message))
                 .copied()
                 .collect();
             if self.schema() == Schema::Hub && !lead_events.is_empty() {
@@ -259,13 +265,103 @@ impl Store {
         Ok(())
     }
 
-    /// How many messages wait to be published, and the creation time of the oldest.
+    /// Marks a message that Kafka can never accept as failed for good, in one transaction with
+    /// what makes the failure visible: on the hub, the lead's `publish_failed` status (for a
+    /// lead event of its current revision still `accepted`) and timeline event; on both, an
+    /// audit entry. Returns false, changing nothing, when `relay` no longer holds the lease.
+    pub async fn mark_failed_permanently(
+        &self,
+        relay: &str,
+        message: &ClaimedMessage,
+        class: &str,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let at = db_time(now);
+        let error: String = error.chars().take(1000).collect();
+        let mut tx = self.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE outbox SET failed_at = $1, attempts = attempts + 1, last_error = $2, \
+                    claimed_by = NULL, claimed_until = NULL \
+             WHERE id = $3 AND claimed_by = $4 AND published_at IS NULL AND failed_at IS NULL",
+        )
+        .bind(&at)
+        .bind(&error)
+        .bind(message.id)
+        .bind(relay)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let details = json!({
+            "error_class": class,
+            "error": error,
+            "topic": message.topic,
+            "event_id": message.event_id,
+        });
+        if self.schema() == Schema::Hub {
+            if is_lead_event(message) {
+                let lead_id = message.lead_id.to_string();
+                sqlx::query("UPDATE lead_revisions SET status = 'publish_failed' WHERE status = 'accepted' AND lead_id = $1 AND revision = $2")
+                    .bind(&lead_id)
+                    .bind(message.revision)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE leads SET status = 'publish_failed', updated_at = $1 WHERE status = 'accepted' AND lead_id = $2 AND current_revision = $3")
+                    .bind(&at)
+                    .bind(&lead_id)
+                    .bind(message.revision)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            super::leads::insert_timeline(
+                &mut tx,
+                message.lead_id,
+                message.revision,
+                "publish_failed",
+                &at,
+                "relay",
+                details.clone(),
+            )
+            .await?;
+        }
+        let mut ledger = LedgerAppender::new();
+        ledger.append(AuditEntry {
+            at: now,
+            actor: "relay".into(),
+            action: match self.schema() {
+                Schema::Hub => "lead.publish_failed",
+                Schema::PoliceAdapter => "receipt.publish_failed",
+            },
+            lead_id: Some(message.lead_id),
+            revision: Some(message.revision),
+            details,
+        });
+        ledger.finish(&mut tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// How many messages wait to be published, and the creation time of the oldest. Messages
+    /// that failed for good are not waiting.
     pub async fn outbox_backlog(&self) -> Result<(i64, Option<String>), StoreError> {
-        let row = sqlx::query("SELECT COUNT(*) AS waiting, MIN(created_at) AS oldest FROM outbox WHERE published_at IS NULL")
+        let row = sqlx::query("SELECT COUNT(*) AS waiting, MIN(created_at) AS oldest FROM outbox WHERE published_at IS NULL AND failed_at IS NULL")
             .fetch_one(self.pool())
             .await?;
         Ok((row.try_get("waiting")?, row.try_get("oldest")?))
     }
+}
+
+/// Whether the message publishes a lead (rather than another event on its topic, such as a
+/// reconsideration request).
+fn is_lead_event(message: &ClaimedMessage) -> bool {
+    message
+        .headers
+        .iter()
+        .any(|(k, v)| k == "schema_id" && v.starts_with("urn:leadbridge:schema:lead:"))
 }
 
 /// Messages marked per round of statements.

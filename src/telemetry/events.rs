@@ -92,3 +92,50 @@ pub fn publish_failed(
         .with_label_values(&[&message.topic])
         .inc();
 }
+
+/// A message Kafka will never accept was marked failed for good (not retried).
+pub fn publish_failed_permanently(
+    metrics: &Metrics,
+    message: &ClaimedMessage,
+    class: &str,
+    error: &str,
+) {
+    tracing::warn!(
+        lead_id = %message.lead_id,
+        revision = message.revision,
+        topic = %message.topic,
+        event_id = %message.event_id,
+        class,
+        error,
+        "Publish failed for good; the message is marked failed and not retried."
+    );
+    metrics
+        .publish_failed
+        .with_label_values(&[&message.topic, class])
+        .inc();
+}
+
+/// A consumed message was sent to the dead-letter topic instead of being processed.
+pub fn message_dead_lettered(
+    metrics: &Metrics,
+    stage: &str,
+    class: &str,
+    error: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) {
+    tracing::warn!(
+        stage,
+        class,
+        error,
+        topic,
+        partition,
+        offset,
+        "Message dead-lettered."
+    );
+    metrics
+        .dead_letters
+        .with_label_values(&[stage, class])
+        .inc();
+}

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub validation_problems: IntCounterVec,
     pub leads_published: IntCounterVec,
     pub publish_failures: IntCounterVec,
+    pub publish_failed: IntCounterVec,
+    pub dead_letters: IntCounterVec,
     pub outbox_backlog: IntGauge,
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
@@ -88,6 +90,16 @@ impl Metrics {
             "publish_failures_total",
             "Failed publish attempts (retried).",
             &["topic"],
+        );
+        let publish_failed = counter(
+            "publish_failed_total",
+            "Outbox messages Kafka refused for good (terminal; the lead is publish_failed).",
+            &["topic", "class"],
+        );
+        let dead_letters = counter(
+            "dead_letters_total",
+            "Messages sent to the dead-letter topic, by stage and error class.",
+            &["stage", "class"],
         );
         let http_requests = counter(
             "http_requests_total",
@@ -150,6 +162,8 @@ impl Metrics {
             validation_problems,
             leads_published,
             publish_failures,
+            publish_failed,
+            dead_letters,
             outbox_backlog,
             http_requests,
             http_duration,

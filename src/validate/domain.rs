@@ -86,6 +86,7 @@ pub(super) fn check(
     if lead_type == Some(LeadType::ALL[4]) {
         check_land_areas(context, document, &mut problems);
     }
+    check_extensions_size(context, document, &mut problems);
     problems
 }
 
@@ -340,6 +341,26 @@ fn check_transfer_attachments(
             "/attachments",
             "transfer_attachments",
             "a transfer must attach a test report or appraisal: one of inspection_report, appraisal, monitoring_report (Decree 310 art. 6)",
+        ));
+    }
+}
+
+/// Largest `extensions` object, as compact JSON. The hub does not interpret extensions, so
+/// they must not crowd out the lead under `limits.max_lead_bytes`.
+pub const MAX_EXTENSIONS_BYTES: usize = 64 * 1024;
+
+fn check_extensions_size(context: &Context<'_>, document: &Value, problems: &mut Vec<Problem>) {
+    let Some(extensions) = context.read(document, "/extensions") else {
+        return;
+    };
+    let size = serde_json::to_vec(extensions)
+        .expect("JSON values serialise")
+        .len();
+    if size > MAX_EXTENSIONS_BYTES {
+        problems.push(Problem::new(
+            "/extensions",
+            "max_size",
+            format!("extensions are {size} bytes as compact JSON; at most {MAX_EXTENSIONS_BYTES} are allowed"),
         ));
     }
 }

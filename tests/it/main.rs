@@ -10,6 +10,7 @@ mod fake_cms;
 mod helpers;
 mod identity;
 mod mixed;
+mod permanent;
 mod police;
 mod police_faults;
 mod relay;

@@ -1,0 +1,607 @@
+//! Permanent failures: data that can never pass a stage is refused or set aside visibly, and
+//! never blocks what comes behind it; transient failures are still waited out.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use leadbridge::ingest::lead_event;
+use leadbridge::kafka::Topics;
+use leadbridge::lead::{canonical_json, Agency, LeadId, ValidatedLead};
+use leadbridge::store::leads::LeadToStore;
+use leadbridge::store::OutboxMessage;
+use leadbridge::validate::Validator;
+use leadbridge::{Application, Roles};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use sqlx::Connection;
+
+use crate::helpers::{
+    app, consume, header, payload, sample_lead, test_kafka, test_settings, unique_case_id, Backend,
+    TestApp, TestPki,
+};
+use crate::police::eventually;
+
+/// A lead that passed the validator, for injecting events below the API.
+fn validated(lead: Value) -> ValidatedLead {
+    Validator::built_in()
+        .unwrap()
+        .validate(Agency::Environment, lead, Utc::now())
+        .expect("the sample lead is valid")
+}
+
+/// Stores `lead` as the API would, but with the outbox message `event` makes of the normal
+/// one, and returns the lead's id.
+async fn inject(
+    app: &TestApp,
+    lead: &ValidatedLead,
+    event: impl Fn(OutboxMessage) -> OutboxMessage + Sync,
+) -> String {
+    let topic = app.topic(Agency::Environment);
+    let factory = |lead_id: LeadId| event(lead_event(lead, lead_id, &topic));
+    let acceptance = app
+        .store
+        .accept_leads(
+            &[LeadToStore {
+                lead,
+                new_lead_id: LeadId::generate(),
+                message: &factory,
+            }],
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    match &acceptance[0] {
+        leadbridge::store::Acceptance::Accepted { lead_id, .. } => lead_id.to_string(),
+        other => panic!("not accepted: {other:?}"),
+    }
+}
+
+async fn post(app: &TestApp, lead: &Value) -> String {
+    let response = app.post_lead(Agency::Environment, lead).await;
+    assert_eq!(response.status(), 202);
+    response.json::<Value>().await.unwrap()["lead_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn timeline_event<'a>(status: &'a Value, event: &str) -> Option<&'a Value> {
+    status["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"] == event)
+}
+
+async fn a_message_kafka_refuses_fails_for_good_and_blocks_nothing_behind_it(backend: Backend) {
+    let app = app(backend).roles(Roles::ALL).spawn().await;
+    let topic = app.topic(Agency::Environment);
+    // Above librdkafka's default message.max.bytes (1,000,000): refused on every attempt.
+    let first = sample_lead(&unique_case_id());
+    let oversized = inject(&app, &validated(first.clone()), |mut message| {
+        let mut event: Value = serde_json::from_slice(&message.payload).unwrap();
+        event["padding"] = json!("x".repeat(1_500_000));
+        message.payload = serde_json::to_vec(&event).unwrap();
+        message
+    })
+    .await;
+
+    let status = app
+        .wait_for_status(Agency::Environment, &oversized, "publish_failed")
+        .await;
+    let failed = timeline_event(&status, "publish_failed").expect("a publish_failed event");
+    assert_eq!(failed["error_class"], "message_too_large", "{failed}");
+    assert!(
+        failed["error"].as_str().unwrap().contains("too large"),
+        "{failed}"
+    );
+    assert_eq!(
+        app.metrics
+            .publish_failed
+            .with_label_values(&[&topic, "message_too_large"])
+            .get(),
+        1
+    );
+    let (audited,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM audit_entries WHERE action = 'lead.publish_failed' AND lead_id = $1",
+    )
+    .bind(&oversized)
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(audited, 1, "the failure is on the audit ledger");
+
+    // Behind it: other leads, and a new revision of the same lead.
+    let others = [
+        post(&app, &sample_lead(&unique_case_id())).await,
+        post(&app, &sample_lead(&unique_case_id())).await,
+    ];
+    let mut revised = first;
+    revised["source"]["revision"] = json!(2);
+    assert_eq!(post(&app, &revised).await, oversized, "the same lead");
+    for lead_id in others.iter().chain([&oversized]) {
+        app.wait_for_status(Agency::Environment, lead_id, "delivered")
+            .await;
+    }
+    let (failed_rows, attempts): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), MAX(attempts) FROM outbox WHERE failed_at IS NOT NULL AND lead_id = $1",
+    )
+    .bind(&oversized)
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        (failed_rows, attempts),
+        (1, 1),
+        "tried once, never claimed again"
+    );
+    assert_eq!(app.store.outbox_backlog().await.unwrap().0, 0);
+    app.stop_expecting_empty_outbox().await;
+}
+
+#[tokio::test]
+async fn a_message_kafka_refuses_fails_for_good_and_blocks_nothing_behind_it_on_real_services() {
+    a_message_kafka_refuses_fails_for_good_and_blocks_nothing_behind_it(Backend::Real).await;
+}
+
+#[tokio::test]
+async fn a_message_kafka_refuses_fails_for_good_and_blocks_nothing_behind_it_embedded() {
+    a_message_kafka_refuses_fails_for_good_and_blocks_nothing_behind_it(Backend::Embedded).await;
+}
+
+/// Writes a receipt row into the adapter's outbox as its store would.
+async fn insert_receipt_row(
+    store: &leadbridge::store::Store,
+    lead_id: &str,
+    topic: &str,
+    payload: Vec<u8>,
+) {
+    let now = leadbridge::store::db_time(Utc::now());
+    sqlx::query(
+        "INSERT INTO outbox (event_id, lead_id, revision, topic, payload, headers, created_at, next_attempt_at) \
+         VALUES ($1, $2, 1, $3, $4, '[]', $5, $5)",
+    )
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(lead_id)
+    .bind(topic)
+    .bind(payload)
+    .bind(now)
+    .execute(store.pool())
+    .await
+    .unwrap();
+}
+
+async fn a_receipt_kafka_refuses_fails_for_good_in_the_adapter_and_blocks_nothing(
+    backend: Backend,
+) {
+    let app = app(backend).roles(Roles::ALL).spawn().await;
+    let lead_id = post(&app, &sample_lead(&unique_case_id())).await;
+    app.wait_for_status(Agency::Environment, &lead_id, "delivered")
+        .await;
+    let police = app.police_store.as_ref().unwrap().store().clone();
+    let receipts = Topics::new(app.settings.kafka.topic_prefix.clone()).receipts();
+    insert_receipt_row(&police, &lead_id, &receipts, vec![b'x'; 1_500_000]).await;
+    let returned = json!({
+        "event_id": uuid::Uuid::now_v7().to_string(), "schema": "leadbridge.receipt.v1",
+        "lead_id": lead_id, "revision": 1, "event": "returned",
+        "at": Utc::now().to_rfc3339(), "actor": "investigator:370303", "reason": "补充材料",
+    });
+    insert_receipt_row(
+        &police,
+        &lead_id,
+        &receipts,
+        serde_json::to_vec(&returned).unwrap(),
+    )
+    .await;
+
+    app.wait_for_status(Agency::Environment, &lead_id, "returned")
+        .await;
+    let (failed,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM outbox WHERE failed_at IS NOT NULL")
+            .fetch_one(police.pool())
+            .await
+            .unwrap();
+    assert_eq!(failed, 1);
+    let (audited,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM audit_entries WHERE action = 'receipt.publish_failed' AND lead_id = $1",
+    )
+    .bind(&lead_id)
+    .fetch_one(police.pool())
+    .await
+    .unwrap();
+    assert_eq!(audited, 1, "the failure is on the adapter's audit ledger");
+    assert_eq!(
+        app.metrics
+            .publish_failed
+            .with_label_values(&[&receipts, "message_too_large"])
+            .get(),
+        1
+    );
+    assert_eq!(police.outbox_backlog().await.unwrap().0, 0);
+    app.stop_expecting_empty_outbox().await;
+}
+
+#[tokio::test]
+async fn a_receipt_kafka_refuses_fails_for_good_in_the_adapter_and_blocks_nothing_on_real_services()
+{
+    a_receipt_kafka_refuses_fails_for_good_in_the_adapter_and_blocks_nothing(Backend::Real).await;
+}
+
+#[tokio::test]
+async fn a_receipt_kafka_refuses_fails_for_good_in_the_adapter_and_blocks_nothing_embedded() {
+    a_receipt_kafka_refuses_fails_for_good_in_the_adapter_and_blocks_nothing(Backend::Embedded)
+        .await;
+}
+
+/// PostgreSQL only: SQLite stores U+0000 in text, so the adapter's SQLite database takes this
+/// lead and there is no failure to handle. The NUL lead is injected below the API (ingest may
+/// refuse such leads), with a correct `content_sha256`, so only the adapter's store refuses it.
+#[tokio::test]
+async fn a_lead_the_adapter_cannot_store_is_dead_lettered_reported_and_blocks_nothing() {
+    // One partition: the valid lead is behind the NUL one.
+    let app = app(Backend::Real)
+        .roles(Roles::ALL)
+        .with_settings(|settings| settings.kafka.topic_partitions = 1)
+        .spawn()
+        .await;
+    let nul_lead = inject(
+        &app,
+        &validated(sample_lead(&unique_case_id())),
+        |mut message| {
+            let mut event: Value = serde_json::from_slice(&message.payload).unwrap();
+            event["lead"]["summary"] = json!("废水\u{0}超标");
+            let hash = hex::encode(Sha256::digest(canonical_json(&event["lead"])));
+            event["content_sha256"] = json!(hash);
+            for (key, value) in &mut message.headers {
+                if key == "content_sha256" {
+                    *value = hash.clone();
+                }
+            }
+            message.payload = serde_json::to_vec(&event).unwrap();
+            message
+        },
+    )
+    .await;
+    // Published, and perhaps already dead-lettered: either way it is on the partition.
+    eventually("the NUL lead is published", || async {
+        let status: Value = app
+            .get_lead(Agency::Environment, &nul_lead)
+            .await
+            .json()
+            .await
+            .unwrap();
+        status["status"] == "published" || status["status"] == "dead_lettered"
+    })
+    .await;
+    let valid = post(&app, &sample_lead(&unique_case_id())).await;
+
+    let status = app
+        .wait_for_status(Agency::Environment, &nul_lead, "dead_lettered")
+        .await;
+    let event = timeline_event(&status, "dead_lettered").expect("a dead_lettered event");
+    assert_eq!(event["error_class"], "unstorable", "{event}");
+    assert!(event["error"].as_str().unwrap().contains("0x00"), "{event}");
+    assert_eq!(event["actor"], "police-adapter");
+    app.wait_for_status(Agency::Environment, &valid, "delivered")
+        .await;
+
+    let feedback: Value = app
+        .client(Agency::Environment)
+        .get(app.url("/v1/feedback"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let item = feedback["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["lead_id"] == nul_lead.as_str() && i["event"] == "dead_lettered")
+        .unwrap_or_else(|| panic!("no dead_lettered feedback: {feedback}"));
+    assert_eq!(item["error_class"], "unstorable");
+    assert!(item.get("lead").is_none(), "no lead content in the receipt");
+
+    let letters = consume(
+        &app.bootstrap_servers,
+        &Topics::new(app.settings.kafka.topic_prefix.clone()).deadletter(),
+        1,
+        Duration::from_millis(500),
+    )
+    .await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        header(&letters[0], "error_class").as_deref(),
+        Some("unstorable")
+    );
+    assert_eq!(
+        header(&letters[0], "stage").as_deref(),
+        Some("police-adapter.consume")
+    );
+    assert_eq!(payload(&letters[0])["lead_id"], nul_lead.as_str());
+    assert_eq!(
+        app.metrics
+            .dead_letters
+            .with_label_values(&["police-adapter.consume", "unstorable"])
+            .get(),
+        1
+    );
+    app.stop_expecting_empty_outbox().await;
+}
+
+/// While the adapter's database refuses connections, a lead waits in Kafka and is recorded
+/// once the database is back: an unavailable database is not the data's fault.
+#[tokio::test]
+async fn a_lead_arriving_while_the_adapters_database_is_away_is_retried_not_dead_lettered() {
+    let app = app(Backend::Real).roles(Roles::ALL).spawn().await;
+    let police_url = app
+        .settings
+        .police
+        .database_url
+        .as_ref()
+        .unwrap()
+        .expose()
+        .to_owned();
+    let database = police_url.rsplit('/').next().unwrap().to_owned();
+    let admin_url = std::env::var("LEADBRIDGE_TEST_DATABASE_URL").unwrap();
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+    sqlx::query(&format!(
+        "ALTER DATABASE {database} ALLOW_CONNECTIONS false"
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&database)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+
+    let lead_id = post(&app, &sample_lead(&unique_case_id())).await;
+    app.wait_for_status(Agency::Environment, &lead_id, "published")
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status: Value = app
+        .get_lead(Agency::Environment, &lead_id)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["status"], "published", "{status}");
+
+    sqlx::query(&format!("ALTER DATABASE {database} ALLOW_CONNECTIONS true"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let status = app
+        .wait_for_status_within(
+            Agency::Environment,
+            &lead_id,
+            "delivered",
+            Duration::from_secs(60),
+        )
+        .await;
+    assert!(
+        timeline_event(&status, "dead_lettered").is_none(),
+        "{status}"
+    );
+    assert_eq!(
+        app.metrics
+            .dead_letters
+            .with_label_values(&["police-adapter.consume", "unstorable"])
+            .get(),
+        0
+    );
+    app.stop_expecting_empty_outbox().await;
+}
+
+async fn a_poison_message_about_a_known_lead_is_reported_to_the_hub(backend: Backend) {
+    let app = app(backend).roles(Roles::ALL).spawn().await;
+    // Changed after hashing: the adapter refuses it as content_mismatch.
+    let tampered = inject(
+        &app,
+        &validated(sample_lead(&unique_case_id())),
+        |mut message| {
+            let mut event: Value = serde_json::from_slice(&message.payload).unwrap();
+            event["lead"]["summary"] = json!("changed after hashing");
+            message.payload = serde_json::to_vec(&event).unwrap();
+            message
+        },
+    )
+    .await;
+    let status = app
+        .wait_for_status(Agency::Environment, &tampered, "dead_lettered")
+        .await;
+    let event = timeline_event(&status, "dead_lettered").expect("a dead_lettered event");
+    assert_eq!(event["error_class"], "content_mismatch", "{event}");
+    assert_eq!(
+        app.metrics
+            .dead_letters
+            .with_label_values(&["police-adapter.consume", "content_mismatch"])
+            .get(),
+        1
+    );
+    app.stop_expecting_empty_outbox().await;
+}
+
+#[tokio::test]
+async fn a_poison_message_about_a_known_lead_is_reported_to_the_hub_on_real_services() {
+    a_poison_message_about_a_known_lead_is_reported_to_the_hub(Backend::Real).await;
+}
+
+#[tokio::test]
+async fn a_poison_message_about_a_known_lead_is_reported_to_the_hub_embedded() {
+    a_poison_message_about_a_known_lead_is_reported_to_the_hub(Backend::Embedded).await;
+}
+
+/// PostgreSQL only (SQLite stores U+0000): a receipt the hub's database refuses is
+/// dead-lettered, and the receipts behind it are applied.
+#[tokio::test]
+async fn a_receipt_the_hub_cannot_store_is_dead_lettered_and_blocks_nothing() {
+    let app = app(Backend::Real).spawn().await;
+    let lead_id = post(&app, &sample_lead(&unique_case_id())).await;
+    app.wait_for_status(Agency::Environment, &lead_id, "published")
+        .await;
+    let receipts = Topics::new(app.settings.kafka.topic_prefix.clone()).receipts();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &app.bootstrap_servers)
+        .create()
+        .unwrap();
+    let receipt = |event: &str, actor: &str| {
+        serde_json::to_vec(&json!({
+            "event_id": uuid::Uuid::now_v7().to_string(), "schema": "leadbridge.receipt.v1",
+            "lead_id": lead_id, "revision": 1, "event": event,
+            "at": Utc::now().to_rfc3339(), "actor": actor,
+        }))
+        .unwrap()
+    };
+    for body in [
+        receipt("received_by_police", "police-adapter\u{0}"),
+        receipt("received_by_police", "police-adapter"),
+    ] {
+        producer
+            .send(
+                FutureRecord::to(&receipts).key(&lead_id).payload(&body),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+    }
+    app.wait_for_status(Agency::Environment, &lead_id, "received_by_police")
+        .await;
+    let letters = consume(
+        &app.bootstrap_servers,
+        &Topics::new(app.settings.kafka.topic_prefix.clone()).deadletter(),
+        1,
+        Duration::from_millis(500),
+    )
+    .await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        header(&letters[0], "error_class").as_deref(),
+        Some("unstorable")
+    );
+    assert_eq!(
+        header(&letters[0], "stage").as_deref(),
+        Some("hub.receipts")
+    );
+    app.stop_expecting_empty_outbox().await;
+}
+
+/// A valid lead whose `extensions` make it about 40 KB, and a limit below that.
+fn large_lead() -> Value {
+    let mut lead = sample_lead(&unique_case_id());
+    lead["extensions"] = json!({"environment.raw_log": "x".repeat(40_000)});
+    lead
+}
+const SMALL_LIMIT: usize = 32 * 1024;
+
+async fn a_lead_over_max_lead_bytes_is_refused_alone_and_in_a_batch(backend: Backend) {
+    let app = app(backend)
+        .roles(Roles::ALL)
+        .with_settings(|settings| settings.limits.max_lead_bytes = SMALL_LIMIT)
+        .spawn()
+        .await;
+    let big = large_lead();
+    let size = serde_json::to_vec(&big).unwrap().len();
+    assert!(size > SMALL_LIMIT && size < 1024 * 1024, "{size}");
+
+    let response = app.post_lead(Agency::Environment, &big).await;
+    assert_eq!(response.status(), 422);
+    let problem: Value = response.json().await.unwrap();
+    let errors = problem["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{problem}");
+    assert_eq!(errors[0]["pointer"], "");
+    assert_eq!(errors[0]["code"], "lead_too_large");
+    let message = errors[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&size.to_string()) && message.contains(&SMALL_LIMIT.to_string()),
+        "both sizes: {message}"
+    );
+
+    let leads = [
+        sample_lead(&unique_case_id()),
+        large_lead(),
+        sample_lead(&unique_case_id()),
+    ];
+    let response = app
+        .client(Agency::Environment)
+        .post(app.url("/v1/leads/batch"))
+        .json(&json!({"leads": leads}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let results: Value = response.json().await.unwrap();
+    let results = results["results"].as_array().unwrap();
+    assert_eq!(results[1]["status"], 422, "{results:?}");
+    assert_eq!(
+        results[1]["problem"]["errors"][0]["code"], "lead_too_large",
+        "{results:?}"
+    );
+    for index in [0, 2] {
+        assert_eq!(results[index]["status"], 202, "{results:?}");
+        let lead_id = results[index]["lead_id"].as_str().unwrap();
+        app.wait_for_status(Agency::Environment, lead_id, "delivered")
+            .await;
+    }
+    app.stop_expecting_empty_outbox().await;
+}
+
+#[tokio::test]
+async fn a_lead_over_max_lead_bytes_is_refused_alone_and_in_a_batch_on_real_services() {
+    a_lead_over_max_lead_bytes_is_refused_alone_and_in_a_batch(Backend::Real).await;
+}
+
+#[tokio::test]
+async fn a_lead_over_max_lead_bytes_is_refused_alone_and_in_a_batch_embedded() {
+    a_lead_over_max_lead_bytes_is_refused_alone_and_in_a_batch(Backend::Embedded).await;
+}
+
+/// Real Kafka only: the embedded broker cannot describe topic configurations.
+#[tokio::test]
+async fn the_hub_refuses_to_start_when_the_largest_lead_cannot_fit_a_leads_topic() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new();
+    let settings = test_settings(Backend::Real, data_dir.path(), &pki).await;
+    let topics = Topics::new(settings.kafka.topic_prefix.clone());
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", test_kafka())
+        .create()
+        .unwrap();
+    let names: Vec<String> = Agency::ALL.into_iter().map(|a| topics.leads(a)).collect();
+    // 200,000 bytes: the default 900 KiB lead cannot fit.
+    let new_topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|name| {
+            NewTopic::new(name, 1, TopicReplication::Fixed(1)).set("max.message.bytes", "200000")
+        })
+        .collect();
+    for result in admin
+        .create_topics(&new_topics, &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        result.unwrap();
+    }
+
+    let error = Application::build(settings.clone(), Roles::HUB)
+        .await
+        .err()
+        .expect("start-up must fail");
+    let message = format!("{error:#}");
+    assert!(message.contains("limits.max_lead_bytes"), "{message}");
+    assert!(message.contains("max.message.bytes of topic"), "{message}");
+    assert!(message.contains("200000"), "{message}");
+
+    // The same topics take a lead limit that fits.
+    let mut fitting = settings;
+    fitting.limits.max_lead_bytes = 150_000;
+    let application = Application::build(fitting, Roles::HUB).await;
+    assert!(application.is_ok(), "{:#}", application.err().unwrap());
+}
