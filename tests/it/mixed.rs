@@ -1,8 +1,11 @@
 //! A mixed run on PostgreSQL and Kafka: valid leads interleaved with every hostile case of the
 //! hardening work — control characters, repeated keys, oversized leads alone and in batches,
 //! plain-text framework rejections, bounded small bodies, `Expect: 100-continue`, ambiguous
-//! certificates, slow and idle connections held open the whole time — ends with every valid
-//! lead delivered to the police and every hostile request answered as the contract says.
+//! certificates, slow and idle connections held open the whole time, and two leads stored below
+//! the API as an older hub would have taken them (an event Kafka refuses, a NUL the adapter's
+//! PostgreSQL cannot store) — ends with every valid lead delivered to the police, the two
+//! stored ones visibly `publish_failed` and `dead_lettered`, and every hostile request answered
+//! as the contract says.
 
 use std::time::Duration;
 
@@ -17,6 +20,7 @@ use crate::helpers::{
     app, raw_tcp_from, raw_tls_from, read_response, sample_lead, unique_case_id, Backend, TestApp,
     ATTACKER_ADDRESS,
 };
+use crate::permanent::{inject_nul_summary, inject_oversized_event, large_lead, SMALL_LIMIT};
 use crate::police::decide;
 
 /// Checks that `response` is problem+json with `status` and `code`; returns the document.
@@ -60,6 +64,18 @@ async fn submit_valid(app: &TestApp, valid: &mut Vec<String>) {
     valid.push(receipt["lead_id"].as_str().unwrap().to_owned());
 }
 
+async fn client_post_json(app: &TestApp, path: &str, body: &Value) -> reqwest::Response {
+    let response = app
+        .client(Agency::Environment)
+        .post(app.url(path))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{path}");
+    response
+}
+
 async fn post_text(
     app: &TestApp,
     path: &str,
@@ -83,6 +99,7 @@ async fn valid_leads_interleaved_with_every_hostile_case_are_all_delivered_on_po
             settings.server.header_read_timeout_secs = 2;
             settings.server.idle_timeout_secs = 4;
             settings.server.max_connections_per_address = 16;
+            settings.limits.max_lead_bytes = SMALL_LIMIT;
         })
         .spawn()
         .await;
@@ -162,7 +179,46 @@ async fn valid_leads_interleaved_with_every_hostile_case_are_all_delivered_on_po
             .to_owned(),
     );
 
-    // 2. A repeated key.
+    // 2. Leads Kafka could never take: refused alone and inside a batch; and, stored below
+    // the API as an older hub would have, an event Kafka refuses and one the adapter's
+    // PostgreSQL cannot store — both end visibly, neither blocks the leads behind it.
+    submit_valid(&app, &mut valid).await;
+    let refused = expect_problem(
+        "a lead over max_lead_bytes",
+        app.post_lead(Agency::Environment, &large_lead()).await,
+        422,
+        "validation",
+    )
+    .await;
+    assert_eq!(
+        errors(&refused),
+        vec![(String::new(), "lead_too_large".to_owned())]
+    );
+    let batch = json!({"leads": [sample_lead(&unique_case_id()), large_lead(), sample_lead(&unique_case_id())]});
+    let response = client_post_json(&app, "/v1/leads/batch", &batch).await;
+    let results: Value = response.json().await.unwrap();
+    let statuses: Vec<u64> = (0..3)
+        .map(|i| results["results"][i]["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, vec![202, 422, 202], "{results}");
+    valid.push(
+        results["results"][0]["lead_id"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    );
+    valid.push(
+        results["results"][2]["lead_id"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    );
+    let never_published = inject_oversized_event(&app).await;
+    submit_valid(&app, &mut valid).await;
+    let unstorable = inject_nul_summary(&app).await;
+    submit_valid(&app, &mut valid).await;
+
+    // 3. A repeated key.
     submit_valid(&app, &mut valid).await;
     let text = sample_lead(&unique_case_id()).to_string();
     let duplicated = text.replacen('{', "{\"lead_type\": \"land.illegal_mining\", ", 1);
@@ -174,7 +230,7 @@ async fn valid_leads_interleaved_with_every_hostile_case_are_all_delivered_on_po
     )
     .await;
 
-    // 3. Framework rejections, every one problem+json.
+    // 4. Framework rejections, every one problem+json.
     submit_valid(&app, &mut valid).await;
     let client = app.client(Agency::Environment);
     for (query, code) in [
@@ -196,7 +252,7 @@ async fn valid_leads_interleaved_with_every_hostile_case_are_all_delivered_on_po
         "application/problem+json"
     );
 
-    // 4. Small bodies: decision and reconsideration are JSON, bounded, free of controls.
+    // 5. Small bodies: decision and reconsideration are JSON, bounded, free of controls.
     submit_valid(&app, &mut valid).await;
     let target = valid[0].clone();
     app.wait_for_status(Agency::Environment, &target, "delivered")
@@ -254,7 +310,7 @@ async fn valid_leads_interleaved_with_every_hostile_case_are_all_delivered_on_po
         vec![("/reason".to_owned(), "control_character".to_owned())]
     );
 
-    // 5. Oversized bodies on the wire: with Expect: 100-continue, and sent whole before reading.
+    // 6. Oversized bodies on the wire: with Expect: 100-continue, and sent whole before reading.
     submit_valid(&app, &mut valid).await;
     let localhost = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
     let agency = Principal::Agency(Agency::Environment);
@@ -283,7 +339,7 @@ async fn valid_leads_interleaved_with_every_hostile_case_are_all_delivered_on_po
     let (status_line, _, _) = read_response(&mut wire).await;
     assert!(status_line.starts_with("HTTP/1.1 413"), "{status_line}");
 
-    // 6. An ambiguous certificate.
+    // 7. An ambiguous certificate.
     submit_valid(&app, &mut valid).await;
     let issued = app
         .pki
@@ -325,7 +381,8 @@ async fn valid_leads_interleaved_with_every_hostile_case_are_all_delivered_on_po
 
     submit_valid(&app, &mut valid).await;
 
-    // Every valid lead reaches the police; nothing hostile was stored.
+    // Every valid lead reaches the police; the two stored below the API end visibly; nothing
+    // hostile was stored.
     for lead_id in &valid {
         app.wait_for_status_within(
             Agency::Environment,
@@ -335,14 +392,23 @@ async fn valid_leads_interleaved_with_every_hostile_case_are_all_delivered_on_po
         )
         .await;
     }
+    app.wait_for_status(Agency::Environment, &never_published, "publish_failed")
+        .await;
+    app.wait_for_status_within(
+        Agency::Environment,
+        &unstorable,
+        "dead_lettered",
+        Duration::from_secs(90),
+    )
+    .await;
     let (stored,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM leads")
         .fetch_one(app.store.pool())
         .await
         .unwrap();
     assert_eq!(
         stored as usize,
-        valid.len(),
-        "only the valid leads were stored"
+        valid.len() + 2,
+        "only the valid leads, and the two stored below the API, were stored"
     );
     for attacker in attackers {
         assert!(

@@ -26,7 +26,7 @@ use crate::helpers::{
 use crate::police::eventually;
 
 /// A lead that passed the validator, for injecting events below the API.
-fn validated(lead: Value) -> ValidatedLead {
+pub fn validated(lead: Value) -> ValidatedLead {
     Validator::built_in()
         .unwrap()
         .validate(Agency::Environment, lead, Utc::now())
@@ -35,7 +35,7 @@ fn validated(lead: Value) -> ValidatedLead {
 
 /// Stores `lead` as the API would, but with the outbox message `event` makes of the normal
 /// one, and returns the lead's id.
-async fn inject(
+pub async fn inject(
     app: &TestApp,
     lead: &ValidatedLead,
     event: impl Fn(OutboxMessage) -> OutboxMessage + Sync,
@@ -240,16 +240,11 @@ async fn a_receipt_kafka_refuses_fails_for_good_in_the_adapter_and_blocks_nothin
 /// PostgreSQL only: SQLite stores U+0000 in text, so the adapter's SQLite database takes this
 /// lead and there is no failure to handle. The NUL lead is injected below the API (ingest may
 /// refuse such leads), with a correct `content_sha256`, so only the adapter's store refuses it.
-#[tokio::test]
-async fn a_lead_the_adapter_cannot_store_is_dead_lettered_reported_and_blocks_nothing() {
-    // One partition: the valid lead is behind the NUL one.
-    let app = app(Backend::Real)
-        .roles(Roles::ALL)
-        .with_settings(|settings| settings.kafka.topic_partitions = 1)
-        .spawn()
-        .await;
-    let nul_lead = inject(
-        &app,
+/// Stores a lead as a hub that did not refuse U+0000 would have: its published event carries
+/// a NUL in the summary, with a matching content hash. Returns the lead's id.
+pub async fn inject_nul_summary(app: &TestApp) -> String {
+    inject(
+        app,
         &validated(sample_lead(&unique_case_id())),
         |mut message| {
             let mut event: Value = serde_json::from_slice(&message.payload).unwrap();
@@ -265,7 +260,33 @@ async fn a_lead_the_adapter_cannot_store_is_dead_lettered_reported_and_blocks_no
             message
         },
     )
-    .await;
+    .await
+}
+
+/// Stores a lead whose published event is padded past librdkafka's default message limit.
+pub async fn inject_oversized_event(app: &TestApp) -> String {
+    inject(
+        app,
+        &validated(sample_lead(&unique_case_id())),
+        |mut message| {
+            let mut event: Value = serde_json::from_slice(&message.payload).unwrap();
+            event["padding"] = json!("x".repeat(1_500_000));
+            message.payload = serde_json::to_vec(&event).unwrap();
+            message
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_lead_the_adapter_cannot_store_is_dead_lettered_reported_and_blocks_nothing() {
+    // One partition: the valid lead is behind the NUL one.
+    let app = app(Backend::Real)
+        .roles(Roles::ALL)
+        .with_settings(|settings| settings.kafka.topic_partitions = 1)
+        .spawn()
+        .await;
+    let nul_lead = inject_nul_summary(&app).await;
     // Published, and perhaps already dead-lettered: either way it is on the partition.
     eventually("the NUL lead is published", || async {
         let status: Value = app
@@ -494,12 +515,12 @@ async fn a_receipt_the_hub_cannot_store_is_dead_lettered_and_blocks_nothing() {
 }
 
 /// A valid lead whose `extensions` make it about 40 KB, and a limit below that.
-fn large_lead() -> Value {
+pub fn large_lead() -> Value {
     let mut lead = sample_lead(&unique_case_id());
     lead["extensions"] = json!({"environment.raw_log": "x".repeat(40_000)});
     lead
 }
-const SMALL_LIMIT: usize = 32 * 1024;
+pub const SMALL_LIMIT: usize = 32 * 1024;
 
 async fn a_lead_over_max_lead_bytes_is_refused_alone_and_in_a_batch(backend: Backend) {
     let app = app(backend)
