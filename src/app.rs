@@ -210,6 +210,11 @@ impl Application {
                 metrics: metrics.clone(),
                 limits: settings.limits.clone(),
                 kafka_probe: producer,
+                guard: Arc::new(api::RequestGuard::new(
+                    settings.server.max_concurrent_requests,
+                    Duration::from_secs(settings.server.request_timeout_secs),
+                    metrics.requests_refused.clone(),
+                )),
             }));
             (Some((listener, tls)), Some(api::router(state)))
         } else {

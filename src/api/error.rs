@@ -56,6 +56,12 @@ pub enum ApiError {
     UnreadableBody(String),
     #[error("the lead is invalid")]
     Invalid(Vec<Problem>),
+    /// Every place for a request in progress is taken (`server.max_concurrent_requests`).
+    #[error("the hub is handling as many requests as it may; retry shortly")]
+    Overloaded,
+    /// The request ran past `server.request_timeout_secs`.
+    #[error("the request took longer than {secs} s; what it committed stays committed, so retrying is safe")]
+    TimedOut { secs: u64 },
     #[error("{detail}")]
     Conflict { lead_id: LeadId, detail: String },
     /// The step is not allowed in the lead's current state (Decree 310 workflow).
@@ -93,7 +99,9 @@ impl ApiError {
             | ApiError::UnreadableBody(_) => StatusCode::BAD_REQUEST,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Conflict { .. } | ApiError::StateConflict(_) => StatusCode::CONFLICT,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Overloaded | ApiError::TimedOut { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unmapped { status, .. } => *status,
         }
@@ -128,6 +136,8 @@ impl ApiError {
             ApiError::Conflict { .. } => ("conflict", "Conflicts with an accepted lead"),
             ApiError::StateConflict(_) => ("workflow", "Not allowed in the lead's current state"),
             ApiError::Unavailable(_) => ("unavailable", "Service temporarily unavailable"),
+            ApiError::Overloaded => ("overloaded", "Too many requests in progress"),
+            ApiError::TimedOut { .. } => ("timeout", "The request took too long"),
             ApiError::Internal(_) => ("internal", "Internal error"),
             ApiError::Unmapped { .. } => ("http-error", "Request refused"),
         }

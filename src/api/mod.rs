@@ -8,6 +8,7 @@ mod body;
 mod error;
 mod extract;
 mod feedback;
+mod guard;
 mod leads;
 mod meta;
 mod police;
@@ -26,6 +27,7 @@ use axum::Router;
 use rdkafka::producer::FutureProducer;
 
 pub use error::{ApiError, PROBLEM_JSON};
+pub use guard::RequestGuard;
 pub use tls::ClientIdentity;
 
 use crate::config::LimitSettings;
@@ -51,6 +53,8 @@ pub struct App {
     pub limits: LimitSettings,
     /// A Kafka client for readiness checks.
     pub kafka_probe: FutureProducer,
+    /// Deadline and concurrency cap of every request.
+    pub guard: Arc<RequestGuard>,
 }
 
 pub struct HubApi {
@@ -96,6 +100,10 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(meta::metrics))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(
+            state.0.guard.clone(),
+            guard::guard_request,
+        ))
         .layer(middleware::from_fn(problem_safety_net))
         .layer(middleware::from_fn_with_state(
             state.clone(),

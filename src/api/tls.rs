@@ -45,6 +45,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
@@ -132,9 +133,14 @@ pub async fn serve(
         settings.max_connections_per_address,
         metrics.connections_open.clone(),
     );
+    let shutdown_grace = Duration::from_secs(settings.shutdown_grace_secs);
     let mut accept_errors = AcceptErrorLog::default();
+    // Every connection's task, so shutdown can wait for the requests in progress.
+    let mut connections = JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
+            // Reap finished connections so the set holds only open ones.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
@@ -179,7 +185,8 @@ pub async fn serve(
         let organization = organization.clone();
         let http = http.clone();
         let metrics = metrics.clone();
-        tokio::spawn(async move {
+        let mut stop = shutdown.clone();
+        connections.spawn(async move {
             // Held until the connection ends, however it ends.
             let _permit = permit;
             let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
@@ -246,6 +253,16 @@ pub async fn serve(
                         .await
                         .unwrap_or(Ok(()))
                 }
+                () = async {
+                    // The guard `wait_for` returns must not live across the arm's awaits.
+                    let _ = stop.wait_for(|stopping| *stopping).await;
+                } => {
+                    // Requests in progress finish and are answered; keep-alive ends after them.
+                    connection.as_mut().graceful_shutdown();
+                    tokio::time::timeout(shutdown_grace, connection.as_mut())
+                        .await
+                        .unwrap_or(Ok(()))
+                }
             };
             if let Err(error) = result {
                 if is_header_timeout(&*error) {
@@ -254,6 +271,27 @@ pub async fn serve(
                 tracing::debug!(%peer, %error, "Connection ended with an error.");
             }
         });
+    }
+    // No new connections from here; the open ones finish what they started, for at most the
+    // grace (plus the idle close grace, for connections hyper cannot close gracefully).
+    drop(listener);
+    let open = connections.len();
+    if open > 0 {
+        tracing::info!(
+            open,
+            "Waiting for open connections to finish their requests."
+        );
+    }
+    let drained = tokio::time::timeout(shutdown_grace + IDLE_CLOSE_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            cut = connections.len(),
+            "Closing connections still busy after the shutdown grace."
+        );
+        connections.shutdown().await;
     }
 }
 

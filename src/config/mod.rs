@@ -109,6 +109,15 @@ pub struct ServerSettings {
     /// behind which an attacker sits) cannot take the whole of `max_connections`. An agency's
     /// workers behind one NAT address share this.
     pub max_connections_per_address: usize,
+    /// Most requests handled at once; one more is answered 503 `overloaded` with
+    /// `Retry-After` at once rather than queued. `/healthz` and `/metrics` are exempt.
+    pub max_concurrent_requests: usize,
+    /// Longest a request may take, reading its body included; past it the answer is 503
+    /// `timeout` (what was committed stays committed; a retried submission is a replay).
+    pub request_timeout_secs: u64,
+    /// On shutdown, how long open connections get to finish the requests in progress before
+    /// they are closed.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for ServerSettings {
@@ -133,6 +142,14 @@ impl Default for ServerSettings {
             // Far more than an agency's batch workers need, and 16 addresses are needed to
             // exhaust `max_connections`.
             max_connections_per_address: 256,
+            // Each request holds at most one database connection at a time and validation
+            // runs on the blocking pool; beyond a few hundred, requests only wait longer.
+            max_concurrent_requests: 512,
+            // A 16 MiB batch over a slow agency link, with room to spare.
+            request_timeout_secs: 60,
+            // Longer than a batch takes to store; shorter than an orchestrator's kill timeout
+            // (Kubernetes: 30 s).
+            shutdown_grace_secs: 20,
         }
     }
 }
@@ -164,6 +181,12 @@ impl ServerSettings {
                 "max_connections_per_address",
                 self.max_connections_per_address as u128,
             ),
+            (
+                "max_concurrent_requests",
+                self.max_concurrent_requests as u128,
+            ),
+            ("request_timeout_secs", self.request_timeout_secs as u128),
+            ("shutdown_grace_secs", self.shutdown_grace_secs as u128),
         ];
         for (name, value) in values {
             if value == 0 {

@@ -48,6 +48,7 @@ pub struct Metrics {
     pub connections_rejected: IntCounterVec,
     pub connections_closed: IntCounterVec,
     pub connection_accept_errors: IntCounter,
+    pub requests_refused: IntCounterVec,
 }
 
 impl Metrics {
@@ -100,6 +101,11 @@ impl Metrics {
             "dead_letters_total",
             "Messages sent to the dead-letter topic, by stage and error class.",
             &["stage", "class"],
+        );
+        let requests_refused = counter(
+            "requests_refused_total",
+            "Requests the request guard answered itself: overloaded, timeout, panic.",
+            &["reason"],
         );
         let http_requests = counter(
             "http_requests_total",
@@ -171,6 +177,7 @@ impl Metrics {
             connections_rejected,
             connections_closed,
             connection_accept_errors,
+            requests_refused,
         }
     }
 

@@ -14,5 +14,6 @@ mod permanent;
 mod police;
 mod police_faults;
 mod relay;
+mod request_guard;
 mod sink;
 mod store;
