@@ -16,3 +16,4 @@ mod police_faults;
 mod relay;
 mod sink;
 mod store;
+mod store_outbox;
