@@ -294,6 +294,13 @@ pub struct RelaySettings {
     pub backoff_max_ms: u64,
     /// A lead with no police receipt this long after publication is published again.
     pub republish_after_secs: u64,
+    /// Published outbox rows older than this are deleted by the relay, in batches. Must be
+    /// positive: the outbox is a queue, not the record, and nothing is kept forever (what was
+    /// published where stays in the audit ledger). Rows still waiting, failed for good, or
+    /// needed to republish a lead without a police receipt are kept whatever their age.
+    pub retention_hours: u64,
+    /// How often the relay looks for published rows past `retention_hours`.
+    pub prune_interval_secs: u64,
 }
 
 impl Default for RelaySettings {
@@ -305,6 +312,8 @@ impl Default for RelaySettings {
             backoff_initial_ms: 500,
             backoff_max_ms: 60_000,
             republish_after_secs: 600,
+            retention_hours: 7 * 24,
+            prune_interval_secs: 300,
         }
     }
 }
@@ -411,6 +420,20 @@ impl Settings {
                 "limits.max_batch_leads and relay.batch_size must be positive".into(),
             ));
         }
+        if self.relay.retention_hours == 0 || self.relay.prune_interval_secs == 0 {
+            // Zero would read as "keep forever" to some and "delete at once" to others; the
+            // outbox must not grow forever, so a long retention is spelt out instead.
+            return Err(ConfigError(
+                "relay.retention_hours and relay.prune_interval_secs must be positive".into(),
+            ));
+        }
+        if i64::try_from(self.relay.retention_hours)
+            .ok()
+            .and_then(chrono::Duration::try_hours)
+            .is_none()
+        {
+            return Err(ConfigError("relay.retention_hours is too large".into()));
+        }
         self.server.check()?;
         crate::kafka::check_passthrough(&self.kafka.client).map_err(ConfigError)?;
         Ok(())
@@ -507,6 +530,20 @@ mod tests {
                 "{error}"
             );
         }
+    }
+
+    #[test]
+    fn a_zero_outbox_retention_or_prune_interval_is_refused() {
+        for zero in [
+            |s: &mut RelaySettings| s.retention_hours = 0,
+            |s: &mut RelaySettings| s.prune_interval_secs = 0,
+        ] {
+            let mut settings = Settings::default();
+            zero(&mut settings.relay);
+            let error = settings.check().unwrap_err().to_string();
+            assert!(error.contains("must be positive"), "{error}");
+        }
+        assert!(Settings::default().check().is_ok());
     }
 
     #[test]

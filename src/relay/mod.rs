@@ -19,6 +19,12 @@
 //! permanent failure marks the receipt failed with a `receipt.publish_failed` audit entry (the
 //! adapter's database has no lead timeline) and the same metric and log.
 //!
+//! Published rows are deleted after `relay.retention_hours`, at most
+//! `PRUNE_BATCH * PRUNE_BATCHES_PER_PASS` per pass every `relay.prune_interval_secs`, so
+//! pruning never holds up publishing for long; `leadbridge_outbox_pruned_total` counts them.
+//! Waiting and failed rows and the copy a lead without a police receipt would be republished
+//! from are never deleted (see `Store::prune_outbox`).
+//!
 //! Limits: if a relay dies after Kafka acknowledged but before the row is marked, the row is
 //! published again when its lease expires. Consumers deduplicate on (`lead_id`, `revision`).
 
@@ -118,7 +124,14 @@ impl Relay {
         // Look for unacknowledged leads ten times per republish period (at most once a second).
         let republish_every = Duration::from_secs((self.settings.republish_after_secs / 10).max(1));
         let mut last_republish_check = std::time::Instant::now();
+        let prune_every = Duration::from_secs(self.settings.prune_interval_secs);
+        // None: prune in the first round, so a relay restarted often still prunes.
+        let mut last_prune: Option<std::time::Instant> = None;
         while !*shutdown.borrow() {
+            if last_prune.is_none_or(|at| at.elapsed() >= prune_every) {
+                last_prune = Some(std::time::Instant::now());
+                self.prune(Utc::now()).await;
+            }
             if self.store.schema() == crate::store::Schema::Hub
                 && last_republish_check.elapsed() >= republish_every
             {
@@ -240,6 +253,36 @@ impl Relay {
         Utc::now() + chrono::Duration::milliseconds((base + jitter) as i64)
     }
 
+    /// Deletes published rows past the retention, in bounded batches; returns how many.
+    pub async fn prune(&self, now: DateTime<Utc>) -> u64 {
+        // The configuration check guarantees the retention fits a chrono duration.
+        let retention = chrono::Duration::hours(self.settings.retention_hours as i64);
+        let cutoff = now - retention;
+        let mut pruned = 0;
+        for _ in 0..PRUNE_BATCHES_PER_PASS {
+            match self.store.prune_outbox(cutoff, PRUNE_BATCH).await {
+                Ok(count) => {
+                    pruned += count;
+                    if count < PRUNE_BATCH as u64 {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(relay = %self.id, %error, "Cannot prune the outbox; trying again later.");
+                    break;
+                }
+            }
+        }
+        if pruned > 0 {
+            let outbox = match self.store.schema() {
+                crate::store::Schema::Hub => "hub",
+                crate::store::Schema::PoliceAdapter => "police",
+            };
+            events::outbox_pruned(&self.metrics, outbox, pruned);
+        }
+        pruned
+    }
+
     async fn update_backlog(&self) {
         match self.store.outbox_backlog().await {
             Ok((waiting, _)) => self.metrics.outbox_backlog.set(waiting),
@@ -247,6 +290,11 @@ impl Relay {
         }
     }
 }
+
+/// Rows deleted per pruning statement: short transactions, each a small share of a round.
+const PRUNE_BATCH: i64 = 1000;
+/// Statements per pruning pass; a larger excess is left to the next pass.
+const PRUNE_BATCHES_PER_PASS: usize = 20;
 
 #[cfg(test)]
 mod tests {

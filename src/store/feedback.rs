@@ -312,11 +312,14 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
         let cutoff = db_time(now - after);
+        // "No message of the lead still waiting" as a scalar subquery, not NOT EXISTS: it is
+        // then one probe of `outbox_unpublished_by_lead` per lead, where an anti join planned
+        // from stale statistics scans the whole backlog per lead (docs/benchmarks.md).
         let stale = sqlx::query(
             "SELECT l.lead_id, l.current_revision FROM leads l \
              WHERE l.status = 'published' AND l.updated_at < $1 \
-               AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.lead_id = l.lead_id \
-                               AND o.published_at IS NULL AND o.failed_at IS NULL) \
+               AND (SELECT MIN(o.id) FROM outbox o WHERE o.lead_id = l.lead_id \
+                    AND o.published_at IS NULL AND o.failed_at IS NULL) IS NULL \
              ORDER BY l.updated_at LIMIT 100",
         )
         .bind(&cutoff)

@@ -13,6 +13,13 @@
 //! failed (`failed_at`), which is terminal: it is never claimed again, leaves the backlog, and
 //! no longer holds back the later messages of its lead. On the hub its lead moves to
 //! `publish_failed` with a timeline event and an audit entry, so the failure stays visible.
+//!
+//! The claim's cost is bounded by the rows it claims, not by the backlog: each candidate costs
+//! one probe of `outbox_unpublished_by_lead`, and the statement's shape (see
+//! [`claim_statement`]) keeps that plan even when the statistics were taken while the outbox
+//! was empty. Published rows are pruned after the relay's retention
+//! ([`Store::prune_outbox`]); waiting and failed rows, and the copy a lead without a police
+//! receipt would be republished from, are never pruned.
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -88,22 +95,7 @@ impl Store {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<ClaimedMessage>, StoreError> {
-        let lock = match self.dialect() {
-            Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
-            Dialect::Sqlite => "",
-        };
-        let sql = format!(
-            "UPDATE outbox SET claimed_by = $1, claimed_until = $2 \
-             WHERE id IN ( \
-                 SELECT o.id FROM outbox o \
-                 WHERE o.published_at IS NULL AND o.failed_at IS NULL AND o.next_attempt_at <= $3 \
-                   AND (o.claimed_until IS NULL OR o.claimed_until < $3) \
-                   AND NOT EXISTS (SELECT 1 FROM outbox e \
-                                   WHERE e.lead_id = o.lead_id AND e.published_at IS NULL \
-                                     AND e.failed_at IS NULL AND e.id < o.id) \
-                 ORDER BY o.id LIMIT $4 {lock}) \
-             RETURNING id, event_id, lead_id, revision, topic, payload, headers, attempts"
-        );
+        let sql = claim_statement(self.dialect());
         let rows = sqlx::query(&sql)
             .bind(relay)
             .bind(db_time(lease_until))
@@ -345,6 +337,42 @@ impl Store {
         Ok(true)
     }
 
+    /// Deletes up to `limit` messages published before `cutoff`, oldest first, and says how
+    /// many it deleted. Never a message still waiting or failed for good, and on the hub never
+    /// the copy `republish_unreceipted` would publish again: a message of a lead still
+    /// `published` (no police receipt yet) at its current revision. What a deleted row held
+    /// stays in the audit ledger (`lead.published`: topic, partition, offset, event id) and
+    /// the lead itself in `lead_revisions`.
+    pub async fn prune_outbox(&self, cutoff: DateTime<Utc>, limit: i64) -> Result<u64, StoreError> {
+        let needed = match self.schema() {
+            Schema::Hub => {
+                // A scalar subquery (one primary-key probe per row), not NOT EXISTS: the anti
+                // join stale statistics choose reads every old row for each batch.
+                "AND o.revision IS DISTINCT FROM (SELECT l.current_revision FROM leads l \
+                 WHERE l.lead_id = o.lead_id AND l.status = 'published')"
+            }
+            // The adapter never republishes from its outbox.
+            Schema::PoliceAdapter => "",
+        };
+        let candidates = format!(
+            "SELECT o.id FROM outbox o \
+             WHERE o.published_at IS NOT NULL AND o.published_at < $1 AND o.failed_at IS NULL {needed} \
+             ORDER BY o.published_at LIMIT $2"
+        );
+        // As in the claim: primary-key deletes of ids found through `outbox_published`.
+        let sql = match self.dialect() {
+            Dialect::Postgres => format!("DELETE FROM outbox WHERE id = ANY(ARRAY({candidates}))"),
+            Dialect::Sqlite => format!("DELETE FROM outbox WHERE id IN ({candidates})"),
+        };
+        let deleted = sqlx::query(&sql)
+            .bind(db_time(cutoff))
+            .bind(limit)
+            .execute(self.pool())
+            .await?
+            .rows_affected();
+        Ok(deleted)
+    }
+
     /// How many messages wait to be published, and the creation time of the oldest. Messages
     /// that failed for good are not waiting.
     pub async fn outbox_backlog(&self) -> Result<(i64, Option<String>), StoreError> {
@@ -427,4 +455,30 @@ async fn advance_leads_to_published(
     }
     query.bind(at).execute(&mut **tx).await?;
     Ok(())
+}
+
+/// The claim's statement (`$1` relay, `$2` lease end, `$3` now, `$4` limit); public so that
+/// tests and benchmarks can EXPLAIN exactly what the relay runs.
+pub fn claim_statement(dialect: Dialect) -> String {
+    // The row is its lead's oldest waiting message: a scalar subquery, which PostgreSQL runs
+    // once per candidate as a probe of `outbox_unpublished_by_lead`, whatever the statistics
+    // say. The equivalent NOT EXISTS is planned as an anti join, and with the statistics of an
+    // empty outbox (as after any idle period) that join scans every waiting row per candidate.
+    // `= ANY(ARRAY(..))` likewise fixes the UPDATE to primary-key lookups of the claimed ids
+    // instead of a join the planner might cost from stale figures.
+    let candidates = "SELECT o.id FROM outbox o \
+         WHERE o.published_at IS NULL AND o.failed_at IS NULL AND o.next_attempt_at <= $3 \
+           AND (o.claimed_until IS NULL OR o.claimed_until < $3) \
+           AND o.id = (SELECT MIN(e.id) FROM outbox e \
+                       WHERE e.lead_id = o.lead_id AND e.published_at IS NULL \
+                         AND e.failed_at IS NULL) \
+         ORDER BY o.id LIMIT $4";
+    let ids = match dialect {
+        Dialect::Postgres => format!("= ANY(ARRAY({candidates} FOR UPDATE SKIP LOCKED))"),
+        Dialect::Sqlite => format!("IN ({candidates})"),
+    };
+    format!(
+        "UPDATE outbox SET claimed_by = $1, claimed_until = $2 WHERE id {ids} \
+         RETURNING id, event_id, lead_id, revision, topic, payload, headers, attempts"
+    )
 }

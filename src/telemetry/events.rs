@@ -139,3 +139,16 @@ pub fn message_dead_lettered(
         .with_label_values(&[stage, class])
         .inc();
 }
+
+/// Published outbox rows past their retention were deleted.
+pub fn outbox_pruned(metrics: &Metrics, outbox: &'static str, count: u64) {
+    tracing::info!(
+        outbox,
+        count,
+        "Pruned published outbox rows past their retention."
+    );
+    metrics
+        .outbox_pruned
+        .with_label_values(&[outbox])
+        .inc_by(count);
+}

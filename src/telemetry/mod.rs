@@ -42,6 +42,7 @@ pub struct Metrics {
     pub publish_failed: IntCounterVec,
     pub dead_letters: IntCounterVec,
     pub outbox_backlog: IntGauge,
+    pub outbox_pruned: IntCounterVec,
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
     pub connections_open: IntGauge,
@@ -112,6 +113,11 @@ impl Metrics {
             "HTTP requests by route and status.",
             &["method", "route", "status"],
         );
+        let outbox_pruned = counter(
+            "outbox_pruned_total",
+            "Published outbox rows deleted after relay.retention_hours, by outbox (hub, police).",
+            &["outbox"],
+        );
         let outbox_backlog = IntGauge::new(
             "outbox_backlog",
             "Outbox messages not yet acknowledged by Kafka.",
@@ -171,6 +177,7 @@ impl Metrics {
             publish_failed,
             dead_letters,
             outbox_backlog,
+            outbox_pruned,
             http_requests,
             http_duration,
             connections_open,

@@ -17,3 +17,4 @@ mod relay;
 mod request_guard;
 mod sink;
 mod store;
+mod store_outbox;

@@ -1,0 +1,281 @@
+//! The outbox under a backlog: the claim's cost is bounded by what it claims, and pruning
+//! deletes only published rows nobody needs.
+
+use chrono::{Duration, Utc};
+use leadbridge::config::RelaySettings;
+use leadbridge::relay::Relay;
+use leadbridge::store::outbox::claim_statement;
+use leadbridge::store::{db_time, Dialect, Schema, Store};
+use leadbridge::telemetry::Metrics;
+use serde_json::Value;
+use sqlx::{Connection, Row};
+
+use crate::helpers::{fresh_postgres_database, fresh_sqlite_url};
+
+const BACKLOG: i64 = 12_000;
+const CLAIM: i64 = 500;
+
+/// Rows every node of a plan produced or threw away, times its loops: what the executor
+/// examined.
+fn rows_examined(node: &Value) -> f64 {
+    let number = |key: &str| node.get(key).and_then(Value::as_f64).unwrap_or(0.0);
+    let here = (number("Actual Rows")
+        + number("Rows Removed by Filter")
+        + number("Rows Removed by Join Filter")
+        + number("Rows Removed by Index Recheck"))
+        * number("Actual Loops");
+    let below: f64 = node
+        .get("Plans")
+        .and_then(Value::as_array)
+        .map(|plans| plans.iter().map(rows_examined).sum())
+        .unwrap_or(0.0);
+    here + below
+}
+
+#[tokio::test]
+async fn a_claim_examines_rows_in_proportion_to_its_size_not_to_a_backlog_with_stale_statistics() {
+    let url = fresh_postgres_database().await;
+    let store = Store::connect(&url, 2).await.unwrap();
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    // Statistics of an empty outbox, as after any idle period, and kept that way.
+    for sql in [
+        "ALTER TABLE outbox SET (autovacuum_enabled = false)",
+        "ALTER TABLE leads SET (autovacuum_enabled = false)",
+        "ANALYZE outbox",
+        "ANALYZE leads",
+        "CREATE FUNCTION plan_of(statement text) RETURNS text LANGUAGE plpgsql AS $$ \
+         DECLARE plan text; BEGIN \
+         EXECUTE 'EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ' || statement INTO plan; \
+         RETURN plan; END $$",
+    ] {
+        sqlx::query(sql).execute(&mut db).await.unwrap();
+    }
+    let created = "2026-11-26T08:00:00.000000Z";
+    sqlx::query(
+        "INSERT INTO leads (lead_id, agency, case_id, lead_type, kind, current_revision, status, created_at, updated_at) \
+         SELECT gen_random_uuid()::text, 'environment', 'backlog-' || g, 'x', 'lead', 1, 'accepted', $1, $1 \
+         FROM generate_series(1, $2::bigint) g",
+    )
+    .bind(created)
+    .bind(BACKLOG)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO outbox (event_id, lead_id, revision, topic, payload, headers, created_at, next_attempt_at) \
+         SELECT gen_random_uuid()::text, lead_id, 1, 'test.leads.environment.v1', '\\x7b7d'::bytea, '[]', $1, $1 FROM leads",
+    )
+    .bind(created)
+    .execute(&mut db)
+    .await
+    .unwrap();
+
+    let now = Utc::now();
+    let statement = claim_statement(Dialect::Postgres)
+        .replace("$1", "'explain'")
+        .replace("$2", &format!("'{}'", db_time(now + Duration::minutes(2))))
+        .replace("$3", &format!("'{}'", db_time(now)))
+        .replace("$4", &CLAIM.to_string());
+    let mut tx = db.begin().await.unwrap();
+    let plan: String = sqlx::query_scalar("SELECT plan_of($1)")
+        .bind(&statement)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    let plan: Value = serde_json::from_str(&plan).unwrap();
+    let root = &plan[0]["Plan"];
+    assert_eq!(root["Actual Rows"], CLAIM, "the claim claims a full batch");
+    let examined = rows_examined(root);
+    // A few rows per claimed row (candidate, probe, update); the quadratic plan examined
+    // millions (every waiting row once per candidate).
+    assert!(
+        examined <= (10 * CLAIM) as f64,
+        "the claim examined {examined} rows for {CLAIM} claimed out of {BACKLOG}: {plan:#}"
+    );
+
+    // And the store's own claim takes that batch, oldest first.
+    let claimed = store
+        .claim_outbox("relay-test", CLAIM, now, now + Duration::minutes(2))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len() as i64, CLAIM);
+    assert!(claimed.windows(2).all(|pair| pair[0].id < pair[1].id));
+}
+
+#[tokio::test]
+async fn the_sqlite_claim_finds_earlier_messages_of_a_lead_through_the_waiting_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&fresh_sqlite_url(dir.path()), 1)
+        .await
+        .unwrap();
+    let sql = format!("EXPLAIN QUERY PLAN {}", claim_statement(Dialect::Sqlite));
+    let now = db_time(Utc::now());
+    let details: Vec<String> = sqlx::query(&sql)
+        .bind("explain")
+        .bind(&now)
+        .bind(&now)
+        .bind(CLAIM)
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.try_get::<String, _>("detail").unwrap())
+        .collect();
+    assert!(
+        details
+            .iter()
+            .any(|d| d.contains("INDEX outbox_unpublished_by_lead (lead_id=?)")),
+        "{details:#?}"
+    );
+}
+
+/// Inserts a lead with one outbox row per `(revision, published_at, failed_at)`.
+async fn lead_with_rows(
+    store: &Store,
+    schema: Schema,
+    status: &str,
+    current_revision: i64,
+    rows: &[(i64, Option<String>, Option<String>)],
+) -> String {
+    let lead_id = uuid::Uuid::new_v4().to_string();
+    let created = db_time(Utc::now() - Duration::days(30));
+    if schema == Schema::Hub {
+        sqlx::query(
+            "INSERT INTO leads (lead_id, agency, case_id, lead_type, kind, current_revision, status, created_at, updated_at) \
+             VALUES ($1, 'environment', $1, 'x', 'lead', $2, $3, $4, $4)",
+        )
+        .bind(&lead_id)
+        .bind(current_revision)
+        .bind(status)
+        .bind(&created)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    }
+    for (revision, published_at, failed_at) in rows {
+        sqlx::query(
+            "INSERT INTO outbox (event_id, lead_id, revision, topic, payload, headers, created_at, next_attempt_at, published_at, failed_at) \
+             VALUES ($1, $2, $3, 'test.leads.environment.v1', $4, $5, $6, $6, $7, $8)",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(&lead_id)
+        .bind(revision)
+        .bind(b"{}".to_vec())
+        .bind(r#"[["schema_id","urn:leadbridge:schema:lead:pollution-discharge:v1"]]"#)
+        .bind(&created)
+        .bind(published_at.clone())
+        .bind(failed_at.clone())
+        .execute(store.pool())
+        .await
+        .unwrap();
+    }
+    lead_id
+}
+
+async fn rows_of(store: &Store, lead_id: &str) -> Vec<i64> {
+    sqlx::query("SELECT revision FROM outbox WHERE lead_id = $1 ORDER BY id")
+        .bind(lead_id)
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.try_get("revision").unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_relay_prunes_old_published_rows_and_keeps_young_waiting_failed_and_needed_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut stores = Vec::new();
+    for schema in [Schema::Hub, Schema::PoliceAdapter] {
+        stores.push(
+            Store::connect_schema(&fresh_postgres_database().await, 2, schema)
+                .await
+                .unwrap(),
+        );
+        stores.push(
+            Store::connect_schema(&fresh_sqlite_url(dir.path()), 1, schema)
+                .await
+                .unwrap(),
+        );
+    }
+    for store in stores {
+        let schema = store.schema();
+        let label = format!("{:?} {schema:?}", store.dialect());
+        let now = Utc::now();
+        let old = Some(db_time(now - Duration::days(8)));
+        let young = Some(db_time(now - Duration::days(6)));
+        let receipted = "received_by_police";
+        let gone = lead_with_rows(&store, schema, receipted, 1, &[(1, old.clone(), None)]).await;
+        let kept_young =
+            lead_with_rows(&store, schema, receipted, 1, &[(1, young.clone(), None)]).await;
+        let waiting = lead_with_rows(&store, schema, "accepted", 1, &[(1, None, None)]).await;
+        let failed = lead_with_rows(
+            &store,
+            schema,
+            "publish_failed",
+            1,
+            &[(1, None, old.clone())],
+        )
+        .await;
+        // No receipt yet for revision 2: its copy is what a republish sends; revision 1's is not.
+        let unreceipted = lead_with_rows(
+            &store,
+            schema,
+            "published",
+            2,
+            &[(1, old.clone(), None), (2, old.clone(), None)],
+        )
+        .await;
+
+        let metrics = Metrics::new();
+        let producer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:9")
+            .create()
+            .unwrap();
+        let relay = Relay::new(
+            store.clone(),
+            producer,
+            RelaySettings::default(),
+            std::sync::Arc::new(tokio::sync::Notify::new()),
+            metrics.clone(),
+        );
+        let pruned = relay.prune(now).await;
+
+        let (expected, label_value) = match schema {
+            Schema::Hub => (2, "hub"),
+            // The adapter has no leads to republish: both old published rows go.
+            Schema::PoliceAdapter => (3, "police"),
+        };
+        assert_eq!(pruned, expected, "{label}");
+        assert_eq!(
+            metrics
+                .outbox_pruned
+                .with_label_values(&[label_value])
+                .get(),
+            expected,
+            "{label}"
+        );
+        assert!(rows_of(&store, &gone).await.is_empty(), "{label}");
+        assert_eq!(rows_of(&store, &kept_young).await, [1], "{label}");
+        assert_eq!(rows_of(&store, &waiting).await, [1], "{label}");
+        assert_eq!(rows_of(&store, &failed).await, [1], "{label}");
+        match schema {
+            Schema::Hub => {
+                assert_eq!(rows_of(&store, &unreceipted).await, [2], "{label}");
+                // The kept copy is enough to republish the lead.
+                let republished = store
+                    .republish_unreceipted(Duration::seconds(1), now)
+                    .await
+                    .unwrap();
+                assert_eq!(republished, 1, "{label}");
+            }
+            Schema::PoliceAdapter => {
+                assert!(rows_of(&store, &unreceipted).await.is_empty(), "{label}")
+            }
+        }
+        // A second pass finds nothing more.
+        assert_eq!(relay.prune(now).await, 0, "{label}");
+    }
+}
