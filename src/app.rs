@@ -81,6 +81,8 @@ pub struct Application {
     embedded_broker: Option<Arc<EmbeddedBroker>>,
     listener: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
     router: Option<axum::Router>,
+    /// The API's request guard, to wait for requests still running before closing the pools.
+    request_guard: Option<Arc<api::RequestGuard>>,
     relay: Option<Relay>,
     receipts: Option<ReceiptsConsumer>,
     police: Option<PoliceAdapter>,
@@ -195,6 +197,11 @@ impl Application {
             _ => None,
         };
 
+        let request_guard = Arc::new(api::RequestGuard::new(
+            settings.server.max_concurrent_requests,
+            Duration::from_secs(settings.server.request_timeout_secs),
+            metrics.requests_refused.clone(),
+        ));
         let (listener, router) = if roles.serves_http() {
             let tls_settings = match &settings.server.tls {
                 Some(tls) => tls.clone(),
@@ -210,16 +217,14 @@ impl Application {
                 metrics: metrics.clone(),
                 limits: settings.limits.clone(),
                 kafka_probe: producer,
-                guard: Arc::new(api::RequestGuard::new(
-                    settings.server.max_concurrent_requests,
-                    Duration::from_secs(settings.server.request_timeout_secs),
-                    metrics.requests_refused.clone(),
-                )),
+                guard: request_guard.clone(),
+                readiness: Default::default(),
             }));
             (Some((listener, tls)), Some(api::router(state)))
         } else {
             (None, None)
         };
+        let request_guard = router.is_some().then_some(request_guard);
 
         Ok(Application {
             settings,
@@ -231,6 +236,7 @@ impl Application {
             embedded_broker,
             listener,
             router,
+            request_guard,
             relay,
             receipts,
             police,
@@ -299,6 +305,14 @@ impl Application {
         }
         while let Some(result) = tasks.join_next().await {
             result.context("a role ended abnormally")?;
+        }
+        // HTTP/2 streams run in tasks of their own that outlive their connection's task; the
+        // pools close only once every request has given its place back (or the grace ran out).
+        if let Some(guard) = &self.request_guard {
+            let grace = Duration::from_secs(self.settings.server.shutdown_grace_secs);
+            if !guard.wait_until_idle(grace).await {
+                tracing::warn!("Requests still running after the shutdown grace; closing anyway.");
+            }
         }
         if let Some(store) = &self.store {
             store.close().await;

@@ -56,6 +56,9 @@ pub enum ApiError {
     UnreadableBody(String),
     #[error("the lead is invalid")]
     Invalid(Vec<Problem>),
+    /// A value in the request that the database can never store.
+    #[error("the request holds a value the database cannot store")]
+    Unstorable,
     /// Every place for a request in progress is taken (`server.max_concurrent_requests`).
     #[error("the hub is handling as many requests as it may; retry shortly")]
     Overloaded,
@@ -96,7 +99,8 @@ impl ApiError {
             | ApiError::InvalidQuery(_)
             | ApiError::InvalidPath(_)
             | ApiError::InvalidBody(_)
-            | ApiError::UnreadableBody(_) => StatusCode::BAD_REQUEST,
+            | ApiError::UnreadableBody(_)
+            | ApiError::Unstorable => StatusCode::BAD_REQUEST,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Conflict { .. } | ApiError::StateConflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) | ApiError::Overloaded | ApiError::TimedOut { .. } => {
@@ -137,6 +141,7 @@ impl ApiError {
             ApiError::StateConflict(_) => ("workflow", "Not allowed in the lead's current state"),
             ApiError::Unavailable(_) => ("unavailable", "Service temporarily unavailable"),
             ApiError::Overloaded => ("overloaded", "Too many requests in progress"),
+            ApiError::Unstorable => ("unstorable", "A value that cannot be stored"),
             ApiError::TimedOut { .. } => ("timeout", "The request took too long"),
             ApiError::Internal(_) => ("internal", "Internal error"),
             ApiError::Unmapped { .. } => ("http-error", "Request refused"),
@@ -217,6 +222,11 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         if error.is_retryable() {
             ApiError::Unavailable("the database is busy or unreachable; retry later".into())
+        } else if error.is_permanent() {
+            // The request carried a value the database can never store (validation should
+            // have caught it; log it as the gap it is), so resending it cannot help: a 400.
+            tracing::warn!(%error, "A request carried a value the database cannot store.");
+            ApiError::Unstorable
         } else {
             ApiError::Internal(error.to_string())
         }
@@ -251,18 +261,67 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_problem_has_a_code_matching_its_type() {
+    fn every_problem_has_its_documented_code() {
+        // The code each variant must carry, written out (not derived from `kind`), with no
+        // wildcard so that a new variant cannot be added without its code.
+        fn expected(error: &ApiError) -> &'static str {
+            match error {
+                ApiError::Unauthenticated => "unauthenticated",
+                ApiError::UnusableCertificate(_) => "unusable_certificate",
+                ApiError::Forbidden(_) => "forbidden",
+                ApiError::NotFound => "not_found",
+                ApiError::MethodNotAllowed => "method_not_allowed",
+                ApiError::PayloadTooLarge { .. } => "payload_too_large",
+                ApiError::UnsupportedMediaType => "unsupported_media_type",
+                ApiError::MalformedJson { .. } => "malformed_json",
+                ApiError::DuplicateKey { .. } => "duplicate_key",
+                ApiError::InvalidQuery(_) => "invalid_query",
+                ApiError::InvalidPath(_) => "invalid_path",
+                ApiError::InvalidBody(_) => "invalid_body",
+                ApiError::UnreadableBody(_) => "unreadable_body",
+                ApiError::Invalid(_) => "validation",
+                ApiError::Unstorable => "unstorable",
+                ApiError::Overloaded => "overloaded",
+                ApiError::TimedOut { .. } => "timeout",
+                ApiError::Conflict { .. } => "conflict",
+                ApiError::StateConflict(_) => "workflow",
+                ApiError::Unavailable(_) => "unavailable",
+                ApiError::Internal(_) => "internal",
+                ApiError::Unmapped { .. } => "http_error",
+            }
+        }
+        let documented = include_str!("../../schemas/README.md");
         let errors = [
             ApiError::Unauthenticated,
+            ApiError::UnusableCertificate("two CNs".into()),
+            ApiError::Forbidden("no".into()),
             ApiError::NotFound,
+            ApiError::MethodNotAllowed,
             ApiError::PayloadTooLarge { limit: 1 },
+            ApiError::UnsupportedMediaType,
+            ApiError::MalformedJson {
+                message: "eof".into(),
+                byte_offset: 3,
+            },
             ApiError::DuplicateKey {
                 key: "agency".into(),
                 byte_offset: 19,
             },
             ApiError::InvalidQuery("limit".into()),
+            ApiError::InvalidPath("%FF".into()),
+            ApiError::InvalidBody("shape".into()),
+            ApiError::UnreadableBody("reset".into()),
             ApiError::Invalid(vec![]),
+            ApiError::Unstorable,
+            ApiError::Overloaded,
+            ApiError::TimedOut { secs: 60 },
+            ApiError::Conflict {
+                lead_id: LeadId::generate(),
+                detail: "other content".into(),
+            },
             ApiError::StateConflict("decided".into()),
+            ApiError::Unavailable("db".into()),
+            ApiError::Internal("bug".into()),
             ApiError::Unmapped {
                 status: StatusCode::URI_TOO_LONG,
                 detail: None,
@@ -270,16 +329,17 @@ mod tests {
         ];
         for error in errors {
             let problem = error.problem();
-            let code = problem["code"].as_str().unwrap().to_owned();
-            assert!(
-                code.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
-                "{code}"
-            );
+            let code = expected(&error);
+            assert_eq!(problem["code"], code, "{error:?}");
             assert_eq!(
                 problem["type"],
                 format!("urn:leadbridge:problem:{}", code.replace('_', "-"))
             );
             assert_eq!(problem["status"], error.status().as_u16());
+            assert!(
+                documented.contains(&format!("| `{code}` |")),
+                "schemas/README.md documents the code {code}"
+            );
         }
     }
 
@@ -305,5 +365,14 @@ mod tests {
         }
         .problem();
         assert!(!problem.to_string().contains("secret"), "{problem}");
+    }
+
+    #[test]
+    fn a_value_the_database_cannot_store_is_the_callers_400_not_a_500() {
+        let error: ApiError =
+            StoreError::Unstorable(sqlx::Error::Protocol("invalid byte sequence".into())).into();
+        assert_eq!(error.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(error.code(), "unstorable");
+        assert!(!error.problem().to_string().contains("byte sequence"));
     }
 }

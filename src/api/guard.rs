@@ -6,8 +6,9 @@
 //! runs longer than `server.request_timeout_secs` is answered 503 `timeout` (what it had
 //! committed stays committed: a retried submission is an exact replay, answered 200 with the
 //! first receipt); a handler that panics is answered 500 `internal` with the panic logged, and
-//! the connection and every other request carry on. Liveness and metrics (`/healthz`,
-//! `/metrics`) bypass the cap, so an overloaded hub is not restarted for being busy.
+//! the connection and every other request carry on. Liveness, readiness and metrics
+//! (`/healthz`, `/readyz`, `/metrics`) bypass the cap, so an overloaded hub is not restarted
+//! for being busy and anonymous probes cannot take agencies' places.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use super::ApiError;
 /// The guard's limits, shared by every request of one server.
 pub struct RequestGuard {
     permits: Arc<Semaphore>,
+    max_concurrent: u32,
     timeout: Duration,
     /// `leadbridge_requests_refused_total{reason}`.
     refused: IntCounterVec,
@@ -35,15 +37,27 @@ impl RequestGuard {
     pub fn new(max_concurrent_requests: usize, timeout: Duration, refused: IntCounterVec) -> Self {
         RequestGuard {
             permits: Arc::new(Semaphore::new(max_concurrent_requests)),
+            max_concurrent: u32::try_from(max_concurrent_requests).unwrap_or(u32::MAX),
             timeout,
             refused,
         }
     }
 }
 
-/// Paths that must answer even when the hub is saturated.
+impl RequestGuard {
+    /// Waits until no guarded request is in progress, at most `within`; false if some still
+    /// were. New requests cannot start meanwhile only because the listener is closed by then.
+    pub async fn wait_until_idle(&self, within: Duration) -> bool {
+        tokio::time::timeout(within, self.permits.acquire_many(self.max_concurrent))
+            .await
+            .is_ok_and(|acquired| acquired.is_ok())
+    }
+}
+
+/// Paths that must answer even when the hub is saturated. `/readyz` is among them because it
+/// reuses its verdict for a second, so a flood of probes costs the dependencies nothing.
 fn bypasses_the_cap(path: &str) -> bool {
-    matches!(path, "/healthz" | "/metrics")
+    matches!(path, "/healthz" | "/readyz" | "/metrics")
 }
 
 pub async fn guard_request(

@@ -62,7 +62,31 @@ pub async fn healthz() -> Json<Value> {
 
 /// `GET /readyz`: the database and Kafka are reachable. Anyone may ask, so the answer says only
 /// `ok` or `down` per dependency; why one is down (addresses, database errors) goes to the log.
+/// How long a readiness verdict is reused: anonymous callers can ask as often as they like,
+/// the database and Kafka are asked at most once per period.
+const READINESS_REUSE: Duration = Duration::from_secs(1);
+
+/// The last readiness verdict; its lock also makes concurrent checks wait for one check.
+#[derive(Default)]
+pub struct ReadinessCache(tokio::sync::Mutex<Option<(std::time::Instant, StatusCode, Value)>>);
+
 pub async fn readyz(State(state): State<AppState>) -> Response {
+    let mut cached = state.0.readiness.0.lock().await;
+    let (status, body) = match &*cached {
+        Some((at, status, body)) if at.elapsed() < READINESS_REUSE => (*status, body.clone()),
+        _ => {
+            let (status, body) = check_readiness(&state).await;
+            *cached = Some((std::time::Instant::now(), status, body.clone()));
+            (status, body)
+        }
+    };
+    drop(cached);
+    let mut response = (status, Json(body)).into_response();
+    response.extensions_mut().insert(NotAProblem);
+    response
+}
+
+async fn check_readiness(state: &AppState) -> (StatusCode, Value) {
     let stores = state
         .0
         .hub
@@ -107,9 +131,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let mut response = (status, Json(body)).into_response();
-    response.extensions_mut().insert(NotAProblem);
-    response
+    (status, body)
 }
 
 /// `GET /metrics`: Prometheus text format.

@@ -55,6 +55,8 @@ pub struct App {
     pub kafka_probe: FutureProducer,
     /// Deadline and concurrency cap of every request.
     pub guard: Arc<RequestGuard>,
+    /// `/readyz`'s last verdict, reused for a second.
+    pub readiness: meta::ReadinessCache,
 }
 
 pub struct HubApi {

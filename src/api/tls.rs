@@ -374,8 +374,7 @@ impl ConnectionLimits {
     }
 
     fn try_acquire(&self, address: IpAddr) -> Result<ConnectionPermit, Cap> {
-        // An IPv4 client on a dual-stack socket is the same client as over IPv4.
-        let address = address.to_canonical();
+        let address = client_network(address);
         let mut open = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         if open.total >= self.max_total {
             return Err(Cap::Total);
@@ -391,6 +390,19 @@ impl ConnectionLimits {
             limits: self.clone(),
             address,
         })
+    }
+}
+
+/// What the per-address cap counts as one client: an IPv4 address, or an IPv6 /64 — the
+/// smallest prefix a site is given, so one host cannot spread over its 2^64 addresses.
+fn client_network(address: IpAddr) -> IpAddr {
+    // An IPv4 client on a dual-stack socket is the same client as over IPv4.
+    match address.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
     }
 }
 
@@ -572,6 +584,28 @@ mod tests {
         reported += log.succeeded(end).expect("the rest is reported once due");
         assert_eq!(reported, 1200);
         assert_eq!(log.succeeded(end + Duration::from_secs(60)), None);
+    }
+
+    #[test]
+    fn one_ipv6_host_cannot_spread_over_its_64_prefix() {
+        let gauge = IntGauge::new("open", "open").unwrap();
+        let limits = ConnectionLimits::new(10, 2, gauge);
+        let one: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same_prefix: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap();
+        let next_prefix: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let _first = limits.try_acquire(one).unwrap();
+        let _second = limits.try_acquire(same_prefix).unwrap();
+        assert_eq!(
+            limits
+                .try_acquire("2001:db8:1:2:abcd::9".parse().unwrap())
+                .err(),
+            Some(Cap::PerAddress),
+            "a third address of the same /64 is the same client"
+        );
+        assert!(
+            limits.try_acquire(next_prefix).is_ok(),
+            "another /64 is another client"
+        );
     }
 
     #[test]

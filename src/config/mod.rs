@@ -503,7 +503,7 @@ mod tests {
 
     #[test]
     fn a_zero_connection_limit_or_timeout_is_refused_by_name() {
-        let zeroed: [fn(&mut ServerSettings); 7] = [
+        let zeroed: [fn(&mut ServerSettings); 10] = [
             |s| s.handshake_timeout_secs = 0,
             |s| s.header_read_timeout_secs = 0,
             |s| s.idle_timeout_secs = 0,
@@ -511,6 +511,9 @@ mod tests {
             |s| s.http2_keep_alive_timeout_secs = 0,
             |s| s.max_connections = 0,
             |s| s.max_connections_per_address = 0,
+            |s| s.max_concurrent_requests = 0,
+            |s| s.request_timeout_secs = 0,
+            |s| s.shutdown_grace_secs = 0,
         ];
         let names = [
             "handshake_timeout_secs",
@@ -520,6 +523,9 @@ mod tests {
             "http2_keep_alive_timeout_secs",
             "max_connections",
             "max_connections_per_address",
+            "max_concurrent_requests",
+            "request_timeout_secs",
+            "shutdown_grace_secs",
         ];
         for (zero, name) in zeroed.into_iter().zip(names) {
             let mut settings = Settings::default();

@@ -329,6 +329,37 @@ pub fn lead_event(lead: &ValidatedLead, lead_id: LeadId, topic: &str) -> OutboxM
 mod tests {
     use super::*;
 
+    /// What `LEAD_EVENT_OVERHEAD_BYTES` promises: the published event (payload, key and
+    /// headers) is at most the lead's compact JSON plus that allowance, for the longest case id
+    /// and lead type the contract allows.
+    #[test]
+    fn the_event_around_a_lead_stays_within_the_overhead_allowance() {
+        let mut document: Value =
+            serde_json::from_str(include_str!("../../docs/examples/sample-lead.json")).unwrap();
+        document["source"]["case_id"] = json!("Z".repeat(64));
+        let lead = crate::validate::Validator::built_in()
+            .unwrap()
+            .validate(Agency::Environment, document, Utc::now())
+            .expect("the sample lead with the longest case id is valid");
+        let topic = Topics::new("leadbridge".to_owned()).leads(Agency::Environment);
+        let message = lead_event(&lead, LeadId::generate(), &topic);
+        let headers: usize = message
+            .headers
+            .iter()
+            .map(|(key, value)| key.len() + value.len())
+            .sum();
+        let key = LeadId::generate().to_string().len();
+        let event = message.payload.len() + key + headers;
+        let lead_bytes = published_size(lead.document());
+        assert!(
+            event - lead_bytes <= crate::kafka::LEAD_EVENT_OVERHEAD_BYTES,
+            "the event adds {} bytes to the lead",
+            event - lead_bytes
+        );
+        // Not vacuous: the metadata really is counted (ids, hash, headers).
+        assert!(event - lead_bytes > 300, "{}", event - lead_bytes);
+    }
+
     #[test]
     fn the_published_size_is_the_compact_json() {
         let value = json!({"summary": "超标排放", "n": [1, 2.5, null], "t": "a\u{1}"});

@@ -93,10 +93,16 @@ impl StoreError {
 fn is_unstorable_code(code: &str) -> bool {
     let sqlstate = code.len() == 5;
     if sqlstate {
-        code.starts_with("22") || code.starts_with("54")
+        // Data exceptions, program limits, and the integrity violations that the same data
+        // meets again on every retry: NOT NULL, foreign key, CHECK. (A unique violation is a
+        // race a retry can win: `Contended`.)
+        code.starts_with("22")
+            || code.starts_with("54")
+            || matches!(code, "23502" | "23503" | "23514")
     } else {
-        // SQLITE_TOOBIG (18), SQLITE_MISMATCH (20).
-        matches!(code, "18" | "20")
+        // SQLITE_TOOBIG (18), SQLITE_MISMATCH (20), and the extended constraint codes
+        // FOREIGNKEY (787), NOTNULL (1299), CHECK (275).
+        matches!(code, "18" | "20" | "787" | "1299" | "275")
     }
 }
 
@@ -288,7 +294,10 @@ mod tests {
     fn only_data_errors_are_unstorable() {
         // PostgreSQL: 22021 invalid byte sequence (U+0000), 22001 string too long, 54000
         // program limit exceeded.
-        for code in ["22021", "22001", "22P02", "54000", "54001", "18", "20"] {
+        for code in [
+            "22021", "22001", "22P02", "54000", "54001", "23502", "23503", "23514", "18", "20",
+            "787", "1299", "275",
+        ] {
             assert!(is_unstorable_code(code), "{code}");
         }
         // Unique violation, serialization failure, SQLite BUSY/LOCKED/CONSTRAINT, undefined

@@ -577,3 +577,54 @@ async fn readiness_shows_no_error_text_on_postgres() {
 async fn readiness_shows_no_error_text_on_the_embedded_default() {
     readiness_tells_anonymous_callers_only_up_or_down(Backend::Embedded).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+
+/// Query values are refused with their control characters, as bodies are, before any of them
+/// reaches the database (where PostgreSQL would refuse a NUL with an error of its own).
+async fn control_characters_in_query_values_are_refused(backend: Backend) {
+    let app = app(backend).roles(Roles::ALL).spawn().await;
+    let police = app.pki.client(Some(&Principal::Investigator {
+        unit: CITY_UNIT.into(),
+    }));
+    for query in ["status=%00", "status=delivered%07", "limit=1&sta%1Btus=x"] {
+        let response = police
+            .get(app.url(&format!("/police/v1/inbox?{query}")))
+            .send()
+            .await
+            .unwrap();
+        let refused = problem(response, 400, "invalid_query").await;
+        assert!(
+            refused["detail"]
+                .as_str()
+                .unwrap()
+                .contains("control character"),
+            "{query}: {refused}"
+        );
+    }
+    let response = app
+        .client(Agency::Environment)
+        .get(app.url("/v1/feedback?after=%00"))
+        .send()
+        .await
+        .unwrap();
+    problem(response, 400, "invalid_query").await;
+    // Tab, CR and LF are allowed, as in bodies (and simply match nothing here).
+    let response = police
+        .get(app.url("/police/v1/inbox?status=a%09b"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    app.stop_expecting_empty_outbox().await;
+}
+
+#[tokio::test]
+async fn control_characters_in_query_values_are_refused_on_postgres() {
+    control_characters_in_query_values_are_refused(Backend::Real).await;
+}
+
+#[tokio::test]
+async fn control_characters_in_query_values_are_refused_on_the_embedded_default() {
+    control_characters_in_query_values_are_refused(Backend::Embedded).await;
+}

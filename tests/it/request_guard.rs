@@ -95,18 +95,15 @@ async fn the_cap_refuses_one_request_too_many_at_once(backend: Backend) {
         Some((503, Some("1".to_owned()), "overloaded".to_owned())),
         "a third request while two are in progress"
     );
-    let health = app
-        .pki
-        .client(None)
-        .get(app.url("/healthz"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        health.status(),
-        200,
-        "liveness answers when the hub is saturated"
-    );
+    let anonymous = app.pki.client(None);
+    for probe in ["/healthz", "/readyz"] {
+        let answer = anonymous.get(app.url(probe)).send().await.unwrap();
+        assert_eq!(
+            answer.status(),
+            200,
+            "{probe} answers when the hub is saturated"
+        );
+    }
     let metrics = app
         .pki
         .client(None)
