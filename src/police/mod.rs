@@ -83,15 +83,10 @@ impl PoliceAdapter {
             }
         }
 
-        let consumer: StreamConsumer = kafka::client_config(&settings.kafka, bootstrap_servers)
-            .set("group.id", &police.group_id)
-            .set("enable.auto.commit", "true")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.commit.interval.ms", "1000")
-            .set("auto.offset.reset", "earliest")
-            .set("topic.metadata.refresh.interval.ms", "5000")
-            .create()
-            .context("cannot create the adapter's Kafka consumer")?;
+        let consumer: StreamConsumer =
+            kafka::consumer_config(&settings.kafka, bootstrap_servers, &police.group_id)
+                .create()
+                .context("cannot create the adapter's Kafka consumer")?;
         // The agencies are a closed set, so the topics are named rather than matched by pattern:
         // a pattern that matches nothing would wait silently.
         let lead_topics: Vec<String> = crate::lead::Agency::ALL
