@@ -20,40 +20,153 @@ use rdkafka::types::RDKafkaErrorCode;
 use crate::config::KafkaSettings;
 use crate::lead::Agency;
 
-/// librdkafka properties that the typed settings or the hub's guarantees own.
-const OWNED_PROPERTIES: [&str; 16] = [
-    "bootstrap.servers",
-    "metadata.broker.list",
-    "enable.idempotence",
-    "acks",
-    "request.required.acks",
-    "max.in.flight.requests.per.connection",
-    "max.in.flight",
-    "message.timeout.ms",
-    "delivery.timeout.ms",
-    "security.protocol",
-    "sasl.mechanism",
-    "sasl.mechanisms",
-    "sasl.username",
-    "sasl.password",
-    "enable.auto.commit",
-    "enable.auto.offset.store",
+/// librdkafka properties the hub sets itself, each with what to do instead. A pass-through key
+/// in this list is refused at start-up (`check_passthrough`), and only the builders below set
+/// them (`HubConfig::own`), so a value in `kafka.client` is never accepted and then silently
+/// overwritten.
+pub const OWNED_PROPERTIES: [(&str, &str); 22] = [
+    ("bootstrap.servers", "use kafka.bootstrap_servers"),
+    ("metadata.broker.list", "use kafka.bootstrap_servers"),
+    ("security.protocol", "use kafka.security_protocol"),
+    ("sasl.mechanism", "use kafka.sasl_mechanism"),
+    ("sasl.mechanisms", "use kafka.sasl_mechanism"),
+    ("sasl.username", "use kafka.sasl_username"),
+    ("sasl.password", "use kafka.sasl_password"),
+    ("ssl.ca.location", "use kafka.ssl_ca_location"),
+    ("ssl.certificate.location", "use kafka.ssl_certificate_location"),
+    ("ssl.key.location", "use kafka.ssl_key_location"),
+    ("message.timeout.ms", "use kafka.message_timeout_ms"),
+    ("delivery.timeout.ms", "use kafka.message_timeout_ms"),
+    (
+        "group.id",
+        "use police.group_id for the adapter; the hub's receipts group is <kafka.topic_prefix>-hub-receipts",
+    ),
+    (
+        "enable.idempotence",
+        "the hub owns it: the producer is idempotent so a retried send never duplicates or reorders a message",
+    ),
+    (
+        "acks",
+        "the hub owns it: a message counts as published only when all in-sync replicas have it",
+    ),
+    (
+        "request.required.acks",
+        "the hub owns it: a message counts as published only when all in-sync replicas have it",
+    ),
+    (
+        "max.in.flight.requests.per.connection",
+        "the hub owns it: the idempotent producer keeps order only within librdkafka's own limit",
+    ),
+    (
+        "max.in.flight",
+        "the hub owns it: the idempotent producer keeps order only within librdkafka's own limit",
+    ),
+    (
+        "enable.auto.commit",
+        "the hub owns it: offsets are committed only after the message was processed",
+    ),
+    (
+        "enable.auto.offset.store",
+        "the hub owns it: an offset is stored only after the message was processed",
+    ),
+    (
+        "auto.offset.reset",
+        "the hub owns it: a new consumer group starts from the earliest message, so nothing published before it started is skipped",
+    ),
+    (
+        "auto.commit.interval.ms",
+        "the hub owns it: it bounds how much is processed again after a crash",
+    ),
 ];
 
-/// Refuses pass-through keys that would override a typed setting or a delivery guarantee.
+/// Prefixes of librdkafka properties that would replace a typed setting by another form (the
+/// PEM text instead of the file, the key's password), with the typed setting to use.
+const OWNED_PREFIXES: [(&str, &str); 3] = [
+    ("ssl.ca.", "use kafka.ssl_ca_location"),
+    ("ssl.certificate.", "use kafka.ssl_certificate_location"),
+    ("ssl.key.", "use kafka.ssl_key_location"),
+];
+
+/// Tuning properties the hub gives a default, and the default. A value in `kafka.client` wins:
+/// none of them affects what is delivered, only how fast and how compactly.
+pub const TUNED_PROPERTIES: [(&str, &str); 3] = [
+    // The relay publishes in bursts; a few milliseconds batch a burst into fewer requests.
+    ("linger.ms", "5"),
+    ("compression.type", "lz4"),
+    // The adapter's consumer notices newly created lead topics within seconds rather than the
+    // librdkafka default of five minutes.
+    ("topic.metadata.refresh.interval.ms", "5000"),
+];
+
+/// Why `key` may not be passed through, if it may not.
+fn owned_reason(key: &str) -> Option<&'static str> {
+    OWNED_PROPERTIES
+        .iter()
+        .find(|(owned, _)| *owned == key)
+        .or_else(|| {
+            OWNED_PREFIXES
+                .iter()
+                .find(|(prefix, _)| key.starts_with(prefix))
+        })
+        .map(|(_, reason)| *reason)
+}
+
+/// Refuses pass-through keys that would override a typed setting or a delivery guarantee,
+/// naming what to use instead.
 pub fn check_passthrough(client: &BTreeMap<String, String>) -> Result<(), String> {
     for key in client.keys() {
-        let owned = OWNED_PROPERTIES.contains(&key.as_str())
-            || key.starts_with("ssl.ca.")
-            || key.starts_with("ssl.certificate.")
-            || key.starts_with("ssl.key.");
-        if owned {
+        if let Some(reason) = owned_reason(key) {
             return Err(format!(
-                "kafka.client.{key} is set by LeadBridge itself (use the typed kafka settings); remove it"
+                "kafka.client.{key} cannot be set: {reason}; remove it from kafka.client"
             ));
         }
     }
     Ok(())
+}
+
+/// A librdkafka configuration built only by this module: the caller can create a client from
+/// it but not `.set` a property, so every property the hub sets goes through
+/// [`HubConfig::own`] or [`HubConfig::tune`] and the rules above.
+pub struct HubConfig {
+    config: ClientConfig,
+    user: BTreeMap<String, String>,
+}
+
+impl HubConfig {
+    /// Sets a property the hub owns (one of [`OWNED_PROPERTIES`], which `check_passthrough`
+    /// refuses in `kafka.client`).
+    fn own(&mut self, key: &str, value: impl Into<String>) -> &mut Self {
+        debug_assert!(
+            owned_reason(key).is_some(),
+            "{key} is set by the hub but not listed in OWNED_PROPERTIES"
+        );
+        self.config.set(key, value);
+        self
+    }
+
+    /// Sets the hub's default for a tuning property (one of [`TUNED_PROPERTIES`]) unless the
+    /// user passed a value through.
+    fn tune(&mut self, key: &str) -> &mut Self {
+        let default = TUNED_PROPERTIES
+            .iter()
+            .find(|(tuned, _)| *tuned == key)
+            .map(|(_, value)| *value);
+        debug_assert!(default.is_some(), "{key} is not in TUNED_PROPERTIES");
+        if let (None, Some(default)) = (self.user.get(key), default) {
+            self.config.set(key, default);
+        }
+        self
+    }
+
+    /// Creates a client.
+    pub fn create<T: rdkafka::config::FromClientConfig>(&self) -> rdkafka::error::KafkaResult<T> {
+        self.config.create()
+    }
+
+    /// Every property and its value, for tests and diagnostics (secrets included: do not log).
+    pub fn properties(&self) -> BTreeMap<&str, &str> {
+        self.config.config_map()
+    }
 }
 
 /// The hub's topic names under one prefix.
@@ -222,21 +335,29 @@ pub async fn topic_message_max_bytes(
     Ok(limits)
 }
 
-/// Common client properties: servers and the security settings.
-pub fn client_config(settings: &KafkaSettings, bootstrap_servers: &str) -> ClientConfig {
+/// Common client properties: the pass-through map, then the servers and the security
+/// settings (which `check_passthrough` keeps out of the map, so neither overwrites the other).
+pub fn client_config(settings: &KafkaSettings, bootstrap_servers: &str) -> HubConfig {
     let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", bootstrap_servers);
+    for (key, value) in &settings.client {
+        config.set(key, value);
+    }
+    let mut config = HubConfig {
+        config,
+        user: settings.client.clone(),
+    };
+    config.own("bootstrap.servers", bootstrap_servers);
     if let Some(protocol) = &settings.security_protocol {
-        config.set("security.protocol", protocol);
+        config.own("security.protocol", protocol);
     }
     if let Some(mechanism) = &settings.sasl_mechanism {
-        config.set("sasl.mechanism", mechanism);
+        config.own("sasl.mechanism", mechanism);
     }
     if let Some(username) = &settings.sasl_username {
-        config.set("sasl.username", username);
+        config.own("sasl.username", username);
     }
     if let Some(password) = &settings.sasl_password {
-        config.set("sasl.password", password.expose());
+        config.own("sasl.password", password.expose());
     }
     let paths = [
         ("ssl.ca.location", &settings.ssl_ca_location),
@@ -248,32 +369,71 @@ pub fn client_config(settings: &KafkaSettings, bootstrap_servers: &str) -> Clien
     ];
     for (key, path) in paths {
         if let Some(path) = path {
-            config.set(key, path.display().to_string());
+            config.own(key, path.display().to_string());
         }
-    }
-    for (key, value) in &settings.client {
-        config.set(key, value);
     }
     config
 }
 
-/// The producer of the relay: idempotent, acknowledged by all in-sync replicas, so a
-/// retried send never duplicates or reorders within a partition.
+/// The producer's properties: idempotent, acknowledged by all in-sync replicas, so a retried
+/// send never duplicates or reorders within a partition.
+pub fn producer_config(settings: &KafkaSettings, bootstrap_servers: &str) -> HubConfig {
+    let mut config = client_config(settings, bootstrap_servers);
+    config
+        .own("enable.idempotence", "true")
+        .own("acks", "all")
+        .own(
+            "message.timeout.ms",
+            settings.message_timeout_ms.to_string(),
+        )
+        .tune("linger.ms")
+        .tune("compression.type");
+    config
+}
+
+/// The relay's producer (see [`producer_config`]).
 pub fn idempotent_producer(
     settings: &KafkaSettings,
     bootstrap_servers: &str,
 ) -> Result<FutureProducer, KafkaSetupError> {
-    client_config(settings, bootstrap_servers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set(
-            "message.timeout.ms",
-            settings.message_timeout_ms.to_string(),
-        )
-        .set("linger.ms", "5")
-        .set("compression.type", "lz4")
+    producer_config(settings, bootstrap_servers)
         .create()
         .map_err(KafkaSetupError::Client)
+}
+
+/// The properties of an at-least-once consumer in `group_id`: offsets are stored by the code
+/// only after a message was processed, and committed from the stored ones every second; a new
+/// group starts from the earliest message.
+pub fn consumer_config(
+    settings: &KafkaSettings,
+    bootstrap_servers: &str,
+    group_id: &str,
+) -> HubConfig {
+    let mut config = client_config(settings, bootstrap_servers);
+    config
+        .own("group.id", group_id)
+        .own("enable.auto.commit", "true")
+        .own("enable.auto.offset.store", "false")
+        .own("auto.commit.interval.ms", "1000")
+        .own("auto.offset.reset", "earliest")
+        .tune("topic.metadata.refresh.interval.ms");
+    config
+}
+
+/// The properties of a client that only reads `group_id`'s committed offsets and the
+/// partitions' watermarks (the adapter's lag monitor). It never joins the group and never
+/// commits, so it cannot disturb the group's members.
+pub fn observer_config(
+    settings: &KafkaSettings,
+    bootstrap_servers: &str,
+    group_id: &str,
+) -> HubConfig {
+    let mut config = client_config(settings, bootstrap_servers);
+    config
+        .own("group.id", group_id)
+        .own("enable.auto.commit", "false")
+        .own("enable.auto.offset.store", "false");
+    config
 }
 
 /// Creates the topics that do not exist yet.
@@ -483,18 +643,107 @@ mod tests {
         assert!(producer_message_max_bytes(&settings).is_err());
     }
 
-    #[test]
-    fn passthrough_keys_for_security_and_guarantees_are_refused() {
-        for key in [
-            "enable.idempotence",
-            "sasl.password",
-            "ssl.key.location",
-            "bootstrap.servers",
-        ] {
-            let client = BTreeMap::from([(key.to_string(), "x".to_string())]);
-            assert!(check_passthrough(&client).is_err(), "{key}");
+    /// Settings with every typed Kafka setting given, and `client` as the pass-through map.
+    fn typed_settings(client: BTreeMap<String, String>) -> KafkaSettings {
+        KafkaSettings {
+            security_protocol: Some("sasl_ssl".into()),
+            sasl_mechanism: Some("SCRAM-SHA-512".into()),
+            sasl_username: Some("hub".into()),
+            sasl_password: Some(crate::config::Secret::new("pw")),
+            ssl_ca_location: Some("/ca.pem".into()),
+            ssl_certificate_location: Some("/client.pem".into()),
+            ssl_key_location: Some("/client.key".into()),
+            client,
+            ..KafkaSettings::default()
         }
-        let client = BTreeMap::from([("client.id".to_string(), "hub-1".to_string())]);
+    }
+
+    /// Every configuration the hub builds a client from.
+    fn every_builder(settings: &KafkaSettings) -> Vec<(&'static str, HubConfig)> {
+        vec![
+            ("client", client_config(settings, "k:9092")),
+            ("producer", producer_config(settings, "k:9092")),
+            ("consumer", consumer_config(settings, "k:9092", "g")),
+            ("observer", observer_config(settings, "k:9092", "g")),
+        ]
+    }
+
+    #[test]
+    fn every_property_the_hub_sets_is_refused_in_passthrough_or_left_to_the_user() {
+        let tuned: BTreeMap<String, String> = TUNED_PROPERTIES
+            .iter()
+            .map(|(key, _)| (key.to_string(), format!("user-{key}")))
+            .chain([("client.id".to_string(), "hub-1".to_string())])
+            .collect();
+        assert!(check_passthrough(&tuned).is_ok());
+        for client in [BTreeMap::new(), tuned] {
+            let settings = typed_settings(client.clone());
+            for (builder, config) in every_builder(&settings) {
+                for (key, value) in config.properties() {
+                    match client.get(key) {
+                        Some(passed) => assert_eq!(
+                            value, passed,
+                            "{builder}: {key} was passed through and then overwritten"
+                        ),
+                        None => {
+                            let alone = BTreeMap::from([(key.to_string(), "x".to_string())]);
+                            let tuning = TUNED_PROPERTIES.iter().any(|(tuned, _)| *tuned == key);
+                            assert!(
+                                tuning || check_passthrough(&alone).is_err(),
+                                "{builder} sets {key}, which kafka.client would accept and this builder overwrite"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_tuning_property_passed_through_wins_over_the_hubs_default() {
+        let producer = producer_config(&KafkaSettings::default(), "k:9092");
+        assert_eq!(producer.properties().get("linger.ms"), Some(&"5"));
+        let settings = typed_settings(BTreeMap::from([("linger.ms".into(), "50".into())]));
+        let producer = producer_config(&settings, "k:9092");
+        assert_eq!(producer.properties().get("linger.ms"), Some(&"50"));
+    }
+
+    #[test]
+    fn a_refused_passthrough_key_names_what_to_use_instead() {
+        let cases = [
+            ("bootstrap.servers", "use kafka.bootstrap_servers"),
+            ("message.timeout.ms", "use kafka.message_timeout_ms"),
+            ("sasl.password", "use kafka.sasl_password"),
+            ("ssl.key.pem", "use kafka.ssl_key_location"),
+            ("group.id", "use police.group_id"),
+            ("enable.idempotence", "the hub owns it"),
+            (
+                "auto.offset.reset",
+                "nothing published before it started is skipped",
+            ),
+            (
+                "enable.auto.offset.store",
+                "only after the message was processed",
+            ),
+        ];
+        for (key, replacement) in cases {
+            let client = BTreeMap::from([(key.to_string(), "x".to_string())]);
+            let error = check_passthrough(&client).unwrap_err();
+            assert!(
+                error.starts_with(&format!("kafka.client.{key} ")),
+                "{error}"
+            );
+            assert!(error.contains(replacement), "{key}: {error}");
+        }
+        for (key, reason) in OWNED_PROPERTIES {
+            let client = BTreeMap::from([(key.to_string(), "x".to_string())]);
+            assert!(check_passthrough(&client).unwrap_err().contains(reason));
+            assert!(
+                reason.starts_with("use ") || reason.starts_with("the hub owns it"),
+                "{key}: every refusal says what to use or why the hub keeps it"
+            );
+        }
+        let client = BTreeMap::from([("socket.keepalive.enable".into(), "true".into())]);
         assert!(check_passthrough(&client).is_ok());
     }
 }

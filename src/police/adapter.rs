@@ -105,7 +105,15 @@ impl Adapter {
                 _ = shutdown.changed() => break,
             };
             let message = match message {
-                Ok(message) => message,
+                Ok(message) => {
+                    events::police_message_consumed(
+                        &self.metrics,
+                        message.topic(),
+                        message.partition(),
+                        message.offset(),
+                    );
+                    message
+                }
                 Err(error) => {
                     tracing::warn!(%error, "Kafka consumer error; continuing.");
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -234,7 +242,24 @@ impl Adapter {
             .record_lead(&incoming, &routes, Utc::now())
             .await?
         {
-            tracing::info!(lead_id = %incoming.lead_id, revision = incoming.revision, priority = %incoming.priority, units = ?routes.iter().map(|r| &r.unit).collect::<Vec<_>>(), "Lead received by the police.");
+            // Counted only for a revision recorded now, so a redelivery is not counted twice.
+            let offences: Vec<&str> = incoming
+                .assessment
+                .get("suspected_offences")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|offence| offence.get("offence").and_then(Value::as_str))
+                .collect();
+            events::police_lead_assessed(
+                &self.metrics,
+                incoming.lead_id,
+                incoming.revision,
+                &incoming.priority,
+                &offences,
+            );
+            let units: Vec<&str> = routes.iter().map(|route| route.unit.as_str()).collect();
+            events::police_lead_routed(&self.metrics, incoming.lead_id, incoming.revision, &units);
             self.delivery_wakeup.notify_one();
         } else {
             tracing::debug!(lead_id = %incoming.lead_id, revision = incoming.revision, "Lead already received; redelivery ignored.");

@@ -20,6 +20,7 @@ use tokio::sync::{watch, Notify};
 use super::settings::DeliverySettings;
 use super::sink::{Delivery, DeliveryError, DeliverySink};
 use super::store::{ClaimedDelivery, PoliceStore};
+use crate::telemetry::{events, Metrics};
 
 pub struct DeliveryWorker {
     pub(super) id: String,
@@ -30,7 +31,13 @@ pub struct DeliveryWorker {
     pub(super) wakeup: Arc<Notify>,
     pub(super) producer: FutureProducer,
     pub(super) deadletter_topic: String,
+    pub(super) metrics: Metrics,
 }
+
+/// Stage name of the delivery worker in dead-letter headers and metrics.
+const STAGE: &str = "police-adapter.deliver";
+/// Error class of a delivery given up, in dead-letter headers and metrics.
+const GIVEN_UP: &str = "delivery_failed";
 
 impl DeliveryWorker {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
@@ -73,7 +80,14 @@ impl DeliveryWorker {
                         .await?
                     {
                         delivered += 1;
-                        tracing::info!(lead_id = %delivery.lead_id, revision = delivery.revision, unit = %delivery.unit, %cms_ref, "Lead delivered.");
+                        events::police_lead_delivered(
+                            &self.metrics,
+                            delivery.lead_id,
+                            delivery.revision,
+                            &delivery.unit,
+                            &delivery.sink,
+                            &cms_ref,
+                        );
                     }
                 }
                 Err(error) => self.failed(delivery, &error).await?,
@@ -114,18 +128,43 @@ impl DeliveryWorker {
         let now = Utc::now();
         let give_up_at = delivery.created_at
             + chrono::Duration::seconds(self.settings.give_up_after_secs as i64);
+        let error_text = error.to_string();
         if !error.is_retryable() || now >= give_up_at {
-            tracing::error!(lead_id = %delivery.lead_id, unit = %delivery.unit, %error, "Delivery given up; dead-lettering.");
+            events::police_delivery_failed(
+                &self.metrics,
+                delivery.lead_id,
+                &delivery.unit,
+                delivery.attempts + 1,
+                error.is_retryable(),
+                &error_text,
+                None,
+            );
             self.dead_letter(delivery, error).await;
+            events::police_delivery_dead_lettered(
+                &self.metrics,
+                STAGE,
+                GIVEN_UP,
+                delivery.lead_id,
+                delivery.revision,
+                &delivery.unit,
+            );
             return self
                 .store
-                .mark_dead_lettered(&self.id, delivery, &error.to_string(), now)
+                .mark_dead_lettered(&self.id, delivery, &error_text, now)
                 .await;
         }
         let retry_at = self.retry_at(delivery.attempts, now);
-        tracing::warn!(lead_id = %delivery.lead_id, unit = %delivery.unit, attempts = delivery.attempts + 1, %retry_at, %error, "Delivery failed; will retry.");
+        events::police_delivery_failed(
+            &self.metrics,
+            delivery.lead_id,
+            &delivery.unit,
+            delivery.attempts + 1,
+            true,
+            &error_text,
+            Some(retry_at),
+        );
         self.store
-            .delivery_failed(&self.id, delivery, &error.to_string(), retry_at)
+            .delivery_failed(&self.id, delivery, &error_text, retry_at)
             .await
     }
 
@@ -153,9 +192,9 @@ impl DeliveryWorker {
         let error_text = error.to_string();
         let attempts = (delivery.attempts + 1).to_string();
         let headers: [(&str, &[u8]); 5] = [
-            ("error_class", b"delivery_failed"),
+            ("error_class", GIVEN_UP.as_bytes()),
             ("error_message", error_text.as_bytes()),
-            ("stage", b"police-adapter.deliver"),
+            ("stage", STAGE.as_bytes()),
             ("unit", delivery.unit.as_bytes()),
             ("attempts", attempts.as_bytes()),
         ];

@@ -8,6 +8,7 @@
 
 pub mod adapter;
 pub mod deliver;
+pub mod lag;
 pub mod process;
 pub mod routing;
 pub mod settings;
@@ -16,6 +17,7 @@ pub mod store;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -38,6 +40,7 @@ pub struct PoliceAdapter {
     adapter: adapter::Adapter,
     worker: deliver::DeliveryWorker,
     relay: Relay,
+    lag: lag::LagMonitor,
 }
 
 impl PoliceAdapter {
@@ -76,22 +79,19 @@ impl PoliceAdapter {
         let mut http_sinks: HashMap<String, Arc<dyn sink::DeliverySink>> = HashMap::new();
         for unit in &police.units {
             if let settings::SinkSettings::Http(http) = &unit.sink {
-                let sink = sink::http::HttpSink::new(http).with_context(|| {
-                    format!("cannot set up the case-management sink of unit {}", unit.id)
-                })?;
+                let sink = sink::http::HttpSink::new(http)
+                    .with_context(|| {
+                        format!("cannot set up the case-management sink of unit {}", unit.id)
+                    })?
+                    .observed(metrics, &unit.id);
                 http_sinks.insert(unit.id.clone(), Arc::new(sink));
             }
         }
 
-        let consumer: StreamConsumer = kafka::client_config(&settings.kafka, bootstrap_servers)
-            .set("group.id", &police.group_id)
-            .set("enable.auto.commit", "true")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.commit.interval.ms", "1000")
-            .set("auto.offset.reset", "earliest")
-            .set("topic.metadata.refresh.interval.ms", "5000")
-            .create()
-            .context("cannot create the adapter's Kafka consumer")?;
+        let consumer: StreamConsumer =
+            kafka::consumer_config(&settings.kafka, bootstrap_servers, &police.group_id)
+                .create()
+                .context("cannot create the adapter's Kafka consumer")?;
         // The agencies are a closed set, so the topics are named rather than matched by pattern:
         // a pattern that matches nothing would wait silently.
         let lead_topics: Vec<String> = crate::lead::Agency::ALL
@@ -123,7 +123,17 @@ impl PoliceAdapter {
             wakeup: delivery_wakeup,
             producer: producer.clone(),
             deadletter_topic: topics.deadletter(),
+            metrics: metrics.clone(),
         };
+        let lag = lag::LagMonitor::build(
+            &settings.kafka,
+            bootstrap_servers,
+            &police.group_id,
+            lead_topics.iter().map(|topic| topic.to_string()).collect(),
+            Duration::from_millis(police.lag_poll_interval_ms),
+            metrics.clone(),
+        )
+        .context("cannot create the adapter's lag monitor")?;
         // Receipts leave through the adapter's own outbox, published by the same relay code.
         let relay = Relay::new(
             store,
@@ -137,6 +147,7 @@ impl PoliceAdapter {
             adapter,
             worker,
             relay,
+            lag,
         })
     }
 
@@ -144,10 +155,11 @@ impl PoliceAdapter {
         self.store.clone()
     }
 
-    /// Starts the consumer, the delivery worker and the receipts relay.
+    /// Starts the consumer, the delivery worker, the receipts relay and the lag monitor.
     pub fn spawn(self, tasks: &mut JoinSet<()>, shutdown: &watch::Receiver<bool>) {
         tasks.spawn(self.adapter.run(shutdown.clone()));
         tasks.spawn(self.worker.run(shutdown.clone()));
         tasks.spawn(self.relay.run(shutdown.clone()));
+        tasks.spawn(self.lag.run(shutdown.clone()));
     }
 }

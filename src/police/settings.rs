@@ -28,6 +28,10 @@ pub struct PoliceSettings {
     pub deadlines: DeadlineSettings,
     /// Rule tables of the assessment; see `schemas/rules/README.md`.
     pub rules_file: Option<PathBuf>,
+    /// How often the consumer lag of the leads partitions is measured (`police_consumer_lag`):
+    /// each measurement asks the brokers for the group's committed offsets and one watermark
+    /// pair per partition.
+    pub lag_poll_interval_ms: u64,
 }
 
 impl Default for PoliceSettings {
@@ -42,6 +46,8 @@ impl Default for PoliceSettings {
             delivery: DeliverySettings::default(),
             deadlines: DeadlineSettings::default(),
             rules_file: None,
+            // Prometheus scrapes every 15 s or so by default; measuring more often buys nothing.
+            lag_poll_interval_ms: 10_000,
         }
     }
 }

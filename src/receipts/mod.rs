@@ -38,16 +38,9 @@ impl ReceiptsConsumer {
         metrics: Metrics,
     ) -> anyhow::Result<ReceiptsConsumer> {
         let topics = Topics::new(settings.kafka.topic_prefix.clone());
-        let consumer: StreamConsumer = kafka::client_config(&settings.kafka, bootstrap_servers)
-            .set(
-                "group.id",
-                format!("{}-hub-receipts", settings.kafka.topic_prefix),
-            )
-            .set("enable.auto.commit", "true")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.commit.interval.ms", "1000")
-            .set("auto.offset.reset", "earliest")
-            .create()?;
+        let group_id = format!("{}-hub-receipts", settings.kafka.topic_prefix);
+        let consumer: StreamConsumer =
+            kafka::consumer_config(&settings.kafka, bootstrap_servers, &group_id).create()?;
         consumer.subscribe(&[&topics.receipts()])?;
         Ok(ReceiptsConsumer {
             store,

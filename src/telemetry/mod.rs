@@ -5,8 +5,8 @@
 pub mod events;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -50,6 +50,15 @@ pub struct Metrics {
     pub connections_closed: IntCounterVec,
     pub connection_accept_errors: IntCounter,
     pub requests_refused: IntCounterVec,
+    pub police_consumed: IntCounterVec,
+    pub police_assessed: IntCounterVec,
+    pub police_suspected_offences: IntCounterVec,
+    pub police_routed: IntCounterVec,
+    pub police_delivered: IntCounterVec,
+    pub police_delivery_failures: IntCounterVec,
+    pub police_breaker_state: IntGaugeVec,
+    pub police_breaker_transitions: IntCounterVec,
+    pub police_consumer_lag: IntGaugeVec,
 }
 
 impl Metrics {
@@ -166,6 +175,58 @@ impl Metrics {
         registry
             .register(Box::new(connection_accept_errors.clone()))
             .expect("unique counter");
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let gauge = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid gauge");
+            registry
+                .register(Box::new(gauge.clone()))
+                .expect("unique gauge");
+            gauge
+        };
+        let police_consumed = counter(
+            "police_messages_consumed_total",
+            "Messages the police adapter received from the leads topics (redeliveries included).",
+            &["topic"],
+        );
+        let police_assessed = counter(
+            "police_leads_assessed_total",
+            "Lead revisions the police adapter assessed and recorded, by priority (once per revision).",
+            &["priority"],
+        );
+        let police_suspected_offences = counter(
+            "police_suspected_offences_total",
+            "Suspected offences found by the assessment, by offence (a lead can suspect several).",
+            &["offence"],
+        );
+        let police_routed = counter(
+            "police_leads_routed_total",
+            "Lead revisions routed to a police unit (a high-priority lead also goes to the city unit).",
+            &["unit"],
+        );
+        let police_delivered = counter(
+            "police_deliveries_total",
+            "Lead revisions delivered to a unit, by unit and sink (inbox, http).",
+            &["unit", "sink"],
+        );
+        let police_delivery_failures = counter(
+            "police_delivery_failures_total",
+            "Failed delivery attempts, by unit and whether another attempt can help.",
+            &["unit", "retryable"],
+        );
+        let police_breaker_state = gauge(
+            "police_breaker_state",
+            "1 for the state the circuit to a unit's case-management system is in (closed, open, half_open), 0 for the others.",
+            &["unit", "state"],
+        );
+        let police_breaker_transitions = counter(
+            "police_breaker_transitions_total",
+            "Times the circuit to a unit's case-management system entered a state.",
+            &["unit", "state"],
+        );
+        let police_consumer_lag = gauge(
+            "police_consumer_lag",
+            "Messages on a leads partition after the adapter group's committed offset (high watermark minus committed).",
+            &["topic", "partition"],
+        );
         Metrics {
             registry,
             leads_accepted,
@@ -185,6 +246,15 @@ impl Metrics {
             connections_closed,
             connection_accept_errors,
             requests_refused,
+            police_consumed,
+            police_assessed,
+            police_suspected_offences,
+            police_routed,
+            police_delivered,
+            police_delivery_failures,
+            police_breaker_state,
+            police_breaker_transitions,
+            police_consumer_lag,
         }
     }
 

@@ -13,6 +13,7 @@ mod mixed;
 mod permanent;
 mod police;
 mod police_faults;
+mod police_metrics;
 mod relay;
 mod request_guard;
 mod sink;

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::breaker::{CircuitBreaker, Transition};
 use super::{BoxFuture, Delivered, Delivery, DeliveryError, DeliverySink};
+use crate::telemetry::{events, Metrics};
 
 /// Header carrying `<lead_id>:<revision>`.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -90,6 +91,22 @@ pub struct HttpSink {
     url: Url,
     timeout: Duration,
     breaker: CircuitBreaker,
+    telemetry: Option<BreakerTelemetry>,
+}
+
+/// Where the breaker's state changes are reported: the metrics and the unit they are labelled
+/// with.
+struct BreakerTelemetry {
+    metrics: Metrics,
+    unit: String,
+}
+
+impl std::fmt::Debug for BreakerTelemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BreakerTelemetry")
+            .field("unit", &self.unit)
+            .finish_non_exhaustive()
+    }
 }
 
 impl HttpSink {
@@ -125,7 +142,35 @@ impl HttpSink {
                 settings.breaker_failures,
                 Duration::from_millis(settings.breaker_open_ms),
             ),
+            telemetry: None,
         })
+    }
+
+    /// Reports the breaker's state as `unit`'s in `metrics` (`police_breaker_state`), from now
+    /// on; without it, state changes are only logged.
+    pub fn observed(mut self, metrics: &Metrics, unit: &str) -> HttpSink {
+        events::police_breaker_watched(metrics, unit, self.url.as_str());
+        self.telemetry = Some(BreakerTelemetry {
+            metrics: metrics.clone(),
+            unit: unit.to_owned(),
+        });
+        self
+    }
+
+    fn breaker_changed(&self, unit: &str, state: &str, error: Option<&DeliveryError>) {
+        let error = error.map(ToString::to_string);
+        match &self.telemetry {
+            Some(telemetry) => events::police_breaker_state(
+                &telemetry.metrics,
+                &telemetry.unit,
+                self.url.as_str(),
+                state,
+                error.as_deref(),
+            ),
+            None => {
+                tracing::info!(url = %self.url, unit, state, error, "Circuit to the case-management system changed state.")
+            }
+        }
     }
 
     /// The CMS intake endpoint.
@@ -149,6 +194,9 @@ impl HttpSink {
                 })
             }
         };
+        if permit.is_trial() {
+            self.breaker_changed(&delivery.unit, "half_open", None);
+        }
         let outcome = self.post(delivery, key, unit).await;
         let now = Instant::now();
         // A deliberate refusal shows a CMS that works: it must not open the circuit.
@@ -157,18 +205,11 @@ impl HttpSink {
             Err(_) => permit.failed(now),
         };
         match (transition, &outcome) {
-            (Some(Transition::Opened { until }), Err(error)) => tracing::warn!(
-                url = %self.url,
-                unit = %delivery.unit,
-                until = %wall_clock(until, now),
-                %error,
-                "Circuit to the case-management system opened."
-            ),
-            (Some(Transition::Closed), _) => tracing::info!(
-                url = %self.url,
-                unit = %delivery.unit,
-                "Circuit to the case-management system closed."
-            ),
+            (Some(Transition::Opened { until }), Err(error)) => {
+                tracing::debug!(url = %self.url, until = %wall_clock(until, now), "The circuit stays open until then.");
+                self.breaker_changed(&delivery.unit, "open", Some(error));
+            }
+            (Some(Transition::Closed), _) => self.breaker_changed(&delivery.unit, "closed", None),
             _ => {}
         }
         outcome
