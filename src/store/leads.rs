@@ -165,7 +165,11 @@ impl Store {
                 at: event.try_get("at")?,
                 actor: event.try_get("actor")?,
                 revision: event.try_get("revision")?,
-                details: serde_json::from_str(&details).unwrap_or_default(),
+                details: serde_json::from_str(&details).map_err(|error| {
+                    StoreError::Other(sqlx::Error::Protocol(format!(
+                        "stored timeline details of lead {lead_id} do not parse: {error}"
+                    )))
+                })?,
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -194,7 +198,13 @@ impl Store {
                 .fetch_optional(self.pool())
                 .await?;
         Ok(match row {
-            Some(row) => serde_json::from_str(&row.try_get::<String, _>("document")?).ok(),
+            Some(row) => Some(
+                serde_json::from_str(&row.try_get::<String, _>("document")?).map_err(|error| {
+                    StoreError::Other(sqlx::Error::Protocol(format!(
+                        "stored document of lead {lead_id} revision {revision} does not parse: {error}"
+                    )))
+                })?,
+            ),
             None => None,
         })
     }
