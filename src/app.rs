@@ -14,7 +14,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::api::{self, App, AppState, HubApi};
 use crate::config::Settings;
-use crate::ingest::Ingest;
+use crate::ingest::{GroupCommit, Ingest};
 use crate::kafka::{self, EmbeddedBroker, Topics};
 use crate::lead::DivisionTable;
 use crate::police::{PoliceAdapter, PoliceStore};
@@ -187,7 +187,13 @@ impl Application {
                         relay_wakeup.clone(),
                         metrics.clone(),
                     )
-                    .with_max_lead_bytes(settings.limits.max_lead_bytes),
+                    .with_max_lead_bytes(settings.limits.max_lead_bytes)
+                    .with_group_commit(GroupCommit {
+                        wait: std::time::Duration::from_millis(
+                            settings.limits.group_commit_wait_ms,
+                        ),
+                        max_leads: settings.limits.group_commit_max_leads,
+                    }),
                     store: store.clone(),
                     topics: topics.clone(),
                     deadlines: settings.police.deadlines.clone(),

@@ -67,8 +67,9 @@ pub struct LedgerAppender {
     pending: Vec<AuditEntry>,
 }
 
-/// Rows per INSERT statement: 9 parameters each, well under every driver's limit.
-const ENTRIES_PER_STATEMENT: usize = 100;
+/// Rows per INSERT statement: 9 parameters each, under both databases' limit, so a batch of
+/// 500 leads takes one statement.
+const ENTRIES_PER_STATEMENT: usize = crate::store::MAX_BIND_PARAMS / 9;
 
 impl LedgerAppender {
     pub fn new() -> Self {
@@ -97,9 +98,14 @@ impl LedgerAppender {
     }
 
     /// Chains and writes the buffered entries and moves the ledger head to the last one.
-    pub async fn finish(mut self, tx: &mut Tx) -> Result<(), AuditError> {
+    /// Returns how many statements that took, for callers that account for their statements.
+    pub async fn finish(mut self, tx: &mut Tx) -> Result<u64, AuditError> {
         if self.pending.is_empty() {
-            return Ok(());
+            return Ok(0);
+        }
+        let mut statements = 0;
+        if self.head.is_none() {
+            statements += 1;
         }
         self.lock(tx).await?;
         let (mut seq, mut prev_hash) = self.head.take().expect("lock() sets the head");
@@ -169,13 +175,14 @@ impl LedgerAppender {
                     .bind(hash);
             }
             query.execute(&mut **tx).await?;
+            statements += 1;
         }
         sqlx::query("UPDATE audit_head SET seq = $1, head_hash = $2 WHERE id = 1")
             .bind(seq)
             .bind(prev_hash)
             .execute(&mut **tx)
             .await?;
-        Ok(())
+        Ok(statements + 1)
     }
 }
 

@@ -339,6 +339,13 @@ pub struct LimitSettings {
     pub max_lead_bytes: usize,
     /// How far in the future `reported_at` may be (the contract's 5 minutes).
     pub clock_skew_secs: i64,
+    /// Single `POST /v1/leads` submissions share one transaction: the committer waits this
+    /// long after the first submission of a group for others (0: only those already waiting).
+    /// It bounds the latency added at low load; under load, groups fill while the previous
+    /// group commits.
+    pub group_commit_wait_ms: u64,
+    /// Most single submissions in one group commit.
+    pub group_commit_max_leads: usize,
 }
 
 impl Default for LimitSettings {
@@ -350,6 +357,8 @@ impl Default for LimitSettings {
             max_small_body_bytes: 64 * 1024,
             max_lead_bytes: 900 * 1024,
             clock_skew_secs: 300,
+            group_commit_wait_ms: 2,
+            group_commit_max_leads: 256,
         }
     }
 }
@@ -414,6 +423,11 @@ impl Settings {
         }
         if self.limits.max_lead_bytes == 0 {
             return Err(ConfigError("limits.max_lead_bytes must be positive".into()));
+        }
+        if self.limits.group_commit_max_leads == 0 {
+            return Err(ConfigError(
+                "limits.group_commit_max_leads must be positive".into(),
+            ));
         }
         if self.limits.max_batch_leads == 0 || self.relay.batch_size <= 0 {
             return Err(ConfigError(

@@ -4,17 +4,28 @@
 //! committed together; nothing is acknowledged before that. An exact replay (same case,
 //! revision and canonical content) changes nothing and returns the first receipt. A batch is
 //! validated item by item and stored in one transaction, so one bad lead never rejects the
-//! others.
+//! others. The store resolves a batch as if its leads came one after another, so a case sent
+//! twice in one batch is answered as two submissions in a row would be. If the database
+//! refuses one lead's data (`StoreError::Unstorable`), the batch is stored again lead by lead,
+//! one transaction each, and only that lead is answered with the error.
+//!
+//! Single submissions are group-committed: a committer task collects the submissions that
+//! arrive within `limits.group_commit_wait_ms` of the first one (at most
+//! `limits.group_commit_max_leads`) and stores them as one batch, in arrival order. Each is
+//! answered only after its group committed, with its own outcome; a failure of the whole group
+//! (the database unreachable) answers each of them with that error. Nothing is acknowledged
+//! from memory: a crash before the commit loses only submissions that were never answered.
 //!
 //! A lead larger than `limits.max_lead_bytes` (its compact JSON, as published) is refused
 //! with 422 `lead_too_large`, alone or as one item of a batch: Kafka could never take it, and
 //! a 202 for it would be a promise the relay cannot keep.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::kafka::Topics;
 use crate::lead::{Agency, LeadId, ValidatedLead};
@@ -68,14 +79,52 @@ impl IngestError {
 /// How often a transaction that lost a race on a unique key is retried.
 const CONTENDED_RETRIES: usize = 3;
 
+/// Submissions waiting for the committer; beyond this, submitters wait to enqueue.
+const GROUP_QUEUE: usize = 4096;
+
+/// How single submissions share transactions.
+#[derive(Clone, Copy, Debug)]
+pub struct GroupCommit {
+    /// How long the committer waits after the first submission of a group for more.
+    pub wait: Duration,
+    /// Most submissions in one group.
+    pub max_leads: usize,
+}
+
+impl Default for GroupCommit {
+    fn default() -> Self {
+        let limits = crate::config::LimitSettings::default();
+        GroupCommit {
+            wait: Duration::from_millis(limits.group_commit_wait_ms),
+            max_leads: limits.group_commit_max_leads,
+        }
+    }
+}
+
+/// One single submission waiting for its group's commit.
+struct Submission {
+    lead: ValidatedLead,
+    answer: oneshot::Sender<Result<Acceptance, StoreError>>,
+}
+
 #[derive(Clone)]
 pub struct Ingest {
     validator: Validator,
+    storage: Storage,
+    max_lead_bytes: usize,
+    group: GroupCommit,
+    /// Started on the first single submission (inside the runtime). The committer holds no
+    /// `Ingest`, so it ends when the last `Ingest` clone (and with it the sender) is dropped.
+    committer: Arc<OnceLock<mpsc::Sender<Submission>>>,
+}
+
+/// What storing needs, shared by the request path and the committer task.
+#[derive(Clone)]
+struct Storage {
     store: Store,
     topics: Topics,
     relay_wakeup: Arc<Notify>,
     metrics: Metrics,
-    max_lead_bytes: usize,
 }
 
 impl Ingest {
@@ -88,11 +137,15 @@ impl Ingest {
     ) -> Self {
         Ingest {
             validator,
-            store,
-            topics,
-            relay_wakeup,
-            metrics,
+            storage: Storage {
+                store,
+                topics,
+                relay_wakeup,
+                metrics,
+            },
             max_lead_bytes: crate::config::LimitSettings::default().max_lead_bytes,
+            group: GroupCommit::default(),
+            committer: Arc::default(),
         }
     }
 
@@ -102,14 +155,47 @@ impl Ingest {
         self
     }
 
+    /// Sets how single submissions are grouped into transactions (before the first one).
+    pub fn with_group_commit(mut self, group: GroupCommit) -> Self {
+        self.group = GroupCommit {
+            max_leads: group.max_leads.max(1),
+            ..group
+        };
+        self
+    }
+
     pub fn validator(&self) -> &Validator {
         &self.validator
     }
 
-    /// Validates and stores one lead sent by `caller`.
+    /// Validates one lead sent by `caller` and stores it with the other single submissions of
+    /// its group; answers once the group committed.
     pub async fn submit(&self, caller: Agency, document: Value) -> Result<Outcome, IngestError> {
-        let mut results = self.submit_batch(caller, vec![document]).await?;
-        results.pop().expect("one document gives one result")
+        let lead = self
+            .validate(caller, vec![document])
+            .await
+            .pop()
+            .expect("one document gives one result")?;
+        let (answer, answered) = oneshot::channel();
+        let committer = self.committer.get_or_init(|| {
+            let (sender, receiver) = mpsc::channel(GROUP_QUEUE);
+            tokio::spawn(commit_groups(self.storage.clone(), receiver, self.group));
+            sender
+        });
+        let stopped = || {
+            IngestError::Store(StoreError::Other(sqlx::Error::Protocol(
+                "the group committer stopped".into(),
+            )))
+        };
+        committer
+            .send(Submission {
+                lead: lead.clone(),
+                answer,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        let acceptance = answered.await.map_err(|_| stopped())??;
+        self.storage.outcome(&lead, acceptance)
     }
 
     /// Validates every document and stores the valid ones in one transaction. The outer error
@@ -120,6 +206,42 @@ impl Ingest {
         caller: Agency,
         documents: Vec<Value>,
     ) -> Result<Vec<Result<Outcome, IngestError>>, IngestError> {
+        let validated = self.validate(caller, documents).await;
+        let mut results: Vec<Option<Result<Outcome, IngestError>>> =
+            Vec::with_capacity(validated.len());
+        let mut to_store = Vec::new();
+        for (index, result) in validated.iter().enumerate() {
+            match result {
+                Ok(lead) => {
+                    to_store.push((index, lead));
+                    results.push(None);
+                }
+                Err(error) => results.push(Some(Err(error.duplicate()))),
+            }
+        }
+        if !to_store.is_empty() {
+            let leads: Vec<&ValidatedLead> = to_store.iter().map(|(_, lead)| *lead).collect();
+            let acceptances = self.storage.store(&leads).await?;
+            for ((index, lead), acceptance) in to_store.iter().zip(acceptances) {
+                results[*index] = Some(
+                    acceptance
+                        .map_err(IngestError::Store)
+                        .and_then(|acceptance| self.storage.outcome(lead, acceptance)),
+                );
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.expect("every document has a result"))
+            .collect())
+    }
+
+    /// Validates the documents off the connection threads, reporting each refusal.
+    async fn validate(
+        &self,
+        caller: Agency,
+        documents: Vec<Value>,
+    ) -> Vec<Result<ValidatedLead, IngestError>> {
         let now = Utc::now();
         let validator = self.validator.clone();
         let max_lead_bytes = self.max_lead_bytes;
@@ -137,57 +259,118 @@ impl Ingest {
             })
             .await
             .expect("validation does not panic");
-
-        let mut results: Vec<Option<Result<Outcome, IngestError>>> =
-            Vec::with_capacity(validated.len());
-        let mut to_store = Vec::new();
-        for (index, result) in validated.iter().enumerate() {
-            match result {
-                Ok(lead) => {
-                    to_store.push((index, lead));
-                    results.push(None);
-                }
-                Err(error) => {
-                    match error {
+        validated
+            .into_iter()
+            .map(|result| {
+                result.map_err(|error| {
+                    let metrics = &self.storage.metrics;
+                    match &error {
                         ValidationError::Invalid(problems) => {
-                            events::lead_invalid(&self.metrics, caller, problems)
+                            events::lead_invalid(metrics, caller, problems)
                         }
                         ValidationError::ForeignAgency { claimed, .. } => {
-                            events::lead_foreign(&self.metrics, caller, *claimed)
+                            events::lead_foreign(metrics, caller, *claimed)
                         }
                     }
-                    results.push(Some(Err(IngestError::Validation(error.clone()))));
+                    IngestError::Validation(error)
+                })
+            })
+            .collect()
+    }
+}
+
+impl IngestError {
+    /// The same refusal again (validation errors are plain data).
+    fn duplicate(&self) -> IngestError {
+        match self {
+            IngestError::Validation(error) => IngestError::Validation(error.clone()),
+            IngestError::Conflict { lead_id, reason } => IngestError::Conflict {
+                lead_id: *lead_id,
+                reason: reason.clone(),
+            },
+            IngestError::Store(error) => IngestError::Store(error.duplicate()),
+        }
+    }
+}
+
+/// The committer: takes the first waiting submission, gathers what arrives within the wait,
+/// stores the group as one batch and answers each submission.
+async fn commit_groups(
+    storage: Storage,
+    mut receiver: mpsc::Receiver<Submission>,
+    group: GroupCommit,
+) {
+    while let Some(first) = receiver.recv().await {
+        let deadline = tokio::time::Instant::now() + group.wait;
+        let mut submissions = vec![first];
+        // A zero wait still takes whatever is already queued: `timeout_at` polls once first.
+        while submissions.len() < group.max_leads {
+            match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                Ok(Some(submission)) => submissions.push(submission),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let leads: Vec<&ValidatedLead> = submissions.iter().map(|s| &s.lead).collect();
+        match storage.store(&leads).await {
+            Ok(results) => {
+                for (submission, result) in submissions.into_iter().zip(results) {
+                    // A submitter that went away (client disconnected) needs no answer.
+                    let _ = submission.answer.send(result);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, leads = leads.len(), "Group commit failed; every submission of the group gets the error.");
+                for submission in submissions {
+                    let _ = submission.answer.send(Err(error.duplicate()));
                 }
             }
         }
+    }
+}
 
-        if !to_store.is_empty() {
-            let acceptances = self.store_with_retries(&to_store).await?;
-            for ((index, lead), acceptance) in to_store.iter().zip(acceptances) {
-                results[*index] = Some(self.outcome(lead, acceptance));
+impl Storage {
+    /// Stores `leads` in one transaction, in order. The outer error rejected all of them
+    /// (nothing stored). If the database refuses the data of some lead, each lead is stored
+    /// again in its own transaction, in order, so only that one gets the error.
+    async fn store(
+        &self,
+        leads: &[&ValidatedLead],
+    ) -> Result<Vec<Result<Acceptance, StoreError>>, StoreError> {
+        let stored = match self.store_with_retries(leads).await {
+            Ok(acceptances) => acceptances.into_iter().map(Ok).collect(),
+            Err(error) if error.is_permanent() && leads.len() > 1 => {
+                tracing::warn!(%error, leads = leads.len(), "The database refused a lead of the batch; storing the batch lead by lead.");
+                let mut results = Vec::with_capacity(leads.len());
+                for lead in leads {
+                    results.push(match self.store_with_retries(&[lead]).await {
+                        Ok(mut acceptance) => Ok(acceptance.pop().expect("one lead, one answer")),
+                        Err(error) if error.is_permanent() => Err(error),
+                        // The database failing now is no fault of this lead's data.
+                        Err(error) => return Err(error),
+                    });
+                }
+                results
             }
-            self.relay_wakeup.notify_one();
-        }
-        Ok(results
-            .into_iter()
-            .map(|r| r.expect("every document has a result"))
-            .collect())
+            Err(error) => return Err(error),
+        };
+        self.relay_wakeup.notify_one();
+        Ok(stored)
     }
 
     async fn store_with_retries(
         &self,
-        leads: &[(usize, &ValidatedLead)],
-    ) -> Result<Vec<Acceptance>, IngestError> {
+        leads: &[&ValidatedLead],
+    ) -> Result<Vec<Acceptance>, StoreError> {
         let factories: Vec<_> = leads
             .iter()
-            .map(|(_, lead)| self.message_factory(lead))
+            .map(|lead| self.message_factory(lead))
             .collect();
         let mut attempt = 0;
         loop {
             let items: Vec<LeadToStore<'_>> = leads
                 .iter()
                 .zip(&factories)
-                .map(|((_, lead), factory)| LeadToStore {
+                .map(|(lead, factory)| LeadToStore {
                     lead,
                     new_lead_id: LeadId::generate(),
                     message: factory.as_ref(),
@@ -198,7 +381,7 @@ impl Ingest {
                     attempt += 1;
                     tracing::debug!(%error, attempt, "Ingest transaction contended; retrying.");
                 }
-                result => return Ok(result?),
+                result => return result,
             }
         }
     }

@@ -15,6 +15,8 @@ pub mod outbox;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -76,6 +78,21 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The same error for another waiter: one failed group commit answers each of its
+    /// submissions with an error of the same kind (so the same HTTP status), keeping the cause
+    /// as text because `sqlx::Error` cannot be cloned.
+    pub fn duplicate(&self) -> StoreError {
+        let text = |error: &dyn std::fmt::Display| sqlx::Error::Protocol(error.to_string());
+        match self {
+            StoreError::Unavailable(error) => StoreError::Unavailable(text(error)),
+            StoreError::Contended(error) => StoreError::Contended(text(error)),
+            StoreError::Unstorable(error) => StoreError::Unstorable(text(error)),
+            StoreError::Migration(error) => StoreError::Other(text(error)),
+            StoreError::UnsupportedUrl(url) => StoreError::UnsupportedUrl(url.clone()),
+            StoreError::Other(error) => StoreError::Other(text(error)),
+        }
+    }
+
     pub fn is_retryable(&self) -> bool {
         matches!(self, StoreError::Unavailable(_) | StoreError::Contended(_))
     }
@@ -131,12 +148,45 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// Most bind parameters one statement may carry on both databases: SQLite's limit since 3.32
+/// (the bundled library is newer), below PostgreSQL's 65,535.
+pub(crate) const MAX_BIND_PARAMS: usize = 32_766;
+
+/// What the ingest transactions sent to the database since the store was opened. Tests bound
+/// these per batch and per group commit; they count every statement `accept_leads` issues,
+/// `BEGIN` and `COMMIT` included.
+#[derive(Debug, Default)]
+pub struct IngestCounters {
+    statements: AtomicU64,
+    commits: AtomicU64,
+}
+
+impl IngestCounters {
+    pub fn statements(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+
+    /// Committed ingest transactions.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn add_statements(&self, count: u64) {
+        self.statements.fetch_add(count, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_commit(&self) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// The hub's database.
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
     dialect: Dialect,
     schema: Schema,
+    ingest_counters: Arc<IngestCounters>,
 }
 
 impl Store {
@@ -212,6 +262,7 @@ impl Store {
             pool,
             dialect,
             schema,
+            ingest_counters: Arc::default(),
         })
     }
 
@@ -225,6 +276,11 @@ impl Store {
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Statements and commits of the ingest transactions (see [`IngestCounters`]).
+    pub fn ingest_counters(&self) -> &IngestCounters {
+        &self.ingest_counters
     }
 
     pub async fn begin(&self) -> Result<Tx, StoreError> {

@@ -9,6 +9,7 @@ mod embedded;
 mod fake_cms;
 mod helpers;
 mod identity;
+mod ingest_sets;
 mod mixed;
 mod permanent;
 mod police;
