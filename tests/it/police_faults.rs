@@ -527,15 +527,24 @@ divisions = ["3703"]
     )
     .await
     .unwrap();
-    let (rows, distinct): (i64, i64) = sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT lead_id) FROM police_deliveries WHERE delivered_at IS NOT NULL")
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
-    assert_eq!(
-        (rows, distinct),
-        (40, 40),
-        "one delivery per lead in the adapter's books"
-    );
+    // The adapter's books hold one row per (lead, revision, unit) by constraint, so counting
+    // them shows nothing; what can differ is the case each row records, which must be the one
+    // the CMS opened for its key.
+    let books: Vec<(String, i64, Option<String>)> = sqlx::query_as(
+        "SELECT lead_id, revision, cms_ref FROM police_deliveries WHERE delivered_at IS NOT NULL",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(books.len(), 40, "every delivery is recorded as delivered");
+    for (lead_id, revision, cms_ref) in books {
+        let key = format!("{lead_id}:{revision}");
+        assert_eq!(
+            per_key[&key].first(),
+            cms_ref.map(Answer::Opened).as_ref(),
+            "{key}: the adapter recorded the case the CMS opened"
+        );
+    }
     app.stop().await;
 }
 
