@@ -74,7 +74,7 @@ async fn a_valid_lead_is_accepted_published_to_its_agency_topic_and_traced_in_it
         ledger.entries, 2,
         "one entry for receipt, one for publication"
     );
-    app.stop_expecting_empty_outbox().await;
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -96,7 +96,7 @@ async fn every_lead_type_is_accepted_through_the_api() {
         );
     }
     assert_eq!(seen_types.len(), 10, "the fixtures cover every lead type");
-    app.stop_expecting_empty_outbox().await;
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -123,7 +123,7 @@ async fn a_replay_returns_the_first_receipt_and_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(outbox_rows, 1, "a replay publishes nothing new");
-    app.stop_expecting_empty_outbox().await;
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -162,7 +162,7 @@ async fn the_same_revision_with_other_content_is_a_conflict() {
         stored["summary"], lead["summary"],
         "the accepted content is untouched"
     );
-    app.stop_expecting_empty_outbox().await;
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -243,7 +243,7 @@ async fn a_higher_revision_keeps_the_lead_id_and_supersedes_the_earlier_one() {
         vec![1, 2],
         "revisions of one lead are published in order"
     );
-    app.stop_expecting_empty_outbox().await;
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -300,7 +300,7 @@ async fn an_invalid_lead_gets_every_problem_at_once_as_problem_json() {
         .await
         .unwrap();
     assert_eq!(leads, 0, "nothing invalid is stored");
-    app.stop_expecting_empty_outbox().await;
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -388,7 +388,7 @@ async fn agencies_act_only_as_themselves() {
             .status(),
         404
     );
-    app.stop_expecting_empty_outbox().await;
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -460,7 +460,7 @@ async fn hostile_bodies_get_specific_errors_and_the_server_keeps_serving() {
             .status(),
         202
     );
-    app.stop_expecting_empty_outbox().await;
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -517,7 +517,7 @@ async fn a_batch_answers_each_lead_and_one_bad_lead_rejects_no_other() {
         leads, 2,
         "only the two good leads of the first batch are stored"
     );
-    app.stop_expecting_empty_outbox().await;
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -625,7 +625,7 @@ async fn schemas_openapi_health_readiness_and_metrics_are_served() {
     );
     let response = client.delete(app.url("/v1/leads")).send().await.unwrap();
     assert_eq!(response.status(), 405);
-    app.stop_expecting_empty_outbox().await;
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -650,6 +650,5 @@ async fn readiness_fails_while_kafka_is_unreachable() {
     assert_eq!(body["database"], "ok");
     // Why Kafka is down goes to the log, not to anonymous callers.
     assert_eq!(body["kafka"], "down", "{body}");
-    let mut app = app;
     app.stop().await;
 }

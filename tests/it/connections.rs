@@ -328,7 +328,7 @@ async fn a_flood_of_slow_and_idle_connections_from_one_address_does_not_lock_out
         "{metrics}"
     );
     assert!(metric(&metrics, "leadbridge_connections_open") >= 1);
-    app.stop_expecting_empty_outbox().await;
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -394,7 +394,7 @@ async fn the_global_cap_refuses_everyone_and_frees_places_as_connections_end(bac
     })
     .await;
     agency_post_is_accepted(&app).await;
-    app.stop_expecting_empty_outbox().await;
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -460,7 +460,7 @@ async fn an_idle_keep_alive_connection_is_closed_but_a_slow_request_is_not(backe
         started.elapsed()
     );
     assert_eq!(status, 202, "{answer}");
-    app.stop_expecting_empty_outbox().await;
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -475,7 +475,7 @@ async fn an_idle_keep_alive_connection_is_closed_but_a_slow_request_is_not_embed
 
 async fn an_http2_peer_that_stops_answering_pings_is_dropped(backend: Backend) {
     // The idle timeout is far longer than the bound, so only the keep-alive ping can close.
-    let mut app = app(backend)
+    let app = app(backend)
         .with_settings(|s| {
             s.server.idle_timeout_secs = 600;
             s.server.http2_keep_alive_interval_secs = 1;

@@ -158,7 +158,7 @@ async fn control_characters_in_a_lead_are_refused_with_their_pointer(backend: Ba
         2,
         "the tab lead and the good neighbour"
     );
-    app.stop_expecting_empty_outbox().await;
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -238,7 +238,7 @@ async fn repeated_keys_are_refused_with_the_key_and_its_offset(backend: Backend)
         "malformed_json",
     )
     .await;
-    app.stop_expecting_empty_outbox().await;
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -357,7 +357,7 @@ async fn decision_and_reconsideration_bodies_are_bounded_json(backend: Backend) 
     assert_eq!(reconsider(json, body).await.unwrap().status(), 202);
     app.wait_for_status(Agency::Environment, &lead_id, "reconsideration_requested")
         .await;
-    app.stop_expecting_empty_outbox().await;
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -417,7 +417,6 @@ async fn framework_rejections_are_problem_json_with_a_code(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let mut app = app;
     app.stop().await;
 }
 
@@ -523,7 +522,7 @@ async fn oversized_bodies_get_their_413_on_the_wire(backend: Backend) {
             "{path}: {status_line}"
         );
     }
-    app.stop_expecting_empty_outbox().await;
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -564,7 +563,6 @@ async fn readiness_tells_anonymous_callers_only_up_or_down(backend: Backend) {
         json!({"status": "not_ready", "database": "ok", "kafka": "down"}),
         "nothing but up or down: {text}"
     );
-    let mut app = app;
     app.stop().await;
 }
 

@@ -3,10 +3,14 @@
 //! required during the handshake, so the mutual TLS under test is real.
 //!
 //! The test switches how it answers ([`Mode`]), stops and restarts it on the same port (an
-//! outage), and reads every request it received in arrival order and every case it opened. In
-//! [`Mode::Accept`] it is idempotent per `Idempotency-Key`, like the CMS the sink expects: the
-//! same key gets the same `cms_ref` and opens no second case.
+//! outage), and reads every request it received, in arrival order, each with the answer it
+//! got ([`Answer`]). That raw record is the only record: it is written as each request arrives,
+//! under the same lock that decides the answer, and nothing in it is folded or deduplicated, so
+//! a test counts real duplicates. In [`Mode::Accept`] the fake answers idempotently per
+//! `Idempotency-Key`, like the CMS the sink expects: a key it opened a case for gets that case's
+//! `cms_ref` again ([`Answer::Repeated`]) and no second case.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -52,7 +56,24 @@ pub enum Mode {
     Garbage,
 }
 
-/// One request as it arrived.
+/// What the fake CMS answered one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// `201`: the first acceptance of this key, which opened a case.
+    Opened(String),
+    /// `201`: a key that already has a case; its `cms_ref` again, and no new case.
+    Repeated(String),
+    /// `400`: no `Idempotency-Key` or no JSON body (in [`Mode::Accept`]).
+    Refused,
+    /// The status of [`Mode::Fail`].
+    Failed(u16),
+    /// None: [`Mode::Hang`], until the sender gave up or the fake CMS stopped.
+    Hung,
+    /// `200` with HTML ([`Mode::Garbage`]).
+    Garbage,
+}
+
+/// One request as it arrived, and what it was answered.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ReceivedDelivery {
     /// The `Idempotency-Key` header (empty when absent).
@@ -61,20 +82,13 @@ pub struct ReceivedDelivery {
     pub unit: String,
     /// The JSON body (`null` when it was not JSON).
     pub body: Value,
-}
-
-/// A case the fake CMS opened: one per idempotency key.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Case {
-    pub cms_ref: String,
-    pub delivery: ReceivedDelivery,
+    pub answer: Answer,
 }
 
 #[derive(Debug)]
 struct Ledger {
     mode: Mode,
     received: Vec<ReceivedDelivery>,
-    cases: Vec<Case>,
     handshake_errors: Vec<String>,
 }
 
@@ -106,7 +120,6 @@ impl FakeCms {
             shared: Arc::new(Mutex::new(Ledger {
                 mode: Mode::Accept,
                 received: Vec::new(),
-                cases: Vec::new(),
                 handshake_errors: Vec::new(),
             })),
             server: Mutex::new(None),
@@ -129,9 +142,41 @@ impl FakeCms {
         lock(&self.shared).received.clone()
     }
 
-    /// Every case opened, in order: one per idempotency key.
-    pub fn cases(&self) -> Vec<Case> {
-        lock(&self.shared).cases.clone()
+    /// How many cases were opened so far (arrivals answered [`Answer::Opened`]).
+    pub fn opened(&self) -> usize {
+        lock(&self.shared)
+            .received
+            .iter()
+            .filter(|r| matches!(r.answer, Answer::Opened(_)))
+            .count()
+    }
+
+    /// The answers each key got, in arrival order, after checking the delivery worker's
+    /// contract over the raw record: at least once towards the CMS, deduplicated by the key.
+    /// Every request carried a key and `unit`; each key was accepted exactly once, by its last
+    /// arrival, which opened its case; every earlier arrival of the key is a retry after an
+    /// attempt that did not succeed (a failure status, no answer, garbage). A second delivery
+    /// after a success, or one without the key, fails here.
+    pub fn assert_each_key_accepted_once_after_failures(
+        &self,
+        unit: &str,
+    ) -> BTreeMap<String, Vec<Answer>> {
+        let received = self.received();
+        let per_key = answers_per_key(&received, unit);
+        for (key, answers) in &per_key {
+            let (last, retried) = answers.split_last().expect("a key has an arrival");
+            assert!(
+                matches!(last, Answer::Opened(_)),
+                "{key}: the last arrival must open the case: {answers:?}"
+            );
+            assert!(
+                retried
+                    .iter()
+                    .all(|a| matches!(a, Answer::Failed(_) | Answer::Hung | Answer::Garbage)),
+                "{key}: an arrival other than the last was not a failed attempt: {answers:?}"
+            );
+        }
+        per_key
     }
 
     /// Why each failed TLS handshake failed, as the fake CMS saw it.
@@ -154,7 +199,7 @@ impl FakeCms {
         }
     }
 
-    /// Listens again on the same port, keeping mode, requests and cases.
+    /// Listens again on the same port, keeping the mode and the record.
     pub async fn restart(&self) {
         self.stop().await;
         let mut attempts = 0;
@@ -315,50 +360,85 @@ async fn intake(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -
             .to_owned()
     };
     let json = serde_json::from_slice::<Value>(&body).ok();
-    let delivery = ReceivedDelivery {
-        lead_id_revision: header("idempotency-key"),
-        unit: header("x-leadbridge-unit"),
-        body: json.clone().unwrap_or(Value::Null),
-    };
-    let mode = {
+    let key = header("idempotency-key");
+    // Recorded and answered under one lock, so the record's order is the order of the answers
+    // and two concurrent requests with one key cannot both open a case.
+    let answer = {
         let mut ledger = lock(&shared);
-        ledger.received.push(delivery.clone());
-        ledger.mode
+        let answer = match ledger.mode {
+            Mode::Accept if key.is_empty() || json.is_none() => Answer::Refused,
+            Mode::Accept => {
+                let existing = ledger.received.iter().find_map(|r| match &r.answer {
+                    Answer::Opened(cms_ref) if r.lead_id_revision == key => Some(cms_ref.clone()),
+                    _ => None,
+                });
+                match existing {
+                    Some(cms_ref) => Answer::Repeated(cms_ref),
+                    None => {
+                        let opened = ledger
+                            .received
+                            .iter()
+                            .filter(|r| matches!(r.answer, Answer::Opened(_)))
+                            .count();
+                        Answer::Opened(format!("CMS-{}", opened + 1))
+                    }
+                }
+            }
+            Mode::Fail(status) => Answer::Failed(status),
+            Mode::Hang => Answer::Hung,
+            Mode::Garbage => Answer::Garbage,
+        };
+        ledger.received.push(ReceivedDelivery {
+            lead_id_revision: key,
+            unit: header("x-leadbridge-unit"),
+            body: json.unwrap_or(Value::Null),
+            answer: answer.clone(),
+        });
+        answer
     };
-    match mode {
-        Mode::Accept if delivery.lead_id_revision.is_empty() || json.is_none() => (
+    match answer {
+        Answer::Refused => (
             StatusCode::BAD_REQUEST,
             Json(json!({"error": "a JSON body and an Idempotency-Key are required"})),
         )
             .into_response(),
-        Mode::Accept => {
-            let mut ledger = lock(&shared);
-            let existing = ledger
-                .cases
-                .iter()
-                .find(|case| case.delivery.lead_id_revision == delivery.lead_id_revision)
-                .map(|case| case.cms_ref.clone());
-            let cms_ref = existing.unwrap_or_else(|| {
-                let cms_ref = format!("CMS-{}", ledger.cases.len() + 1);
-                ledger.cases.push(Case {
-                    cms_ref: cms_ref.clone(),
-                    delivery,
-                });
-                cms_ref
-            });
+        Answer::Opened(cms_ref) | Answer::Repeated(cms_ref) => {
             (StatusCode::CREATED, Json(json!({ "cms_ref": cms_ref }))).into_response()
         }
-        Mode::Fail(status) => (
+        Answer::Failed(status) => (
             StatusCode::from_u16(status).expect("a valid HTTP status"),
             Json(json!({"error": format!("the fake CMS was told to answer {status}")})),
         )
             .into_response(),
-        Mode::Hang => std::future::pending().await,
-        Mode::Garbage => (
+        Answer::Hung => std::future::pending().await,
+        Answer::Garbage => (
             StatusCode::OK,
             [(CONTENT_TYPE, "text/html")],
             "<html><body>Maintenance until 06:00</body></html>",
         )
             .into_response(),
     }
+}
+
+/// The answers per key in arrival order, after checking that every request carried a key and
+/// was for `unit`.
+pub fn answers_per_key(received: &[ReceivedDelivery], unit: &str) -> BTreeMap<String, Vec<Answer>> {
+    let mut per_key: BTreeMap<String, Vec<Answer>> = BTreeMap::new();
+    for (index, arrival) in received.iter().enumerate() {
+        assert!(
+            !arrival.lead_id_revision.is_empty(),
+            "arrival {index} carried no Idempotency-Key: {:?}",
+            arrival.answer
+        );
+        assert_eq!(
+            arrival.unit, unit,
+            "arrival {index} ({})",
+            arrival.lead_id_revision
+        );
+        per_key
+            .entry(arrival.lead_id_revision.clone())
+            .or_default()
+            .push(arrival.answer.clone());
+    }
+    per_key
 }

@@ -1,6 +1,12 @@
 //! Starts the real application for a test: a fresh PostgreSQL database and random Kafka
 //! topics on the services from `deploy/local` (or SQLite and the embedded broker for the
 //! embedded-mode tests), a test CA with real certificates, and HTTPS clients per principal.
+//!
+//! Every test app ends with the end-of-test invariant ([`TestApp::stop`]): every accepted lead
+//! reached a terminal state for the roles the app runs, and no outbox row or police delivery
+//! is left pending. A `TestApp` dropped without being stopped fails its test, so no test can
+//! skip the check by forgetting it; a test that leaves work unfinished on purpose says so with
+//! [`TestApp::stop_leaving_work_unfinished`].
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -129,8 +135,11 @@ pub struct TestApp {
     pub embedded_broker: Option<Arc<EmbeddedBroker>>,
     pub pki: Arc<TestPki>,
     clients: HashMap<Agency, reqwest::Client>,
+    roles: Roles,
     shutdown: watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// Set by the stop methods; [`Drop`] fails the test when it is not.
+    stopped: bool,
     _data_dir: Arc<tempfile::TempDir>,
 }
 
@@ -233,8 +242,10 @@ impl TestAppBuilder {
             embedded_broker,
             pki,
             clients,
+            roles: self.roles,
             shutdown,
             task: Some(task),
+            stopped: false,
             _data_dir: data_dir,
         }
     }
@@ -298,27 +309,130 @@ impl TestApp {
         }
     }
 
-    /// Stops the hub and checks the end-of-test invariant: nothing left unpublished.
-    pub async fn stop_expecting_empty_outbox(mut self) {
+    /// Checks the end-of-test invariant, then stops the app. The app keeps running while the
+    /// check waits (at most 30 s), so work in flight (a publication, a receipt on its way back)
+    /// can finish; what is still unfinished then fails the test, listed.
+    pub async fn stop(mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let (waiting, _) = self.store.outbox_backlog().await.unwrap();
-            if waiting == 0 {
+            let unfinished = self.unfinished_work().await;
+            if unfinished.is_empty() {
                 break;
             }
-            assert!(
-                Instant::now() < deadline,
-                "{waiting} outbox messages were never published"
-            );
+            if Instant::now() >= deadline {
+                // Stop first, so the panic does not leave the app running behind the test.
+                self.shut_down().await;
+                panic!(
+                    "the app stopped with work unfinished (roles {:?}):\n{}",
+                    self.roles,
+                    unfinished.join("\n")
+                );
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        self.stop().await;
+        self.shut_down().await;
     }
 
-    pub async fn stop(&mut self) {
+    /// Stops the app without the end-of-test invariant, for a test that leaves leads or
+    /// messages unfinished on purpose (a fault it never heals). `why` names the reason at the
+    /// call site; the call itself is the explicit opt-out.
+    pub async fn stop_leaving_work_unfinished(mut self, why: &str) {
+        tracing::debug!(why, "Stopping a test app without the end-of-test checks.");
+        self.shut_down().await;
+    }
+
+    async fn shut_down(&mut self) {
+        self.stopped = true;
         let _ = self.shutdown.send(true);
         if let Some(task) = self.task.take() {
             task.await.unwrap().unwrap();
+        }
+    }
+
+    /// What breaks the end-of-test invariant now, one line per item; empty when it holds.
+    async fn unfinished_work(&self) -> Vec<String> {
+        let mut unfinished = Vec::new();
+        // The statuses a lead can stop at, for the roles this app runs: with the adapter, a lead
+        // ends delivered (or a later step of the police's work) unless its publication or its
+        // intake failed for good; without it, publication is as far as the hub takes a lead.
+        let terminal: &[&str] = if self.roles.police {
+            &[
+                "delivered",
+                "filed",
+                "not_filed",
+                "returned",
+                "reconsideration_requested",
+                "reconsidered",
+                "publish_failed",
+                "dead_lettered",
+            ]
+        } else {
+            &[
+                "published",
+                "publish_failed",
+                "received_by_police",
+                "dead_lettered",
+                "delivered",
+                "filed",
+                "not_filed",
+                "returned",
+                "reconsideration_requested",
+                "reconsidered",
+            ]
+        };
+        let leads: Vec<(String, String)> = sqlx::query_as("SELECT lead_id, status FROM leads")
+            .fetch_all(self.store.pool())
+            .await
+            .expect("read the hub's leads");
+        for (lead_id, status) in leads {
+            if !terminal.contains(&status.as_str()) {
+                unfinished.push(format!("lead {lead_id} is {status}"));
+            }
+        }
+        let mut stores = vec![("hub", &self.store)];
+        if let Some(police) = &self.police_store {
+            stores.push(("police adapter", police.store()));
+        }
+        for (side, store) in stores {
+            let pending: Vec<(String, i64, String)> = sqlx::query_as(
+                "SELECT event_id, attempts, COALESCE(last_error, '') FROM outbox \
+                 WHERE published_at IS NULL AND failed_at IS NULL",
+            )
+            .fetch_all(store.pool())
+            .await
+            .expect("read the outbox");
+            for (event_id, attempts, last_error) in pending {
+                unfinished.push(format!(
+                    "{side} outbox message {event_id} unpublished after {attempts} attempts {last_error}"
+                ));
+            }
+        }
+        if let Some(police) = &self.police_store {
+            let pending: Vec<(String, i64, String, i64)> = sqlx::query_as(
+                "SELECT lead_id, revision, unit, attempts FROM police_deliveries \
+                 WHERE delivered_at IS NULL AND dead_lettered_at IS NULL",
+            )
+            .fetch_all(police.store().pool())
+            .await
+            .expect("read the police deliveries");
+            for (lead_id, revision, unit, attempts) in pending {
+                unfinished.push(format!(
+                    "delivery of {lead_id}:{revision} to unit {unit} pending after {attempts} attempts"
+                ));
+            }
+        }
+        unfinished
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if !self.stopped && !std::thread::panicking() {
+            panic!(
+                "a test app was dropped without being stopped: end the test with `app.stop().await` \
+                 (which checks the end-of-test invariant) or, for work left unfinished on purpose, \
+                 `app.stop_leaving_work_unfinished(why).await`"
+            );
         }
     }
 }

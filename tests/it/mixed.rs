@@ -425,5 +425,5 @@ async fn valid_leads_interleaved_with_every_hostile_case_are_all_delivered_on_po
             "an idle connection is closed by the server: {read:?}"
         );
     }
-    app.stop_expecting_empty_outbox().await;
+    app.stop().await;
 }

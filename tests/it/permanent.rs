@@ -140,7 +140,7 @@ async fn a_message_kafka_refuses_fails_for_good_and_blocks_nothing_behind_it(bac
         "tried once, never claimed again"
     );
     assert_eq!(app.store.outbox_backlog().await.unwrap().0, 0);
-    app.stop_expecting_empty_outbox().await;
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -222,7 +222,7 @@ async fn a_receipt_kafka_refuses_fails_for_good_in_the_adapter_and_blocks_nothin
         1
     );
     assert_eq!(police.outbox_backlog().await.unwrap().0, 0);
-    app.stop_expecting_empty_outbox().await;
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -352,7 +352,7 @@ async fn a_lead_the_adapter_cannot_store_is_dead_lettered_reported_and_blocks_no
             .get(),
         1
     );
-    app.stop_expecting_empty_outbox().await;
+    app.stop().await;
 }
 
 /// While the adapter's database refuses connections, a lead waits in Kafka and is recorded
@@ -418,7 +418,7 @@ async fn a_lead_arriving_while_the_adapters_database_is_away_is_retried_not_dead
             .get(),
         0
     );
-    app.stop_expecting_empty_outbox().await;
+    app.stop().await;
 }
 
 async fn a_poison_message_about_a_known_lead_is_reported_to_the_hub(backend: Backend) {
@@ -447,7 +447,7 @@ async fn a_poison_message_about_a_known_lead_is_reported_to_the_hub(backend: Bac
             .get(),
         1
     );
-    app.stop_expecting_empty_outbox().await;
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -511,7 +511,7 @@ async fn a_receipt_the_hub_cannot_store_is_dead_lettered_and_blocks_nothing() {
         header(&letters[0], "stage").as_deref(),
         Some("hub.receipts")
     );
-    app.stop_expecting_empty_outbox().await;
+    app.stop().await;
 }
 
 /// A valid lead whose `extensions` make it about 40 KB, and a limit below that.
@@ -571,7 +571,7 @@ async fn a_lead_over_max_lead_bytes_is_refused_alone_and_in_a_batch(backend: Bac
         app.wait_for_status(Agency::Environment, lead_id, "delivered")
             .await;
     }
-    app.stop_expecting_empty_outbox().await;
+    app.stop().await;
 }
 
 #[tokio::test]

@@ -482,5 +482,5 @@ async fn every_lead_type_reaches_the_right_inbox_with_its_assessment_and_decisio
             .status(),
         403
     );
-    app.stop_expecting_empty_outbox().await;
+    app.stop().await;
 }

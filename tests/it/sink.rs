@@ -10,7 +10,7 @@ use leadbridge::police::sink::{Delivery, DeliveryError, DeliverySink, HttpSink, 
 use serde_json::json;
 use tempfile::TempDir;
 
-use crate::fake_cms::{FakeCms, Mode, ReceivedDelivery};
+use crate::fake_cms::{Answer, FakeCms, Mode, ReceivedDelivery};
 
 struct Setup {
     ca: DevCa,
@@ -75,6 +75,7 @@ async fn an_accepted_delivery_returns_the_cms_ref_and_carries_its_idempotency_ke
             lead_id_revision: format!("{}:1", delivery.lead_id),
             unit: "370303".into(),
             body: delivery.body.clone(),
+            answer: Answer::Opened("CMS-1".into()),
         }]
     );
 }
@@ -95,25 +96,21 @@ async fn a_repeated_delivery_gets_the_same_case_and_a_new_revision_a_new_one() {
 
     assert_eq!(once, again);
     assert_ne!(revised.cms_ref, once.cms_ref);
-    let keys: Vec<String> = setup
+    // Three arrivals, counted raw: the repeat reached the CMS and was answered with the case it
+    // already had; only the new revision opened a second one.
+    let arrivals: Vec<(String, Answer)> = setup
         .cms
         .received()
         .into_iter()
-        .map(|received| received.lead_id_revision)
+        .map(|received| (received.lead_id_revision, received.answer))
         .collect();
     let key = |revision| format!("{}:{revision}", first.lead_id);
-    assert_eq!(keys, vec![key(1), key(1), key(2)]);
-    let cases: Vec<(String, String)> = setup
-        .cms
-        .cases()
-        .into_iter()
-        .map(|case| (case.cms_ref, case.delivery.lead_id_revision))
-        .collect();
     assert_eq!(
-        cases,
+        arrivals,
         vec![
-            (once.cms_ref.clone(), key(1)),
-            (revised.cms_ref.clone(), key(2))
+            (key(1), Answer::Opened(once.cms_ref.clone())),
+            (key(1), Answer::Repeated(once.cms_ref.clone())),
+            (key(2), Answer::Opened(revised.cms_ref.clone())),
         ]
     );
 }
@@ -270,8 +267,22 @@ async fn the_circuit_opens_after_n_failures_refuses_without_contacting_the_cms_t
     let (a, b) = tokio::join!(sink.deliver(&one), sink.deliver(&two));
     a.unwrap();
     b.unwrap();
-    assert_eq!(setup.cms.received().len(), 7);
-    assert_eq!(setup.cms.cases().len(), 3);
+    let answers: Vec<Answer> = setup
+        .cms
+        .received()
+        .into_iter()
+        .map(|received| received.answer)
+        .collect();
+    assert_eq!(answers.len(), 7, "{answers:?}");
+    assert_eq!(
+        answers[4..],
+        [
+            Answer::Opened("CMS-1".into()),
+            Answer::Opened("CMS-2".into()),
+            Answer::Opened("CMS-3".into())
+        ],
+        "each delivery after the circuit closed reached the CMS"
+    );
 }
 
 #[tokio::test]

@@ -259,9 +259,12 @@ async fn the_audit_ledger_detects_edited_removed_and_reordered_entries() {
             "{dialect:?}: the database refuses deletions from the ledger"
         );
 
-        // Someone with full control of the database removes the guard and edits an entry.
+        // Someone with full control of the database switches the guard off (PostgreSQL) or
+        // removes it (SQLite, which cannot disable a trigger) and edits an entry.
         let drop_guards: &[&str] = match dialect {
-            Dialect::Postgres => &["DROP TRIGGER audit_entries_no_update ON audit_entries"],
+            Dialect::Postgres => {
+                &["ALTER TABLE audit_entries DISABLE TRIGGER audit_entries_no_update"]
+            }
             Dialect::Sqlite => &[
                 "DROP TRIGGER audit_entries_no_update",
                 "DROP TRIGGER audit_entries_no_delete",
@@ -287,13 +290,56 @@ async fn the_audit_ledger_detects_edited_removed_and_reordered_entries() {
             "{dialect:?}: restoring the entry restores the chain"
         );
 
+        // Reordering: entries 2 and 3 swap places, each keeping its content and hashes, so the
+        // sequence numbers still run 1, 2, 3 without a gap.
+        let ledger_order = || async {
+            sqlx::query_as::<_, (i64, String)>(
+                "SELECT seq, entry_hash FROM audit_entries ORDER BY seq",
+            )
+            .fetch_all(store.pool())
+            .await
+            .unwrap()
+        };
+        let before = ledger_order().await;
+        let swap = [
+            "UPDATE audit_entries SET seq = -1 WHERE seq = 2",
+            "UPDATE audit_entries SET seq = 2 WHERE seq = 3",
+            "UPDATE audit_entries SET seq = 3 WHERE seq = -1",
+        ];
+        for statement in swap {
+            sqlx::query(statement).execute(store.pool()).await.unwrap();
+        }
+        let after = ledger_order().await;
+        assert_eq!(
+            after,
+            vec![
+                before[0].clone(),
+                (2, before[2].1.clone()),
+                (3, before[1].1.clone())
+            ],
+            "{dialect:?}: the entries really swapped places"
+        );
+        match audit::verify(&store).await {
+            Err(AuditError::Broken { seq: 2, .. }) => {}
+            other => panic!("{dialect:?}: reordered entries went unnoticed: {other:?}"),
+        }
+        for statement in swap {
+            sqlx::query(statement).execute(store.pool()).await.unwrap();
+        }
+        assert_eq!(ledger_order().await, before, "{dialect:?}");
+        assert!(
+            audit::verify(&store).await.is_ok(),
+            "{dialect:?}: the original order verifies again"
+        );
+
         sqlx::query("DELETE FROM audit_entries WHERE seq = 2")
             .execute(store.pool())
             .await
             .unwrap();
-        assert!(
-            matches!(audit::verify(&store).await, Err(AuditError::Broken { .. })),
-            "{dialect:?}: a removed entry"
-        );
+        // The gap shows at the entry after it.
+        match audit::verify(&store).await {
+            Err(AuditError::Broken { seq: 3, .. }) => {}
+            other => panic!("{dialect:?}: a removed entry went unnoticed: {other:?}"),
+        }
     }
 }
