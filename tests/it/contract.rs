@@ -614,7 +614,7 @@ async fn control_characters_in_query_values_are_refused(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    app.stop_expecting_empty_outbox().await;
+    app.stop().await;
 }
 
 #[tokio::test]

@@ -140,6 +140,8 @@ pub struct TestApp {
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     /// Set by the stop methods; [`Drop`] fails the test when it is not.
     stopped: bool,
+    /// How many leads the test means to end `publish_failed` or `dead_lettered`.
+    lasting_failures: usize,
     _data_dir: Arc<tempfile::TempDir>,
 }
 
@@ -246,6 +248,7 @@ impl TestAppBuilder {
             shutdown,
             task: Some(task),
             stopped: false,
+            lasting_failures: 0,
             _data_dir: data_dir,
         }
     }
@@ -349,6 +352,19 @@ impl TestApp {
         }
     }
 
+    /// Keeps the app's data directory (and an embedded database in it) after the app is
+    /// stopped, for tests that inspect what a stopped hub left behind.
+    pub fn keep_data_dir(&self) -> Arc<tempfile::TempDir> {
+        self._data_dir.clone()
+    }
+
+    /// Declares that `count` leads of this test end `publish_failed` or `dead_lettered` on
+    /// purpose. Any other number fails the end-of-test check: a transient error wrongly taken
+    /// for a permanent one ends a lead just as visibly, and must not pass unnoticed.
+    pub fn expect_lasting_failures(&mut self, count: usize) {
+        self.lasting_failures = count;
+    }
+
     /// What breaks the end-of-test invariant now, one line per item; empty when it holds.
     async fn unfinished_work(&self) -> Vec<String> {
         let mut unfinished = Vec::new();
@@ -384,10 +400,22 @@ impl TestApp {
             .fetch_all(self.store.pool())
             .await
             .expect("read the hub's leads");
+        let mut failed = Vec::new();
         for (lead_id, status) in leads {
             if !terminal.contains(&status.as_str()) {
                 unfinished.push(format!("lead {lead_id} is {status}"));
             }
+            if matches!(status.as_str(), "publish_failed" | "dead_lettered") {
+                failed.push(format!("{lead_id} {status}"));
+            }
+        }
+        if failed.len() != self.lasting_failures {
+            unfinished.push(format!(
+                "{} leads ended publish_failed or dead_lettered ({}), the test expected {}",
+                failed.len(),
+                failed.join(", "),
+                self.lasting_failures
+            ));
         }
         let mut stores = vec![("hub", &self.store)];
         if let Some(police) = &self.police_store {

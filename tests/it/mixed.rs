@@ -93,7 +93,7 @@ async fn post_text(
 
 #[tokio::test]
 async fn valid_leads_interleaved_with_every_hostile_case_are_all_delivered_on_postgres() {
-    let app = app(Backend::Real)
+    let mut app = app(Backend::Real)
         .roles(Roles::ALL)
         .with_settings(|settings| {
             settings.server.header_read_timeout_secs = 2;
@@ -103,6 +103,8 @@ async fn valid_leads_interleaved_with_every_hostile_case_are_all_delivered_on_po
         })
         .spawn()
         .await;
+    // The two leads stored below the API end publish_failed and dead_lettered.
+    app.expect_lasting_failures(2);
     let mut valid = Vec::new();
 
     // Slow and idle connections from another address, held while everything else happens.

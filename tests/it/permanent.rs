@@ -281,11 +281,13 @@ pub async fn inject_oversized_event(app: &TestApp) -> String {
 #[tokio::test]
 async fn a_lead_the_adapter_cannot_store_is_dead_lettered_reported_and_blocks_nothing() {
     // One partition: the valid lead is behind the NUL one.
-    let app = app(Backend::Real)
+    let mut app = app(Backend::Real)
         .roles(Roles::ALL)
         .with_settings(|settings| settings.kafka.topic_partitions = 1)
         .spawn()
         .await;
+    // The NUL lead ends dead_lettered; nothing else may.
+    app.expect_lasting_failures(1);
     let nul_lead = inject_nul_summary(&app).await;
     // Published, and perhaps already dead-lettered: either way it is on the partition.
     eventually("the NUL lead is published", || async {
@@ -422,7 +424,9 @@ async fn a_lead_arriving_while_the_adapters_database_is_away_is_retried_not_dead
 }
 
 async fn a_poison_message_about_a_known_lead_is_reported_to_the_hub(backend: Backend) {
-    let app = app(backend).roles(Roles::ALL).spawn().await;
+    let mut app = app(backend).roles(Roles::ALL).spawn().await;
+    // The lead whose event fails its hash ends dead_lettered; nothing else may.
+    app.expect_lasting_failures(1);
     // Changed after hashing: the adapter refuses it as content_mismatch.
     let tampered = inject(
         &app,

@@ -123,7 +123,7 @@ async fn the_cap_refuses_one_request_too_many_at_once(backend: Backend) {
         .post_lead(Agency::Environment, &sample_lead(&unique_case_id()))
         .await;
     assert_eq!(response.status(), 202, "the places are given back");
-    app.stop_expecting_empty_outbox().await;
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -138,7 +138,7 @@ async fn the_cap_refuses_one_request_too_many_on_the_embedded_default() {
 
 /// A handler held up inside the database: the table the ingest writes is locked.
 #[tokio::test]
-async fn a_request_past_its_deadline_is_answered_and_commits_nothing() {
+async fn a_request_past_its_deadline_is_answered_and_a_retry_is_safe() {
     let app = app(Backend::Real)
         .with_settings(|settings| settings.server.request_timeout_secs = 1)
         .spawn()
@@ -165,16 +165,20 @@ async fn a_request_past_its_deadline_is_answered_and_commits_nothing() {
     sqlx::raw_sql("ROLLBACK").execute(&mut lock).await.unwrap();
     lock.close().await.unwrap();
 
-    // Nothing of the timed-out request was committed: the retry is a new acceptance.
-    let response = app.post_lead(Agency::Environment, &lead).await;
-    assert_eq!(
-        response.status(),
-        202,
-        "the retry is accepted, not a replay"
+    // The submission was handed to the group committer, which finishes it once the lock is
+    // gone (or it never started): either way a retry is safe and answers with one lead.
+    let first = app.post_lead(Agency::Environment, &lead).await;
+    assert!(
+        matches!(first.status().as_u16(), 200 | 202),
+        "the retry is answered: {}",
+        first.status()
     );
-    let response = app.post_lead(Agency::Environment, &lead).await;
-    assert_eq!(response.status(), 200, "and a second retry is its replay");
-    app.stop_expecting_empty_outbox().await;
+    let first: Value = first.json().await.unwrap();
+    let again = app.post_lead(Agency::Environment, &lead).await;
+    assert_eq!(again.status(), 200, "a second retry is the replay");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["lead_id"], first["lead_id"], "one lead, one receipt");
+    app.stop().await;
 }
 
 /// The deadline covers reading the body: a client that stops halfway is answered, not waited
@@ -193,7 +197,7 @@ async fn a_body_still_unsent_at_the_deadline_is_answered(backend: Backend) {
         .post_lead(Agency::Environment, &sample_lead(&unique_case_id()))
         .await;
     assert_eq!(response.status(), 202, "the hub carries on");
-    app.stop_expecting_empty_outbox().await;
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -207,17 +211,31 @@ async fn a_body_still_unsent_at_the_deadline_is_answered_on_the_embedded_default
 }
 
 async fn shutdown_lets_the_requests_in_progress_finish(backend: Backend) {
-    let mut app = app(backend).spawn().await;
+    let app = app(backend).spawn().await;
     let in_progress = HalfSent::start(&app).await;
     // Let the handler start reading the body before the shutdown begins.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let addr = app.addr;
+    let url = app
+        .settings
+        .database
+        .url
+        .as_ref()
+        .unwrap()
+        .expose()
+        .to_owned();
+    // The test app's data directory (and a SQLite file in it) would go with the app.
+    let _data_dir = app.keep_data_dir();
+    // The relay stops with the API, so the lead accepted during shutdown may stay unpublished
+    // (the next start publishes it); what this test checks is that it was answered and stored.
     let (status_line, ()) = tokio::join!(
         async {
             tokio::time::sleep(Duration::from_millis(500)).await;
             in_progress.finish().await
         },
-        app.stop(),
+        app.stop_leaving_work_unfinished(
+            "the lead accepted during shutdown is published by the next start"
+        ),
     );
     assert!(
         status_line.starts_with("HTTP/1.1 202"),
@@ -229,14 +247,6 @@ async fn shutdown_lets_the_requests_in_progress_finish(backend: Backend) {
     );
     // And it was committed, not cut: the stored lead is there.
     sqlx::any::install_default_drivers();
-    let url = app
-        .settings
-        .database
-        .url
-        .as_ref()
-        .unwrap()
-        .expose()
-        .to_owned();
     let mut connection = sqlx::AnyConnection::connect(&url).await.unwrap();
     let (leads,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM leads")
         .fetch_one(&mut connection)
