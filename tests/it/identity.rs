@@ -188,9 +188,13 @@ async fn the_embedded_default_keeps_its_data_private_and_issues_certificates_for
     assert_eq!(mode(&pki), 0o700, "the PKI directory");
     for file in ["leadbridge.db", "police.db"] {
         assert_eq!(mode(&data_dir.join(file)), 0o600, "{file}");
-        let wal = data_dir.join(format!("{file}-wal"));
-        if wal.exists() {
-            assert_eq!(mode(&wal), 0o600, "{file}-wal");
+        // Journal files come and go with connections; where they are, they are private (the
+        // test below shows they are made so).
+        for journal in ["wal", "shm"] {
+            let path = data_dir.join(format!("{file}-{journal}"));
+            if path.exists() {
+                assert_eq!(mode(&path), 0o600, "{file}-{journal}");
+            }
         }
     }
     for key in [
@@ -297,4 +301,26 @@ async fn the_embedded_default_keeps_its_data_private_and_issues_certificates_for
     );
     assert!(!no_ca.status.success());
     assert!(String::from_utf8_lossy(&no_ca.stderr).contains("leadbridge serve"));
+}
+
+/// SQLite makes its journals with the database file's mode, so a private database has private
+/// journals; shown while a store holds the database open after a write.
+#[cfg(unix)]
+#[tokio::test]
+async fn sqlite_journals_are_as_private_as_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hub.db");
+    let store = leadbridge::store::Store::connect(&format!("sqlite:{}", file.display()), 1)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO receipts_applied (event_id, applied_at) VALUES ('e', 't')")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(mode(&file), 0o600);
+    for journal in ["wal", "shm"] {
+        let path = dir.path().join(format!("hub.db-{journal}"));
+        assert_eq!(mode(&path), 0o600, "hub.db-{journal}");
+    }
+    store.close().await;
 }
