@@ -1,5 +1,11 @@
 //! Kafka plumbing shared by the roles: topic names, client configuration, the idempotent
-//! producer, topic creation, and the embedded broker.
+//! producer, topic creation, the message limits, and the embedded broker.
+//!
+//! Limits: [`MessageLimits`] holds what Kafka accepts, learnt at start-up (the producer's
+//! `message.max.bytes`, each described topic's `max.message.bytes`); [`check_topic_limits`]
+//! refuses a topic that cannot take what the hub sends it, and the producers keep their
+//! batches under the smallest topic limit. A message Kafka refuses is at fault only if it
+//! could never fit alone ([`MessageLimits::never_fits`]).
 //!
 //! The embedded broker is librdkafka's in-process mock cluster. It speaks the Kafka protocol
 //! to the same client code as production, but keeps at most 5 MiB or 100,000 messages per
@@ -115,6 +121,9 @@ pub enum KafkaSetupError {
     /// The largest accepted lead could not be published.
     #[error("{0}")]
     LeadCannotFit(String),
+    /// A topic cannot take what the hub sends it.
+    #[error("{0}")]
+    TopicTooSmall(String),
     /// The brokers' configuration could not be read.
     #[error("cannot read the topic configuration: {0}")]
     DescribeConfigs(String),
@@ -170,6 +179,39 @@ pub fn check_lead_fits(
         )));
     }
     Ok(())
+}
+
+/// A receipt event at its largest: a reason of 2,000 characters (at most 8,000 bytes of
+/// UTF-8), ids, actor, an error detail for `dead_lettered`, and headers, with room to spare.
+pub const RECEIPT_EVENT_MAX_BYTES: usize = 16 * 1024;
+
+/// Checks the described topics' `max.message.bytes` against what the hub sends them, and
+/// returns warnings to log:
+/// - a leads topic must take the largest accepted lead (`check_lead_fits`), when `leads`
+///   (the hub's roles; the adapter does not publish leads), or accepted leads fail for good;
+/// - the receipts topic must take `RECEIPT_EVENT_MAX_BYTES`: a receipt is small, so a topic
+///   that cannot take one is a mistake, and each receipt refused would stay unheard;
+pub fn check_topic_limits(
+    max_lead_bytes: usize,
+    limits: &MessageLimits,
+    topics: &Topics,
+    leads: bool,
+) -> Result<Vec<String>, KafkaSetupError> {
+    let warnings = Vec::new();
+    for (topic, &limit) in &limits.topics {
+        let what = format!("max.message.bytes of topic {topic}");
+        if *topic == topics.receipts() {
+            if limit < RECEIPT_EVENT_MAX_BYTES {
+                return Err(KafkaSetupError::TopicTooSmall(format!(
+                    "{what} ({limit}) is under the {RECEIPT_EVENT_MAX_BYTES} bytes a receipt may take: \
+                     raise it"
+                )));
+            }
+        } else if leads {
+            check_lead_fits(max_lead_bytes, limit, &what)?;
+        }
+    }
+    Ok(warnings)
 }
 
 /// Each topic's `max.message.bytes` as the brokers report it (the topic's own value or the
@@ -257,13 +299,46 @@ pub fn client_config(settings: &KafkaSettings, bootstrap_servers: &str) -> Clien
     config
 }
 
+/// librdkafka's default producer `batch.size`.
+pub const LIBRDKAFKA_BATCH_SIZE: usize = 1_000_000;
+
 /// The producer of the relay: idempotent, acknowledged by all in-sync replicas, so a
-/// retried send never duplicates or reorders within a partition.
+/// retried send never duplicates or reorders within a partition. Knows no topic limits; the
+/// application's producers are made by [`idempotent_producer_within`].
 pub fn idempotent_producer(
     settings: &KafkaSettings,
     bootstrap_servers: &str,
 ) -> Result<FutureProducer, KafkaSetupError> {
-    client_config(settings, bootstrap_servers)
+    idempotent_producer_within(settings, bootstrap_servers, &MessageLimits::default())
+}
+
+/// As [`idempotent_producer`], with `batch.size` lowered under the smallest described topic
+/// limit (`MessageLimits::batch_size_bound`), so that a batch of records that each fit is
+/// never refused whole. With Kafka's defaults (`max.message.bytes` 1,048,588, `batch.size`
+/// 1,000,000) nothing changes.
+pub fn idempotent_producer_within(
+    settings: &KafkaSettings,
+    bootstrap_servers: &str,
+    limits: &MessageLimits,
+) -> Result<FutureProducer, KafkaSetupError> {
+    let mut config = client_config(settings, bootstrap_servers);
+    let configured = settings
+        .client
+        .get("batch.size")
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(LIBRDKAFKA_BATCH_SIZE);
+    if let Some(bound) = limits
+        .batch_size_bound()
+        .filter(|&bound| bound < configured)
+    {
+        tracing::info!(
+            batch_size = bound,
+            configured,
+            "Producer batch.size lowered to fit the smallest topic max.message.bytes."
+        );
+        config.set("batch.size", bound.to_string());
+    }
+    config
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set(
@@ -404,6 +479,84 @@ impl Drop for EmbeddedBroker {
     }
 }
 
+/// librdkafka's own upper bound of a record's framing (`RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD`:
+/// length, attributes, timestamp and offset deltas, key and value lengths, header count).
+const RECORD_MAX_OVERHEAD_BYTES: usize = 36;
+
+/// A record's size as librdkafka measures it against `message.max.bytes`: key, payload and
+/// headers with their framing at its largest (two 5-byte varints per header).
+pub fn record_bytes<'a>(
+    key: Option<&[u8]>,
+    payload: &[u8],
+    headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+) -> usize {
+    let headers: usize = headers
+        .into_iter()
+        .map(|(key, value)| key.len() + value.len() + 10)
+        .sum();
+    RECORD_MAX_OVERHEAD_BYTES + key.map_or(0, <[u8]>::len) + payload.len() + headers
+}
+
+/// A record batch's header (61 bytes) and an LZ4 frame's header and end mark (at most 19),
+/// rounded up.
+const BATCH_FRAMING_BYTES: usize = 128;
+
+/// The largest a batch holding only a record of `record_bytes` can be on the wire: LZ4 (the
+/// producer's compression) expands incompressible data by at most 1/255.
+fn alone_batch_bytes(record_bytes: usize) -> usize {
+    record_bytes + record_bytes / 255 + BATCH_FRAMING_BYTES
+}
+
+/// What Kafka accepts, as known at start-up: the producer's `message.max.bytes` and the
+/// `max.message.bytes` of the topics the brokers described (none on the embedded broker,
+/// which cannot describe topics and does not enforce them).
+#[derive(Clone, Debug)]
+pub struct MessageLimits {
+    pub producer: usize,
+    pub topics: BTreeMap<String, usize>,
+}
+
+impl Default for MessageLimits {
+    fn default() -> Self {
+        MessageLimits {
+            producer: LIBRDKAFKA_MESSAGE_MAX_BYTES,
+            topics: BTreeMap::new(),
+        }
+    }
+}
+
+impl MessageLimits {
+    /// Whether a record of `record_bytes` for `topic` is refused even when sent alone: over
+    /// the producer's limit (librdkafka refuses it before sending), or possibly over the
+    /// topic's once framed in a batch of its own. A size refusal of a record that fits alone
+    /// was a refusal of the batch it shared with others, which is no fault of the record.
+    ///
+    /// Limit: a record over the topic's limit uncompressed but compressible under it is
+    /// counted as never fitting, though alone it would. Accepted leads are far below that
+    /// line (`check_lead_fits` leaves `LEAD_EVENT_OVERHEAD_BYTES` of room).
+    pub fn never_fits(&self, topic: &str, record_bytes: usize) -> bool {
+        record_bytes > self.producer
+            || self
+                .topics
+                .get(topic)
+                .is_some_and(|&limit| alone_batch_bytes(record_bytes) > limit)
+    }
+
+    /// The largest `batch.size` whose batches fit every described topic even when LZ4 expands
+    /// them, or None when no topic was described. librdkafka packs records of one partition
+    /// into a batch up to `batch.size` (default 1,000,000); a batch over the topic's
+    /// `max.message.bytes` is refused whole, though each record alone fits.
+    pub fn batch_size_bound(&self) -> Option<usize> {
+        let smallest = *self.topics.values().min()?;
+        // Solves alone_batch_bytes(bound) <= smallest with room to spare.
+        Some(
+            smallest
+                .saturating_sub(smallest / 128 + 2 * BATCH_FRAMING_BYTES)
+                .max(1),
+        )
+    }
+}
+
 /// Publishes one message, retrying every second until Kafka acknowledges it. For messages
 /// that must not be dropped and have no outbox behind them: dead letters, whose source offset
 /// is stored only after this returns.
@@ -481,6 +634,48 @@ mod tests {
             .client
             .insert("message.max.bytes".into(), "1MB".into());
         assert!(producer_message_max_bytes(&settings).is_err());
+    }
+
+    #[test]
+    fn batches_are_kept_under_the_smallest_topic_limit() {
+        let mut limits = MessageLimits::default();
+        assert_eq!(limits.batch_size_bound(), None, "nothing described");
+        limits.topics = [("a".to_string(), 1_048_588), ("b".to_string(), 60_000)].into();
+        let bound = limits.batch_size_bound().unwrap();
+        assert!(bound < 60_000, "{bound}");
+        // A batch of `bound` bytes, LZ4 at its worst, still fits the smallest topic.
+        assert!(alone_batch_bytes(bound) <= 60_000, "{bound}");
+        assert!(!limits.never_fits("b", bound));
+        // With Kafka's defaults, the bound is above librdkafka's batch.size: nothing changes.
+        limits.topics = [("a".to_string(), 1_048_588)].into();
+        assert!(limits.batch_size_bound().unwrap() > LIBRDKAFKA_BATCH_SIZE);
+    }
+
+    #[test]
+    fn receipts_and_dead_letter_topics_are_checked_too() {
+        let topics = Topics::new("p");
+        let lead = 100_000;
+        let limits = |receipts: usize, deadletter: usize| MessageLimits {
+            producer: LIBRDKAFKA_MESSAGE_MAX_BYTES,
+            topics: [
+                (topics.leads(Agency::Environment), 1_048_588),
+                (topics.receipts(), receipts),
+                (topics.deadletter(), deadletter),
+            ]
+            .into(),
+        };
+        let fine = check_topic_limits(lead, &limits(1_048_588, 1_048_588), &topics, true);
+        assert!(fine.unwrap().is_empty());
+        let error = check_topic_limits(lead, &limits(8_000, 1_048_588), &topics, true).unwrap_err();
+        assert!(error.to_string().contains(&topics.receipts()), "{error}");
+        assert!(!error.is_retryable());
+        // A leads topic too small for the largest lead fails the hub, not the adapter.
+        let mut small = limits(1_048_588, 1_048_588);
+        small
+            .topics
+            .insert(topics.leads(Agency::Environment), 50_000);
+        assert!(check_topic_limits(lead, &small, &topics, true).is_err());
+        assert!(check_topic_limits(lead, &small, &topics, false).is_ok());
     }
 
     #[test]

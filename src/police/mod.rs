@@ -47,6 +47,7 @@ impl PoliceAdapter {
         settings: &Settings,
         bootstrap_servers: &str,
         metrics: &Metrics,
+        limits: &kafka::MessageLimits,
     ) -> anyhow::Result<PoliceAdapter> {
         let police = &settings.police;
         let url = match &police.database_url {
@@ -102,7 +103,8 @@ impl PoliceAdapter {
         consumer
             .subscribe(&lead_topics)
             .context("cannot subscribe to the leads topics")?;
-        let producer = kafka::idempotent_producer(&settings.kafka, bootstrap_servers)?;
+        let producer =
+            kafka::idempotent_producer_within(&settings.kafka, bootstrap_servers, limits)?;
         let delivery_wakeup = Arc::new(Notify::new());
         let adapter = adapter::Adapter {
             store: police_store.clone(),
@@ -131,7 +133,8 @@ impl PoliceAdapter {
             settings.relay.clone(),
             Arc::new(Notify::new()),
             metrics.clone(),
-        );
+        )
+        .with_limits(limits.clone());
         Ok(PoliceAdapter {
             store: police_store,
             adapter,

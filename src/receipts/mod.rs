@@ -36,6 +36,7 @@ impl ReceiptsConsumer {
         bootstrap_servers: &str,
         store: Store,
         metrics: Metrics,
+        limits: &kafka::MessageLimits,
     ) -> anyhow::Result<ReceiptsConsumer> {
         let topics = Topics::new(settings.kafka.topic_prefix.clone());
         let consumer: StreamConsumer = kafka::client_config(&settings.kafka, bootstrap_servers)
@@ -52,7 +53,11 @@ impl ReceiptsConsumer {
         Ok(ReceiptsConsumer {
             store,
             consumer,
-            producer: kafka::idempotent_producer(&settings.kafka, bootstrap_servers)?,
+            producer: kafka::idempotent_producer_within(
+                &settings.kafka,
+                bootstrap_servers,
+                limits,
+            )?,
             deadletter_topic: topics.deadletter(),
             metrics,
         })

@@ -626,3 +626,109 @@ async fn the_hub_refuses_to_start_when_the_largest_lead_cannot_fit_a_leads_topic
     let application = Application::build(fitting, Roles::HUB).await;
     assert!(application.is_ok(), "{:#}", application.err().unwrap());
 }
+
+/// Random alphanumerics: LZ4 cannot shrink them, so a batch of several is over the topic's
+/// limit on the wire as well.
+fn incompressible(bytes: usize) -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    Alphanumeric.sample_string(&mut rand::rng(), bytes)
+}
+
+/// Real Kafka only (the embedded broker enforces no topic limit): leads that each fit the
+/// topic are all published, though together they are several times its limit.
+#[tokio::test]
+async fn leads_that_fit_alone_are_published_though_together_they_exceed_the_topic_limit() {
+    let prefix = format!("t{}.leadbridge", uuid::Uuid::new_v4().simple());
+    let topics = Topics::new(prefix.clone());
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", test_kafka())
+        .create()
+        .unwrap();
+    let names: Vec<String> = Agency::ALL.into_iter().map(|a| topics.leads(a)).collect();
+    // One partition, so that the leads share batches; 60,000 bytes, over the largest lead
+    // (40,000 + the event overhead) so start-up passes, under two leads of 30 KB.
+    let new_topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|name| {
+            NewTopic::new(name, 1, TopicReplication::Fixed(1)).set("max.message.bytes", "60000")
+        })
+        .collect();
+    for result in admin
+        .create_topics(&new_topics, &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        result.unwrap();
+    }
+    let app = app(Backend::Real)
+        .roles(Roles::ALL)
+        .with_settings(move |settings| {
+            settings.kafka.topic_prefix = prefix.clone();
+            settings.police.group_id = format!("{prefix}-police");
+            settings.limits.max_lead_bytes = 40_000;
+        })
+        .spawn()
+        .await;
+
+    const LEADS: usize = 4;
+    let leads: Vec<ValidatedLead> = (0..LEADS)
+        .map(|_| {
+            let mut lead = sample_lead(&unique_case_id());
+            lead["extensions"] = json!({"environment.raw_log": incompressible(30_000)});
+            validated(lead)
+        })
+        .collect();
+    let topic = app.topic(Agency::Environment);
+    let factory = |lead: &ValidatedLead, lead_id: LeadId| lead_event(lead, lead_id, &topic);
+    let factories: Vec<_> = leads
+        .iter()
+        .map(|lead| move |lead_id: LeadId| factory(lead, lead_id))
+        .collect();
+    // One transaction: the relay claims them together and sends them at once.
+    let acceptance = app
+        .store
+        .accept_leads(
+            &leads
+                .iter()
+                .zip(&factories)
+                .map(|(lead, message)| LeadToStore {
+                    lead,
+                    new_lead_id: LeadId::generate(),
+                    message,
+                })
+                .collect::<Vec<_>>(),
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    let lead_ids: Vec<String> = acceptance
+        .iter()
+        .map(|accepted| match accepted {
+            leadbridge::store::Acceptance::Accepted { lead_id, .. } => lead_id.to_string(),
+            other => panic!("not accepted: {other:?}"),
+        })
+        .collect();
+    for lead_id in &lead_ids {
+        let status = app
+            .wait_for_status(Agency::Environment, lead_id, "delivered")
+            .await;
+        assert!(
+            timeline_event(&status, "publish_failed").is_none(),
+            "{status}"
+        );
+    }
+    // `attempts` counts failed attempts: the producer's batches fit, none was refused.
+    let (failed_attempts,): (i64,) = sqlx::query_as("SELECT MAX(attempts) FROM outbox")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(failed_attempts, 0, "each published at its first attempt");
+    assert_eq!(
+        app.metrics
+            .publish_failed
+            .with_label_values(&[&topic, "message_too_large"])
+            .get(),
+        0
+    );
+    app.stop_expecting_empty_outbox().await;
+}
