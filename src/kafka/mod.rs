@@ -1,11 +1,14 @@
 //! Kafka plumbing shared by the roles: topic names, client configuration, the idempotent
-//! producer, topic creation, the message limits, and the embedded broker.
+//! producer, topic creation, the message limits, dead-letter publishing, and the embedded
+//! broker.
 //!
 //! Limits: [`MessageLimits`] holds what Kafka accepts, learnt at start-up (the producer's
 //! `message.max.bytes`, each described topic's `max.message.bytes`); [`check_topic_limits`]
 //! refuses a topic that cannot take what the hub sends it, and the producers keep their
 //! batches under the smallest topic limit. A message Kafka refuses is at fault only if it
-//! could never fit alone ([`MessageLimits::never_fits`]).
+//! could never fit alone ([`MessageLimits::never_fits`]). A dead letter is never dropped:
+//! [`publish_until_acknowledged`] retries until Kafka acknowledges or shutdown comes, and
+//! sends a reduced copy (context kept, payload cut) of one Kafka can never take whole.
 //!
 //! The embedded broker is librdkafka's in-process mock cluster. It speaks the Kafka protocol
 //! to the same client code as production, but keeps at most 5 MiB or 100,000 messages per
@@ -22,6 +25,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
+use tokio::sync::watch;
 
 use crate::config::KafkaSettings;
 use crate::lead::Agency;
@@ -185,19 +189,27 @@ pub fn check_lead_fits(
 /// UTF-8), ids, actor, an error detail for `dead_lettered`, and headers, with room to spare.
 pub const RECEIPT_EVENT_MAX_BYTES: usize = 16 * 1024;
 
+/// What a dead letter adds to the message it sets aside: the error context headers and the
+/// `original.*` copies of the message's own headers (a lead event's are under 1 KiB).
+pub const DEAD_LETTER_OVERHEAD_BYTES: usize = 8 * 1024;
+
 /// Checks the described topics' `max.message.bytes` against what the hub sends them, and
 /// returns warnings to log:
 /// - a leads topic must take the largest accepted lead (`check_lead_fits`), when `leads`
 ///   (the hub's roles; the adapter does not publish leads), or accepted leads fail for good;
 /// - the receipts topic must take `RECEIPT_EVENT_MAX_BYTES`: a receipt is small, so a topic
 ///   that cannot take one is a mistake, and each receipt refused would stay unheard;
+/// - the dead-letter topic must take a reduced dead letter (`REDUCED_PAYLOAD_BYTES` plus
+///   headers), or dead-lettering would block its source partition; below the largest lead's
+///   dead letter it is only a warning, because a dead letter too large is stored reduced
+///   (payload cut, context kept: `publish_until_acknowledged`).
 pub fn check_topic_limits(
     max_lead_bytes: usize,
     limits: &MessageLimits,
     topics: &Topics,
     leads: bool,
 ) -> Result<Vec<String>, KafkaSetupError> {
-    let warnings = Vec::new();
+    let mut warnings = Vec::new();
     for (topic, &limit) in &limits.topics {
         let what = format!("max.message.bytes of topic {topic}");
         if *topic == topics.receipts() {
@@ -206,6 +218,21 @@ pub fn check_topic_limits(
                     "{what} ({limit}) is under the {RECEIPT_EVENT_MAX_BYTES} bytes a receipt may take: \
                      raise it"
                 )));
+            }
+        } else if *topic == topics.deadletter() {
+            let reduced = REDUCED_PAYLOAD_BYTES + DEAD_LETTER_OVERHEAD_BYTES;
+            let largest = max_lead_bytes + LEAD_EVENT_OVERHEAD_BYTES + DEAD_LETTER_OVERHEAD_BYTES;
+            if limit < reduced {
+                return Err(KafkaSetupError::TopicTooSmall(format!(
+                    "{what} ({limit}) is under the {reduced} bytes a reduced dead letter may take: \
+                     dead-lettering would block the partitions; raise it"
+                )));
+            }
+            if limit < largest {
+                warnings.push(format!(
+                    "{what} ({limit}) is under the {largest} bytes the dead letter of the largest \
+                     lead may take: such dead letters are stored with their payload cut"
+                ));
             }
         } else if leads {
             check_lead_fits(max_lead_bytes, limit, &what)?;
@@ -557,36 +584,125 @@ impl MessageLimits {
     }
 }
 
-/// Publishes one message, retrying every second until Kafka acknowledges it. For messages
-/// that must not be dropped and have no outbox behind them: dead letters, whose source offset
-/// is stored only after this returns.
+/// Why a message could not be published as it is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PublishOutcome {
+    /// Kafka acknowledged the message as given.
+    Whole,
+    /// Kafka refused the message for good; a reduced copy (payload cut, the headers and the
+    /// refusal kept) was acknowledged instead.
+    Reduced,
+}
+
+/// Shutdown came while the message was not yet acknowledged; the caller must not treat it as
+/// published (a consumer does not store the source offset, so it is redelivered later).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Interrupted;
+
+/// How much of a refused payload a reduced dead letter keeps: enough to identify the message
+/// (a lead event starts with its ids), small next to any sensible topic limit.
+pub const REDUCED_PAYLOAD_BYTES: usize = 16 * 1024;
+
+/// How much of each header value the smallest reduced copy keeps.
+const REDUCED_HEADER_VALUE_BYTES: usize = 1024;
+
+/// Publishes one message until Kafka acknowledges it. For messages that must not be dropped
+/// and have no outbox behind them: dead letters, whose source offset is stored only after this
+/// returns `Ok`.
+///
+/// Transient errors (broker away, a batch refused as a whole) are retried every second until
+/// `shutdown`, which returns `Interrupted`. When Kafka refuses the message itself for good
+/// (`PublishError::from_kafka`: too large alone, an invalid record), retrying could only
+/// block the caller's partition forever, so a reduced copy is sent instead: the same headers
+/// plus `payload_truncated=true`, `original_payload_bytes` and `truncation_reason`, with the
+/// payload cut to `REDUCED_PAYLOAD_BYTES`; if even that is refused, with no payload and header
+/// values cut to 1 KiB. If the smallest copy is refused too (a topic that takes almost
+/// nothing), that is logged as an error and retried like a transient error: the message stays
+/// in its source topic rather than be lost, until the topic is fixed.
 pub async fn publish_until_acknowledged(
     producer: &FutureProducer,
+    limits: &MessageLimits,
     topic: &str,
     key: Option<&[u8]>,
     payload: &[u8],
     headers: &[(&str, &[u8])],
-) {
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<PublishOutcome, Interrupted> {
+    let original_bytes = payload.len().to_string();
+    let mut refusal = String::new();
+    // 0: as given; 1: payload cut; 2: no payload, header values cut.
+    let mut reduction = 0;
     loop {
-        let mut owned = rdkafka::message::OwnedHeaders::new_with_capacity(headers.len());
-        for (key, value) in headers {
+        if *shutdown.borrow() {
+            return Err(Interrupted);
+        }
+        let mut copy: Vec<(&str, &[u8])> = headers.to_vec();
+        let sent_payload: &[u8] = match reduction {
+            0 => payload,
+            1 => &payload[..payload.len().min(REDUCED_PAYLOAD_BYTES)],
+            _ => {
+                for (_, value) in &mut copy {
+                    *value = &value[..value.len().min(REDUCED_HEADER_VALUE_BYTES)];
+                }
+                &[]
+            }
+        };
+        if reduction > 0 {
+            copy.push(("payload_truncated", b"true"));
+            copy.push(("original_payload_bytes", original_bytes.as_bytes()));
+            copy.push((
+                "truncation_reason",
+                &refusal.as_bytes()[..refusal.len().min(REDUCED_HEADER_VALUE_BYTES)],
+            ));
+        }
+        let size = record_bytes(key, sent_payload, copy.iter().copied());
+        let mut owned = rdkafka::message::OwnedHeaders::new_with_capacity(copy.len());
+        for (key, value) in &copy {
             owned = owned.insert(rdkafka::message::Header {
                 key,
                 value: Some(*value),
             });
         }
         let mut record = rdkafka::producer::FutureRecord::to(topic)
-            .payload(payload)
+            .payload(sent_payload)
             .headers(owned);
         if let Some(key) = key {
             record = record.key(key);
         }
-        match producer.send(record, Duration::from_secs(5)).await {
-            Ok(_) => return,
-            Err((error, _)) => {
-                tracing::warn!(%error, topic, "Cannot publish yet; retrying.");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+        let sent = tokio::select! {
+            sent = producer.send(record, Duration::from_secs(5)) => sent,
+            // Not acknowledged yet: whether it lands or not, the source is redelivered later.
+            _ = shutdown.changed() => return Err(Interrupted),
+        };
+        let error = match sent {
+            Ok(_) if reduction == 0 => return Ok(PublishOutcome::Whole),
+            Ok(_) => {
+                tracing::warn!(
+                    topic,
+                    original_bytes,
+                    "Published a reduced copy of a message Kafka refuses."
+                );
+                return Ok(PublishOutcome::Reduced);
             }
+            Err((error, _)) => error,
+        };
+        match crate::relay::PublishError::from_kafka(&error, limits.never_fits(topic, size)) {
+            crate::relay::PublishError::Permanent { class, message } if reduction < 2 => {
+                tracing::warn!(topic, class, error = %message, size, "Kafka refuses the message; sending a reduced copy.");
+                refusal = format!("{class}: {message}");
+                reduction += 1;
+                continue;
+            }
+            crate::relay::PublishError::Permanent { class, message } => {
+                tracing::error!(topic, class, error = %message, size, "Kafka refuses even the reduced copy; retrying until the topic takes it.");
+            }
+            crate::relay::PublishError::Transient(message) => {
+                tracing::warn!(error = %message, topic, "Cannot publish yet; retrying.");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => return Err(Interrupted),
         }
     }
 }
@@ -669,6 +785,13 @@ mod tests {
         let error = check_topic_limits(lead, &limits(8_000, 1_048_588), &topics, true).unwrap_err();
         assert!(error.to_string().contains(&topics.receipts()), "{error}");
         assert!(!error.is_retryable());
+        let error =
+            check_topic_limits(lead, &limits(1_048_588, 20_000), &topics, false).unwrap_err();
+        assert!(error.to_string().contains("reduced dead letter"), "{error}");
+        // Under the largest lead's dead letter: stored reduced, so a warning.
+        let warnings = check_topic_limits(lead, &limits(1_048_588, 60_000), &topics, true).unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("payload cut"), "{warnings:?}");
         // A leads topic too small for the largest lead fails the hub, not the adapter.
         let mut small = limits(1_048_588, 1_048_588);
         small

@@ -30,13 +30,14 @@ pub struct DeliveryWorker {
     pub(super) wakeup: Arc<Notify>,
     pub(super) producer: FutureProducer,
     pub(super) deadletter_topic: String,
+    pub(super) limits: crate::kafka::MessageLimits,
 }
 
 impl DeliveryWorker {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let poll = Duration::from_millis(self.settings.poll_interval_ms);
         while !*shutdown.borrow() {
-            let done = match self.round().await {
+            let done = match self.round(&mut shutdown).await {
                 Ok(done) => done,
                 Err(error) => {
                     tracing::warn!(%error, "Delivery round failed; retrying.");
@@ -53,8 +54,12 @@ impl DeliveryWorker {
         }
     }
 
-    /// Claims and attempts one batch; returns how many were delivered.
-    pub async fn round(&self) -> Result<usize, crate::store::StoreError> {
+    /// Claims and attempts one batch; returns how many were delivered. `shutdown` interrupts
+    /// a dead letter Kafka does not take yet (the delivery is left leased and comes again).
+    pub async fn round(
+        &self,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<usize, crate::store::StoreError> {
         let now = Utc::now();
         let lease_until = now + chrono::Duration::seconds(self.settings.lease_secs as i64);
         let claimed = self
@@ -76,7 +81,7 @@ impl DeliveryWorker {
                         tracing::info!(lead_id = %delivery.lead_id, revision = delivery.revision, unit = %delivery.unit, %cms_ref, "Lead delivered.");
                     }
                 }
-                Err(error) => self.failed(delivery, &error).await?,
+                Err(error) => self.failed(delivery, &error, shutdown).await?,
             }
         }
         Ok(delivered)
@@ -110,13 +115,17 @@ impl DeliveryWorker {
         &self,
         delivery: &ClaimedDelivery,
         error: &DeliveryError,
+        shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), crate::store::StoreError> {
         let now = Utc::now();
         let give_up_at = delivery.created_at
             + chrono::Duration::seconds(self.settings.give_up_after_secs as i64);
         if !error.is_retryable() || now >= give_up_at {
             tracing::error!(lead_id = %delivery.lead_id, unit = %delivery.unit, %error, "Delivery given up; dead-lettering.");
-            self.dead_letter(delivery, error).await;
+            if self.dead_letter(delivery, error, shutdown).await.is_err() {
+                // Not dead-lettered: unmarked, the delivery is claimed again after a restart.
+                return Ok(());
+            }
             return self
                 .store
                 .mark_dead_lettered(&self.id, delivery, &error.to_string(), now)
@@ -140,7 +149,12 @@ impl DeliveryWorker {
         now + chrono::Duration::milliseconds((base + jitter) as i64)
     }
 
-    async fn dead_letter(&self, delivery: &ClaimedDelivery, error: &DeliveryError) {
+    async fn dead_letter(
+        &self,
+        delivery: &ClaimedDelivery,
+        error: &DeliveryError,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<crate::kafka::PublishOutcome, crate::kafka::Interrupted> {
         let payload = serde_json::to_vec(&json!({
             "lead_id": delivery.lead_id,
             "revision": delivery.revision,
@@ -161,11 +175,13 @@ impl DeliveryWorker {
         ];
         crate::kafka::publish_until_acknowledged(
             &self.producer,
+            &self.limits,
             &self.deadletter_topic,
             Some(key.as_bytes()),
             &payload,
             &headers,
+            shutdown,
         )
-        .await;
+        .await
     }
 }

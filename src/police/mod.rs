@@ -114,6 +114,7 @@ impl PoliceAdapter {
             consumer,
             producer: producer.clone(),
             deadletter_topic: topics.deadletter(),
+            limits: limits.clone(),
             delivery_wakeup: delivery_wakeup.clone(),
             metrics: metrics.clone(),
         };
@@ -125,6 +126,7 @@ impl PoliceAdapter {
             wakeup: delivery_wakeup,
             producer: producer.clone(),
             deadletter_topic: topics.deadletter(),
+            limits: limits.clone(),
         };
         // Receipts leave through the adapter's own outbox, published by the same relay code.
         let relay = Relay::new(
