@@ -114,21 +114,17 @@ impl Application {
         };
 
         let topics = Topics::new(settings.kafka.topic_prefix.clone());
-        let (bootstrap_servers, embedded_broker) = match &settings.kafka.bootstrap_servers {
+        let (bootstrap_servers, embedded_broker, limits) = match &settings.kafka.bootstrap_servers {
             Some(servers) => {
                 if settings.kafka.create_topics {
                     create_topics(&settings, servers, &topics).await;
                 }
-                if roles.hub() {
-                    check_message_limits(&settings, Some(servers), &topics).await?;
-                }
-                (servers.clone(), None)
+                let limits = message_limits(&settings, Some(servers), &topics, roles.hub()).await?;
+                (servers.clone(), None, limits)
             }
             None => {
-                if roles.hub() {
-                    // The mock broker cannot describe its topics; the producer limit still holds.
-                    check_message_limits(&settings, None, &topics).await?;
-                }
+                // The mock broker cannot describe its topics; the producer limit still holds.
+                let limits = message_limits(&settings, None, &topics, roles.hub()).await?;
                 let broker = EmbeddedBroker::start(&topics.all(), settings.kafka.topic_partitions)?;
                 tracing::info!(
                     bootstrap = broker.bootstrap_servers(),
@@ -137,32 +133,38 @@ impl Application {
                 (
                     broker.bootstrap_servers().to_owned(),
                     Some(Arc::new(broker)),
+                    limits,
                 )
             }
         };
-        let producer = kafka::idempotent_producer(&settings.kafka, &bootstrap_servers)?;
+        let producer =
+            kafka::idempotent_producer_within(&settings.kafka, &bootstrap_servers, &limits)?;
         let relay_wakeup = Arc::new(Notify::new());
 
         let (relay, receipts) = match (&store, roles.hub_workers) {
             (Some(store), true) => (
-                Some(Relay::new(
-                    store.clone(),
-                    producer.clone(),
-                    settings.relay.clone(),
-                    relay_wakeup.clone(),
-                    metrics.clone(),
-                )),
+                Some(
+                    Relay::new(
+                        store.clone(),
+                        producer.clone(),
+                        settings.relay.clone(),
+                        relay_wakeup.clone(),
+                        metrics.clone(),
+                    )
+                    .with_limits(limits.clone()),
+                ),
                 Some(ReceiptsConsumer::build(
                     &settings,
                     &bootstrap_servers,
                     store.clone(),
                     metrics.clone(),
+                    &limits,
                 )?),
             ),
             _ => (None, None),
         };
         let police = if roles.police {
-            Some(PoliceAdapter::build(&settings, &bootstrap_servers, &metrics).await?)
+            Some(PoliceAdapter::build(&settings, &bootstrap_servers, &metrics, &limits).await?)
         } else {
             None
         };
@@ -343,48 +345,50 @@ async fn create_topics(settings: &Settings, servers: &str, topics: &Topics) {
     }
 }
 
-/// Refuses to start a hub that would accept leads Kafka can never take: the largest lead
-/// (`limits.max_lead_bytes`) with its event metadata must fit the producer's
-/// `message.max.bytes` and, on real Kafka, every leads topic's `max.message.bytes`. When the
-/// brokers cannot tell (down, no permission to describe configs), that is a warning only: the
-/// relay's permanent-failure handling still keeps such a lead visible.
-async fn check_message_limits(
+/// Learns what Kafka accepts ([`kafka::MessageLimits`]) and refuses to start a process that
+/// would send a topic what it can never take (`kafka::check_topic_limits`): in the hub's
+/// roles, the largest lead (`limits.max_lead_bytes`) with its event metadata must fit the
+/// producer's `message.max.bytes` and, on real Kafka, every leads topic's
+/// `max.message.bytes`; in every role the receipts and dead-letter topics must take a receipt
+/// and a reduced dead letter. When the brokers cannot tell (down, no permission to describe
+/// configs), that is a warning only: the relay's permanent-failure handling still keeps such a
+/// lead visible, and the limits known are the producer's alone.
+async fn message_limits(
     settings: &Settings,
     servers: Option<&str>,
     topics: &Topics,
-) -> Result<(), kafka::KafkaSetupError> {
+    hub: bool,
+) -> Result<kafka::MessageLimits, kafka::KafkaSetupError> {
     let max_lead_bytes = settings.limits.max_lead_bytes;
     let producer = kafka::producer_message_max_bytes(&settings.kafka)?;
-    kafka::check_lead_fits(max_lead_bytes, producer, "the producer's message.max.bytes")?;
-    let Some(servers) = servers else {
-        return Ok(());
+    if hub {
+        kafka::check_lead_fits(max_lead_bytes, producer, "the producer's message.max.bytes")?;
+    }
+    let mut limits = kafka::MessageLimits {
+        producer,
+        topics: Default::default(),
     };
-    let lead_topics: Vec<String> = crate::lead::Agency::ALL
-        .into_iter()
-        .map(|agency| topics.leads(agency))
-        .collect();
-    let described = kafka::topic_message_max_bytes(&settings.kafka, servers, &lead_topics);
+    let Some(servers) = servers else {
+        return Ok(limits);
+    };
+    let names = topics.all();
+    let described = kafka::topic_message_max_bytes(&settings.kafka, servers, &names);
     match tokio::time::timeout(Duration::from_secs(15), described).await {
-        Ok(Ok(limits)) => {
-            for (topic, limit) in limits {
-                kafka::check_lead_fits(
-                    max_lead_bytes,
-                    limit,
-                    &format!("max.message.bytes of topic {topic}"),
-                )?;
+        Ok(Ok(described)) => {
+            limits.topics = described.into_iter().collect();
+            for warning in kafka::check_topic_limits(max_lead_bytes, &limits, topics, hub)? {
+                tracing::warn!("{warning}");
             }
-            Ok(())
         }
         Ok(Err(error)) => {
-            tracing::warn!(%error, "Cannot check the leads topics' max.message.bytes; starting anyway.");
-            Ok(())
+            tracing::warn!(%error, "Cannot check the topics' max.message.bytes; starting anyway.");
         }
         Err(_) => {
             tracing::warn!(
                 servers,
-                "Kafka did not describe the leads topics within 15 s; starting anyway."
+                "Kafka did not describe the topics within 15 s; starting anyway."
             );
-            Ok(())
         }
     }
+    Ok(limits)
 }

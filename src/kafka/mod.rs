@@ -1,5 +1,14 @@
 //! Kafka plumbing shared by the roles: topic names, client configuration, the idempotent
-//! producer, topic creation, and the embedded broker.
+//! producer, topic creation, the message limits, dead-letter publishing, and the embedded
+//! broker.
+//!
+//! Limits: [`MessageLimits`] holds what Kafka accepts, learnt at start-up (the producer's
+//! `message.max.bytes`, each described topic's `max.message.bytes`); [`check_topic_limits`]
+//! refuses a topic that cannot take what the hub sends it, and the producers keep their
+//! batches under the smallest topic limit. A message Kafka refuses is at fault only if it
+//! could never fit alone ([`MessageLimits::never_fits`]). A dead letter is never dropped:
+//! [`publish_until_acknowledged`] retries until Kafka acknowledges or shutdown comes, and
+//! sends a reduced copy (context kept, payload cut) of one Kafka can never take whole.
 //!
 //! The embedded broker is librdkafka's in-process mock cluster. It speaks the Kafka protocol
 //! to the same client code as production, but keeps at most 5 MiB or 100,000 messages per
@@ -16,6 +25,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
+use tokio::sync::watch;
 
 use crate::config::KafkaSettings;
 use crate::lead::Agency;
@@ -158,6 +168,15 @@ impl HubConfig {
         self
     }
 
+    /// Sets `value` unless the user passed `key` through: a default the hub computes (from the
+    /// topics' limits) rather than a fixed one.
+    fn default_unless_passed(&mut self, key: &str, value: String) -> &mut Self {
+        if !self.user.contains_key(key) {
+            self.config.set(key, value);
+        }
+        self
+    }
+
     /// Creates a client.
     pub fn create<T: rdkafka::config::FromClientConfig>(&self) -> rdkafka::error::KafkaResult<T> {
         self.config.create()
@@ -228,6 +247,9 @@ pub enum KafkaSetupError {
     /// The largest accepted lead could not be published.
     #[error("{0}")]
     LeadCannotFit(String),
+    /// A topic cannot take what the hub sends it.
+    #[error("{0}")]
+    TopicTooSmall(String),
     /// The brokers' configuration could not be read.
     #[error("cannot read the topic configuration: {0}")]
     DescribeConfigs(String),
@@ -283,6 +305,62 @@ pub fn check_lead_fits(
         )));
     }
     Ok(())
+}
+
+/// A receipt event at its largest: a reason of 2,000 characters (at most 8,000 bytes of
+/// UTF-8), ids, actor, an error detail for `dead_lettered`, and headers, with room to spare.
+pub const RECEIPT_EVENT_MAX_BYTES: usize = 16 * 1024;
+
+/// What a dead letter adds to the message it sets aside: the error context headers and the
+/// `original.*` copies of the message's own headers (a lead event's are under 1 KiB).
+pub const DEAD_LETTER_OVERHEAD_BYTES: usize = 8 * 1024;
+
+/// Checks the described topics' `max.message.bytes` against what the hub sends them, and
+/// returns warnings to log:
+/// - a leads topic must take the largest accepted lead (`check_lead_fits`), when `leads`
+///   (the hub's roles; the adapter does not publish leads), or accepted leads fail for good;
+/// - the receipts topic must take `RECEIPT_EVENT_MAX_BYTES`: a receipt is small, so a topic
+///   that cannot take one is a mistake, and each receipt refused would stay unheard;
+/// - the dead-letter topic must take a reduced dead letter (`REDUCED_PAYLOAD_BYTES` plus
+///   headers), or dead-lettering would block its source partition; below the largest lead's
+///   dead letter it is only a warning, because a dead letter too large is stored reduced
+///   (payload cut, context kept: `publish_until_acknowledged`).
+pub fn check_topic_limits(
+    max_lead_bytes: usize,
+    limits: &MessageLimits,
+    topics: &Topics,
+    leads: bool,
+) -> Result<Vec<String>, KafkaSetupError> {
+    let mut warnings = Vec::new();
+    for (topic, &limit) in &limits.topics {
+        let what = format!("max.message.bytes of topic {topic}");
+        if *topic == topics.receipts() {
+            if limit < RECEIPT_EVENT_MAX_BYTES {
+                return Err(KafkaSetupError::TopicTooSmall(format!(
+                    "{what} ({limit}) is under the {RECEIPT_EVENT_MAX_BYTES} bytes a receipt may take: \
+                     raise it"
+                )));
+            }
+        } else if *topic == topics.deadletter() {
+            let reduced = REDUCED_PAYLOAD_BYTES + DEAD_LETTER_OVERHEAD_BYTES;
+            let largest = max_lead_bytes + LEAD_EVENT_OVERHEAD_BYTES + DEAD_LETTER_OVERHEAD_BYTES;
+            if limit < reduced {
+                return Err(KafkaSetupError::TopicTooSmall(format!(
+                    "{what} ({limit}) is under the {reduced} bytes a reduced dead letter may take: \
+                     dead-lettering would block the partitions; raise it"
+                )));
+            }
+            if limit < largest {
+                warnings.push(format!(
+                    "{what} ({limit}) is under the {largest} bytes the dead letter of the largest \
+                     lead may take: such dead letters are stored with their payload cut"
+                ));
+            }
+        } else if leads {
+            check_lead_fits(max_lead_bytes, limit, &what)?;
+        }
+    }
+    Ok(warnings)
 }
 
 /// Each topic's `max.message.bytes` as the brokers report it (the topic's own value or the
@@ -375,9 +453,20 @@ pub fn client_config(settings: &KafkaSettings, bootstrap_servers: &str) -> HubCo
     config
 }
 
+/// librdkafka's default producer `batch.size`.
+pub const LIBRDKAFKA_BATCH_SIZE: usize = 1_000_000;
+
 /// The producer's properties: idempotent, acknowledged by all in-sync replicas, so a retried
-/// send never duplicates or reorders within a partition.
-pub fn producer_config(settings: &KafkaSettings, bootstrap_servers: &str) -> HubConfig {
+/// send never duplicates or reorders within a partition; and `batch.size` under the smallest
+/// described topic limit (`MessageLimits::batch_size_bound`), so that a batch of records that
+/// each fit is never refused whole. With Kafka's defaults (`max.message.bytes` 1,048,588,
+/// `batch.size` 1,000,000) the bound changes nothing. A `batch.size` passed through that
+/// exceeds the bound is refused rather than lowered behind the operator's back.
+pub fn producer_config(
+    settings: &KafkaSettings,
+    bootstrap_servers: &str,
+    limits: &MessageLimits,
+) -> Result<HubConfig, KafkaSetupError> {
     let mut config = client_config(settings, bootstrap_servers);
     config
         .own("enable.idempotence", "true")
@@ -388,15 +477,49 @@ pub fn producer_config(settings: &KafkaSettings, bootstrap_servers: &str) -> Hub
         )
         .tune("linger.ms")
         .tune("compression.type");
-    config
+    if let Some(bound) = limits.batch_size_bound() {
+        match settings.client.get("batch.size") {
+            Some(value) => {
+                let configured: usize = value.trim().parse().map_err(|_| {
+                    KafkaSetupError::BadSetting(format!(
+                        "kafka.client batch.size {value:?} is not a number of bytes"
+                    ))
+                })?;
+                if configured > bound {
+                    return Err(KafkaSetupError::BadSetting(format!(
+                        "kafka.client batch.size ({configured}) is larger than {bound}, the largest batch the smallest topic max.message.bytes takes: a batch of records that each fit would be refused whole"
+                    )));
+                }
+            }
+            None if bound < LIBRDKAFKA_BATCH_SIZE => {
+                tracing::info!(
+                    batch_size = bound,
+                    "Producer batch.size lowered to fit the smallest topic max.message.bytes."
+                );
+                config.default_unless_passed("batch.size", bound.to_string());
+            }
+            None => {}
+        }
+    }
+    Ok(config)
 }
 
-/// The relay's producer (see [`producer_config`]).
+/// The relay's producer (see [`producer_config`]), knowing no topic limits; the application's
+/// producers are made by [`idempotent_producer_within`].
 pub fn idempotent_producer(
     settings: &KafkaSettings,
     bootstrap_servers: &str,
 ) -> Result<FutureProducer, KafkaSetupError> {
-    producer_config(settings, bootstrap_servers)
+    idempotent_producer_within(settings, bootstrap_servers, &MessageLimits::default())
+}
+
+/// As [`idempotent_producer`], within the topic limits learnt at start-up.
+pub fn idempotent_producer_within(
+    settings: &KafkaSettings,
+    bootstrap_servers: &str,
+    limits: &MessageLimits,
+) -> Result<FutureProducer, KafkaSetupError> {
+    producer_config(settings, bootstrap_servers, limits)?
         .create()
         .map_err(KafkaSetupError::Client)
 }
@@ -564,36 +687,203 @@ impl Drop for EmbeddedBroker {
     }
 }
 
-/// Publishes one message, retrying every second until Kafka acknowledges it. For messages
-/// that must not be dropped and have no outbox behind them: dead letters, whose source offset
-/// is stored only after this returns.
+/// librdkafka's own upper bound of a record's framing (`RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD`:
+/// length, attributes, timestamp and offset deltas, key and value lengths, header count).
+const RECORD_MAX_OVERHEAD_BYTES: usize = 36;
+
+/// A record's size as librdkafka measures it against `message.max.bytes`: key, payload and
+/// headers with their framing at its largest (two 5-byte varints per header).
+pub fn record_bytes<'a>(
+    key: Option<&[u8]>,
+    payload: &[u8],
+    headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+) -> usize {
+    let headers: usize = headers
+        .into_iter()
+        .map(|(key, value)| key.len() + value.len() + 10)
+        .sum();
+    RECORD_MAX_OVERHEAD_BYTES + key.map_or(0, <[u8]>::len) + payload.len() + headers
+}
+
+/// A record batch's header (61 bytes) and an LZ4 frame's header and end mark (at most 19),
+/// rounded up.
+const BATCH_FRAMING_BYTES: usize = 128;
+
+/// The largest a batch holding only a record of `record_bytes` can be on the wire: LZ4 (the
+/// producer's compression) expands incompressible data by at most 1/255.
+fn alone_batch_bytes(record_bytes: usize) -> usize {
+    record_bytes + record_bytes / 255 + BATCH_FRAMING_BYTES
+}
+
+/// What Kafka accepts, as known at start-up: the producer's `message.max.bytes` and the
+/// `max.message.bytes` of the topics the brokers described (none on the embedded broker,
+/// which cannot describe topics and does not enforce them).
+#[derive(Clone, Debug)]
+pub struct MessageLimits {
+    pub producer: usize,
+    pub topics: BTreeMap<String, usize>,
+}
+
+impl Default for MessageLimits {
+    fn default() -> Self {
+        MessageLimits {
+            producer: LIBRDKAFKA_MESSAGE_MAX_BYTES,
+            topics: BTreeMap::new(),
+        }
+    }
+}
+
+impl MessageLimits {
+    /// Whether a record of `record_bytes` for `topic` is refused even when sent alone: over
+    /// the producer's limit (librdkafka refuses it before sending), or possibly over the
+    /// topic's once framed in a batch of its own. A size refusal of a record that fits alone
+    /// was a refusal of the batch it shared with others, which is no fault of the record.
+    ///
+    /// Limit: a record over the topic's limit uncompressed but compressible under it is
+    /// counted as never fitting, though alone it would. Accepted leads are far below that
+    /// line (`check_lead_fits` leaves `LEAD_EVENT_OVERHEAD_BYTES` of room).
+    pub fn never_fits(&self, topic: &str, record_bytes: usize) -> bool {
+        record_bytes > self.producer
+            || self
+                .topics
+                .get(topic)
+                .is_some_and(|&limit| alone_batch_bytes(record_bytes) > limit)
+    }
+
+    /// The largest `batch.size` whose batches fit every described topic even when LZ4 expands
+    /// them, or None when no topic was described. librdkafka packs records of one partition
+    /// into a batch up to `batch.size` (default 1,000,000); a batch over the topic's
+    /// `max.message.bytes` is refused whole, though each record alone fits.
+    pub fn batch_size_bound(&self) -> Option<usize> {
+        let smallest = *self.topics.values().min()?;
+        // Solves alone_batch_bytes(bound) <= smallest with room to spare.
+        Some(
+            smallest
+                .saturating_sub(smallest / 128 + 2 * BATCH_FRAMING_BYTES)
+                .max(1),
+        )
+    }
+}
+
+/// Why a message could not be published as it is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PublishOutcome {
+    /// Kafka acknowledged the message as given.
+    Whole,
+    /// Kafka refused the message for good; a reduced copy (payload cut, the headers and the
+    /// refusal kept) was acknowledged instead.
+    Reduced,
+}
+
+/// Shutdown came while the message was not yet acknowledged; the caller must not treat it as
+/// published (a consumer does not store the source offset, so it is redelivered later).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Interrupted;
+
+/// How much of a refused payload a reduced dead letter keeps: enough to identify the message
+/// (a lead event starts with its ids), small next to any sensible topic limit.
+pub const REDUCED_PAYLOAD_BYTES: usize = 16 * 1024;
+
+/// How much of each header value the smallest reduced copy keeps.
+const REDUCED_HEADER_VALUE_BYTES: usize = 1024;
+
+/// Publishes one message until Kafka acknowledges it. For messages that must not be dropped
+/// and have no outbox behind them: dead letters, whose source offset is stored only after this
+/// returns `Ok`.
+///
+/// Transient errors (broker away, a batch refused as a whole) are retried every second until
+/// `shutdown`, which returns `Interrupted`. When Kafka refuses the message itself for good
+/// (`PublishError::from_kafka`: too large alone, an invalid record), retrying could only
+/// block the caller's partition forever, so a reduced copy is sent instead: the same headers
+/// plus `payload_truncated=true`, `original_payload_bytes` and `truncation_reason`, with the
+/// payload cut to `REDUCED_PAYLOAD_BYTES`; if even that is refused, with no payload and header
+/// values cut to 1 KiB. If the smallest copy is refused too (a topic that takes almost
+/// nothing), that is logged as an error and retried like a transient error: the message stays
+/// in its source topic rather than be lost, until the topic is fixed.
 pub async fn publish_until_acknowledged(
     producer: &FutureProducer,
+    limits: &MessageLimits,
     topic: &str,
     key: Option<&[u8]>,
     payload: &[u8],
     headers: &[(&str, &[u8])],
-) {
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<PublishOutcome, Interrupted> {
+    let original_bytes = payload.len().to_string();
+    let mut refusal = String::new();
+    // 0: as given; 1: payload cut; 2: no payload, header values cut.
+    let mut reduction = 0;
     loop {
-        let mut owned = rdkafka::message::OwnedHeaders::new_with_capacity(headers.len());
-        for (key, value) in headers {
+        if *shutdown.borrow() {
+            return Err(Interrupted);
+        }
+        let mut copy: Vec<(&str, &[u8])> = headers.to_vec();
+        let sent_payload: &[u8] = match reduction {
+            0 => payload,
+            1 => &payload[..payload.len().min(REDUCED_PAYLOAD_BYTES)],
+            _ => {
+                for (_, value) in &mut copy {
+                    *value = &value[..value.len().min(REDUCED_HEADER_VALUE_BYTES)];
+                }
+                &[]
+            }
+        };
+        if reduction > 0 {
+            copy.push(("payload_truncated", b"true"));
+            copy.push(("original_payload_bytes", original_bytes.as_bytes()));
+            copy.push((
+                "truncation_reason",
+                &refusal.as_bytes()[..refusal.len().min(REDUCED_HEADER_VALUE_BYTES)],
+            ));
+        }
+        let size = record_bytes(key, sent_payload, copy.iter().copied());
+        let mut owned = rdkafka::message::OwnedHeaders::new_with_capacity(copy.len());
+        for (key, value) in &copy {
             owned = owned.insert(rdkafka::message::Header {
                 key,
                 value: Some(*value),
             });
         }
         let mut record = rdkafka::producer::FutureRecord::to(topic)
-            .payload(payload)
+            .payload(sent_payload)
             .headers(owned);
         if let Some(key) = key {
             record = record.key(key);
         }
-        match producer.send(record, Duration::from_secs(5)).await {
-            Ok(_) => return,
-            Err((error, _)) => {
-                tracing::warn!(%error, topic, "Cannot publish yet; retrying.");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+        let sent = tokio::select! {
+            sent = producer.send(record, Duration::from_secs(5)) => sent,
+            // Not acknowledged yet: whether it lands or not, the source is redelivered later.
+            _ = shutdown.changed() => return Err(Interrupted),
+        };
+        let error = match sent {
+            Ok(_) if reduction == 0 => return Ok(PublishOutcome::Whole),
+            Ok(_) => {
+                tracing::warn!(
+                    topic,
+                    original_bytes,
+                    "Published a reduced copy of a message Kafka refuses."
+                );
+                return Ok(PublishOutcome::Reduced);
             }
+            Err((error, _)) => error,
+        };
+        match crate::relay::PublishError::from_kafka(&error, limits.never_fits(topic, size)) {
+            crate::relay::PublishError::Permanent { class, message } if reduction < 2 => {
+                tracing::warn!(topic, class, error = %message, size, "Kafka refuses the message; sending a reduced copy.");
+                refusal = format!("{class}: {message}");
+                reduction += 1;
+                continue;
+            }
+            crate::relay::PublishError::Permanent { class, message } => {
+                tracing::error!(topic, class, error = %message, size, "Kafka refuses even the reduced copy; retrying until the topic takes it.");
+            }
+            crate::relay::PublishError::Transient(message) => {
+                tracing::warn!(error = %message, topic, "Cannot publish yet; retrying.");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => return Err(Interrupted),
         }
     }
 }
@@ -643,6 +933,55 @@ mod tests {
         assert!(producer_message_max_bytes(&settings).is_err());
     }
 
+    #[test]
+    fn batches_are_kept_under_the_smallest_topic_limit() {
+        let mut limits = MessageLimits::default();
+        assert_eq!(limits.batch_size_bound(), None, "nothing described");
+        limits.topics = [("a".to_string(), 1_048_588), ("b".to_string(), 60_000)].into();
+        let bound = limits.batch_size_bound().unwrap();
+        assert!(bound < 60_000, "{bound}");
+        // A batch of `bound` bytes, LZ4 at its worst, still fits the smallest topic.
+        assert!(alone_batch_bytes(bound) <= 60_000, "{bound}");
+        assert!(!limits.never_fits("b", bound));
+        // With Kafka's defaults, the bound is above librdkafka's batch.size: nothing changes.
+        limits.topics = [("a".to_string(), 1_048_588)].into();
+        assert!(limits.batch_size_bound().unwrap() > LIBRDKAFKA_BATCH_SIZE);
+    }
+
+    #[test]
+    fn receipts_and_dead_letter_topics_are_checked_too() {
+        let topics = Topics::new("p");
+        let lead = 100_000;
+        let limits = |receipts: usize, deadletter: usize| MessageLimits {
+            producer: LIBRDKAFKA_MESSAGE_MAX_BYTES,
+            topics: [
+                (topics.leads(Agency::Environment), 1_048_588),
+                (topics.receipts(), receipts),
+                (topics.deadletter(), deadletter),
+            ]
+            .into(),
+        };
+        let fine = check_topic_limits(lead, &limits(1_048_588, 1_048_588), &topics, true);
+        assert!(fine.unwrap().is_empty());
+        let error = check_topic_limits(lead, &limits(8_000, 1_048_588), &topics, true).unwrap_err();
+        assert!(error.to_string().contains(&topics.receipts()), "{error}");
+        assert!(!error.is_retryable());
+        let error =
+            check_topic_limits(lead, &limits(1_048_588, 20_000), &topics, false).unwrap_err();
+        assert!(error.to_string().contains("reduced dead letter"), "{error}");
+        // Under the largest lead's dead letter: stored reduced, so a warning.
+        let warnings = check_topic_limits(lead, &limits(1_048_588, 60_000), &topics, true).unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("payload cut"), "{warnings:?}");
+        // A leads topic too small for the largest lead fails the hub, not the adapter.
+        let mut small = limits(1_048_588, 1_048_588);
+        small
+            .topics
+            .insert(topics.leads(Agency::Environment), 50_000);
+        assert!(check_topic_limits(lead, &small, &topics, true).is_err());
+        assert!(check_topic_limits(lead, &small, &topics, false).is_ok());
+    }
+
     /// Settings with every typed Kafka setting given, and `client` as the pass-through map.
     fn typed_settings(client: BTreeMap<String, String>) -> KafkaSettings {
         KafkaSettings {
@@ -662,7 +1001,10 @@ mod tests {
     fn every_builder(settings: &KafkaSettings) -> Vec<(&'static str, HubConfig)> {
         vec![
             ("client", client_config(settings, "k:9092")),
-            ("producer", producer_config(settings, "k:9092")),
+            (
+                "producer",
+                producer_config(settings, "k:9092", &MessageLimits::default()).unwrap(),
+            ),
             ("consumer", consumer_config(settings, "k:9092", "g")),
             ("observer", observer_config(settings, "k:9092", "g")),
         ]
@@ -701,10 +1043,15 @@ mod tests {
 
     #[test]
     fn a_tuning_property_passed_through_wins_over_the_hubs_default() {
-        let producer = producer_config(&KafkaSettings::default(), "k:9092");
+        let producer = producer_config(
+            &KafkaSettings::default(),
+            "k:9092",
+            &MessageLimits::default(),
+        )
+        .unwrap();
         assert_eq!(producer.properties().get("linger.ms"), Some(&"5"));
         let settings = typed_settings(BTreeMap::from([("linger.ms".into(), "50".into())]));
-        let producer = producer_config(&settings, "k:9092");
+        let producer = producer_config(&settings, "k:9092", &MessageLimits::default()).unwrap();
         assert_eq!(producer.properties().get("linger.ms"), Some(&"50"));
     }
 

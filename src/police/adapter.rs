@@ -5,7 +5,9 @@
 //! by Kafka. Processing is idempotent on (`lead_id`, `revision`), so a redelivery after a crash
 //! or a rebalance opens no second case and sends no second delivery. A message that cannot be
 //! processed (undecodable, unknown schema or lead type, content that does not match its hash)
-//! goes to the dead-letter topic with its error context and never blocks the partition; while
+//! goes to the dead-letter topic with its error context and never blocks the partition — one
+//! too large for the dead-letter topic as it is goes there reduced (payload cut, headers and
+//! context kept, `payload_truncated=true`; see `kafka::publish_until_acknowledged`); while
 //! the adapter's own database is unreachable, the loop waits and retries the same message
 //! rather than skipping it.
 //!
@@ -91,6 +93,7 @@ pub struct Adapter {
     pub(super) consumer: StreamConsumer,
     pub(super) producer: FutureProducer,
     pub(super) deadletter_topic: String,
+    pub(super) limits: crate::kafka::MessageLimits,
     pub(super) delivery_wakeup: Arc<Notify>,
     pub(super) metrics: Metrics,
 }
@@ -99,7 +102,8 @@ impl Adapter {
     /// Runs until `shutdown` turns true.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         tracing::info!("Police adapter consuming leads.");
-        loop {
+        // Checked each turn: `handle` may have seen the change already while waiting.
+        while !*shutdown.borrow() {
             let message = tokio::select! {
                 message = self.consumer.recv() => message,
                 _ = shutdown.changed() => break,
@@ -145,7 +149,10 @@ impl Adapter {
                     continue;
                 }
             };
-            self.dead_letter(message, class, &detail).await;
+            // Interrupted by shutdown: the offset is not stored, the message comes again.
+            if !self.dead_letter(message, class, &detail, shutdown).await {
+                return;
+            }
             if !self.tell_the_hub(message, class, &detail, shutdown).await {
                 return;
             }
@@ -301,8 +308,16 @@ impl Adapter {
     }
 
     /// Publishes the message to the dead-letter topic with its context, retrying until Kafka
-    /// acknowledges, so a message set aside is never silently dropped.
-    async fn dead_letter(&self, message: &BorrowedMessage<'_>, class: &str, detail: &str) {
+    /// acknowledges, so a message set aside is never silently dropped; one Kafka can never take
+    /// is stored reduced (`kafka::publish_until_acknowledged`). Returns false if shutdown came
+    /// first.
+    async fn dead_letter(
+        &self,
+        message: &BorrowedMessage<'_>,
+        class: &str,
+        detail: &str,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
         events::message_dead_lettered(
             &self.metrics,
             STAGE,
@@ -343,12 +358,15 @@ impl Adapter {
         );
         crate::kafka::publish_until_acknowledged(
             &self.producer,
+            &self.limits,
             &self.deadletter_topic,
             message.key(),
             message.payload().unwrap_or_default(),
             &headers,
+            shutdown,
         )
-        .await;
+        .await
+        .is_ok()
     }
 }
 

@@ -32,6 +32,7 @@ pub struct DeliveryWorker {
     pub(super) producer: FutureProducer,
     pub(super) deadletter_topic: String,
     pub(super) metrics: Metrics,
+    pub(super) limits: crate::kafka::MessageLimits,
 }
 
 /// Stage name of the delivery worker in dead-letter headers and metrics.
@@ -43,7 +44,7 @@ impl DeliveryWorker {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let poll = Duration::from_millis(self.settings.poll_interval_ms);
         while !*shutdown.borrow() {
-            let done = match self.round().await {
+            let done = match self.round(&mut shutdown).await {
                 Ok(done) => done,
                 Err(error) => {
                     tracing::warn!(%error, "Delivery round failed; retrying.");
@@ -60,8 +61,12 @@ impl DeliveryWorker {
         }
     }
 
-    /// Claims and attempts one batch; returns how many were delivered.
-    pub async fn round(&self) -> Result<usize, crate::store::StoreError> {
+    /// Claims and attempts one batch; returns how many were delivered. `shutdown` interrupts
+    /// a dead letter Kafka does not take yet (the delivery is left leased and comes again).
+    pub async fn round(
+        &self,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<usize, crate::store::StoreError> {
         let now = Utc::now();
         let lease_until = now + chrono::Duration::seconds(self.settings.lease_secs as i64);
         let claimed = self
@@ -90,7 +95,7 @@ impl DeliveryWorker {
                         );
                     }
                 }
-                Err(error) => self.failed(delivery, &error).await?,
+                Err(error) => self.failed(delivery, &error, shutdown).await?,
             }
         }
         Ok(delivered)
@@ -124,6 +129,7 @@ impl DeliveryWorker {
         &self,
         delivery: &ClaimedDelivery,
         error: &DeliveryError,
+        shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), crate::store::StoreError> {
         let now = Utc::now();
         let give_up_at = delivery.created_at
@@ -139,7 +145,10 @@ impl DeliveryWorker {
                 &error_text,
                 None,
             );
-            self.dead_letter(delivery, error).await;
+            if self.dead_letter(delivery, error, shutdown).await.is_err() {
+                // Not dead-lettered: unmarked, the delivery is claimed again after a restart.
+                return Ok(());
+            }
             events::police_delivery_dead_lettered(
                 &self.metrics,
                 STAGE,
@@ -179,7 +188,12 @@ impl DeliveryWorker {
         now + chrono::Duration::milliseconds((base + jitter) as i64)
     }
 
-    async fn dead_letter(&self, delivery: &ClaimedDelivery, error: &DeliveryError) {
+    async fn dead_letter(
+        &self,
+        delivery: &ClaimedDelivery,
+        error: &DeliveryError,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<crate::kafka::PublishOutcome, crate::kafka::Interrupted> {
         let payload = serde_json::to_vec(&json!({
             "lead_id": delivery.lead_id,
             "revision": delivery.revision,
@@ -200,11 +214,13 @@ impl DeliveryWorker {
         ];
         crate::kafka::publish_until_acknowledged(
             &self.producer,
+            &self.limits,
             &self.deadletter_topic,
             Some(key.as_bytes()),
             &payload,
             &headers,
+            shutdown,
         )
-        .await;
+        .await
     }
 }

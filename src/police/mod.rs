@@ -50,6 +50,7 @@ impl PoliceAdapter {
         settings: &Settings,
         bootstrap_servers: &str,
         metrics: &Metrics,
+        limits: &kafka::MessageLimits,
     ) -> anyhow::Result<PoliceAdapter> {
         let police = &settings.police;
         let url = match &police.database_url {
@@ -102,7 +103,8 @@ impl PoliceAdapter {
         consumer
             .subscribe(&lead_topics)
             .context("cannot subscribe to the leads topics")?;
-        let producer = kafka::idempotent_producer(&settings.kafka, bootstrap_servers)?;
+        let producer =
+            kafka::idempotent_producer_within(&settings.kafka, bootstrap_servers, limits)?;
         let delivery_wakeup = Arc::new(Notify::new());
         let adapter = adapter::Adapter {
             store: police_store.clone(),
@@ -112,6 +114,7 @@ impl PoliceAdapter {
             consumer,
             producer: producer.clone(),
             deadletter_topic: topics.deadletter(),
+            limits: limits.clone(),
             delivery_wakeup: delivery_wakeup.clone(),
             metrics: metrics.clone(),
         };
@@ -124,6 +127,7 @@ impl PoliceAdapter {
             producer: producer.clone(),
             deadletter_topic: topics.deadletter(),
             metrics: metrics.clone(),
+            limits: limits.clone(),
         };
         let lag = lag::LagMonitor::build(
             &settings.kafka,
@@ -141,7 +145,8 @@ impl PoliceAdapter {
             settings.relay.clone(),
             Arc::new(Notify::new()),
             metrics.clone(),
-        );
+        )
+        .with_limits(limits.clone());
         Ok(PoliceAdapter {
             store: police_store,
             adapter,

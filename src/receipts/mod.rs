@@ -3,9 +3,11 @@
 //!
 //! Guarantee: at-least-once with idempotent application (receipts are applied once per event
 //! id); an offset is stored only after the receipt's transaction committed, or after an
-//! unusable receipt was dead-lettered with its context. A receipt the hub's database can never
+//! unusable receipt was dead-lettered with its context (reduced if Kafka can never take it
+//! whole, see `kafka::publish_until_acknowledged`). A receipt the hub's database can never
 //! store (`StoreError::is_permanent`) is dead-lettered as `unstorable` rather than retried
-//! forever; any other store error is waited out on the same receipt.
+//! forever; any other store error is waited out on the same receipt. A shutdown interrupts
+//! either wait without storing the offset, so the receipt is consumed again after a restart.
 
 use std::time::Duration;
 
@@ -27,6 +29,7 @@ pub struct ReceiptsConsumer {
     consumer: StreamConsumer,
     producer: FutureProducer,
     deadletter_topic: String,
+    limits: kafka::MessageLimits,
     metrics: Metrics,
 }
 
@@ -36,6 +39,7 @@ impl ReceiptsConsumer {
         bootstrap_servers: &str,
         store: Store,
         metrics: Metrics,
+        limits: &kafka::MessageLimits,
     ) -> anyhow::Result<ReceiptsConsumer> {
         let topics = Topics::new(settings.kafka.topic_prefix.clone());
         let group_id = format!("{}-hub-receipts", settings.kafka.topic_prefix);
@@ -45,8 +49,13 @@ impl ReceiptsConsumer {
         Ok(ReceiptsConsumer {
             store,
             consumer,
-            producer: kafka::idempotent_producer(&settings.kafka, bootstrap_servers)?,
+            producer: kafka::idempotent_producer_within(
+                &settings.kafka,
+                bootstrap_servers,
+                limits,
+            )?,
             deadletter_topic: topics.deadletter(),
+            limits: limits.clone(),
             metrics,
         })
     }
@@ -73,20 +82,42 @@ impl ReceiptsConsumer {
                 let Some(receipt) =
                     receipt.filter(|r| r.get("event_id").and_then(Value::as_str).is_some())
                 else {
-                    self.dead_letter(&message, "undecodable", "not a receipt event")
-                        .await;
+                    if !self
+                        .dead_letter(
+                            &message,
+                            "undecodable",
+                            "not a receipt event",
+                            &mut shutdown,
+                        )
+                        .await
+                    {
+                        return;
+                    }
                     break;
                 };
                 match self.store.apply_receipt(&receipt, Utc::now()).await {
                     Ok(ReceiptOutcome::Applied | ReceiptOutcome::AlreadyApplied) => break,
                     Ok(ReceiptOutcome::UnknownLead) => {
-                        self.dead_letter(&message, "unknown_lead", "the hub knows no such lead")
-                            .await;
+                        if !self
+                            .dead_letter(
+                                &message,
+                                "unknown_lead",
+                                "the hub knows no such lead",
+                                &mut shutdown,
+                            )
+                            .await
+                        {
+                            return;
+                        }
                         break;
                     }
                     Err(error) if error.is_permanent() => {
-                        self.dead_letter(&message, "unstorable", &error.to_string())
-                            .await;
+                        if !self
+                            .dead_letter(&message, "unstorable", &error.to_string(), &mut shutdown)
+                            .await
+                        {
+                            return;
+                        }
                         break;
                     }
                     Err(error) => {
@@ -105,7 +136,16 @@ impl ReceiptsConsumer {
         }
     }
 
-    async fn dead_letter(&self, message: &BorrowedMessage<'_>, class: &str, detail: &str) {
+    /// Dead-letters the receipt (reduced if Kafka can never take it whole, see
+    /// `kafka::publish_until_acknowledged`); false if shutdown came first, when the offset
+    /// must not be stored.
+    async fn dead_letter(
+        &self,
+        message: &BorrowedMessage<'_>,
+        class: &str,
+        detail: &str,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
         events::message_dead_lettered(
             &self.metrics,
             "hub.receipts",
@@ -127,11 +167,14 @@ impl ReceiptsConsumer {
         ];
         kafka::publish_until_acknowledged(
             &self.producer,
+            &self.limits,
             &self.deadletter_topic,
             message.key(),
             message.payload().unwrap_or_default(),
             &headers,
+            shutdown,
         )
-        .await;
+        .await
+        .is_ok()
     }
 }

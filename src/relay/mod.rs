@@ -8,11 +8,14 @@
 //! relay at a time (see `store::outbox`), so in normal operation nothing is published twice.
 //!
 //! Transient failures (broker away, timeouts, leader elections) are retried with backoff for
-//! as long as it takes. A permanent failure — Kafka refuses the data itself, e.g. a message
-//! over `message.max.bytes` — can never succeed, so retrying it would only hide it: the row is
-//! marked failed for good (terminal, out of the backlog, no longer holding back the lead's
-//! later rows), the lead becomes `publish_failed` with a timeline event and an audit entry,
-//! and `leadbridge_publish_failed_total` counts it. Ingest's `limits.max_lead_bytes` exists so
+//! as long as it takes, and so is a record batch Kafka refuses as too large while each of its
+//! records fits alone (`PublishError::from_kafka`; the producer's `batch.size` is also kept
+//! under the topics' limits, see `kafka::idempotent_producer_within`). A permanent failure —
+//! Kafka refuses the data itself, e.g. a message that alone is over `message.max.bytes` — can
+//! never succeed, so retrying it would only hide it: the row is marked failed for good
+//! (terminal, out of the backlog, no longer holding back the lead's later rows), the lead
+//! becomes `publish_failed` with a timeline event and an audit entry, and
+//! `leadbridge_publish_failed_total` counts it. Ingest's `limits.max_lead_bytes` exists so
 //! that this does not happen to accepted leads; this is the net under it.
 //!
 //! The police adapter publishes its receipts with the same code over its own outbox; there a
@@ -39,6 +42,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::{watch, Notify};
 
 use crate::config::RelaySettings;
+use crate::kafka::{record_bytes, MessageLimits};
 use crate::store::{ClaimedMessage, PublishedMessage, Store};
 use crate::telemetry::{events, Metrics};
 
@@ -58,16 +62,23 @@ pub enum PublishError {
 }
 
 impl PublishError {
-    /// Sorts a producer error. Only errors about the data itself are permanent; anything
-    /// unknown is retried, because wrongly giving up loses a lead's publication while wrongly
-    /// retrying only delays it.
-    pub fn from_kafka(error: &KafkaError) -> PublishError {
+    /// Sorts a producer error about a record that `never_fits` alone or not
+    /// (`MessageLimits::never_fits`). Only errors about the record itself are permanent;
+    /// anything unknown is retried, because wrongly giving up loses a lead's publication while
+    /// wrongly retrying only delays it.
+    ///
+    /// A size refusal is permanent only for a record that never fits: librdkafka packs several
+    /// records into one batch and the broker refuses the batch whole, so a record that fits
+    /// alone was refused for its neighbours and is retried. `InvalidMessage` (Kafka's
+    /// CORRUPT_MESSAGE, a CRC failure in transit) is retriable by Kafka's own account.
+    pub fn from_kafka(error: &KafkaError, never_fits: bool) -> PublishError {
         let class = match error.rdkafka_error_code() {
-            Some(RDKafkaErrorCode::MessageSizeTooLarge) => Some("message_too_large"),
-            Some(RDKafkaErrorCode::MessageBatchTooLarge) => Some("record_list_too_large"),
+            Some(RDKafkaErrorCode::MessageSizeTooLarge) if never_fits => Some("message_too_large"),
+            Some(RDKafkaErrorCode::MessageBatchTooLarge) if never_fits => {
+                Some("record_list_too_large")
+            }
             Some(RDKafkaErrorCode::InvalidMessageSize) => Some("invalid_message_size"),
             Some(RDKafkaErrorCode::InvalidRecord) => Some("invalid_record"),
-            Some(RDKafkaErrorCode::InvalidMessage) => Some("invalid_message"),
             _ => None,
         };
         match class {
@@ -92,6 +103,7 @@ pub struct Relay {
     settings: RelaySettings,
     wakeup: Arc<Notify>,
     metrics: Metrics,
+    limits: MessageLimits,
 }
 
 impl Relay {
@@ -109,7 +121,15 @@ impl Relay {
             settings,
             wakeup,
             metrics,
+            limits: MessageLimits::default(),
         }
+    }
+
+    /// The limits that tell a record refused for its size from a batch refused whole
+    /// (`PublishError::from_kafka`); without them only the producer's default is known.
+    pub fn with_limits(mut self, limits: MessageLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     pub fn id(&self) -> &str {
@@ -226,6 +246,14 @@ impl Relay {
             });
         }
         let key = message.lead_id.to_string();
+        let size = record_bytes(
+            Some(key.as_bytes()),
+            &message.payload,
+            message
+                .headers
+                .iter()
+                .map(|(key, value)| (key.as_str(), value.as_bytes())),
+        );
         let record = FutureRecord::to(&message.topic)
             .key(&key)
             .payload(&message.payload)
@@ -236,7 +264,10 @@ impl Relay {
                 partition: delivery.partition,
                 offset: delivery.offset,
             }),
-            Err((error, _)) => Err(PublishError::from_kafka(&error)),
+            Err((error, _)) => Err(PublishError::from_kafka(
+                &error,
+                self.limits.never_fits(&message.topic, size),
+            )),
         }
     }
 
@@ -303,7 +334,7 @@ mod tests {
     #[test]
     fn refused_data_is_permanent_and_an_absent_broker_is_not() {
         let too_large = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
-        let error = PublishError::from_kafka(&too_large);
+        let error = PublishError::from_kafka(&too_large, true);
         assert!(
             matches!(
                 error,
@@ -319,9 +350,8 @@ mod tests {
             RDKafkaErrorCode::MessageBatchTooLarge,
             RDKafkaErrorCode::InvalidMessageSize,
             RDKafkaErrorCode::InvalidRecord,
-            RDKafkaErrorCode::InvalidMessage,
         ] {
-            let error = PublishError::from_kafka(&KafkaError::MessageProduction(code));
+            let error = PublishError::from_kafka(&KafkaError::MessageProduction(code), true);
             assert!(!error.is_retryable(), "{code:?}");
         }
         for code in [
@@ -331,9 +361,35 @@ mod tests {
             RDKafkaErrorCode::NotLeaderForPartition,
             RDKafkaErrorCode::UnknownTopicOrPartition,
             RDKafkaErrorCode::QueueFull,
+            // CORRUPT_MESSAGE: a CRC failure in transit, retriable by Kafka's own account.
+            RDKafkaErrorCode::InvalidMessage,
         ] {
-            let error = PublishError::from_kafka(&KafkaError::MessageProduction(code));
+            let error = PublishError::from_kafka(&KafkaError::MessageProduction(code), true);
             assert!(error.is_retryable(), "{code:?}");
         }
+    }
+
+    #[test]
+    fn a_size_refusal_of_a_record_that_fits_alone_is_a_batch_refusal_and_retried() {
+        for code in [
+            RDKafkaErrorCode::MessageSizeTooLarge,
+            RDKafkaErrorCode::MessageBatchTooLarge,
+        ] {
+            let error = PublishError::from_kafka(&KafkaError::MessageProduction(code), false);
+            assert!(error.is_retryable(), "{code:?}");
+        }
+        // The record's own fit decides, against the producer's and the topic's limit.
+        let limits = MessageLimits {
+            producer: 1_000_000,
+            topics: [("leads".to_string(), 60_000)].into(),
+        };
+        let thirty_kb = record_bytes(Some(b"lead-id"), &[b'x'; 30_000], [("schema", &b"v1"[..])]);
+        assert!(!limits.never_fits("leads", thirty_kb));
+        assert!(limits.never_fits("leads", 60_000));
+        assert!(
+            !limits.never_fits("receipts", 60_000),
+            "no topic limit known"
+        );
+        assert!(limits.never_fits("receipts", 1_000_001));
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use leadbridge::ingest::lead_event;
-use leadbridge::kafka::Topics;
+use leadbridge::kafka::{record_bytes, Interrupted, MessageLimits, Topics};
 use leadbridge::lead::{canonical_json, Agency, LeadId, ValidatedLead};
 use leadbridge::store::leads::LeadToStore;
 use leadbridge::store::OutboxMessage;
@@ -629,4 +629,321 @@ async fn the_hub_refuses_to_start_when_the_largest_lead_cannot_fit_a_leads_topic
     fitting.limits.max_lead_bytes = 150_000;
     let application = Application::build(fitting, Roles::HUB).await;
     assert!(application.is_ok(), "{:#}", application.err().unwrap());
+}
+
+/// Pads a lead event so that its record, as librdkafka measures it (`record_bytes`), is
+/// `record` bytes.
+fn pad_event_to(message: &mut OutboxMessage, event: &mut Value, record: usize) {
+    let key = LeadId::generate().to_string();
+    let headers = message
+        .headers
+        .iter()
+        .map(|(key, value)| (key.as_str(), value.as_bytes()));
+    event["padding"] = json!("");
+    let unpadded = record_bytes(
+        Some(key.as_bytes()),
+        &serde_json::to_vec(&*event).unwrap(),
+        headers,
+    );
+    event["padding"] = json!("x".repeat(record - unpadded));
+    message.payload = serde_json::to_vec(&*event).unwrap();
+}
+
+async fn a_poison_message_too_large_to_dead_letter_whole_is_dead_lettered_reduced(
+    backend: Backend,
+) {
+    // One partition: the valid lead is behind the poison one.
+    let app = app(backend)
+        .roles(Roles::ALL)
+        .with_settings(|settings| settings.kafka.topic_partitions = 1)
+        .spawn()
+        .await;
+    // Just under the producer's 1,000,000 bytes, so Kafka takes it on the leads topic; its
+    // dead letter adds the error context and the original.* headers and cannot fit whole.
+    let poison = inject(
+        &app,
+        &validated(sample_lead(&unique_case_id())),
+        |mut message| {
+            let mut event: Value = serde_json::from_slice(&message.payload).unwrap();
+            event["lead"]["summary"] = json!("changed after hashing");
+            pad_event_to(&mut message, &mut event, 999_850);
+            message
+        },
+    )
+    .await;
+    app.wait_for_status(Agency::Environment, &poison, "published")
+        .await;
+    let valid = post(&app, &sample_lead(&unique_case_id())).await;
+
+    let status = app
+        .wait_for_status(Agency::Environment, &poison, "dead_lettered")
+        .await;
+    let event = timeline_event(&status, "dead_lettered").expect("a dead_lettered event");
+    assert_eq!(event["error_class"], "content_mismatch", "{event}");
+    app.wait_for_status(Agency::Environment, &valid, "delivered")
+        .await;
+
+    let letters = consume(
+        &app.bootstrap_servers,
+        &Topics::new(app.settings.kafka.topic_prefix.clone()).deadletter(),
+        1,
+        Duration::from_millis(500),
+    )
+    .await;
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(header(letter, "payload_truncated").as_deref(), Some("true"));
+    let original: usize = header(letter, "original_payload_bytes")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(original > 990_000, "{original}");
+    assert!(
+        header(letter, "truncation_reason")
+            .unwrap()
+            .starts_with("message_too_large"),
+        "{:?}",
+        header(letter, "truncation_reason")
+    );
+    // The context is all there: the error, the source and the lead's own headers.
+    assert_eq!(
+        header(letter, "error_class").as_deref(),
+        Some("content_mismatch")
+    );
+    assert_eq!(
+        header(letter, "stage").as_deref(),
+        Some("police-adapter.consume")
+    );
+    assert_eq!(
+        header(letter, "source_topic"),
+        Some(app.topic(Agency::Environment))
+    );
+    assert_eq!(header(letter, "original.revision").as_deref(), Some("1"));
+    assert!(header(letter, "original.content_sha256").is_some());
+    let kept = rdkafka::Message::payload(letter).unwrap_or_default();
+    assert_eq!(kept.len(), leadbridge::kafka::REDUCED_PAYLOAD_BYTES);
+    assert!(
+        String::from_utf8_lossy(kept).contains(&poison),
+        "the kept prefix names the lead"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_poison_message_too_large_to_dead_letter_whole_is_dead_lettered_reduced_on_real_services()
+{
+    a_poison_message_too_large_to_dead_letter_whole_is_dead_lettered_reduced(Backend::Real).await;
+}
+
+/// The embedded broker enforces no topic limit, but the producer's message.max.bytes holds
+/// there too, and that is the limit the whole dead letter is over.
+#[tokio::test]
+async fn a_poison_message_too_large_to_dead_letter_whole_is_dead_lettered_reduced_embedded() {
+    a_poison_message_too_large_to_dead_letter_whole_is_dead_lettered_reduced(Backend::Embedded)
+        .await;
+}
+
+async fn a_receipt_too_large_to_dead_letter_whole_is_dead_lettered_reduced(backend: Backend) {
+    // One partition: the valid receipt is behind the undecodable one.
+    let app = app(backend)
+        .with_settings(|settings| settings.kafka.topic_partitions = 1)
+        .spawn()
+        .await;
+    let lead_id = post(&app, &sample_lead(&unique_case_id())).await;
+    app.wait_for_status(Agency::Environment, &lead_id, "published")
+        .await;
+    let receipts = Topics::new(app.settings.kafka.topic_prefix.clone()).receipts();
+    // Another producer with librdkafka's defaults: it takes a record of up to 1,000,000 bytes.
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &app.bootstrap_servers)
+        .create()
+        .unwrap();
+    let undecodable = vec![b'x'; 999_800];
+    let valid = serde_json::to_vec(&json!({
+        "event_id": uuid::Uuid::now_v7().to_string(), "schema": "leadbridge.receipt.v1",
+        "lead_id": lead_id, "revision": 1, "event": "received_by_police",
+        "at": Utc::now().to_rfc3339(), "actor": "police-adapter",
+    }))
+    .unwrap();
+    for body in [&undecodable, &valid] {
+        producer
+            .send(
+                FutureRecord::to(&receipts).key(&lead_id).payload(body),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+    }
+    app.wait_for_status(Agency::Environment, &lead_id, "received_by_police")
+        .await;
+    let letters = consume(
+        &app.bootstrap_servers,
+        &Topics::new(app.settings.kafka.topic_prefix.clone()).deadletter(),
+        1,
+        Duration::from_millis(500),
+    )
+    .await;
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(header(letter, "payload_truncated").as_deref(), Some("true"));
+    assert_eq!(
+        header(letter, "original_payload_bytes").as_deref(),
+        Some("999800")
+    );
+    assert_eq!(
+        header(letter, "error_class").as_deref(),
+        Some("undecodable")
+    );
+    assert_eq!(header(letter, "stage").as_deref(), Some("hub.receipts"));
+    assert_eq!(
+        rdkafka::Message::payload(letter).unwrap_or_default().len(),
+        leadbridge::kafka::REDUCED_PAYLOAD_BYTES
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_receipt_too_large_to_dead_letter_whole_is_dead_lettered_reduced_on_real_services() {
+    a_receipt_too_large_to_dead_letter_whole_is_dead_lettered_reduced(Backend::Real).await;
+}
+
+#[tokio::test]
+async fn a_receipt_too_large_to_dead_letter_whole_is_dead_lettered_reduced_embedded() {
+    a_receipt_too_large_to_dead_letter_whole_is_dead_lettered_reduced(Backend::Embedded).await;
+}
+
+/// A dead letter that cannot reach Kafka yet is retried, but a shutdown ends the wait, so a
+/// stopping adapter does not hang on it (its caller then leaves the offset unstored).
+#[tokio::test]
+async fn a_shutdown_interrupts_a_dead_letter_waiting_for_kafka() {
+    // Nothing listens on port 1: every attempt fails transiently.
+    let settings = leadbridge::config::KafkaSettings::default();
+    let producer = leadbridge::kafka::idempotent_producer(&settings, "127.0.0.1:1").unwrap();
+    let (stop, mut shutdown) = tokio::sync::watch::channel(false);
+    let waiting = tokio::spawn(async move {
+        leadbridge::kafka::publish_until_acknowledged(
+            &producer,
+            &MessageLimits::default(),
+            "t.deadletter.v1",
+            None,
+            b"{}",
+            &[("error_class", b"undecodable")],
+            &mut shutdown,
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(!waiting.is_finished(), "no broker, no acknowledgement");
+    stop.send(true).unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(3), waiting)
+        .await
+        .expect("the shutdown ends the wait")
+        .unwrap();
+    assert_eq!(outcome, Err(Interrupted));
+}
+
+/// Random alphanumerics: LZ4 cannot shrink them, so a batch of several is over the topic's
+/// limit on the wire as well.
+fn incompressible(bytes: usize) -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    Alphanumeric.sample_string(&mut rand::rng(), bytes)
+}
+
+/// Real Kafka only (the embedded broker enforces no topic limit): leads that each fit the
+/// topic are all published, though together they are several times its limit.
+#[tokio::test]
+async fn leads_that_fit_alone_are_published_though_together_they_exceed_the_topic_limit() {
+    let prefix = format!("t{}.leadbridge", uuid::Uuid::new_v4().simple());
+    let topics = Topics::new(prefix.clone());
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", test_kafka())
+        .create()
+        .unwrap();
+    let names: Vec<String> = Agency::ALL.into_iter().map(|a| topics.leads(a)).collect();
+    // One partition, so that the leads share batches; 60,000 bytes, over the largest lead
+    // (40,000 + the event overhead) so start-up passes, under two leads of 30 KB.
+    let new_topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|name| {
+            NewTopic::new(name, 1, TopicReplication::Fixed(1)).set("max.message.bytes", "60000")
+        })
+        .collect();
+    for result in admin
+        .create_topics(&new_topics, &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        result.unwrap();
+    }
+    let app = app(Backend::Real)
+        .roles(Roles::ALL)
+        .with_settings(move |settings| {
+            settings.kafka.topic_prefix = prefix.clone();
+            settings.police.group_id = format!("{prefix}-police");
+            settings.limits.max_lead_bytes = 40_000;
+        })
+        .spawn()
+        .await;
+
+    const LEADS: usize = 4;
+    let leads: Vec<ValidatedLead> = (0..LEADS)
+        .map(|_| {
+            let mut lead = sample_lead(&unique_case_id());
+            lead["extensions"] = json!({"environment.raw_log": incompressible(30_000)});
+            validated(lead)
+        })
+        .collect();
+    let topic = app.topic(Agency::Environment);
+    let factory = |lead: &ValidatedLead, lead_id: LeadId| lead_event(lead, lead_id, &topic);
+    let factories: Vec<_> = leads
+        .iter()
+        .map(|lead| move |lead_id: LeadId| factory(lead, lead_id))
+        .collect();
+    // One transaction: the relay claims them together and sends them at once.
+    let acceptance = app
+        .store
+        .accept_leads(
+            &leads
+                .iter()
+                .zip(&factories)
+                .map(|(lead, message)| LeadToStore {
+                    lead,
+                    new_lead_id: LeadId::generate(),
+                    message,
+                })
+                .collect::<Vec<_>>(),
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    let lead_ids: Vec<String> = acceptance
+        .iter()
+        .map(|accepted| match accepted {
+            leadbridge::store::Acceptance::Accepted { lead_id, .. } => lead_id.to_string(),
+            other => panic!("not accepted: {other:?}"),
+        })
+        .collect();
+    for lead_id in &lead_ids {
+        let status = app
+            .wait_for_status(Agency::Environment, lead_id, "delivered")
+            .await;
+        assert!(
+            timeline_event(&status, "publish_failed").is_none(),
+            "{status}"
+        );
+    }
+    // `attempts` counts failed attempts: the producer's batches fit, none was refused.
+    let (failed_attempts,): (i64,) = sqlx::query_as("SELECT MAX(attempts) FROM outbox")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(failed_attempts, 0, "each published at its first attempt");
+    assert_eq!(
+        app.metrics
+            .publish_failed
+            .with_label_values(&[&topic, "message_too_large"])
+            .get(),
+        0
+    );
+    app.stop().await;
 }
