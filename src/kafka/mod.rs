@@ -934,6 +934,36 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_size_passed_through_that_cannot_fit_is_refused_not_lowered() {
+        let limits = MessageLimits {
+            topics: [("small".to_string(), 60_000)].into(),
+            ..MessageLimits::default()
+        };
+        let bound = limits.batch_size_bound().unwrap();
+        let lowered = producer_config(&KafkaSettings::default(), "k:9092", &limits).unwrap();
+        assert_eq!(
+            lowered.properties().get("batch.size"),
+            Some(&bound.to_string().as_str()),
+            "without a passed value the hub's bound applies"
+        );
+        let mut settings = KafkaSettings::default();
+        settings
+            .client
+            .insert("batch.size".into(), (bound + 1).to_string());
+        let error = producer_config(&settings, "k:9092", &limits).err().unwrap();
+        assert!(error.to_string().contains("batch.size"), "{error}");
+        settings
+            .client
+            .insert("batch.size".into(), (bound / 2).to_string());
+        let kept = producer_config(&settings, "k:9092", &limits).unwrap();
+        assert_eq!(
+            kept.properties().get("batch.size"),
+            Some(&(bound / 2).to_string().as_str()),
+            "a value that fits is the operator's"
+        );
+    }
+
+    #[test]
     fn batches_are_kept_under_the_smallest_topic_limit() {
         let mut limits = MessageLimits::default();
         assert_eq!(limits.batch_size_bound(), None, "nothing described");
