@@ -1,14 +1,23 @@
 //! Benchmark: the hub against its ceiling, on the real services of `deploy/local`.
 //!
-//! Run with `bash deploy/local/bench.sh`. In one run, on one broker, it measures
+//! Run with `bash deploy/local/bench.sh`. In one run, on one broker and a PostgreSQL cluster
+//! with production durability (`fsync`, `synchronous_commit`, `full_page_writes` on), it
+//! measures
+//!   (p) Kafka's own `ProducerPerformance` (idempotent, acks=all, records of the lead event's
+//!       size, a fresh 3-partition topic): the ceiling every figure is divided by;
 //!   (a) a raw rdkafka producer (idempotent, acks=all) sending the hub's own lead events;
-//!   (b) the hub: batch POSTs and a steady stream of single POSTs over HTTPS with mutual TLS,
-//!       through validation, the durable commit and the relay, until Kafka acknowledged;
+//!   (b) the hub: batch POSTs of 100 and 500 leads with 1, 4 and 16 in flight, single POSTs
+//!       with 16 in flight, each until every lead is acknowledged by Kafka, and single POSTs
+//!       at a steady 500 leads/s (POST → 202), all over HTTPS with mutual TLS;
 //!   (c) validation alone, on one core;
-//!   (d) end to end with the police adapter: agency POST → delivered to the unit's inbox, at a
-//!       steady 200 leads/s.
-//! and prints leads/s, p50/p99 latencies and the hub/raw ratio. Sizes can be changed with
-//! `BENCH_LEADS` (default 20000).
+//!   (d) the police adapter: agency POST → delivered to the unit's inbox at a steady
+//!       200 leads/s, and its sustained rate draining a backlog on Kafka;
+//! and prints leads/s, p50/p99 latencies, the hub/ProducerPerformance ratios and the peak
+//! resident memory of the process (hub and load generator).
+//!
+//! Sizes (environment): `BENCH_LEADS` leads per measurement (default 10000),
+//! `BENCH_PERF_RECORDS` records for ProducerPerformance (default 100000), `BENCH_STEADY_LEADS`
+//! for the steady 500 leads/s (default 5000), `BENCH_E2E_LEADS` for the adapter (default 2000).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,19 +64,143 @@ fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run deploy/local/bench.sh"))
 }
 
-#[tokio::main]
-async fn main() {
-    let total: usize = std::env::var("BENCH_LEADS")
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
+        .unwrap_or(default)
+}
+
+/// A field of `/proc/self/status` in MiB (`VmHWM`: peak resident set; `VmRSS`: now).
+fn memory_mib(field: &str) -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN);
+    kib / 1024.0
+}
+
+/// Runs Kafka's `ProducerPerformance` with its default producer settings except
+/// `acks=all` and `enable.idempotence=true`, and returns its final records/sec.
+fn producer_performance(kafka: &str, topic: &str, records: usize, record_size: usize) -> f64 {
+    let libs = env("LEADBRIDGE_KAFKA_LIBS");
+    let mut command = std::process::Command::new("java");
+    if let Ok(log4j) = std::env::var("LEADBRIDGE_KAFKA_TOOLS_LOG4J") {
+        command.arg(format!("-Dlog4j2.configurationFile={log4j}"));
+    }
+    let output = command
+        .arg("-Xmx512m")
+        .arg("-cp")
+        .arg(format!("{libs}/*"))
+        .arg("org.apache.kafka.tools.ProducerPerformance")
+        .args(["--bootstrap-server", kafka, "--topic", topic])
+        .args(["--num-records", &records.to_string()])
+        .args(["--record-size", &record_size.to_string()])
+        .args(["--throughput", "-1"])
+        .args(["--command-property", "acks=all", "enable.idempotence=true"])
+        .output()
+        .expect("java runs ProducerPerformance (deploy/local/services.sh installs it)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "ProducerPerformance failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Final summary: "N records sent, R records/sec (M MB/sec), A ms avg latency, ...".
+    let last = stdout
+        .lines()
+        .rfind(|line| line.contains(" records sent, ") && line.contains("th."))
+        .unwrap_or_else(|| panic!("no summary line in ProducerPerformance's output: {stdout}"));
+    println!("    ProducerPerformance: {last}");
+    last.split(", ")
+        .nth(1)
+        .and_then(|field| {
+            field
+                .strip_suffix(" records/sec")
+                .unwrap_or(field)
+                .split(' ')
+                .next()
+        })
+        .and_then(|rate| rate.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read records/sec in {last:?}"))
+}
+
+/// Posts `leads` as batches of `size` with `in_flight` requests at a time, then waits until
+/// every lead is acknowledged by Kafka. Returns the rate and the batch POST latencies.
+async fn batch_point(
+    client: &reqwest::Client,
+    hub: &Hub,
+    label: &str,
+    leads: usize,
+    size: usize,
+    in_flight: usize,
+) -> f64 {
+    let batches: Vec<Value> = (0..leads)
+        .map(|i| sample(&format!("BENCH-{label}-{i}")))
+        .collect::<Vec<_>>()
+        .chunks(size)
+        .map(|chunk| json!({ "leads": chunk }))
+        .collect();
+    let started = Instant::now();
+    let gate = Arc::new(tokio::sync::Semaphore::new(in_flight));
+    let posts = batches.iter().map(|batch| {
+        let client = client.clone();
+        let url = format!("{}/v1/leads/batch", hub.base);
+        let gate = gate.clone();
+        async move {
+            let _permit = gate.acquire().await.unwrap();
+            let one = Instant::now();
+            let response = client.post(url).json(batch).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            one.elapsed().as_secs_f64() * 1000.0
+        }
+    });
+    let latencies = futures::future::join_all(posts).await;
+    wait_until_published(hub.store()).await;
+    summary(
+        &format!("(b) batch {size} × {in_flight} in flight → Kafka ack; per POST"),
+        leads,
+        started.elapsed(),
+        latencies,
+    )
+}
+
+#[tokio::main]
+async fn main() {
+    let total = env_or("BENCH_LEADS", 10_000);
+    let perf_records = env_or("BENCH_PERF_RECORDS", 100_000);
+    let steady_leads = env_or("BENCH_STEADY_LEADS", 5_000);
+    let e2e_leads = env_or("BENCH_E2E_LEADS", 2_000);
     let kafka = env("LEADBRIDGE_TEST_KAFKA");
-    let admin_url = env("LEADBRIDGE_TEST_DATABASE_URL");
+    let admin_url = env("LEADBRIDGE_BENCH_DATABASE_URL");
     let now = Utc::now();
     let validator = Validator::built_in().unwrap();
     println!(
         "LeadBridge benchmark: {total} leads per measurement; {} cores",
         std::thread::available_parallelism().unwrap()
+    );
+
+    // Production durability, or no figures.
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+    let mut durability = Vec::new();
+    for setting in ["fsync", "synchronous_commit", "full_page_writes"] {
+        let value: String = sqlx::query_scalar(&format!("SHOW {setting}"))
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+        assert_eq!(value, "on", "PostgreSQL {setting} is {value}: the benchmark needs production durability (deploy/local/services.sh up-bench)");
+        durability.push(format!("{setting}={value}"));
+    }
+    let version: String = sqlx::query_scalar("SHOW server_version")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    println!(
+        "PostgreSQL {version} at {}: production durability, {}",
+        admin_url.rsplit('@').next().unwrap(),
+        durability.join(", ")
     );
 
     // (c) Validation alone, one core.
@@ -90,17 +223,12 @@ async fn main() {
         latencies,
     );
 
-    // (a) Raw producer: the same canonical lead events the relay publishes.
+    // The hub's lead events: their size sets ProducerPerformance's record size.
     let mut settings = Settings::default();
     settings.kafka.bootstrap_servers = Some(kafka.clone());
     let topic = format!("bench{}.raw", uuid::Uuid::new_v4().simple());
-    leadbridge::kafka::ensure_topics(&settings.kafka, &kafka, std::slice::from_ref(&topic))
-        .await
-        .unwrap();
-    let producer = leadbridge::kafka::idempotent_producer(&settings.kafka, &kafka).unwrap();
     let events: Vec<(String, Vec<u8>)> = documents
         .iter()
-        .take(total)
         .map(|document| {
             let lead = validator
                 .validate(Agency::Environment, document.clone(), now)
@@ -109,6 +237,38 @@ async fn main() {
             (id.to_string(), lead_event(&lead, id, &topic).payload)
         })
         .collect();
+    let record_size = events
+        .iter()
+        .map(|(_, payload)| payload.len())
+        .sum::<usize>()
+        / total;
+    println!(
+        "lead event: {record_size} bytes of payload (the sample lead; key {} bytes)",
+        events[0].0.len()
+    );
+
+    // (p) Kafka's ProducerPerformance on a fresh 3-partition topic of the same broker.
+    let perf_topic = format!("bench{}.perf", uuid::Uuid::new_v4().simple());
+    leadbridge::kafka::ensure_topics(
+        &settings.kafka,
+        &kafka,
+        &[topic.clone(), perf_topic.clone()],
+    )
+    .await
+    .unwrap();
+    let perf = tokio::task::spawn_blocking({
+        let (kafka, perf_topic) = (kafka.clone(), perf_topic.clone());
+        move || producer_performance(&kafka, &perf_topic, perf_records, record_size)
+    })
+    .await
+    .unwrap();
+    println!(
+        "{:<52} {perf_records:>7} recs  {perf:>10.0} records/s (acks=all, idempotent, {record_size} B, 3 partitions)",
+        "(p) Kafka ProducerPerformance: the ceiling"
+    );
+
+    // (a) Raw rdkafka producer: the same canonical lead events the relay publishes.
+    let producer = leadbridge::kafka::idempotent_producer(&settings.kafka, &kafka).unwrap();
     let started = Instant::now();
     let sends = events.iter().map(|(key, payload)| {
         let producer = &producer;
@@ -128,11 +288,14 @@ async fn main() {
     });
     let latencies = futures::future::join_all(sends).await;
     let raw_rate = summary(
-        "(a) raw producer, idempotent acks=all",
+        "(a) raw rdkafka producer, idempotent acks=all",
         total,
         started.elapsed(),
         latencies,
     );
+    drop(producer);
+    drop(documents);
+    drop(events);
 
     // (b) The hub on PostgreSQL and the same broker.
     let pki_dir = tempfile::tempdir().unwrap();
@@ -163,65 +326,67 @@ async fn main() {
         .build()
         .unwrap();
 
-    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
     let data_dir = tempfile::tempdir().unwrap();
     settings.data_dir = data_dir.path().to_owned();
     settings.server.listen = "127.0.0.1:0".parse().unwrap();
     settings.server.tls = Some(tls);
     settings.relay.poll_interval_ms = 20;
+    settings.police.delivery.poll_interval_ms = 20;
     let mut databases = Vec::new();
+    let rss_before_hub = memory_mib("VmRSS");
     // The hub alone: the adapter's work is measured separately in (d).
-    let hub = Hub::start(
-        &settings,
-        &admin_url,
-        &mut admin,
-        &mut databases,
-        Roles::HUB,
-    )
-    .await;
-    let (base, store) = (hub.base.clone(), hub.store.clone());
+    let hub_settings = fresh_settings(&settings, &admin_url, &mut admin, &mut databases).await;
+    let hub = Hub::start(&hub_settings, Roles::HUB).await;
 
-    // (b1) Batches of 500, two in flight, until every lead is acknowledged by Kafka.
-    let batches: Vec<Value> = (0..total)
-        .map(|i| sample(&format!("BENCH-B-{i}")))
-        .collect::<Vec<_>>()
-        .chunks(500)
-        .map(|chunk| json!({ "leads": chunk }))
-        .collect();
+    // Warm-up, not measured: the hub's first connections, the relay's producer id.
+    batch_point(&client, &hub, "WARM", 100, 100, 1).await;
+    println!("    (the line above is the warm-up, not a measurement)");
+    let mut rows: Vec<(String, f64)> = Vec::new();
+    for (size, in_flight) in [(100, 1), (100, 4), (100, 16), (500, 1), (500, 4), (500, 16)] {
+        let label = format!("B{size}x{in_flight}");
+        let rate = batch_point(&client, &hub, &label, total, size, in_flight).await;
+        rows.push((format!("batch {size} × {in_flight} in flight"), rate));
+    }
+
+    // Single POSTs, 16 in flight, until every lead is acknowledged by Kafka.
     let started = Instant::now();
-    let gate = Arc::new(tokio::sync::Semaphore::new(2));
-    let posts = batches.iter().map(|batch| {
+    let gate = Arc::new(tokio::sync::Semaphore::new(16));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..total {
+        let permit = gate.clone().acquire_owned().await.unwrap();
         let client = client.clone();
-        let url = format!("{base}/v1/leads/batch");
-        let gate = gate.clone();
-        async move {
-            let _permit = gate.acquire().await.unwrap();
+        let url = format!("{}/v1/leads", hub.base);
+        let lead = sample(&format!("BENCH-S16-{i}"));
+        tasks.spawn(async move {
             let one = Instant::now();
-            let response = client.post(url).json(batch).send().await.unwrap();
-            assert_eq!(response.status(), 200);
+            let response = client.post(url).json(&lead).send().await.unwrap();
+            assert_eq!(response.status(), 202);
+            drop(permit);
             one.elapsed().as_secs_f64() * 1000.0
-        }
-    });
-    let batch_latencies = futures::future::join_all(posts).await;
-    wait_until_published(&store).await;
-    let batch_elapsed = started.elapsed();
-    let hub_rate = summary(
-        "(b1) hub batch POST 500 → Kafka ack (rate); batch latency",
+        });
+    }
+    let mut latencies = Vec::with_capacity(total);
+    while let Some(latency) = tasks.join_next().await {
+        latencies.push(latency.unwrap());
+    }
+    wait_until_published(hub.store()).await;
+    let rate = summary(
+        "(b) single POSTs, 16 in flight → Kafka ack; POST → 202",
         total,
-        batch_elapsed,
-        batch_latencies,
+        started.elapsed(),
+        latencies,
     );
+    rows.push(("single POSTs, 16 in flight".into(), rate));
 
-    // (b2) Single leads at a steady 500 leads/s.
+    // Single leads at a steady 500 leads/s.
     let rate = 500u64;
-    let count = (total / 4).max(1000);
     let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
     let mut tasks = tokio::task::JoinSet::new();
     let started = Instant::now();
-    for i in 0..count {
+    for i in 0..steady_leads {
         ticker.tick().await;
         let client = client.clone();
-        let url = format!("{base}/v1/leads");
+        let url = format!("{}/v1/leads", hub.base);
         let lead = sample(&format!("BENCH-S-{i}"));
         tasks.spawn(async move {
             let one = Instant::now();
@@ -230,23 +395,23 @@ async fn main() {
             one.elapsed().as_secs_f64() * 1000.0
         });
     }
-    let mut single_latencies = Vec::with_capacity(count);
+    let mut single_latencies = Vec::with_capacity(steady_leads);
     while let Some(latency) = tasks.join_next().await {
         single_latencies.push(latency.unwrap());
     }
-    wait_until_published(&store).await;
+    wait_until_published(hub.store()).await;
     summary(
-        "(b2) hub single POST at 500/s: POST → 202",
-        count,
+        "(b) single POSTs at a steady 500/s: POST → 202",
+        steady_leads,
         started.elapsed(),
         single_latencies,
     );
-    let rows =
+    let published =
         sqlx::query("SELECT created_at, published_at FROM outbox WHERE published_at IS NOT NULL")
-            .fetch_all(store.pool())
+            .fetch_all(hub.store().pool())
             .await
             .unwrap();
-    let publish_latencies: Vec<f64> = rows
+    let publish_latencies: Vec<f64> = published
         .iter()
         .map(|row| {
             let created =
@@ -256,30 +421,25 @@ async fn main() {
             (published - created).num_microseconds().unwrap() as f64 / 1000.0
         })
         .collect();
-    summary(
+    let all = publish_latencies.len();
+    let mut sorted = publish_latencies;
+    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "{:<52} {all:>7} leads {:>16}   p50 {:>8.2} ms   p99 {:>8.2} ms",
         "(b) commit → Kafka ack recorded, all hub leads",
-        publish_latencies.len(),
-        batch_elapsed,
-        publish_latencies,
+        "",
+        percentile(&sorted, 0.50),
+        percentile(&sorted, 0.99)
     );
-
     hub.stop().await;
 
     // (d) End to end through the police adapter at a steady 200 leads/s.
-    settings.police.delivery.poll_interval_ms = 20;
-    let e2e = Hub::start(
-        &settings,
-        &admin_url,
-        &mut admin,
-        &mut databases,
-        Roles::ALL,
-    )
-    .await;
-    let count = (total / 10).max(1000);
+    let e2e_settings = fresh_settings(&settings, &admin_url, &mut admin, &mut databases).await;
+    let e2e = Hub::start(&e2e_settings, Roles::ALL).await;
     let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / 200));
     let mut tasks = tokio::task::JoinSet::new();
     let started = Instant::now();
-    for i in 0..count {
+    for i in 0..e2e_leads {
         ticker.tick().await;
         let client = client.clone();
         let url = format!("{}/v1/leads", e2e.base);
@@ -292,22 +452,11 @@ async fn main() {
     }
     while tasks.join_next().await.is_some() {}
     let police = e2e.police.clone().unwrap();
-    loop {
-        let (waiting, delivered): (i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*) FILTER (WHERE delivered_at IS NULL), COUNT(*) FILTER (WHERE delivered_at IS NOT NULL) FROM police_deliveries",
-        )
-        .fetch_one(police.pool())
-        .await
-        .unwrap();
-        if waiting == 0 && delivered as usize >= count {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_delivered(&police, e2e_leads).await;
     let elapsed = started.elapsed();
     let accepted: std::collections::HashMap<String, String> =
         sqlx::query("SELECT lead_id, received_at FROM lead_revisions")
-            .fetch_all(e2e.store.pool())
+            .fetch_all(e2e.store().pool())
             .await
             .unwrap()
             .iter()
@@ -335,12 +484,63 @@ async fn main() {
     );
     e2e.stop().await;
 
-    println!();
+    // (d) The adapter's sustained rate: the hub alone puts a backlog on Kafka, then the
+    // adapter alone (same topics, its own database) drains it into the inbox.
+    let drain_settings = fresh_settings(&settings, &admin_url, &mut admin, &mut databases).await;
+    let hub = Hub::start(&drain_settings, Roles::HUB).await;
+    let clues: Vec<Value> = (0..e2e_leads)
+        .map(|i| {
+            let mut lead = sample(&format!("BENCH-D-{i}"));
+            lead["kind"] = json!("clue");
+            lead
+        })
+        .collect();
+    for chunk in clues.chunks(500) {
+        let response = client
+            .post(format!("{}/v1/leads/batch", hub.base))
+            .json(&json!({ "leads": chunk }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    wait_until_published(hub.store()).await;
+    hub.stop().await;
+    let adapter = Hub::start(&drain_settings, Roles::POLICE).await;
+    let started = Instant::now();
+    let police = adapter.police.clone().unwrap();
+    wait_until_delivered(&police, e2e_leads).await;
+    let adapter_rate = e2e_leads as f64 / started.elapsed().as_secs_f64();
     println!(
-        "hub batch / raw producer = {:.1} %",
-        100.0 * hub_rate / raw_rate
+        "{:<52} {e2e_leads:>7} leads {adapter_rate:>10.0} leads/s   (from start-up, backlog on Kafka)",
+        "(d) adapter alone draining a backlog → in the inbox",
     );
-    println!("validation per core      = {validation_rate:.0} leads/s");
+    adapter.stop().await;
+    let peak = memory_mib("VmHWM");
+
+    println!();
+    println!("ratios to (p) ProducerPerformance, {perf:.0} records/s:");
+    for (name, rate) in &rows {
+        println!(
+            "  {name:<32} {rate:>8.0} leads/s   {:>6.3} of (p)",
+            rate / perf
+        );
+    }
+    println!(
+        "  {:<32} {adapter_rate:>8.0} leads/s   {:>6.3} of (p)",
+        "adapter draining a backlog",
+        adapter_rate / perf
+    );
+    println!(
+        "  {:<32} {raw_rate:>8.0} leads/s   {:>6.3} of (p)",
+        "(a) raw rdkafka producer",
+        raw_rate / perf
+    );
+    println!("validation per core: {validation_rate:.0} leads/s");
+    println!(
+        "peak resident memory (VmHWM) of the bench process, hub + load generator: {peak:.0} MiB \
+         (VmRSS {rss_before_hub:.0} MiB before the hub started)"
+    );
     for database in databases {
         sqlx::query(&format!("DROP DATABASE {database} WITH (FORCE)"))
             .execute(&mut admin)
@@ -349,42 +549,65 @@ async fn main() {
     }
 }
 
-/// A hub on fresh PostgreSQL databases (its own, and the adapter's when it runs one).
+async fn wait_until_delivered(police: &leadbridge::store::Store, count: usize) {
+    loop {
+        let (waiting, delivered): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*) FILTER (WHERE delivered_at IS NULL), COUNT(*) FILTER (WHERE delivered_at IS NOT NULL) FROM police_deliveries",
+        )
+        .fetch_one(police.pool())
+        .await
+        .unwrap();
+        if waiting == 0 && delivered as usize >= count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Settings for a hub on fresh PostgreSQL databases (its own, and the adapter's) and fresh
+/// topics.
+async fn fresh_settings(
+    template: &Settings,
+    admin_url: &str,
+    admin: &mut sqlx::PgConnection,
+    databases: &mut Vec<String>,
+) -> Settings {
+    let mut settings = template.clone();
+    let server = admin_url.rsplit_once('/').unwrap().0.to_owned();
+    let mut names = Vec::new();
+    for _ in 0..2 {
+        let name = format!("lb_bench_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut *admin)
+            .await
+            .unwrap();
+        databases.push(name.clone());
+        names.push(name);
+    }
+    settings.database.url = Some(Secret::new(format!("{server}/{}", names[0])));
+    settings.police.database_url = Some(Secret::new(format!("{server}/{}", names[1])));
+    settings.kafka.topic_prefix = format!("bench{}", uuid::Uuid::new_v4().simple());
+    settings.police.group_id = format!("{}-police", settings.kafka.topic_prefix);
+    settings
+}
+
+/// A running application on the given settings (the hub, the adapter, or both).
 struct Hub {
     base: String,
-    store: leadbridge::store::Store,
+    store: Option<leadbridge::store::Store>,
     police: Option<leadbridge::store::Store>,
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl Hub {
-    async fn start(
-        template: &Settings,
-        admin_url: &str,
-        admin: &mut sqlx::PgConnection,
-        databases: &mut Vec<String>,
-        roles: Roles,
-    ) -> Hub {
-        let mut settings = template.clone();
-        let server = admin_url.rsplit_once('/').unwrap().0.to_owned();
-        let mut names = Vec::new();
-        for _ in 0..2 {
-            let name = format!("lb_bench_{}", uuid::Uuid::new_v4().simple());
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut *admin)
-                .await
-                .unwrap();
-            databases.push(name.clone());
-            names.push(name);
-        }
-        settings.database.url = Some(Secret::new(format!("{server}/{}", names[0])));
-        settings.police.database_url = Some(Secret::new(format!("{server}/{}", names[1])));
-        settings.kafka.topic_prefix = format!("bench{}", uuid::Uuid::new_v4().simple());
-        settings.police.group_id = format!("{}-police", settings.kafka.topic_prefix);
-        let app = Application::build(settings, roles).await.unwrap();
-        let base = format!("https://127.0.0.1:{}", app.local_addr().unwrap().port());
-        let store = app.store().clone();
+    async fn start(settings: &Settings, roles: Roles) -> Hub {
+        let app = Application::build(settings.clone(), roles).await.unwrap();
+        let base = format!(
+            "https://127.0.0.1:{}",
+            app.local_addr().map(|a| a.port()).unwrap_or(0)
+        );
+        let store = roles.hub_api.then(|| app.store().clone());
         let police = app.police_store().map(|p| p.store().clone());
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(app.run_until_stopped(stopped));
@@ -395,6 +618,10 @@ impl Hub {
             stop,
             task,
         }
+    }
+
+    fn store(&self) -> &leadbridge::store::Store {
+        self.store.as_ref().unwrap()
     }
 
     async fn stop(self) {

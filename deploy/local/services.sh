@@ -4,13 +4,18 @@
 #   - PostgreSQL (Debian package, but our own cluster) on 127.0.0.1:54329
 #   - Apache Kafka (jars from Maven Central, KRaft single node) on 127.0.0.1:19092
 #
-# Usage: services.sh up | env | status | down | reset
+#   - for the benchmark only: a second PostgreSQL cluster on 127.0.0.1:54330 with
+#     production durability (fsync, synchronous_commit, full_page_writes on)
+#
+# Usage: services.sh up | up-bench | env | status | down | reset
 #   up      install what is missing, start what is not running, wait until both
 #           serve requests. Idempotent: a second run only checks and returns.
-#   env     print `export ...` lines for the test suite (eval "$(services.sh env)").
-#   status  say whether each service is up (exit 0 only if both are).
-#   down    stop both (data is kept).
-#   reset   stop both and delete their data (downloaded Kafka jars are kept).
+#   up-bench  the same for the benchmark: the durable PostgreSQL cluster and Kafka.
+#   env     print `export ...` lines for the test suite (eval "$(services.sh env)"),
+#           and for the benchmark (the durable cluster's URL, the Kafka jars).
+#   status  say whether each service is up (exit 0 only if the test services are).
+#   down    stop all (data is kept).
+#   reset   stop all and delete their data (downloaded Kafka jars are kept).
 #
 # State (data, logs, pid files, jars) lives in ${LEADBRIDGE_SERVICES_DIR:-/var/lib/leadbridge-services}.
 # See deploy/local/README.md.
@@ -28,10 +33,21 @@ KAFKA_CONTROLLER_PORT=19093
 PG_ROLE=leadbridge
 PG_PASSWORD=leadbridge
 
-PG_DIR=$STATE/postgres
-PG_DATA=$PG_DIR/data
-PG_RUN=$PG_DIR/run            # unix socket dir: keeps us off /var/run/postgresql
-PG_LOG=$PG_DIR/postgres.log
+PG_BENCH_PORT=54330
+
+# Which PostgreSQL cluster the pg_* functions below work on: "test" (durability off,
+# for the test suite) or "bench" (production durability, for deploy/local/bench.sh).
+pg_select() {
+  PG_CLUSTER=$1
+  case "$1" in
+    test) PG_DIR=$STATE/postgres; PG_PORT=54329 ;;
+    bench) PG_DIR=$STATE/postgres-bench; PG_PORT=$PG_BENCH_PORT ;;
+  esac
+  PG_DATA=$PG_DIR/data
+  PG_RUN=$PG_DIR/run            # unix socket dir: keeps us off /var/run/postgresql
+  PG_LOG=$PG_DIR/postgres.log
+}
+pg_select test
 
 KAFKA_DIR=$STATE/kafka
 KAFKA_LIBS=$KAFKA_DIR/libs
@@ -40,10 +56,12 @@ KAFKA_LOGS=$KAFKA_DIR/logs    # broker's own log4j output (server.log)
 KAFKA_OUT=$KAFKA_DIR/kafka.out  # stdout/stderr of the JVM (crashes before logging starts)
 KAFKA_PID=$KAFKA_DIR/kafka.pid
 KAFKA_POM=$HERE/kafka/pom.xml
-KAFKA_READY_TIMEOUT=90
+KAFKA_READY_TIMEOUT=${LEADBRIDGE_KAFKA_READY_TIMEOUT:-90}
 
-# Broker JVM: small heap, this is a test box with 2 cores.
-KAFKA_JVM_OPTS=(-Xms256m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20
+# Broker JVM: small heap, this is a test box with 2 cores. Every test creates its own
+# topics, kept until the data is reset; the broker's memory grows with their partitions
+# (512m runs out at about 15,000), hence the override.
+KAFKA_JVM_OPTS=(-Xms256m "-Xmx${LEADBRIDGE_KAFKA_HEAP:-512m}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20
   -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true
   "-Dkafka.logs.dir=$KAFKA_LOGS" "-Dlog4j2.configurationFile=$KAFKA_DIR/log4j2.properties")
 # CLI tools (readiness probe, StorageTool): start fast, log only warnings to stderr.
@@ -141,7 +159,9 @@ pg_psql_admin() {
 pg_write_config() {
   # Settings for a throw-away test cluster: durability off (tests recreate
   # everything), many connections because each test opens its own pools.
-  local want
+  # The bench cluster keeps PostgreSQL's production defaults for durability.
+  local want durability=off
+  [ "$PG_CLUSTER" = bench ] && durability=on
   want=$(cat <<EOF
 # Written by deploy/local/services.sh; edits are overwritten on the next "up".
 listen_addresses = '$HOST'
@@ -149,9 +169,9 @@ port = $PG_PORT
 unix_socket_directories = '$PG_RUN'
 max_connections = 300
 shared_buffers = 128MB
-fsync = off
-synchronous_commit = off
-full_page_writes = off
+fsync = $durability
+synchronous_commit = $durability
+full_page_writes = $durability
 log_min_messages = warning
 log_connections = off
 EOF
@@ -159,7 +179,7 @@ EOF
   if [ "$(cat "$PG_DATA/leadbridge.conf" 2>/dev/null)" != "$want" ]; then
     printf '%s\n' "$want" >"$PG_DATA/leadbridge.conf"
     chown postgres:postgres "$PG_DATA/leadbridge.conf"
-    pg_running && log "postgres: settings changed; run 'down' then 'up' to apply them"
+    pg_running && log "postgres ($PG_CLUSTER): settings changed; run 'down' then 'up' to apply them"
   fi
   return 0
 }
@@ -176,7 +196,7 @@ pg_up() {
   if [ ! -s "$PG_DATA/PG_VERSION" ]; then
     rm -rf "$PG_DATA"   # leftovers of an interrupted initdb
     bin=$(pg_bin)
-    log "postgres: initdb $PG_DATA ($("$bin/postgres" --version))"
+    log "postgres ($PG_CLUSTER): initdb $PG_DATA ($("$bin/postgres" --version))"
     # local socket: trust (setup runs as the postgres OS user);
     # TCP from 127.0.0.1: password (md5 in pg_hba; PG answers with SCRAM since
     # passwords are stored as SCRAM, which every client we use speaks).
@@ -189,10 +209,10 @@ pg_up() {
   pg_write_config
 
   if pg_running; then
-    log "postgres: already running on $HOST:$PG_PORT"
+    log "postgres ($PG_CLUSTER): already running on $HOST:$PG_PORT"
   else
     port_open "$PG_PORT" && die "port $PG_PORT is taken by another process (not our cluster in $PG_DATA)"
-    log "postgres: starting on $HOST:$PG_PORT (log: $PG_LOG)"
+    log "postgres ($PG_CLUSTER): starting on $HOST:$PG_PORT (log: $PG_LOG)"
     # 9>&- : do not hand our lock file descriptor to the long-lived server.
     # (pg_ctl's own messages go to a separate file: $PG_LOG must be created by
     # the server itself, as user postgres.)
@@ -208,16 +228,16 @@ DO \$\$ BEGIN
   END IF;
 END \$\$;
 SQL
-  log "postgres: ready"
+  log "postgres ($PG_CLUSTER): ready"
 }
 
 pg_down() {
   if pg_running; then
-    log "postgres: stopping"
+    log "postgres ($PG_CLUSTER): stopping"
     as_pg "$(pg_bin)/pg_ctl" -D "$PG_DATA" -m fast -w -t 60 stop >/dev/null \
       || { show_tail "$PG_LOG"; die "postgres failed to stop"; }
   else
-    log "postgres: not running"
+    log "postgres ($PG_CLUSTER): not running"
   fi
 }
 
@@ -449,9 +469,18 @@ case "$cmd" in
     pg_up
     kafka_up
     ;;
+  up-bench)
+    take_lock
+    pg_select bench
+    pg_up
+    kafka_up
+    ;;
   env)
     echo "export LEADBRIDGE_TEST_DATABASE_URL=postgres://$PG_ROLE:$PG_PASSWORD@$HOST:$PG_PORT/postgres"
     echo "export LEADBRIDGE_TEST_KAFKA=$HOST:$KAFKA_PORT"
+    echo "export LEADBRIDGE_BENCH_DATABASE_URL=postgres://$PG_ROLE:$PG_PASSWORD@$HOST:$PG_BENCH_PORT/postgres"
+    echo "export LEADBRIDGE_KAFKA_LIBS=$KAFKA_LIBS"
+    echo "export LEADBRIDGE_KAFKA_TOOLS_LOG4J=$KAFKA_DIR/tools-log4j2.properties"
     ;;
   status)
     rc=0
@@ -459,6 +488,9 @@ case "$cmd" in
     else echo "postgres: down"; rc=1; fi
     if kafka_running && port_open "$KAFKA_PORT"; then echo "kafka: up ($HOST:$KAFKA_PORT, pid $(kafka_pid))"
     else echo "kafka: down"; rc=1; fi
+    pg_select bench
+    if pg_running && port_open "$PG_PORT"; then echo "postgres (bench, durable): up ($HOST:$PG_PORT, data $PG_DATA)"
+    else echo "postgres (bench, durable): down (started by up-bench only)"; fi
     exit "$rc"
     ;;
   down)
@@ -466,18 +498,22 @@ case "$cmd" in
     take_lock
     kafka_down
     pg_down
+    pg_select bench
+    pg_down
     ;;
   reset)
     if [ -d "$STATE" ]; then
       take_lock
       kafka_down
       pg_down
-      log "deleting $PG_DIR, $KAFKA_DATA and $KAFKA_LOGS (Kafka jars in $KAFKA_LIBS are kept)"
-      rm -rf "$PG_DIR" "$KAFKA_DATA" "$KAFKA_LOGS"
+      pg_select bench
+      pg_down
+      log "deleting $STATE/postgres, $PG_DIR, $KAFKA_DATA and $KAFKA_LOGS (Kafka jars in $KAFKA_LIBS are kept)"
+      rm -rf "$STATE/postgres" "$PG_DIR" "$KAFKA_DATA" "$KAFKA_LOGS"
     fi
     ;;
   *)
-    echo "usage: $0 up|env|status|down|reset" >&2
+    echo "usage: $0 up|up-bench|env|status|down|reset" >&2
     exit 2
     ;;
 esac
