@@ -7,10 +7,11 @@
 #   - for the benchmark only: a second PostgreSQL cluster on 127.0.0.1:54330 with
 #     production durability (fsync, synchronous_commit, full_page_writes on)
 #
-# Usage: services.sh up | up-bench | env | status | down | reset
+# Usage: services.sh up | up-bench | env | status | purge-test-topics | down | reset
 #   up      install what is missing, start what is not running, wait until both
 #           serve requests. Idempotent: a second run only checks and returns.
 #   up-bench  the same for the benchmark: the durable PostgreSQL cluster and Kafka.
+#   purge-test-topics  delete the test and benchmark topics left on the broker (test.sh runs it).
 #   env     print `export ...` lines for the test suite (eval "$(services.sh env)"),
 #           and for the benchmark (the durable cluster's URL, the Kafka jars).
 #   status  say whether each service is up (exit 0 only if the test services are).
@@ -373,6 +374,24 @@ kafka_probe() {
     --list >/dev/null 2>>"$KAFKA_DIR/probe.log"
 }
 
+# Test topics are named t<32 hex>.… (tests) and bench<32 hex>.… (benchmarks). Tests delete
+# their own when they stop; a run that was killed leaves its topics behind, and thousands of
+# leftover partitions make the broker slow to start and can exhaust its heap.
+TEST_TOPICS='(t|bench)[0-9a-f]{32}[.].*'
+kafka_purge_test_topics() {
+  local count
+  count=$(timeout 60 java "${KAFKA_TOOL_OPTS[@]}" -cp "$KAFKA_LIBS/*" org.apache.kafka.tools.TopicCommand \
+    --bootstrap-server "$HOST:$KAFKA_PORT" --command-config "$KAFKA_DIR/probe-client.properties" \
+    --list 2>>"$KAFKA_DIR/probe.log" | grep -cE "^$TEST_TOPICS\$" || true)
+  if [ "${count:-0}" -gt 0 ]; then
+    log "kafka: deleting $count leftover test topics"
+    timeout 120 java "${KAFKA_TOOL_OPTS[@]}" -cp "$KAFKA_LIBS/*" org.apache.kafka.tools.TopicCommand \
+      --bootstrap-server "$HOST:$KAFKA_PORT" --command-config "$KAFKA_DIR/probe-client.properties" \
+      --delete --topic "$TEST_TOPICS" >>"$KAFKA_DIR/probe.log" 2>&1 \
+      || log "kafka: could not delete the leftover test topics (see $KAFKA_DIR/probe.log)"
+  fi
+}
+
 kafka_wait_ready() {
   local start=$SECONDS deadline=$((SECONDS + KAFKA_READY_TIMEOUT))
   log "kafka: waiting for the broker to serve requests (up to ${KAFKA_READY_TIMEOUT}s)"
@@ -475,6 +494,11 @@ case "$cmd" in
     pg_up
     kafka_up
     ;;
+  purge-test-topics)
+    take_lock
+    kafka_running && port_open "$KAFKA_PORT" || die "kafka is not running"
+    kafka_purge_test_topics
+    ;;
   env)
     echo "export LEADBRIDGE_TEST_DATABASE_URL=postgres://$PG_ROLE:$PG_PASSWORD@$HOST:$PG_PORT/postgres"
     echo "export LEADBRIDGE_TEST_KAFKA=$HOST:$KAFKA_PORT"
@@ -513,7 +537,7 @@ case "$cmd" in
     fi
     ;;
   *)
-    echo "usage: $0 up|up-bench|env|status|down|reset" >&2
+    echo "usage: $0 up|up-bench|env|status|purge-test-topics|down|reset" >&2
     exit 2
     ;;
 esac

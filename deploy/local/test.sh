@@ -10,6 +10,8 @@ cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/leadbridge/target}"
 
 bash deploy/local/services.sh up
+# Topics a killed run left behind slow the broker down (see services.sh); none is in use now.
+bash deploy/local/services.sh purge-test-topics
 eval "$(bash deploy/local/services.sh env)"
 
 cargo fmt --all -- --check

@@ -350,6 +350,9 @@ impl TestApp {
         if let Some(task) = self.task.take() {
             task.await.unwrap().unwrap();
         }
+        if self.embedded_broker.is_none() {
+            delete_test_topics(&self.bootstrap_servers, &self.settings.kafka.topic_prefix).await;
+        }
     }
 
     /// Keeps the app's data directory (and an embedded database in it) after the app is
@@ -462,6 +465,25 @@ impl Drop for TestApp {
                  `app.stop_leaving_work_unfinished(why).await`"
             );
         }
+    }
+}
+
+/// Deletes the topics of a test's prefix from the shared broker, best effort: thousands of
+/// leftover partitions make the broker slow to restart (a killed run's are purged by
+/// `deploy/local/test.sh`).
+pub async fn delete_test_topics(bootstrap_servers: &str, prefix: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    let Ok(admin) = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap_servers)
+        .create::<AdminClient<rdkafka::client::DefaultClientContext>>()
+    else {
+        return;
+    };
+    let names = leadbridge::kafka::Topics::new(prefix.to_owned()).all();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    if let Err(error) = admin.delete_topics(&names, &options).await {
+        tracing::debug!(%error, prefix, "Could not delete a test's topics.");
     }
 }
 
