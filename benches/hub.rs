@@ -85,9 +85,9 @@ fn memory_mib(field: &str) -> f64 {
 /// Runs Kafka's `ProducerPerformance` with its default producer settings except
 /// `acks=all` and `enable.idempotence=true`, and returns its final records/sec.
 fn producer_performance(kafka: &str, topic: &str, records: usize, record_size: usize) -> f64 {
-    let libs = env("LEADBRIDGE_KAFKA_LIBS");
+    let libs = env("LEADBRIDGE_TEST_KAFKA_LIBS");
     let mut command = std::process::Command::new("java");
-    if let Ok(log4j) = std::env::var("LEADBRIDGE_KAFKA_TOOLS_LOG4J") {
+    if let Ok(log4j) = std::env::var("LEADBRIDGE_TEST_KAFKA_TOOLS_LOG4J") {
         command.arg(format!("-Dlog4j2.configurationFile={log4j}"));
     }
     let output = command
@@ -174,7 +174,7 @@ async fn main() {
     let steady_leads = env_or("BENCH_STEADY_LEADS", 5_000);
     let e2e_leads = env_or("BENCH_E2E_LEADS", 2_000);
     let kafka = env("LEADBRIDGE_TEST_KAFKA");
-    let admin_url = env("LEADBRIDGE_BENCH_DATABASE_URL");
+    let admin_url = env("LEADBRIDGE_TEST_BENCH_DATABASE_URL");
     let now = Utc::now();
     let validator = Validator::built_in().unwrap();
     println!(

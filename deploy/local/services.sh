@@ -57,12 +57,12 @@ KAFKA_LOGS=$KAFKA_DIR/logs    # broker's own log4j output (server.log)
 KAFKA_OUT=$KAFKA_DIR/kafka.out  # stdout/stderr of the JVM (crashes before logging starts)
 KAFKA_PID=$KAFKA_DIR/kafka.pid
 KAFKA_POM=$HERE/kafka/pom.xml
-KAFKA_READY_TIMEOUT=${LEADBRIDGE_KAFKA_READY_TIMEOUT:-90}
+KAFKA_READY_TIMEOUT=${LEADBRIDGE_TEST_KAFKA_READY_TIMEOUT:-90}
 
 # Broker JVM: small heap, this is a test box with 2 cores. Every test creates its own
 # topics, kept until the data is reset; the broker's memory grows with their partitions
 # (512m runs out at about 15,000), hence the override.
-KAFKA_JVM_OPTS=(-Xms256m "-Xmx${LEADBRIDGE_KAFKA_HEAP:-512m}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20
+KAFKA_JVM_OPTS=(-Xms256m "-Xmx${LEADBRIDGE_TEST_KAFKA_HEAP:-512m}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20
   -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true
   "-Dkafka.logs.dir=$KAFKA_LOGS" "-Dlog4j2.configurationFile=$KAFKA_DIR/log4j2.properties")
 # CLI tools (readiness probe, StorageTool): start fast, log only warnings to stderr.
@@ -502,9 +502,9 @@ case "$cmd" in
   env)
     echo "export LEADBRIDGE_TEST_DATABASE_URL=postgres://$PG_ROLE:$PG_PASSWORD@$HOST:$PG_PORT/postgres"
     echo "export LEADBRIDGE_TEST_KAFKA=$HOST:$KAFKA_PORT"
-    echo "export LEADBRIDGE_BENCH_DATABASE_URL=postgres://$PG_ROLE:$PG_PASSWORD@$HOST:$PG_BENCH_PORT/postgres"
-    echo "export LEADBRIDGE_KAFKA_LIBS=$KAFKA_LIBS"
-    echo "export LEADBRIDGE_KAFKA_TOOLS_LOG4J=$KAFKA_DIR/tools-log4j2.properties"
+    echo "export LEADBRIDGE_TEST_BENCH_DATABASE_URL=postgres://$PG_ROLE:$PG_PASSWORD@$HOST:$PG_BENCH_PORT/postgres"
+    echo "export LEADBRIDGE_TEST_KAFKA_LIBS=$KAFKA_LIBS"
+    echo "export LEADBRIDGE_TEST_KAFKA_TOOLS_LOG4J=$KAFKA_DIR/tools-log4j2.properties"
     ;;
   status)
     rc=0

@@ -400,10 +400,11 @@ impl Settings {
         }
         figment = figment.merge(
             Env::prefixed("LEADBRIDGE_")
-                // Variables of the test harness and the config-file switch are not settings.
+                // Variables of the test harness (`LEADBRIDGE_TEST_*`), of the local services'
+                // scripts (`LEADBRIDGE_SERVICES_DIR`) and the config-file switch are not settings.
                 .filter(|key| {
                     let key = key.as_str().to_ascii_lowercase();
-                    !key.starts_with("test_") && key != "config"
+                    !key.starts_with("test_") && key != "services_dir" && key != "config"
                 })
                 .split("__"),
         );
