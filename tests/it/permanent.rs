@@ -653,11 +653,13 @@ async fn a_poison_message_too_large_to_dead_letter_whole_is_dead_lettered_reduce
     backend: Backend,
 ) {
     // One partition: the valid lead is behind the poison one.
-    let app = app(backend)
+    let mut app = app(backend)
         .roles(Roles::ALL)
         .with_settings(|settings| settings.kafka.topic_partitions = 1)
         .spawn()
         .await;
+    // The poison lead ends dead_lettered (reduced); nothing else may.
+    app.expect_lasting_failures(1);
     // Just under the producer's 1,000,000 bytes, so Kafka takes it on the leads topic; its
     // dead letter adds the error context and the original.* headers and cannot fit whole.
     let poison = inject(
