@@ -66,21 +66,6 @@ async fn stored_leads(app: &TestApp) -> i64 {
     leads
 }
 
-async fn post_raw(
-    app: &TestApp,
-    path: &str,
-    content_type: &str,
-    body: String,
-) -> reqwest::Response {
-    app.client(Agency::Environment)
-        .post(app.url(path))
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-}
-
 // ---------------------------------------------------------------------------------------------
 
 /// Puts a control character somewhere into a lead.
@@ -181,7 +166,7 @@ async fn repeated_keys_are_refused_with_the_key_and_its_offset(backend: Backend)
     let top = format!("{{\"summary\":\"第一份\",{}", &text[1..]);
     let offset = top.rfind("\"summary\"").unwrap();
     let body = problem(
-        post_raw(&app, "/v1/leads", "application/json", top).await,
+        app.post_raw("/v1/leads", "application/json", top).await,
         400,
         "duplicate_key",
     )
@@ -196,7 +181,8 @@ async fn repeated_keys_are_refused_with_the_key_and_its_offset(backend: Backend)
     let nested = format!("{}\"agency\":\"land\",{}", &text[..at], &text[at..]);
     let offset = at + "\"agency\":\"land\",".len();
     let body = problem(
-        post_raw(&app, "/v1/leads", "application/json", nested.clone()).await,
+        app.post_raw("/v1/leads", "application/json", nested.clone())
+            .await,
         400,
         "duplicate_key",
     )
@@ -209,15 +195,15 @@ async fn repeated_keys_are_refused_with_the_key_and_its_offset(backend: Backend)
     let batch = format!("{{\"leads\":[{good},{nested}]}}");
     let offset = "{\"leads\":[".len() + good.len() + 1 + (at + "\"agency\":\"land\",".len());
     let body = problem(
-        post_raw(&app, "/v1/leads/batch", "application/json", batch).await,
+        app.post_raw("/v1/leads/batch", "application/json", batch)
+            .await,
         400,
         "duplicate_key",
     )
     .await;
     assert_eq!(body["byte_offset"], offset);
     let body = problem(
-        post_raw(
-            &app,
+        app.post_raw(
             "/v1/leads/batch",
             "application/json",
             "{\"leads\": [], \"leads\": []}".into(),
@@ -233,7 +219,7 @@ async fn repeated_keys_are_refused_with_the_key_and_its_offset(backend: Backend)
     // Deep nesting is still malformed JSON, not a crash.
     let deep = "[".repeat(100_000);
     problem(
-        post_raw(&app, "/v1/leads", "application/json", deep).await,
+        app.post_raw("/v1/leads", "application/json", deep).await,
         400,
         "malformed_json",
     )

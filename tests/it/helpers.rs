@@ -276,6 +276,23 @@ impl TestApp {
             .expect("the hub answers")
     }
 
+    /// Posts `body` as the environment agency with any content type: for the tests of what
+    /// the hub does with bodies that are not (or not only) JSON.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: String,
+    ) -> reqwest::Response {
+        self.client(Agency::Environment)
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("the hub answers")
+    }
+
     pub async fn get_lead(&self, agency: Agency, lead_id: &str) -> reqwest::Response {
         self.client(agency)
             .get(self.url(&format!("/v1/leads/{lead_id}")))

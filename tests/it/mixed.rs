@@ -76,21 +76,6 @@ async fn client_post_json(app: &TestApp, path: &str, body: &Value) -> reqwest::R
     response
 }
 
-async fn post_text(
-    app: &TestApp,
-    path: &str,
-    content_type: &str,
-    body: String,
-) -> reqwest::Response {
-    app.client(Agency::Environment)
-        .post(app.url(path))
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn valid_leads_interleaved_with_every_hostile_case_are_all_delivered_on_postgres() {
     let mut app = app(Backend::Real)
@@ -228,7 +213,8 @@ async fn valid_leads_interleaved_with_every_hostile_case_are_all_delivered_on_po
     let duplicated = text.replacen('{', "{\"lead_type\": \"land.illegal_mining\", ", 1);
     expect_problem(
         "a repeated key",
-        post_text(&app, "/v1/leads", "application/json", duplicated).await,
+        app.post_raw("/v1/leads", "application/json", duplicated)
+            .await,
         400,
         "duplicate_key",
     )
@@ -304,7 +290,8 @@ async fn valid_leads_interleaved_with_every_hostile_case_are_all_delivered_on_po
     let body = json!({"reason": "补充\u{1b}[2J鉴定"}).to_string();
     let refused = expect_problem(
         "an escape sequence in a reason",
-        post_text(&app, &reconsideration, "application/json", body).await,
+        app.post_raw(&reconsideration, "application/json", body)
+            .await,
         422,
         "validation",
     )

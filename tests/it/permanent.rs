@@ -25,6 +25,30 @@ use crate::helpers::{
 };
 use crate::police::eventually;
 
+/// Creates the leads topics of `topics` on the test broker, one partition each, with this
+/// `max.message.bytes`.
+async fn create_leads_topics(topics: &Topics, max_message_bytes: &str) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", test_kafka())
+        .create()
+        .unwrap();
+    let names: Vec<String> = Agency::ALL.into_iter().map(|a| topics.leads(a)).collect();
+    let new_topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|name| {
+            NewTopic::new(name, 1, TopicReplication::Fixed(1))
+                .set("max.message.bytes", max_message_bytes)
+        })
+        .collect();
+    for result in admin
+        .create_topics(&new_topics, &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        result.unwrap();
+    }
+}
+
 /// A lead that passed the validator, for injecting events below the API.
 pub fn validated(lead: Value) -> ValidatedLead {
     Validator::built_in()
@@ -595,25 +619,8 @@ async fn the_hub_refuses_to_start_when_the_largest_lead_cannot_fit_a_leads_topic
     let pki = TestPki::new();
     let settings = test_settings(Backend::Real, data_dir.path(), &pki).await;
     let topics = Topics::new(settings.kafka.topic_prefix.clone());
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", test_kafka())
-        .create()
-        .unwrap();
-    let names: Vec<String> = Agency::ALL.into_iter().map(|a| topics.leads(a)).collect();
     // 200,000 bytes: the default 900 KiB lead cannot fit.
-    let new_topics: Vec<NewTopic<'_>> = names
-        .iter()
-        .map(|name| {
-            NewTopic::new(name, 1, TopicReplication::Fixed(1)).set("max.message.bytes", "200000")
-        })
-        .collect();
-    for result in admin
-        .create_topics(&new_topics, &AdminOptions::new())
-        .await
-        .unwrap()
-    {
-        result.unwrap();
-    }
+    create_leads_topics(&topics, "200000").await;
 
     let error = Application::build(settings.clone(), Roles::HUB)
         .await
@@ -857,26 +864,9 @@ fn incompressible(bytes: usize) -> String {
 async fn leads_that_fit_alone_are_published_though_together_they_exceed_the_topic_limit() {
     let prefix = format!("t{}.leadbridge", uuid::Uuid::new_v4().simple());
     let topics = Topics::new(prefix.clone());
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", test_kafka())
-        .create()
-        .unwrap();
-    let names: Vec<String> = Agency::ALL.into_iter().map(|a| topics.leads(a)).collect();
     // One partition, so that the leads share batches; 60,000 bytes, over the largest lead
     // (40,000 + the event overhead) so start-up passes, under two leads of 30 KB.
-    let new_topics: Vec<NewTopic<'_>> = names
-        .iter()
-        .map(|name| {
-            NewTopic::new(name, 1, TopicReplication::Fixed(1)).set("max.message.bytes", "60000")
-        })
-        .collect();
-    for result in admin
-        .create_topics(&new_topics, &AdminOptions::new())
-        .await
-        .unwrap()
-    {
-        result.unwrap();
-    }
+    create_leads_topics(&topics, "60000").await;
     let app = app(Backend::Real)
         .roles(Roles::ALL)
         .with_settings(move |settings| {
