@@ -7,11 +7,12 @@
 #   - for the benchmark only: a second PostgreSQL cluster on 127.0.0.1:54330 with
 #     production durability (fsync, synchronous_commit, full_page_writes on)
 #
-# Usage: services.sh up | up-bench | env | status | purge-test-topics | down | reset
+# Usage: services.sh up | up-bench | env | status | purge-test-data | down | reset
 #   up      install what is missing, start what is not running, wait until both
 #           serve requests. Idempotent: a second run only checks and returns.
 #   up-bench  the same for the benchmark: the durable PostgreSQL cluster and Kafka.
-#   purge-test-topics  delete the test and benchmark topics left on the broker (test.sh runs it).
+#   purge-test-data  delete the test topics and test databases a killed run left behind
+#           (test.sh runs it before the tests).
 #   env     print `export ...` lines for the test suite (eval "$(services.sh env)"),
 #           and for the benchmark (the durable cluster's URL, the Kafka jars).
 #   status  say whether each service is up (exit 0 only if the test services are).
@@ -392,6 +393,21 @@ kafka_purge_test_topics() {
   fi
 }
 
+# Test databases are lb_test_<32 hex> (see tests/it/helpers.rs); tests drop their own when they
+# stop, and this drops what a killed run left (each is a few MB; thousands fill a disk).
+pg_purge_test_databases() {
+  local count
+  count=$(as_pg "$(pg_bin)/psql" -X -At -h "$PG_RUN" -p "$PG_PORT" -U postgres -d postgres \
+    -c "SELECT count(*) FROM pg_database WHERE datname LIKE 'lb\_test\_%'" 2>/dev/null || echo 0)
+  if [ "${count:-0}" -gt 0 ]; then
+    log "postgres: dropping $count leftover test databases"
+    pg_psql_admin >/dev/null <<'SQL' || log "postgres: could not drop every leftover test database"
+SELECT format('DROP DATABASE IF EXISTS %I WITH (FORCE)', datname)
+FROM pg_database WHERE datname LIKE 'lb\_test\_%' \gexec
+SQL
+  fi
+}
+
 kafka_wait_ready() {
   local start=$SECONDS deadline=$((SECONDS + KAFKA_READY_TIMEOUT))
   log "kafka: waiting for the broker to serve requests (up to ${KAFKA_READY_TIMEOUT}s)"
@@ -494,10 +510,12 @@ case "$cmd" in
     pg_up
     kafka_up
     ;;
-  purge-test-topics)
+  purge-test-data)
     take_lock
     kafka_running && port_open "$KAFKA_PORT" || die "kafka is not running"
+    pg_running && port_open "$PG_PORT" || die "postgres is not running"
     kafka_purge_test_topics
+    pg_purge_test_databases
     ;;
   env)
     echo "export LEADBRIDGE_TEST_DATABASE_URL=postgres://$PG_ROLE:$PG_PASSWORD@$HOST:$PG_PORT/postgres"
@@ -537,7 +555,7 @@ case "$cmd" in
     fi
     ;;
   *)
-    echo "usage: $0 up|up-bench|env|status|purge-test-topics|down|reset" >&2
+    echo "usage: $0 up|up-bench|env|status|purge-test-data|down|reset" >&2
     exit 2
     ;;
 esac

@@ -10,8 +10,9 @@ cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/leadbridge/target}"
 
 bash deploy/local/services.sh up
-# Topics a killed run left behind slow the broker down (see services.sh); none is in use now.
-bash deploy/local/services.sh purge-test-topics
+# Topics and databases a killed run left behind slow the broker down and fill the disk (see
+# services.sh); none is in use now.
+bash deploy/local/services.sh purge-test-data
 eval "$(bash deploy/local/services.sh env)"
 
 cargo fmt --all -- --check

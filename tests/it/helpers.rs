@@ -142,6 +142,8 @@ pub struct TestApp {
     stopped: bool,
     /// How many leads the test means to end `publish_failed` or `dead_lettered`.
     lasting_failures: usize,
+    /// Leave the PostgreSQL databases in place at stop (the test reads them afterwards).
+    keep_databases: bool,
     _data_dir: Arc<tempfile::TempDir>,
 }
 
@@ -249,6 +251,7 @@ impl TestAppBuilder {
             task: Some(task),
             stopped: false,
             lasting_failures: 0,
+            keep_databases: false,
             _data_dir: data_dir,
         }
     }
@@ -370,6 +373,21 @@ impl TestApp {
         if self.embedded_broker.is_none() {
             delete_test_topics(&self.bootstrap_servers, &self.settings.kafka.topic_prefix).await;
         }
+        for url in [
+            &self.settings.database.url,
+            &self.settings.police.database_url,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            drop_test_database(url.expose()).await;
+        }
+    }
+
+    /// Keeps the app's PostgreSQL databases after it stopped; the test drops them with
+    /// [`drop_test_database`] once it has read them.
+    pub fn keep_databases(&mut self) {
+        self.keep_databases = true;
     }
 
     /// Keeps the app's data directory (and an embedded database in it) after the app is
@@ -483,6 +501,25 @@ impl Drop for TestApp {
             );
         }
     }
+}
+
+/// Drops a database `fresh_postgres_database` made, best effort (thousands of leftovers fill
+/// the disk; a killed run's are purged by `deploy/local/test.sh`). Other URLs are left alone.
+pub async fn drop_test_database(url: &str) {
+    let Some((_, name)) = url.rsplit_once('/') else {
+        return;
+    };
+    if !url.starts_with("postgres") || !name.starts_with("lb_test_") {
+        return;
+    }
+    let Ok(mut admin) = sqlx::PgConnection::connect(&test_database_admin_url()).await else {
+        return;
+    };
+    let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+    if let Err(error) = sqlx::query(&drop).execute(&mut admin).await {
+        tracing::debug!(%error, name, "Could not drop a test database.");
+    }
+    let _ = admin.close().await;
 }
 
 /// Deletes the topics of a test's prefix from the shared broker, best effort: thousands of

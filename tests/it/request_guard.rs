@@ -211,7 +211,8 @@ async fn a_body_still_unsent_at_the_deadline_is_answered_on_the_embedded_default
 }
 
 async fn shutdown_lets_the_requests_in_progress_finish(backend: Backend) {
-    let app = app(backend).spawn().await;
+    let mut app = app(backend).spawn().await;
+    app.keep_databases();
     let in_progress = HalfSent::start(&app).await;
     // Let the handler start reading the body before the shutdown begins.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -253,6 +254,8 @@ async fn shutdown_lets_the_requests_in_progress_finish(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(leads, 1);
+    drop(connection);
+    crate::helpers::drop_test_database(&url).await;
 }
 
 #[tokio::test]
