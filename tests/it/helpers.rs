@@ -373,14 +373,14 @@ impl TestApp {
         if self.embedded_broker.is_none() {
             delete_test_topics(&self.bootstrap_servers, &self.settings.kafka.topic_prefix).await;
         }
-        for url in [
-            &self.settings.database.url,
-            &self.settings.police.database_url,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            drop_test_database(url.expose()).await;
+        if !self.keep_databases {
+            let databases = [
+                &self.settings.database.url,
+                &self.settings.police.database_url,
+            ];
+            for url in databases.into_iter().flatten() {
+                drop_test_database(url.expose()).await;
+            }
         }
     }
 
