@@ -49,6 +49,20 @@ async fn create_leads_topics(topics: &Topics, max_message_bytes: &str) {
     }
 }
 
+/// Reads the test's dead-letter topic, which must hold exactly one letter (read on for half a
+/// second after it, to catch a second), and returns it.
+async fn the_one_dead_letter(app: &TestApp) -> rdkafka::message::OwnedMessage {
+    let mut letters = consume(
+        &app.bootstrap_servers,
+        &Topics::new(app.settings.kafka.topic_prefix.clone()).deadletter(),
+        1,
+        Duration::from_millis(500),
+    )
+    .await;
+    assert_eq!(letters.len(), 1, "exactly one dead letter");
+    letters.remove(0)
+}
+
 /// A lead that passed the validator, for injecting events below the API.
 pub fn validated(lead: Value) -> ValidatedLead {
     Validator::built_in()
@@ -354,23 +368,16 @@ async fn a_lead_the_adapter_cannot_store_is_dead_lettered_reported_and_blocks_no
     assert_eq!(item["error_class"], "unstorable");
     assert!(item.get("lead").is_none(), "no lead content in the receipt");
 
-    let letters = consume(
-        &app.bootstrap_servers,
-        &Topics::new(app.settings.kafka.topic_prefix.clone()).deadletter(),
-        1,
-        Duration::from_millis(500),
-    )
-    .await;
-    assert_eq!(letters.len(), 1);
+    let letter = the_one_dead_letter(&app).await;
     assert_eq!(
-        header(&letters[0], "error_class").as_deref(),
+        header(&letter, "error_class").as_deref(),
         Some("unstorable")
     );
     assert_eq!(
-        header(&letters[0], "stage").as_deref(),
+        header(&letter, "stage").as_deref(),
         Some("police-adapter.consume")
     );
-    assert_eq!(payload(&letters[0])["lead_id"], nul_lead.as_str());
+    assert_eq!(payload(&letter)["lead_id"], nul_lead.as_str());
     assert_eq!(
         app.metrics
             .dead_letters
@@ -523,22 +530,12 @@ async fn a_receipt_the_hub_cannot_store_is_dead_lettered_and_blocks_nothing() {
     }
     app.wait_for_status(Agency::Environment, &lead_id, "received_by_police")
         .await;
-    let letters = consume(
-        &app.bootstrap_servers,
-        &Topics::new(app.settings.kafka.topic_prefix.clone()).deadletter(),
-        1,
-        Duration::from_millis(500),
-    )
-    .await;
-    assert_eq!(letters.len(), 1);
+    let letter = the_one_dead_letter(&app).await;
     assert_eq!(
-        header(&letters[0], "error_class").as_deref(),
+        header(&letter, "error_class").as_deref(),
         Some("unstorable")
     );
-    assert_eq!(
-        header(&letters[0], "stage").as_deref(),
-        Some("hub.receipts")
-    );
+    assert_eq!(header(&letter, "stage").as_deref(), Some("hub.receipts"));
     app.stop().await;
 }
 
@@ -692,15 +689,7 @@ async fn a_poison_message_too_large_to_dead_letter_whole_is_dead_lettered_reduce
     app.wait_for_status(Agency::Environment, &valid, "delivered")
         .await;
 
-    let letters = consume(
-        &app.bootstrap_servers,
-        &Topics::new(app.settings.kafka.topic_prefix.clone()).deadletter(),
-        1,
-        Duration::from_millis(500),
-    )
-    .await;
-    assert_eq!(letters.len(), 1);
-    let letter = &letters[0];
+    let letter = &the_one_dead_letter(&app).await;
     assert_eq!(header(letter, "payload_truncated").as_deref(), Some("true"));
     let original: usize = header(letter, "original_payload_bytes")
         .unwrap()
@@ -785,15 +774,7 @@ async fn a_receipt_too_large_to_dead_letter_whole_is_dead_lettered_reduced(backe
     }
     app.wait_for_status(Agency::Environment, &lead_id, "received_by_police")
         .await;
-    let letters = consume(
-        &app.bootstrap_servers,
-        &Topics::new(app.settings.kafka.topic_prefix.clone()).deadletter(),
-        1,
-        Duration::from_millis(500),
-    )
-    .await;
-    assert_eq!(letters.len(), 1);
-    let letter = &letters[0];
+    let letter = &the_one_dead_letter(&app).await;
     assert_eq!(header(letter, "payload_truncated").as_deref(), Some("true"));
     assert_eq!(
         header(letter, "original_payload_bytes").as_deref(),
