@@ -262,6 +262,48 @@ impl TestApp {
         format!("https://127.0.0.1:{}{path}", self.addr.port())
     }
 
+    /// Waits until the hub's relay has published (or failed) every outbox row. A liveness
+    /// bound generous for a loaded 2-core machine; on expiry it says which rows still wait
+    /// and why, so a stalled relay can be told from a slow one.
+    pub async fn wait_until_outbox_drained(&self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.store.outbox_backlog().await.unwrap().0 > 0 {
+            if Instant::now() >= deadline {
+                let waiting: Vec<String> = sqlx::query(
+                    "SELECT id, lead_id, revision, topic, attempts, last_error, claimed_by, \
+                     claimed_until, next_attempt_at FROM outbox \
+                     WHERE published_at IS NULL AND failed_at IS NULL ORDER BY id LIMIT 20",
+                )
+                .fetch_all(self.store.pool())
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| {
+                    use sqlx::Row;
+                    format!(
+                        "#{} lead {} r{} on {}: {} attempts, last error {:?}, claimed by {:?} \
+                         until {:?}, next attempt {:?}",
+                        row.get::<i64, _>("id"),
+                        row.get::<String, _>("lead_id"),
+                        row.get::<i64, _>("revision"),
+                        row.get::<String, _>("topic"),
+                        row.get::<i64, _>("attempts"),
+                        row.get::<Option<String>, _>("last_error"),
+                        row.get::<Option<String>, _>("claimed_by"),
+                        row.get::<Option<String>, _>("claimed_until"),
+                        row.get::<Option<String>, _>("next_attempt_at"),
+                    )
+                })
+                .collect();
+                panic!(
+                    "the outbox did not drain in 120 s; still waiting:\n{}",
+                    waiting.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn client(&self, agency: Agency) -> &reqwest::Client {
         &self.clients[&agency]
     }

@@ -73,22 +73,10 @@ fn shape(answers: &[Value]) -> Vec<Value> {
 
 /// A lead's stored rows, without ids, hashes and times: revisions with their status, the
 /// ingest's timeline events, outbox rows and audit entries, each in order.
-/// Waits until the relay published everything: publication changes a current revision's
+/// Read after the relay published everything: publication changes a current revision's
 /// status and appends to the ledger, which `audit::verify` must not see halfway.
-async fn drained(app: &TestApp) {
-    // A liveness bound, generous for a loaded 2-core machine (seen over 30 s once).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
-    while app.store.outbox_backlog().await.unwrap().0 > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the outbox never drained"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
-
 async fn stored_rows(app: &TestApp, lead_id: &str) -> Value {
-    drained(app).await;
+    app.wait_until_outbox_drained().await;
     let pool = app.store.pool();
     let revisions: Vec<Value> = sqlx::query(
         "SELECT revision, status FROM lead_revisions WHERE lead_id = $1 ORDER BY revision",
@@ -269,7 +257,7 @@ async fn a_batch_with_a_case_twice_answers_and_stores_as_sequential_submissions_
 
 /// Audit entries of accepted leads (the relay adds its own as it publishes).
 async fn received_entries(app: &TestApp) -> i64 {
-    drained(app).await;
+    app.wait_until_outbox_drained().await;
     audit::verify(&app.store).await.unwrap();
     sqlx::query("SELECT COUNT(*) AS n FROM audit_entries WHERE action = 'lead.received'")
         .fetch_one(app.store.pool())
