@@ -23,12 +23,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use leadbridge::config::{Secret, Settings, TlsSettings};
-use leadbridge::identity::Principal;
-use leadbridge::ingest::lead_event;
-use leadbridge::lead::{Agency, LeadId};
-use leadbridge::pki::DevCa;
-use leadbridge::validate::Validator;
+use leadbridge::app::Settings;
+use leadbridge::contract::lead::{Agency, LeadId};
+use leadbridge::contract::validate::Validator;
+use leadbridge::hub::ingest::lead_event;
+use leadbridge::shared::config::{Secret, TlsSettings};
+use leadbridge::shared::identity::Principal;
+use leadbridge::shared::pki::DevCa;
 use leadbridge::{Application, Roles};
 use rdkafka::producer::FutureRecord;
 use serde_json::{json, Value};
@@ -249,7 +250,7 @@ async fn main() {
 
     // (p) Kafka's ProducerPerformance on a fresh 3-partition topic of the same broker.
     let perf_topic = format!("bench{}.perf", uuid::Uuid::new_v4().simple());
-    leadbridge::kafka::ensure_topics(
+    leadbridge::shared::kafka::ensure_topics(
         &settings.kafka,
         &kafka,
         &[topic.clone(), perf_topic.clone()],
@@ -268,7 +269,7 @@ async fn main() {
     );
 
     // (a) Raw rdkafka producer: the same canonical lead events the relay publishes.
-    let producer = leadbridge::kafka::idempotent_producer(&settings.kafka, &kafka).unwrap();
+    let producer = leadbridge::shared::kafka::idempotent_producer(&settings.kafka, &kafka).unwrap();
     let started = Instant::now();
     let sends = events.iter().map(|(key, payload)| {
         let producer = &producer;
@@ -415,9 +416,11 @@ async fn main() {
         .iter()
         .map(|row| {
             let created =
-                leadbridge::store::parse_db_time(&row.get::<String, _>("created_at")).unwrap();
+                leadbridge::shared::store::parse_db_time(&row.get::<String, _>("created_at"))
+                    .unwrap();
             let published =
-                leadbridge::store::parse_db_time(&row.get::<String, _>("published_at")).unwrap();
+                leadbridge::shared::store::parse_db_time(&row.get::<String, _>("published_at"))
+                    .unwrap();
             (published - created).num_microseconds().unwrap() as f64 / 1000.0
         })
         .collect();
@@ -470,9 +473,11 @@ async fn main() {
     .unwrap()
     .iter()
     .filter_map(|row| {
-        let accepted =
-            leadbridge::store::parse_db_time(accepted.get(&row.get::<String, _>("lead_id"))?)?;
-        let delivered = leadbridge::store::parse_db_time(&row.get::<String, _>("delivered_at"))?;
+        let accepted = leadbridge::shared::store::parse_db_time(
+            accepted.get(&row.get::<String, _>("lead_id"))?,
+        )?;
+        let delivered =
+            leadbridge::shared::store::parse_db_time(&row.get::<String, _>("delivered_at"))?;
         Some((delivered - accepted).num_microseconds()? as f64 / 1000.0)
     })
     .collect();
@@ -549,7 +554,7 @@ async fn main() {
     }
 }
 
-async fn wait_until_delivered(police: &leadbridge::store::Store, count: usize) {
+async fn wait_until_delivered(police: &leadbridge::shared::store::Store, count: usize) {
     loop {
         let (waiting, delivered): (i64, i64) = sqlx::query_as(
             "SELECT COUNT(*) FILTER (WHERE delivered_at IS NULL), COUNT(*) FILTER (WHERE delivered_at IS NOT NULL) FROM police_deliveries",
@@ -594,8 +599,8 @@ async fn fresh_settings(
 /// A running application on the given settings (the hub, the adapter, or both).
 struct Hub {
     base: String,
-    store: Option<leadbridge::store::Store>,
-    police: Option<leadbridge::store::Store>,
+    store: Option<leadbridge::shared::store::Store>,
+    police: Option<leadbridge::shared::store::Store>,
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -620,7 +625,7 @@ impl Hub {
         }
     }
 
-    fn store(&self) -> &leadbridge::store::Store {
+    fn store(&self) -> &leadbridge::shared::store::Store {
         self.store.as_ref().unwrap()
     }
 
@@ -630,7 +635,7 @@ impl Hub {
     }
 }
 
-async fn wait_until_published(store: &leadbridge::store::Store) {
+async fn wait_until_published(store: &leadbridge::shared::store::Store) {
     loop {
         if store.outbox_backlog().await.unwrap().0 == 0 {
             return;

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use leadbridge::config::Settings;
-use leadbridge::lead::Agency;
-use leadbridge::validate::{ValidationError, Validator};
+use leadbridge::app::Settings;
+use leadbridge::contract::lead::Agency;
+use leadbridge::contract::validate::{ValidationError, Validator};
 use leadbridge::{Application, Roles};
 use tokio::sync::watch;
 
@@ -125,15 +125,15 @@ async fn main() -> anyhow::Result<()> {
         Command::PoliceAdapter(args) => run(&cli, args, Roles::POLICE).await,
         Command::Relay(data) => {
             let settings = settings(&cli, data, None)?;
-            leadbridge::telemetry::init_logging(&settings.log);
+            leadbridge::shared::telemetry::init_logging(&settings.log);
             let app = Application::build(settings, Roles::RELAY).await?;
             app.run_until_stopped(shutdown_signal()).await
         }
         Command::Migrate(data) => {
             let settings = settings(&cli, data, None)?;
-            leadbridge::telemetry::init_logging(&settings.log);
-            leadbridge::private_fs::private_dir(&settings.data_dir)?;
-            leadbridge::store::Store::connect(&settings.database_url(), 1).await?;
+            leadbridge::shared::telemetry::init_logging(&settings.log);
+            leadbridge::shared::private_fs::private_dir(&settings.data_dir)?;
+            leadbridge::hub::store::connect(&settings.database_url(), 1).await?;
             println!("migrations applied");
             Ok(())
         }
@@ -144,8 +144,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::VerifyAudit(data) => {
             let settings = settings(&cli, data, None)?;
-            let store = leadbridge::store::Store::connect(&settings.database_url(), 2).await?;
-            let verified = leadbridge::audit::verify(&store).await?;
+            let store = leadbridge::hub::store::connect(&settings.database_url(), 2).await?;
+            let verified = leadbridge::shared::audit::verify(&store).await?;
             println!(
                 "audit ledger verified: {} entries, head {}",
                 verified.entries, verified.head_hash
@@ -157,7 +157,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(cli: &Cli, args: &ServeArgs, roles: Roles) -> anyhow::Result<()> {
     let settings = settings(cli, &args.data, args.listen)?;
-    leadbridge::telemetry::init_logging(&settings.log);
+    leadbridge::shared::telemetry::init_logging(&settings.log);
     let embedded_pki = settings.server.tls.is_none();
     let data_dir = settings.data_dir.clone();
     let app = Application::build(settings, roles).await?;
@@ -177,7 +177,7 @@ async fn run(cli: &Cli, args: &ServeArgs, roles: Roles) -> anyhow::Result<()> {
 
 /// `leadbridge pki issue`: a certificate for one more principal from the development CA.
 fn issue_certificate(settings: &Settings, args: &IssueArgs) -> anyhow::Result<()> {
-    use leadbridge::identity::Principal;
+    use leadbridge::shared::identity::Principal;
     if settings.server.tls.is_some() {
         anyhow::bail!(
             "server.tls is configured: this hub trusts your own CA, so issue the certificate with it (subject O={}, OU=<role>, CN=<name>)",
@@ -216,7 +216,7 @@ fn issue_certificate(settings: &Settings, args: &IssueArgs) -> anyhow::Result<()
             dir.display()
         );
     }
-    let (cert, key) = leadbridge::pki::issue_with_dev_ca(&dir, &principal, args.force)?;
+    let (cert, key) = leadbridge::shared::pki::issue_with_dev_ca(&dir, &principal, args.force)?;
     println!("Issued a certificate for {principal}:");
     println!("  certificate {}", cert.display());
     println!("  key         {}", key.display());
@@ -261,7 +261,7 @@ fn validate_files(agency: Agency, files: &[PathBuf]) -> anyhow::Result<()> {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("cannot read {}", file.display()))?;
         // The API's parser, so a file passes here exactly when its body would pass there.
-        let document = match leadbridge::validate::json::parse(text.as_bytes()) {
+        let document = match leadbridge::contract::validate::json::parse(text.as_bytes()) {
             Ok(document) => document,
             Err(error) => {
                 println!("{}: {error}", file.display());

@@ -37,18 +37,17 @@ use tokio::sync::{watch, Notify};
 
 use super::routing::Routing;
 use super::settings::{PoliceSettings, SinkSettings};
-use super::store::{IncomingLead, PoliceStore, Route};
-use crate::ingest::LEAD_EVENT_SCHEMA;
-use crate::lead::{canonical_json, LeadId, LeadKind, LeadType};
-use crate::rules::RuleBook;
-use crate::store::StoreError;
-use crate::telemetry::{events, Metrics};
+use super::store::{DeadLetterSource, IncomingLead, PoliceStore, Route};
+use crate::contract::events::LEAD_EVENT_SCHEMA;
+use crate::contract::lead::{canonical_json, LeadId, LeadKind, LeadType};
+use crate::police::rules::RuleBook;
+use crate::shared::store::StoreError;
+use crate::shared::telemetry::{events, Metrics};
 
 /// Stage name of this consumer in dead-letter headers and metrics.
 const STAGE: &str = "police-adapter.consume";
 
-/// Version of the reconsideration requests the hub sends on the leads topics.
-pub const RECONSIDERATION_SCHEMA: &str = "leadbridge.reconsideration-request.v1";
+pub use crate::contract::events::RECONSIDERATION_SCHEMA;
 
 /// Why a message cannot be processed at all (it is dead-lettered).
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +92,7 @@ pub struct Adapter {
     pub(super) consumer: StreamConsumer,
     pub(super) producer: FutureProducer,
     pub(super) deadletter_topic: String,
-    pub(super) limits: crate::kafka::MessageLimits,
+    pub(super) limits: crate::shared::kafka::MessageLimits,
     pub(super) delivery_wakeup: Arc<Notify>,
     pub(super) metrics: Metrics,
 }
@@ -356,7 +355,7 @@ impl Adapter {
                 .iter()
                 .map(|(key, value)| (key.as_str(), value.as_slice())),
         );
-        crate::kafka::publish_until_acknowledged(
+        crate::shared::kafka::publish_until_acknowledged(
             &self.producer,
             &self.limits,
             &self.deadletter_topic,
@@ -368,13 +367,6 @@ impl Adapter {
         .await
         .is_ok()
     }
-}
-
-/// Where a dead-lettered message came from.
-pub struct DeadLetterSource<'a> {
-    pub topic: &'a str,
-    pub partition: i32,
-    pub offset: i64,
 }
 
 /// The lead a message is about, when its JSON names one (`lead_id` and a positive

@@ -20,7 +20,7 @@ use tokio::sync::{watch, Notify};
 use super::settings::DeliverySettings;
 use super::sink::{Delivery, DeliveryError, DeliverySink};
 use super::store::{ClaimedDelivery, PoliceStore};
-use crate::telemetry::{events, Metrics};
+use crate::shared::telemetry::{events, Metrics};
 
 pub struct DeliveryWorker {
     pub(super) id: String,
@@ -32,7 +32,7 @@ pub struct DeliveryWorker {
     pub(super) producer: FutureProducer,
     pub(super) deadletter_topic: String,
     pub(super) metrics: Metrics,
-    pub(super) limits: crate::kafka::MessageLimits,
+    pub(super) limits: crate::shared::kafka::MessageLimits,
 }
 
 /// Stage name of the delivery worker in dead-letter headers and metrics.
@@ -66,7 +66,7 @@ impl DeliveryWorker {
     pub async fn round(
         &self,
         shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<usize, crate::store::StoreError> {
+    ) -> Result<usize, crate::shared::store::StoreError> {
         let now = Utc::now();
         let lease_until = now + chrono::Duration::seconds(self.settings.lease_secs as i64);
         let claimed = self
@@ -130,7 +130,7 @@ impl DeliveryWorker {
         delivery: &ClaimedDelivery,
         error: &DeliveryError,
         shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<(), crate::store::StoreError> {
+    ) -> Result<(), crate::shared::store::StoreError> {
         let now = Utc::now();
         let give_up_at = delivery.created_at
             + chrono::Duration::seconds(self.settings.give_up_after_secs as i64);
@@ -193,7 +193,7 @@ impl DeliveryWorker {
         delivery: &ClaimedDelivery,
         error: &DeliveryError,
         shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<crate::kafka::PublishOutcome, crate::kafka::Interrupted> {
+    ) -> Result<crate::shared::kafka::PublishOutcome, crate::shared::kafka::Interrupted> {
         let payload = serde_json::to_vec(&json!({
             "lead_id": delivery.lead_id,
             "revision": delivery.revision,
@@ -212,7 +212,7 @@ impl DeliveryWorker {
             ("unit", delivery.unit.as_bytes()),
             ("attempts", attempts.as_bytes()),
         ];
-        crate::kafka::publish_until_acknowledged(
+        crate::shared::kafka::publish_until_acknowledged(
             &self.producer,
             &self.limits,
             &self.deadletter_topic,

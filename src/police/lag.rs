@@ -26,9 +26,9 @@ use rdkafka::error::KafkaResult;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
-use crate::config::KafkaSettings;
-use crate::kafka::{self, KafkaSetupError};
-use crate::telemetry::{events, Metrics};
+use crate::shared::config::KafkaSettings;
+use crate::shared::kafka::{self, KafkaSetupError};
+use crate::shared::telemetry::{events, Metrics};
 
 /// Longest wait for one request to the brokers, so a measurement against unreachable brokers
 /// ends soon and does not hold up shutdown.

@@ -1,5 +1,5 @@
 //! The police case-management adapter: consumes leads from Kafka, assesses them against the
-//! criminal thresholds (`crate::rules`), routes them to police units, delivers them (built-in
+//! criminal thresholds (`crate::police::rules`), routes them to police units, delivers them (built-in
 //! inbox or the unit's case-management system), runs the Decree 310 steps, and answers the hub
 //! with receipts and decisions on `<prefix>.receipts.v1`.
 //!
@@ -7,10 +7,12 @@
 //! police network (`leadbridge police-adapter`) or inside `leadbridge serve`.
 
 pub mod adapter;
+pub mod api;
 pub mod deliver;
 pub mod lag;
 pub mod process;
 pub mod routing;
+pub mod rules;
 pub mod settings;
 pub mod sink;
 pub mod store;
@@ -27,12 +29,13 @@ use tokio::task::JoinSet;
 pub use settings::PoliceSettings;
 pub use store::PoliceStore;
 
-use crate::config::Settings;
-use crate::kafka::{self, Topics};
-use crate::relay::Relay;
-use crate::rules::RuleBook;
-use crate::store::{Schema, Store};
-use crate::telemetry::Metrics;
+use crate::police::rules::RuleBook;
+use crate::police::rules::RulesSettings;
+use crate::shared::config::{KafkaSettings, RelaySettings};
+use crate::shared::kafka::{self, Topics};
+use crate::shared::relay::Relay;
+use crate::shared::store::Store;
+use crate::shared::telemetry::Metrics;
 
 /// The adapter's running parts.
 pub struct PoliceAdapter {
@@ -43,26 +46,37 @@ pub struct PoliceAdapter {
     lag: lag::LagMonitor,
 }
 
+/// The settings the adapter reads: its own, and the shared ones it runs on.
+#[derive(Clone, Copy)]
+pub struct AdapterSettings<'a> {
+    pub police: &'a PoliceSettings,
+    pub rules: &'a RulesSettings,
+    pub kafka: &'a KafkaSettings,
+    pub relay: &'a RelaySettings,
+    /// Where the embedded adapter keeps its database when none is configured.
+    pub data_dir: &'a std::path::Path,
+}
+
 impl PoliceAdapter {
     /// Every fallible step of the adapter's start: its database, the rule tables (a missing or
     /// broken rule file stops start-up here), the unit table, the sinks and the Kafka clients.
     pub async fn build(
-        settings: &Settings,
+        settings: AdapterSettings<'_>,
         bootstrap_servers: &str,
         metrics: &Metrics,
         limits: &kafka::MessageLimits,
     ) -> anyhow::Result<PoliceAdapter> {
-        let police = &settings.police;
+        let police = settings.police;
         let url = match &police.database_url {
             Some(url) => url.expose().to_owned(),
             None => format!("sqlite:{}", settings.data_dir.join("police.db").display()),
         };
-        let store = Store::connect_schema(&url, police.max_connections, Schema::PoliceAdapter)
+        let store = Store::connect(&url, police.max_connections, &store::MIGRATIONS)
             .await
             .with_context(|| {
                 format!(
                     "cannot open the police adapter's database {}",
-                    crate::store::redact_url(&url)
+                    crate::shared::store::redact_url(&url)
                 )
             })?;
         let mut rules_settings = settings.rules.clone();
@@ -90,12 +104,12 @@ impl PoliceAdapter {
         }
 
         let consumer: StreamConsumer =
-            kafka::consumer_config(&settings.kafka, bootstrap_servers, &police.group_id)
+            kafka::consumer_config(settings.kafka, bootstrap_servers, &police.group_id)
                 .create()
                 .context("cannot create the adapter's Kafka consumer")?;
         // The agencies are a closed set, so the topics are named rather than matched by pattern:
         // a pattern that matches nothing would wait silently.
-        let lead_topics: Vec<String> = crate::lead::Agency::ALL
+        let lead_topics: Vec<String> = crate::contract::lead::Agency::ALL
             .into_iter()
             .map(|agency| topics.leads(agency))
             .collect();
@@ -104,7 +118,7 @@ impl PoliceAdapter {
             .subscribe(&lead_topics)
             .context("cannot subscribe to the leads topics")?;
         let producer =
-            kafka::idempotent_producer_within(&settings.kafka, bootstrap_servers, limits)?;
+            kafka::idempotent_producer_within(settings.kafka, bootstrap_servers, limits)?;
         let delivery_wakeup = Arc::new(Notify::new());
         let adapter = adapter::Adapter {
             store: police_store.clone(),
@@ -130,7 +144,7 @@ impl PoliceAdapter {
             limits: limits.clone(),
         };
         let lag = lag::LagMonitor::build(
-            &settings.kafka,
+            settings.kafka,
             bootstrap_servers,
             &police.group_id,
             lead_topics.iter().map(|topic| topic.to_string()).collect(),
@@ -141,6 +155,7 @@ impl PoliceAdapter {
         // Receipts leave through the adapter's own outbox, published by the same relay code.
         let relay = Relay::new(
             store,
+            Arc::new(store::PoliceOutbox),
             producer,
             settings.relay.clone(),
             Arc::new(Notify::new()),

@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::settings::DeadlineSettings;
 
@@ -172,76 +172,7 @@ pub fn check_reconsideration(
     Ok(())
 }
 
-/// The times a lead's clocks depend on.
-#[derive(Clone, Debug, Default)]
-pub struct ClockInputs {
-    pub received_at: Option<DateTime<Utc>>,
-    pub decided_at: Option<DateTime<Utc>>,
-    pub not_filed: bool,
-    pub reconsideration_requested_at: Option<DateTime<Utc>>,
-    pub reconsidered_at: Option<DateTime<Utc>>,
-}
-
-/// The Decree 310 deadlines of a lead, as stored and sent: name, due time, completion time.
-pub fn deadlines(inputs: &ClockInputs, settings: &DeadlineSettings) -> Value {
-    let mut list = Vec::new();
-    let entry = |name: &str, due: DateTime<Utc>, done: Option<DateTime<Utc>>| json!({"name": name, "due_at": due.to_rfc3339(), "completed_at": done.map(|d| d.to_rfc3339())});
-    if let Some(received) = inputs.received_at {
-        list.push(entry(
-            "police_decision",
-            received + Duration::days(settings.police_decision_days),
-            inputs.decided_at,
-        ));
-    }
-    if let (true, Some(decided)) = (inputs.not_filed, inputs.decided_at) {
-        list.push(entry(
-            "reconsideration_request",
-            decided + Duration::days(settings.reconsideration_request_days),
-            inputs.reconsideration_requested_at,
-        ));
-    }
-    if let Some(requested) = inputs.reconsideration_requested_at {
-        list.push(entry(
-            "police_reconsideration",
-            requested + Duration::days(settings.police_reconsideration_days),
-            inputs.reconsidered_at,
-        ));
-    }
-    Value::Array(list)
-}
-
-/// Adds each deadline's state at `now`: `running`, `overdue`, `met` or `met_late`. An open
-/// agency-side window that passed unused is `expired` rather than overdue.
-pub fn with_states(deadlines: &Value, now: DateTime<Utc>) -> Value {
-    let Some(list) = deadlines.as_array() else {
-        return Value::Array(Vec::new());
-    };
-    let time = |value: &Value| {
-        value
-            .as_str()
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc))
-    };
-    Value::Array(
-        list.iter()
-            .map(|deadline| {
-                let mut deadline = deadline.clone();
-                let due = time(&deadline["due_at"]);
-                let done = time(&deadline["completed_at"]);
-                let agency_window = deadline["name"] == "reconsideration_request";
-                let state = match (due, done) {
-                    (Some(due), Some(done)) if done <= due => "met",
-                    (Some(_), Some(_)) => "met_late",
-                    (Some(due), None) if now > due && agency_window => "expired",
-                    (Some(due), None) if now > due => "overdue",
-                    _ => "running",
-                };
-                deadline["state"] = json!(state);
-                deadline
-            })
-            .collect(),
-    )
-}
+pub use crate::contract::deadlines::{deadlines, with_states, ClockInputs};
 
 #[cfg(test)]
 mod tests {

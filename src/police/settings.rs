@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::sink::http::HttpSinkSettings;
-use crate::config::Secret;
+pub use crate::contract::deadlines::DeadlineSettings;
+use crate::shared::config::Secret;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -98,27 +99,6 @@ impl Default for DeliverySettings {
             backoff_initial_ms: 1_000,
             backoff_max_ms: 60_000,
             give_up_after_secs: 24 * 3600,
-        }
-    }
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DeadlineSettings {
-    /// Police decide on filing within this many days of receipt (Decree 310 art. 8).
-    pub police_decision_days: i64,
-    /// The agency may request reconsideration within this many days of a non-filing (art. 9).
-    pub reconsideration_request_days: i64,
-    /// The police answer a reconsideration within this many days (art. 9).
-    pub police_reconsideration_days: i64,
-}
-
-impl Default for DeadlineSettings {
-    fn default() -> Self {
-        DeadlineSettings {
-            police_decision_days: 3,
-            reconsideration_request_days: 3,
-            police_reconsideration_days: 3,
         }
     }
 }

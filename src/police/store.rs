@@ -9,13 +9,37 @@ use sqlx::Row;
 
 use super::process::{self, ClockInputs, Decision, PoliceStatus, TransitionError};
 use super::settings::DeadlineSettings;
-use crate::audit::{AuditEntry, LedgerAppender};
-use crate::lead::LeadId;
-use crate::store::outbox::insert_message;
-use crate::store::{db_time, parse_db_time, OutboxMessage, Store, StoreError, Tx};
+use crate::contract::lead::LeadId;
+use crate::shared::audit::{AuditEntry, LedgerAppender};
+use crate::shared::outbox::insert_message;
+use crate::shared::outbox::OutboxMessage;
+use crate::shared::outbox::{OutboxActions, OutboxOwner};
+use crate::shared::store::{db_time, parse_db_time, Migrations, Store, StoreError, Tx};
 
-/// Version of the receipt events on the receipts topic.
-pub const RECEIPT_SCHEMA: &str = "leadbridge.receipt.v1";
+pub use crate::contract::events::RECEIPT_SCHEMA;
+
+/// The adapter's tables, with its own outbox and audit ledger.
+pub static MIGRATIONS: Migrations = Migrations {
+    postgres: sqlx::migrate!("./migrations/police-postgres"),
+    sqlite: sqlx::migrate!("./migrations/police-sqlite"),
+};
+
+/// The adapter as the owner of its outbox (receipts and decisions for the hub). It has no
+/// state a publication changes and never republishes, so it keeps nothing from pruning.
+pub struct PoliceOutbox;
+
+impl OutboxOwner for PoliceOutbox {
+    fn name(&self) -> &'static str {
+        "police"
+    }
+
+    fn actions(&self) -> OutboxActions {
+        OutboxActions {
+            published: "receipt.published",
+            publish_failed: "receipt.publish_failed",
+        }
+    }
+}
 
 /// A lead as the adapter takes it from Kafka, assessed.
 #[derive(Clone, Debug)]
@@ -67,8 +91,8 @@ pub enum DecideError {
     Store(#[from] StoreError),
 }
 
-impl From<crate::audit::AuditError> for DecideError {
-    fn from(error: crate::audit::AuditError) -> Self {
+impl From<crate::shared::audit::AuditError> for DecideError {
+    fn from(error: crate::shared::audit::AuditError) -> Self {
         DecideError::Store(error.into())
     }
 }
@@ -298,7 +322,7 @@ impl PoliceStore {
         revision: i64,
         class: &str,
         error: &str,
-        source: &super::adapter::DeadLetterSource<'_>,
+        source: &DeadLetterSource<'_>,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let event_id = dead_letter_event_id(source);
@@ -385,8 +409,8 @@ impl PoliceStore {
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
         let lock = match self.store.dialect() {
-            crate::store::Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
-            crate::store::Dialect::Sqlite => "",
+            crate::shared::store::Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
+            crate::shared::store::Dialect::Sqlite => "",
         };
         let sql = format!(
             "UPDATE police_deliveries SET claimed_by = $1, claimed_until = $2 \
@@ -762,9 +786,16 @@ impl PoliceStore {
     }
 }
 
+/// Where a dead-lettered message came from.
+pub struct DeadLetterSource<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+}
+
 /// A UUID (version 8, RFC 9562) from the SHA-256 of a consumed message's coordinates: the
 /// same message always owes the same receipt.
-fn dead_letter_event_id(source: &super::adapter::DeadLetterSource<'_>) -> String {
+fn dead_letter_event_id(source: &DeadLetterSource<'_>) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(format!(
         "dead_lettered\n{}\n{}\n{}",
@@ -811,7 +842,6 @@ fn clock_inputs(row: &AnyRow) -> Result<ClockInputs, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::police::adapter::DeadLetterSource;
 
     #[test]
     fn a_dead_letter_receipt_id_depends_only_on_the_message_coordinates() {

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use leadbridge::lead::Agency;
+use leadbridge::contract::lead::Agency;
 use leadbridge::Roles;
 use serde_json::Value;
 
@@ -116,7 +116,7 @@ async fn a_kafka_broker_restart_loses_and_duplicates_nothing() {
         "exactly the accepted leads were published"
     );
     let receipts_topic =
-        leadbridge::kafka::Topics::new(app.settings.kafka.topic_prefix.clone()).receipts();
+        leadbridge::shared::kafka::Topics::new(app.settings.kafka.topic_prefix.clone()).receipts();
     let receipts = consume(
         &app.bootstrap_servers,
         &receipts_topic,
@@ -143,7 +143,9 @@ async fn a_kafka_broker_restart_loses_and_duplicates_nothing() {
         received_receipts, 10,
         "one receipt per lead reached the agency"
     );
-    leadbridge::audit::verify(&app.store).await.unwrap();
-    leadbridge::audit::verify(police.store()).await.unwrap();
+    leadbridge::shared::audit::verify(&app.store).await.unwrap();
+    leadbridge::shared::audit::verify(police.store())
+        .await
+        .unwrap();
     app.stop().await;
 }

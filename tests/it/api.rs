@@ -3,8 +3,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use leadbridge::identity::Principal;
-use leadbridge::lead::Agency;
+use leadbridge::contract::lead::Agency;
+use leadbridge::shared::identity::Principal;
 use serde_json::{json, Value};
 
 use crate::helpers::{
@@ -69,7 +69,7 @@ async fn a_valid_lead_is_accepted_published_to_its_agency_topic_and_traced_in_it
         Some("urn:leadbridge:schema:lead:environment.discharge_exceedance:v1")
     );
 
-    let ledger = leadbridge::audit::verify(&app.store).await.unwrap();
+    let ledger = leadbridge::shared::audit::verify(&app.store).await.unwrap();
     assert_eq!(
         ledger.entries, 2,
         "one entry for receipt, one for publication"
@@ -152,7 +152,7 @@ async fn the_same_revision_with_other_content_is_a_conflict() {
     let stored = app
         .store
         .lead_document(
-            leadbridge::lead::LeadId::parse(first["lead_id"].as_str().unwrap()).unwrap(),
+            leadbridge::contract::lead::LeadId::parse(first["lead_id"].as_str().unwrap()).unwrap(),
             1,
         )
         .await

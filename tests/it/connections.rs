@@ -1,4 +1,4 @@
-//! What misbehaving clients can hold on the HTTPS server (`src/api/tls.rs`): the connection
+//! What misbehaving clients can hold on the HTTPS server (`src/shared/http/tls.rs`): the connection
 //! caps, the handshake, header and idle timeouts and HTTP/2 keep-alive, against the real
 //! listener over real TLS, on both backends. Attackers connect from 127.0.0.2
 //! ([`ATTACKER_ADDRESS`]), agencies from 127.0.0.1, so the per-address cap binds only the
@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use leadbridge::identity::Principal;
-use leadbridge::lead::Agency;
+use leadbridge::contract::lead::Agency;
+use leadbridge::shared::identity::Principal;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::helpers::{

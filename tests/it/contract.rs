@@ -5,8 +5,8 @@
 //!
 //! Each case runs on both backends: PostgreSQL + Kafka, and the embedded SQLite + mock broker.
 
-use leadbridge::identity::Principal;
-use leadbridge::lead::Agency;
+use leadbridge::contract::lead::Agency;
+use leadbridge::shared::identity::Principal;
 use leadbridge::Roles;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;

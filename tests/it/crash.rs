@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use leadbridge::identity::Principal;
-use leadbridge::lead::Agency;
+use leadbridge::contract::lead::Agency;
+use leadbridge::shared::identity::Principal;
 use rdkafka::Message;
 use serde_json::Value;
 
@@ -172,7 +172,7 @@ async fn a_lead_acknowledged_before_sigkill_reaches_kafka_exactly_once_after_res
         "exactly the acknowledged leads reached Kafka"
     );
 
-    let store = leadbridge::store::Store::connect(&database_url, 2)
+    let store = leadbridge::hub::store::connect(&database_url, 2)
         .await
         .unwrap();
     assert_eq!(
@@ -180,7 +180,7 @@ async fn a_lead_acknowledged_before_sigkill_reaches_kafka_exactly_once_after_res
         0,
         "every outbox row is marked published"
     );
-    // One publication per (lead, revision), with one allowed exception (src/relay/mod.rs,
+    // One publication per (lead, revision), with one allowed exception (src/shared/relay/mod.rs,
     // "Limits"): the killed hub's relay may have had a copy acknowledged by Kafka and died
     // before its mark committed; the row stayed unpublished, and the restarted hub published
     // it again and marked that copy. So a duplicate must be exactly two copies of the same
@@ -220,7 +220,7 @@ async fn a_lead_acknowledged_before_sigkill_reaches_kafka_exactly_once_after_res
         }
     }
     eprintln!("{duplicates} lead(s) published twice across the kill (allowed window)");
-    leadbridge::audit::verify(&store).await.unwrap();
+    leadbridge::shared::audit::verify(&store).await.unwrap();
 }
 
 /// event_id, lead_id, revision, kafka_partition, kafka_offset.

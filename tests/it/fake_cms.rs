@@ -28,9 +28,9 @@ use hyper::body::Incoming;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use leadbridge::identity::Principal;
-use leadbridge::pki::DevCa;
 use leadbridge::police::sink::HttpSinkSettings;
+use leadbridge::shared::identity::Principal;
+use leadbridge::shared::pki::DevCa;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
@@ -300,7 +300,7 @@ fn certificates(pem: &str) -> Vec<CertificateDer<'static>> {
         .unwrap()
 }
 
-/// The accept loop of `src/api/tls.rs`, with the connections owned by the loop so that
+/// The accept loop of `src/shared/http/tls.rs`, with the connections owned by the loop so that
 /// aborting it closes them all.
 async fn serve(listener: TcpListener, acceptor: TlsAcceptor, router: Router, shared: Shared) {
     let mut connections = JoinSet::new();

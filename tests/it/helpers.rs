@@ -14,13 +14,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use leadbridge::config::{Secret, Settings, TlsSettings};
-use leadbridge::identity::Principal;
-use leadbridge::kafka::EmbeddedBroker;
-use leadbridge::lead::Agency;
-use leadbridge::pki::DevCa;
-use leadbridge::store::Store;
-use leadbridge::telemetry::Metrics;
+use leadbridge::app::Settings;
+use leadbridge::contract::lead::Agency;
+use leadbridge::shared::config::{Secret, TlsSettings};
+use leadbridge::shared::identity::Principal;
+use leadbridge::shared::kafka::EmbeddedBroker;
+use leadbridge::shared::pki::DevCa;
+use leadbridge::shared::store::Store;
+use leadbridge::shared::telemetry::Metrics;
 use leadbridge::{Application, Roles};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message, OwnedMessage};
@@ -213,7 +214,7 @@ impl TestAppBuilder {
     pub async fn spawn(self) -> TestApp {
         // Logs appear with RUST_LOG set (e.g. RUST_LOG=leadbridge=debug) and --nocapture.
         if std::env::var_os("RUST_LOG").is_some() {
-            leadbridge::telemetry::init_logging(&Default::default());
+            leadbridge::shared::telemetry::init_logging(&Default::default());
         }
         let data_dir = Arc::new(tempfile::tempdir().unwrap());
         let pki = Arc::new(TestPki::new());
@@ -309,7 +310,8 @@ impl TestApp {
     }
 
     pub fn topic(&self, agency: Agency) -> String {
-        leadbridge::kafka::Topics::new(self.settings.kafka.topic_prefix.clone()).leads(agency)
+        leadbridge::shared::kafka::Topics::new(self.settings.kafka.topic_prefix.clone())
+            .leads(agency)
     }
 
     pub async fn post_lead(&self, agency: Agency, lead: &Value) -> reqwest::Response {
@@ -575,7 +577,7 @@ pub async fn delete_test_topics(bootstrap_servers: &str, prefix: &str) {
     else {
         return;
     };
-    let names = leadbridge::kafka::Topics::new(prefix.to_owned()).all();
+    let names = leadbridge::shared::kafka::Topics::new(prefix.to_owned()).all();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     if let Err(error) = admin.delete_topics(&names, &options).await {

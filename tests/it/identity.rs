@@ -4,8 +4,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use leadbridge::identity::ORGANIZATION;
-use leadbridge::lead::Agency;
+use leadbridge::contract::lead::Agency;
+use leadbridge::shared::identity::ORGANIZATION;
 use rcgen::DnType;
 use serde_json::Value;
 
@@ -310,7 +310,7 @@ async fn the_embedded_default_keeps_its_data_private_and_issues_certificates_for
 async fn sqlite_journals_are_as_private_as_the_database() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("hub.db");
-    let store = leadbridge::store::Store::connect(&format!("sqlite:{}", file.display()), 1)
+    let store = leadbridge::hub::store::connect(&format!("sqlite:{}", file.display()), 1)
         .await
         .unwrap();
     sqlx::query("INSERT INTO receipts_applied (event_id, applied_at) VALUES ('e', 't')")

@@ -3,8 +3,8 @@
 //! share transactions. On both backends.
 
 use futures::future::join_all;
-use leadbridge::audit;
-use leadbridge::lead::Agency;
+use leadbridge::contract::lead::Agency;
+use leadbridge::shared::audit;
 use serde_json::{json, Value};
 use sqlx::Row;
 

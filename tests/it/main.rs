@@ -10,6 +10,7 @@ mod fake_cms;
 mod helpers;
 mod identity;
 mod ingest_sets;
+mod layout;
 mod mixed;
 mod permanent;
 mod police;

@@ -9,8 +9,8 @@
 
 use std::time::Duration;
 
-use leadbridge::identity::{Principal, ORGANIZATION};
-use leadbridge::lead::Agency;
+use leadbridge::contract::lead::Agency;
+use leadbridge::shared::identity::{Principal, ORGANIZATION};
 use leadbridge::Roles;
 use rcgen::DnType;
 use serde_json::{json, Value};

@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use leadbridge::ingest::lead_event;
-use leadbridge::kafka::{record_bytes, Interrupted, MessageLimits, Topics};
-use leadbridge::lead::{canonical_json, Agency, LeadId, ValidatedLead};
-use leadbridge::store::leads::LeadToStore;
-use leadbridge::store::OutboxMessage;
-use leadbridge::validate::Validator;
+use leadbridge::contract::lead::{canonical_json, Agency, LeadId, ValidatedLead};
+use leadbridge::contract::validate::Validator;
+use leadbridge::hub::ingest::lead_event;
+use leadbridge::hub::store::leads::LeadToStore;
+use leadbridge::shared::kafka::{record_bytes, Interrupted, MessageLimits, Topics};
+use leadbridge::shared::outbox::OutboxMessage;
 use leadbridge::{Application, Roles};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -93,7 +93,7 @@ pub async fn inject(
         .await
         .unwrap();
     match &acceptance[0] {
-        leadbridge::store::Acceptance::Accepted { lead_id, .. } => lead_id.to_string(),
+        leadbridge::hub::store::Acceptance::Accepted { lead_id, .. } => lead_id.to_string(),
         other => panic!("not accepted: {other:?}"),
     }
 }
@@ -193,12 +193,12 @@ async fn a_message_kafka_refuses_fails_for_good_and_blocks_nothing_behind_it_emb
 
 /// Writes a receipt row into the adapter's outbox as its store would.
 async fn insert_receipt_row(
-    store: &leadbridge::store::Store,
+    store: &leadbridge::shared::store::Store,
     lead_id: &str,
     topic: &str,
     payload: Vec<u8>,
 ) {
-    let now = leadbridge::store::db_time(Utc::now());
+    let now = leadbridge::shared::store::db_time(Utc::now());
     sqlx::query(
         "INSERT INTO outbox (event_id, lead_id, revision, topic, payload, headers, created_at, next_attempt_at) \
          VALUES ($1, $2, 1, $3, $4, '[]', $5, $5)",
@@ -729,7 +729,7 @@ async fn a_poison_message_too_large_to_dead_letter_whole_is_dead_lettered_reduce
     assert_eq!(header(letter, "original.revision").as_deref(), Some("1"));
     assert!(header(letter, "original.content_sha256").is_some());
     let kept = rdkafka::Message::payload(letter).unwrap_or_default();
-    assert_eq!(kept.len(), leadbridge::kafka::REDUCED_PAYLOAD_BYTES);
+    assert_eq!(kept.len(), leadbridge::shared::kafka::REDUCED_PAYLOAD_BYTES);
     assert!(
         String::from_utf8_lossy(kept).contains(&poison),
         "the kept prefix names the lead"
@@ -797,7 +797,7 @@ async fn a_receipt_too_large_to_dead_letter_whole_is_dead_lettered_reduced(backe
     assert_eq!(header(letter, "stage").as_deref(), Some("hub.receipts"));
     assert_eq!(
         rdkafka::Message::payload(letter).unwrap_or_default().len(),
-        leadbridge::kafka::REDUCED_PAYLOAD_BYTES
+        leadbridge::shared::kafka::REDUCED_PAYLOAD_BYTES
     );
     app.stop().await;
 }
@@ -817,11 +817,12 @@ async fn a_receipt_too_large_to_dead_letter_whole_is_dead_lettered_reduced_embed
 #[tokio::test]
 async fn a_shutdown_interrupts_a_dead_letter_waiting_for_kafka() {
     // Nothing listens on port 1: every attempt fails transiently.
-    let settings = leadbridge::config::KafkaSettings::default();
-    let producer = leadbridge::kafka::idempotent_producer(&settings, "127.0.0.1:1").unwrap();
+    let settings = leadbridge::shared::config::KafkaSettings::default();
+    let producer =
+        leadbridge::shared::kafka::idempotent_producer(&settings, "127.0.0.1:1").unwrap();
     let (stop, mut shutdown) = tokio::sync::watch::channel(false);
     let waiting = tokio::spawn(async move {
-        leadbridge::kafka::publish_until_acknowledged(
+        leadbridge::shared::kafka::publish_until_acknowledged(
             &producer,
             &MessageLimits::default(),
             "t.deadletter.v1",
@@ -902,7 +903,7 @@ async fn leads_that_fit_alone_are_published_though_together_they_exceed_the_topi
     let lead_ids: Vec<String> = acceptance
         .iter()
         .map(|accepted| match accepted {
-            leadbridge::store::Acceptance::Accepted { lead_id, .. } => lead_id.to_string(),
+            leadbridge::hub::store::Acceptance::Accepted { lead_id, .. } => lead_id.to_string(),
             other => panic!("not accepted: {other:?}"),
         })
         .collect();

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use leadbridge::identity::Principal;
-use leadbridge::lead::Agency;
+use leadbridge::contract::lead::Agency;
+use leadbridge::shared::identity::Principal;
 use leadbridge::Roles;
 use serde_json::{json, Value};
 
@@ -458,10 +458,10 @@ async fn every_lead_type_reaches_the_right_inbox_with_its_assessment_and_decisio
     .await
     .unwrap();
     assert_eq!(reads, 1);
-    leadbridge::audit::verify(police_store.store())
+    leadbridge::shared::audit::verify(police_store.store())
         .await
         .unwrap();
-    leadbridge::audit::verify(&app.store).await.unwrap();
+    leadbridge::shared::audit::verify(&app.store).await.unwrap();
 
     // An agency is not an investigator, and an investigator is not an agency.
     assert_eq!(

@@ -4,10 +4,10 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use leadbridge::identity::Principal;
-use leadbridge::lead::Agency;
+use leadbridge::contract::lead::Agency;
 use leadbridge::police::settings::SinkSettings;
 use leadbridge::police::sink::http::HttpSinkSettings;
+use leadbridge::shared::identity::Principal;
 use leadbridge::{Application, Roles};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
@@ -86,7 +86,7 @@ async fn poison_messages_are_dead_lettered_with_context_and_block_nothing() {
     let good_event = |lead_type: &str| {
         let lead = sample_lead(&unique_case_id());
         let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
-            leadbridge::lead::canonical_json(&lead),
+            leadbridge::contract::lead::canonical_json(&lead),
         ));
         json!({"schema": "leadbridge.lead-event.v1", "event_id": "e", "lead_id": uuid::Uuid::now_v7(), "revision": 1,
                "agency": "environment", "lead_type": lead_type, "kind": "transfer", "case_id": "X-1",
@@ -129,7 +129,8 @@ async fn poison_messages_are_dead_lettered_with_context_and_block_nothing() {
         .await;
 
     let deadletter =
-        leadbridge::kafka::Topics::new(app.settings.kafka.topic_prefix.clone()).deadletter();
+        leadbridge::shared::kafka::Topics::new(app.settings.kafka.topic_prefix.clone())
+            .deadletter();
     // The adapter's dead letters; the hub adds its own (stage hub.receipts) for the
     // dead_lettered receipts about the forged lead ids, which it does not know.
     let (letters, hub_letters): (Vec<_>, Vec<_>) = consume(
@@ -372,7 +373,8 @@ async fn a_delivery_that_never_succeeds_is_dead_lettered_and_stays_visible() {
     })
     .await;
     let deadletter =
-        leadbridge::kafka::Topics::new(app.settings.kafka.topic_prefix.clone()).deadletter();
+        leadbridge::shared::kafka::Topics::new(app.settings.kafka.topic_prefix.clone())
+            .deadletter();
     let letters = consume(
         &app.bootstrap_servers,
         &deadletter,
@@ -520,10 +522,10 @@ divisions = ["3703"]
         }
     }
     eprintln!("{resent_after_kill} keys resent after the kill, accepted before it");
-    let store = leadbridge::store::Store::connect_schema(
+    let store = leadbridge::shared::store::Store::connect(
         &police_db,
         2,
-        leadbridge::store::Schema::PoliceAdapter,
+        &leadbridge::police::store::MIGRATIONS,
     )
     .await
     .unwrap();

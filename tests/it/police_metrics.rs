@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use leadbridge::lead::Agency;
+use leadbridge::contract::lead::Agency;
 use leadbridge::police::settings::SinkSettings;
 use leadbridge::Roles;
 use serde_json::{json, Value};

@@ -4,10 +4,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use leadbridge::kafka::idempotent_producer;
-use leadbridge::lead::Agency;
-use leadbridge::relay::Relay;
-use leadbridge::telemetry::Metrics;
+use leadbridge::contract::lead::Agency;
+use leadbridge::shared::kafka::idempotent_producer;
+use leadbridge::shared::relay::Relay;
+use leadbridge::shared::telemetry::Metrics;
 use leadbridge::Roles;
 use rdkafka::Message;
 use serde_json::{json, Value};
@@ -60,6 +60,9 @@ async fn three_relays_at_once_publish_every_message_exactly_once() {
         relay_metrics.push(metrics.clone());
         relays.push(Relay::new(
             app.store.clone(),
+            std::sync::Arc::new(leadbridge::hub::store::publication::HubOutbox {
+                republish_after: chrono::Duration::minutes(10),
+            }),
             producer,
             settings,
             Arc::new(Notify::new()),
@@ -158,7 +161,7 @@ async fn three_relays_at_once_publish_every_message_exactly_once() {
         published_entries.iter().all(|(_, count)| *count == 1),
         "each publication is on the ledger once: {published_entries:?}"
     );
-    let ledger = leadbridge::audit::verify(&app.store).await.unwrap();
+    let ledger = leadbridge::shared::audit::verify(&app.store).await.unwrap();
     assert_eq!(ledger.entries, 300);
     app.stop().await;
 }

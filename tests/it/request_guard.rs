@@ -6,8 +6,8 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use leadbridge::identity::Principal;
-use leadbridge::lead::Agency;
+use leadbridge::contract::lead::Agency;
+use leadbridge::shared::identity::Principal;
 use serde_json::Value;
 use sqlx::Connection;
 use tokio::io::AsyncWriteExt;

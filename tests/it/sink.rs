@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use leadbridge::identity::Principal;
-use leadbridge::pki::DevCa;
 use leadbridge::police::sink::{Delivery, DeliveryError, DeliverySink, HttpSink, HttpSinkSettings};
+use leadbridge::shared::identity::Principal;
+use leadbridge::shared::pki::DevCa;
 use serde_json::json;
 use tempfile::TempDir;
 

@@ -1,22 +1,25 @@
 //! One storage suite, run against PostgreSQL and SQLite alike.
 
 use chrono::{Duration, Utc};
-use leadbridge::audit::{self, AuditError};
-use leadbridge::ingest::lead_event;
-use leadbridge::lead::{Agency, LeadId, ValidatedLead};
-use leadbridge::store::leads::LeadToStore;
-use leadbridge::store::{Acceptance, ConflictReason, Dialect, PublishedMessage, Store};
-use leadbridge::validate::Validator;
+use leadbridge::contract::lead::{Agency, LeadId, ValidatedLead};
+use leadbridge::contract::validate::Validator;
+use leadbridge::hub::ingest::lead_event;
+use leadbridge::hub::store::leads::LeadToStore;
+use leadbridge::hub::store::publication::HubOutbox;
+use leadbridge::hub::store::{Acceptance, ConflictReason};
+use leadbridge::shared::audit::{self, AuditError};
+use leadbridge::shared::outbox::PublishedMessage;
+use leadbridge::shared::store::{Dialect, Store};
 use serde_json::{json, Value};
 
 use crate::helpers::{fresh_postgres_database, fresh_sqlite_url, sample_lead, unique_case_id};
 
 async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = Store::connect(&fresh_sqlite_url(dir.path()), 1)
+    let sqlite = leadbridge::hub::store::connect(&fresh_sqlite_url(dir.path()), 1)
         .await
         .unwrap();
-    let postgres = Store::connect(&fresh_postgres_database().await, 4)
+    let postgres = leadbridge::hub::store::connect(&fresh_postgres_database().await, 4)
         .await
         .unwrap();
     assert_eq!(sqlite.dialect(), Dialect::Sqlite);
@@ -170,7 +173,7 @@ async fn outbox_leases_keep_relays_apart_and_expire_for_crashed_ones() {
         }];
         assert_eq!(
             store
-                .mark_published("relay-a", &first, &stale, later)
+                .mark_published(&hub_outbox(), "relay-a", &first, &stale, later)
                 .await
                 .unwrap(),
             0,
@@ -183,7 +186,7 @@ async fn outbox_leases_keep_relays_apart_and_expire_for_crashed_ones() {
         }];
         assert_eq!(
             store
-                .mark_published("relay-c", &taken_over, &current, later)
+                .mark_published(&hub_outbox(), "relay-c", &taken_over, &current, later)
                 .await
                 .unwrap(),
             1,
@@ -219,7 +222,7 @@ async fn later_revisions_wait_for_earlier_ones_of_the_same_lead() {
             offset: 0,
         }];
         store
-            .mark_published("relay-a", &claimed, &published, now)
+            .mark_published(&hub_outbox(), "relay-a", &claimed, &published, now)
             .await
             .unwrap();
         let next = store
@@ -341,5 +344,11 @@ async fn the_audit_ledger_detects_edited_removed_and_reordered_entries() {
             Err(AuditError::Broken { seq: 3, .. }) => {}
             other => panic!("{dialect:?}: a removed entry went unnoticed: {other:?}"),
         }
+    }
+}
+
+fn hub_outbox() -> HubOutbox {
+    HubOutbox {
+        republish_after: chrono::Duration::minutes(10),
     }
 }

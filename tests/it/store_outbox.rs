@@ -2,11 +2,14 @@
 //! deletes only published rows nobody needs.
 
 use chrono::{Duration, Utc};
-use leadbridge::config::RelaySettings;
-use leadbridge::relay::Relay;
-use leadbridge::store::outbox::claim_statement;
-use leadbridge::store::{db_time, Dialect, Schema, Store};
-use leadbridge::telemetry::Metrics;
+use leadbridge::hub::store::publication::HubOutbox;
+use leadbridge::police::store::PoliceOutbox;
+use leadbridge::shared::config::RelaySettings;
+use leadbridge::shared::outbox::claim_statement;
+use leadbridge::shared::outbox::OutboxOwner;
+use leadbridge::shared::relay::Relay;
+use leadbridge::shared::store::{db_time, Dialect, Migrations, Store};
+use leadbridge::shared::telemetry::Metrics;
 use serde_json::Value;
 use sqlx::{Connection, Row};
 
@@ -35,7 +38,7 @@ fn rows_examined(node: &Value) -> f64 {
 #[tokio::test]
 async fn a_claim_examines_rows_in_proportion_to_its_size_not_to_a_backlog_with_stale_statistics() {
     let url = fresh_postgres_database().await;
-    let store = Store::connect(&url, 2).await.unwrap();
+    let store = leadbridge::hub::store::connect(&url, 2).await.unwrap();
     let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
     // Statistics of an empty outbox, as after any idle period, and kept that way.
     for sql in [
@@ -106,7 +109,7 @@ async fn a_claim_examines_rows_in_proportion_to_its_size_not_to_a_backlog_with_s
 #[tokio::test]
 async fn the_sqlite_claim_finds_earlier_messages_of_a_lead_through_the_waiting_index() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::connect(&fresh_sqlite_url(dir.path()), 1)
+    let store = leadbridge::hub::store::connect(&fresh_sqlite_url(dir.path()), 1)
         .await
         .unwrap();
     let sql = format!("EXPLAIN QUERY PLAN {}", claim_statement(Dialect::Sqlite));
@@ -133,14 +136,14 @@ async fn the_sqlite_claim_finds_earlier_messages_of_a_lead_through_the_waiting_i
 /// Inserts a lead with one outbox row per `(revision, published_at, failed_at)`.
 async fn lead_with_rows(
     store: &Store,
-    schema: Schema,
+    schema: Role,
     status: &str,
     current_revision: i64,
     rows: &[(i64, Option<String>, Option<String>)],
 ) -> String {
     let lead_id = uuid::Uuid::new_v4().to_string();
     let created = db_time(Utc::now() - Duration::days(30));
-    if schema == Schema::Hub {
+    if schema == Role::Hub {
         sqlx::query(
             "INSERT INTO leads (lead_id, agency, case_id, lead_type, kind, current_revision, status, created_at, updated_at) \
              VALUES ($1, 'environment', $1, 'x', 'lead', $2, $3, $4, $4)",
@@ -188,20 +191,22 @@ async fn rows_of(store: &Store, lead_id: &str) -> Vec<i64> {
 async fn the_relay_prunes_old_published_rows_and_keeps_young_waiting_failed_and_needed_ones() {
     let dir = tempfile::tempdir().unwrap();
     let mut stores = Vec::new();
-    for schema in [Schema::Hub, Schema::PoliceAdapter] {
-        stores.push(
-            Store::connect_schema(&fresh_postgres_database().await, 2, schema)
+    for schema in [Role::Hub, Role::Police] {
+        let migrations = schema.migrations();
+        stores.push((
+            schema,
+            Store::connect(&fresh_postgres_database().await, 2, migrations)
                 .await
                 .unwrap(),
-        );
-        stores.push(
-            Store::connect_schema(&fresh_sqlite_url(dir.path()), 1, schema)
+        ));
+        stores.push((
+            schema,
+            Store::connect(&fresh_sqlite_url(dir.path()), 1, migrations)
                 .await
                 .unwrap(),
-        );
+        ));
     }
-    for store in stores {
-        let schema = store.schema();
+    for (schema, store) in stores {
         let label = format!("{:?} {schema:?}", store.dialect());
         let now = Utc::now();
         let old = Some(db_time(now - Duration::days(8)));
@@ -236,6 +241,7 @@ async fn the_relay_prunes_old_published_rows_and_keeps_young_waiting_failed_and_
             .unwrap();
         let relay = Relay::new(
             store.clone(),
+            schema.owner(),
             producer,
             RelaySettings::default(),
             std::sync::Arc::new(tokio::sync::Notify::new()),
@@ -244,9 +250,9 @@ async fn the_relay_prunes_old_published_rows_and_keeps_young_waiting_failed_and_
         let pruned = relay.prune(now).await;
 
         let (expected, label_value) = match schema {
-            Schema::Hub => (2, "hub"),
+            Role::Hub => (2, "hub"),
             // The adapter has no leads to republish: both old published rows go.
-            Schema::PoliceAdapter => (3, "police"),
+            Role::Police => (3, "police"),
         };
         assert_eq!(pruned, expected, "{label}");
         assert_eq!(
@@ -262,7 +268,7 @@ async fn the_relay_prunes_old_published_rows_and_keeps_young_waiting_failed_and_
         assert_eq!(rows_of(&store, &waiting).await, [1], "{label}");
         assert_eq!(rows_of(&store, &failed).await, [1], "{label}");
         match schema {
-            Schema::Hub => {
+            Role::Hub => {
                 assert_eq!(rows_of(&store, &unreceipted).await, [2], "{label}");
                 // The kept copy is enough to republish the lead.
                 let republished = store
@@ -271,11 +277,36 @@ async fn the_relay_prunes_old_published_rows_and_keeps_young_waiting_failed_and_
                     .unwrap();
                 assert_eq!(republished, 1, "{label}");
             }
-            Schema::PoliceAdapter => {
+            Role::Police => {
                 assert!(rows_of(&store, &unreceipted).await.is_empty(), "{label}")
             }
         }
         // A second pass finds nothing more.
         assert_eq!(relay.prune(now).await, 0, "{label}");
+    }
+}
+
+/// Whose outbox a test store holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Hub,
+    Police,
+}
+
+impl Role {
+    fn migrations(self) -> &'static Migrations {
+        match self {
+            Role::Hub => &leadbridge::hub::store::MIGRATIONS,
+            Role::Police => &leadbridge::police::store::MIGRATIONS,
+        }
+    }
+
+    fn owner(self) -> std::sync::Arc<dyn OutboxOwner> {
+        match self {
+            Role::Hub => std::sync::Arc::new(HubOutbox {
+                republish_after: Duration::minutes(10),
+            }),
+            Role::Police => std::sync::Arc::new(PoliceOutbox),
+        }
     }
 }

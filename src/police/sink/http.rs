@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::breaker::{CircuitBreaker, Transition};
 use super::{BoxFuture, Delivered, Delivery, DeliveryError, DeliverySink};
-use crate::telemetry::{events, Metrics};
+use crate::shared::telemetry::{events, Metrics};
 
 /// Header carrying `<lead_id>:<revision>`.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -76,7 +76,7 @@ fn default_breaker_open_ms() -> u64 {
 #[derive(Debug, thiserror::Error)]
 pub enum SinkSetupError {
     #[error(transparent)]
-    Pem(#[from] crate::pki::pem::PemError),
+    Pem(#[from] crate::shared::pki::pem::PemError),
     #[error("invalid case-management system URL {url:?}: {reason}")]
     Url { url: String, reason: String },
     #[error("invalid HTTP sink settings: {0}")]
@@ -276,7 +276,7 @@ fn parse_url(text: &str) -> Result<Url, SinkSetupError> {
 fn tls_config(settings: &HttpSinkSettings) -> Result<rustls::ClientConfig, SinkSetupError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
-    for certificate in crate::pki::pem::read_certificates(&settings.ca)? {
+    for certificate in crate::shared::pki::pem::read_certificates(&settings.ca)? {
         roots
             .add(certificate)
             .map_err(|error| SinkSetupError::Invalid(format!("CA certificate: {error}")))?;
@@ -286,8 +286,8 @@ fn tls_config(settings: &HttpSinkSettings) -> Result<rustls::ClientConfig, SinkS
         .map_err(|error| SinkSetupError::Invalid(error.to_string()))?
         .with_root_certificates(roots)
         .with_client_auth_cert(
-            crate::pki::pem::read_certificates(&settings.client_cert)?,
-            crate::pki::pem::read_private_key(&settings.client_key)?,
+            crate::shared::pki::pem::read_certificates(&settings.client_cert)?,
+            crate::shared::pki::pem::read_private_key(&settings.client_key)?,
         )
         .map_err(|error| SinkSetupError::Invalid(format!("client certificate: {error}")))
 }
@@ -380,7 +380,7 @@ fn wall_clock(instant: Instant, now: Instant) -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pki::pem::PemError;
+    use crate::shared::pki::pem::PemError;
     use serde_json::json;
     use std::path::Path;
 

@@ -1,0 +1,391 @@
+//! The hub's side of the police's answers: receipts applied to leads, the agency feedback
+//! feed, reconsideration requests, and republishing leads the police never acknowledged.
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{json, Value};
+use sqlx::Row;
+
+use super::leads::insert_timeline;
+use crate::contract::lead::{Agency, LeadId};
+use crate::shared::audit::{AuditEntry, LedgerAppender};
+use crate::shared::outbox::insert_message;
+use crate::shared::outbox::OutboxMessage;
+use crate::shared::store::{db_time, parse_db_time, Store, StoreError};
+
+/// The order of lead statuses; a receipt never moves a lead backwards.
+///
+/// `dead_lettered` (the adapter could not take the lead at all) ranks with
+/// `received_by_police`: it follows publication, and a lead the police did receive through
+/// another copy is not moved back by it. `publish_failed` is set by the relay, never by a
+/// receipt; it ranks with `published` so that a receipt about an earlier copy still applies.
+fn rank(status: &str) -> Option<u8> {
+    Some(match status {
+        "accepted" => 0,
+        "published" | "publish_failed" => 1,
+        "received_by_police" | "dead_lettered" => 2,
+        "delivered" => 3,
+        "filed" | "not_filed" | "returned" => 4,
+        "reconsideration_requested" => 5,
+        "reconsidered" => 6,
+        _ => return None,
+    })
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReceiptOutcome {
+    Applied,
+    /// This event id was applied before.
+    AlreadyApplied,
+    /// The hub knows no such lead.
+    UnknownLead,
+}
+
+/// Why a reconsideration request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconsiderationError {
+    #[error("no such lead")]
+    NotFound,
+    #[error("{0}")]
+    NotAllowed(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for ReconsiderationError {
+    fn from(error: sqlx::Error) -> Self {
+        ReconsiderationError::Store(error.into())
+    }
+}
+
+impl Store {
+    /// Applies one receipt from the police adapter, once per event id.
+    pub async fn apply_receipt(
+        &self,
+        receipt: &Value,
+        now: DateTime<Utc>,
+    ) -> Result<ReceiptOutcome, StoreError> {
+        let text = |name: &str| {
+            receipt
+                .get(name)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let event_id = text("event_id");
+        let event = text("event");
+        let lead_id_text = text("lead_id");
+        let Some(lead_id) = LeadId::parse(&lead_id_text) else {
+            return Ok(ReceiptOutcome::UnknownLead);
+        };
+        let revision = receipt.get("revision").and_then(Value::as_i64).unwrap_or(0);
+        let at = receipt
+            .get("at")
+            .and_then(Value::as_str)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map_or(now, |t| t.with_timezone(&Utc));
+        let mut tx = self.begin().await?;
+        let fresh = sqlx::query("INSERT INTO receipts_applied (event_id, applied_at) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING")
+            .bind(&event_id)
+            .bind(db_time(now))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if fresh == 0 {
+            tx.rollback().await?;
+            return Ok(ReceiptOutcome::AlreadyApplied);
+        }
+        let Some(lead) =
+            sqlx::query("SELECT agency, current_revision, status FROM leads WHERE lead_id = $1")
+                .bind(&lead_id_text)
+                .fetch_optional(&mut *tx)
+                .await?
+        else {
+            tx.rollback().await?;
+            return Ok(ReceiptOutcome::UnknownLead);
+        };
+        let agency: String = lead.try_get("agency")?;
+        let current_revision: i64 = lead.try_get("current_revision")?;
+        let status: String = lead.try_get("status")?;
+        let at_text = db_time(at);
+        let actor = text("actor");
+
+        let mut details = receipt.as_object().cloned().unwrap_or_default();
+        for key in [
+            "event_id",
+            "schema",
+            "lead_id",
+            "revision",
+            "event",
+            "at",
+            "actor",
+            "assessment",
+            "deadlines",
+        ] {
+            details.remove(key);
+        }
+        details.retain(|_, value| !value.is_null());
+        insert_timeline(
+            &mut tx,
+            lead_id,
+            revision,
+            &event,
+            &at_text,
+            &actor,
+            Value::Object(details),
+        )
+        .await?;
+
+        if revision == current_revision {
+            let moves_forward =
+                matches!((rank(&event), rank(&status)), (Some(new), Some(old)) if new > old);
+            if moves_forward {
+                sqlx::query("UPDATE leads SET status = $1, updated_at = $2 WHERE lead_id = $3")
+                    .bind(&event)
+                    .bind(db_time(now))
+                    .bind(&lead_id_text)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if let Some(assessment) = receipt.get("assessment").filter(|a| !a.is_null()) {
+                sqlx::query("UPDATE leads SET assessment = $1 WHERE lead_id = $2")
+                    .bind(assessment.to_string())
+                    .bind(&lead_id_text)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if let Some(deadlines) = receipt.get("deadlines").filter(|d| d.is_array()) {
+                sqlx::query("UPDATE leads SET deadlines = $1 WHERE lead_id = $2")
+                    .bind(deadlines.to_string())
+                    .bind(&lead_id_text)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if matches!(event.as_str(), "filed" | "not_filed" | "returned") {
+                sqlx::query("UPDATE leads SET decided_at = $1 WHERE lead_id = $2")
+                    .bind(&at_text)
+                    .bind(&lead_id_text)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        let mut body = receipt.clone();
+        if let Some(object) = body.as_object_mut() {
+            object.remove("schema");
+        }
+        sqlx::query("INSERT INTO feedback (agency, lead_id, revision, event, at, body) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(&agency)
+            .bind(&lead_id_text)
+            .bind(revision)
+            .bind(&event)
+            .bind(&at_text)
+            .bind(body.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let mut ledger = LedgerAppender::new();
+        ledger.append(AuditEntry {
+            at: now,
+            actor: "hub".into(),
+            action: "lead.receipt_applied",
+            lead_id: Some(lead_id),
+            revision: Some(revision),
+            details: json!({"event": event, "event_id": event_id, "at": at_text, "by": actor}),
+        });
+        ledger.finish(&mut tx).await?;
+        tx.commit().await?;
+        Ok(ReceiptOutcome::Applied)
+    }
+
+    /// The caller's feedback after `cursor`, oldest first, and the cursor to continue from.
+    pub async fn feedback(
+        &self,
+        agency: Agency,
+        cursor: i64,
+        limit: i64,
+    ) -> Result<(Vec<Value>, i64), StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, body FROM feedback WHERE agency = $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(agency.as_str())
+        .bind(cursor)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        let mut next = cursor;
+        let mut items = Vec::with_capacity(rows.len());
+        for row in rows {
+            next = row.try_get("id")?;
+            let body: String = row.try_get("body")?;
+            items.push(serde_json::from_str(&body).unwrap_or(Value::Null));
+        }
+        Ok((items, next))
+    }
+
+    /// The assessment and deadlines the police sent for the lead, if any.
+    pub async fn police_view(
+        &self,
+        lead_id: LeadId,
+    ) -> Result<(Option<Value>, Option<Value>), StoreError> {
+        let row = sqlx::query("SELECT assessment, deadlines FROM leads WHERE lead_id = $1")
+            .bind(lead_id.to_string())
+            .fetch_one(self.pool())
+            .await?;
+        let parse = |column: &str| -> Result<Option<Value>, StoreError> {
+            let text: Option<String> = row.try_get(column)?;
+            Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+        };
+        Ok((parse("assessment")?, parse("deadlines")?))
+    }
+
+    /// Records the agency's reconsideration request and sends it to the police, if the lead was
+    /// not filed and the window is open. `message` builds the event for the lead's topic.
+    pub async fn request_reconsideration(
+        &self,
+        lead_id: LeadId,
+        agency: Agency,
+        reason: &str,
+        now: DateTime<Utc>,
+        window_days: i64,
+        message: impl Fn(i64) -> OutboxMessage,
+    ) -> Result<i64, ReconsiderationError> {
+        let mut tx = self.begin().await?;
+        let mut ledger = LedgerAppender::new();
+        ledger.lock(&mut tx).await.map_err(StoreError::from)?;
+        let row = sqlx::query("SELECT status, current_revision, decided_at FROM leads WHERE lead_id = $1 AND agency = $2")
+            .bind(lead_id.to_string())
+            .bind(agency.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(ReconsiderationError::NotFound)?;
+        let status: String = row.try_get("status")?;
+        let revision: i64 = row.try_get("current_revision")?;
+        let decided_at: Option<String> = row.try_get("decided_at")?;
+        if status != "not_filed" {
+            return Err(ReconsiderationError::NotAllowed(format!(
+                "reconsideration can be requested only after a not_filed decision; the lead is {status}"
+            )));
+        }
+        let closes = decided_at.as_deref().and_then(parse_db_time).unwrap_or(now)
+            + Duration::days(window_days);
+        if now > closes {
+            return Err(ReconsiderationError::NotAllowed(format!(
+                "the {window_days}-day window for requesting reconsideration closed at {}",
+                closes.to_rfc3339()
+            )));
+        }
+        let at = db_time(now);
+        sqlx::query("UPDATE leads SET status = 'reconsideration_requested', updated_at = $1 WHERE lead_id = $2")
+            .bind(&at)
+            .bind(lead_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let actor = format!("agency:{agency}");
+        insert_timeline(
+            &mut tx,
+            lead_id,
+            revision,
+            "reconsideration_requested",
+            &at,
+            &actor,
+            json!({"reason": reason}),
+        )
+        .await?;
+        let outbox = message(revision);
+        insert_message(&mut tx, &outbox, lead_id, revision, now).await?;
+        ledger.append(AuditEntry {
+            at: now,
+            actor,
+            action: "lead.reconsideration_requested",
+            lead_id: Some(lead_id),
+            revision: Some(revision),
+            details: json!({"reason": reason, "event_id": outbox.event_id}),
+        });
+        ledger.finish(&mut tx).await.map_err(StoreError::from)?;
+        tx.commit().await?;
+        Ok(revision)
+    }
+
+    /// Publishes again every lead that has had no police receipt for longer than `after`:
+    /// the police adapter is idempotent, so a repeat is harmless, and a lost message (a topic
+    /// accident, or the embedded broker's retention) is recovered.
+    pub async fn republish_unreceipted(
+        &self,
+        after: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let cutoff = db_time(now - after);
+        // "No message of the lead still waiting" as a scalar subquery, not NOT EXISTS: it is
+        // then one probe of `outbox_unpublished_by_lead` per lead, where an anti join planned
+        // from stale statistics scans the whole backlog per lead (docs/benchmarks.md).
+        let stale = sqlx::query(
+            "SELECT l.lead_id, l.current_revision FROM leads l \
+             WHERE l.status = 'published' AND l.updated_at < $1 \
+               AND (SELECT MIN(o.id) FROM outbox o WHERE o.lead_id = l.lead_id \
+                    AND o.published_at IS NULL AND o.failed_at IS NULL) IS NULL \
+             ORDER BY l.updated_at LIMIT 100",
+        )
+        .bind(&cutoff)
+        .fetch_all(self.pool())
+        .await?;
+        let mut republished = 0;
+        for row in stale {
+            let lead_id_text: String = row.try_get("lead_id")?;
+            let revision: i64 = row.try_get("current_revision")?;
+            let Some(lead_id) = LeadId::parse(&lead_id_text) else {
+                continue;
+            };
+            let mut tx = self.begin().await?;
+            let Some(last) = sqlx::query(
+                // A copy Kafka acknowledged, never one it refused for good.
+                "SELECT topic, payload, headers FROM outbox WHERE lead_id = $1 AND revision = $2 \
+                 AND published_at IS NOT NULL ORDER BY id DESC LIMIT 1",
+            )
+            .bind(&lead_id_text)
+            .bind(revision)
+            .fetch_optional(&mut *tx)
+            .await?
+            else {
+                continue;
+            };
+            // Only if nothing changed since the SELECT above (another hub may have done it).
+            let claimed = sqlx::query("UPDATE leads SET updated_at = $1 WHERE lead_id = $2 AND status = 'published' AND updated_at < $3")
+                .bind(db_time(now))
+                .bind(&lead_id_text)
+                .bind(&cutoff)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if claimed == 0 {
+                tx.rollback().await?;
+                continue;
+            }
+            let headers: String = last.try_get("headers")?;
+            let message = OutboxMessage {
+                event_id: uuid::Uuid::now_v7().to_string(),
+                topic: last.try_get("topic")?,
+                payload: last.try_get("payload")?,
+                headers: serde_json::from_str(&headers).map_err(|error| {
+                    StoreError::Other(sqlx::Error::Protocol(format!(
+                        "outbox headers of lead {lead_id} do not parse: {error}"
+                    )))
+                })?,
+            };
+            insert_message(&mut tx, &message, lead_id, revision, now).await?;
+            let mut ledger = LedgerAppender::new();
+            ledger
+                .append(
+                    AuditEntry {
+                        at: now,
+                        actor: "relay".into(),
+                        action: "lead.republished",
+                        lead_id: Some(lead_id),
+                        revision: Some(revision),
+                        details: json!({"reason": "no police receipt", "after_secs": after.num_seconds(), "event_id": message.event_id}),
+                    },
+                );
+            ledger.finish(&mut tx).await.map_err(StoreError::from)?;
+            tx.commit().await?;
+            republished += 1;
+        }
+        Ok(republished)
+    }
+}

@@ -1,0 +1,664 @@
+//! Leads, their revisions and their timelines.
+//!
+//! Promise: [`Store::accept_leads`] stores a batch in one transaction with a number of
+//! statements that does not grow with the batch (up to 500 leads: about ten), and answers each
+//! lead exactly as if the leads had been stored one after another in batch order. Every
+//! statement of that transaction is counted in [`super::IngestCounters`].
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Map, Value};
+use sqlx::Row;
+
+use crate::contract::lead::{Agency, LeadId, ValidatedLead};
+use crate::shared::audit::{AuditEntry, AuditError, LedgerAppender};
+use crate::shared::outbox::OutboxMessage;
+use crate::shared::store::{
+    db_time, parse_db_time, Dialect, IngestCounters, Store, StoreError, Tx, MAX_BIND_PARAMS,
+};
+
+/// What the store made of a validated lead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Acceptance {
+    /// A new lead or a new revision: stored with its outbox row and audit entry.
+    Accepted {
+        lead_id: LeadId,
+        revision: i64,
+        received_at: DateTime<Utc>,
+    },
+    /// The same case, revision and content as before: nothing changed.
+    Replayed {
+        lead_id: LeadId,
+        revision: i64,
+        received_at: DateTime<Utc>,
+    },
+    /// The same case and revision with other content, or a revision older than the current one.
+    Conflict {
+        lead_id: LeadId,
+        reason: ConflictReason,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConflictReason {
+    /// This revision was received before with different content.
+    DifferentContent { revision: i64 },
+    /// A higher revision already supersedes this one.
+    StaleRevision { revision: i64, current: i64 },
+}
+
+/// A lead as one caller may see it.
+#[derive(Clone, Debug)]
+pub struct LeadView {
+    pub lead_id: LeadId,
+    pub agency: Agency,
+    pub lead_type: String,
+    pub kind: String,
+    pub case_id: String,
+    pub revision: i64,
+    pub status: String,
+    pub timeline: Vec<TimelineEvent>,
+}
+
+#[derive(Clone, Debug)]
+pub struct TimelineEvent {
+    pub event: String,
+    pub at: String,
+    pub actor: String,
+    pub revision: i64,
+    /// Extra fields of the event (topic, partition, offset, unit, …).
+    pub details: Map<String, Value>,
+}
+
+impl TimelineEvent {
+    /// The event as the agency API shows it: its fields flattened into one object.
+    pub fn to_json(&self) -> Value {
+        let mut object = Map::new();
+        object.insert("event".into(), json!(self.event));
+        object.insert("at".into(), json!(self.at));
+        object.insert("actor".into(), json!(self.actor));
+        object.insert("revision".into(), json!(self.revision));
+        for (key, value) in &self.details {
+            object.insert(key.clone(), value.clone());
+        }
+        Value::Object(object)
+    }
+}
+
+/// A lead ready to be stored: validated, with the outbox message that will publish it.
+pub struct LeadToStore<'a> {
+    pub lead: &'a ValidatedLead,
+    /// The id the lead gets if it is new; ignored for a known case.
+    pub new_lead_id: LeadId,
+    /// Builds the outbox message once the lead's id is known.
+    pub message: &'a (dyn Fn(LeadId) -> OutboxMessage + Sync),
+}
+
+impl From<AuditError> for StoreError {
+    fn from(error: AuditError) -> Self {
+        match error {
+            AuditError::Store(error) => error,
+            broken @ AuditError::Broken { .. } => {
+                StoreError::Other(sqlx::Error::Protocol(broken.to_string()))
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Stores the leads in one transaction, as if one after another in order: each with its
+    /// timeline events, outbox row and audit entry. Either every acceptance in the returned
+    /// list is committed or none is.
+    ///
+    /// The number of statements does not grow with the batch (up to the bind-parameter limit
+    /// of one statement per table): the known cases and their revisions are read at once, the
+    /// outcomes are resolved in memory in batch order (so a case sent twice in one batch is
+    /// answered exactly as two submissions in a row), and each table gets one multi-row write.
+    pub async fn accept_leads(
+        &self,
+        leads: &[LeadToStore<'_>],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Acceptance>, StoreError> {
+        let mut tx = CountedTx {
+            tx: self.begin().await?,
+            counters: self.ingest_counters(),
+        };
+        tx.counters.add_statements(1);
+        let known = known_cases(&mut tx, self.dialect(), leads).await?;
+        let plan = resolve(leads, known, now);
+        write_plan(&mut tx, &plan, now).await?;
+        let statements = plan.ledger.finish(&mut tx.tx).await?;
+        tx.counters.add_statements(statements + 1);
+        tx.tx.commit().await?;
+        tx.counters.add_commit();
+        Ok(plan.outcomes)
+    }
+
+    /// The lead with its current revision and whole timeline, if `agency` owns it.
+    pub async fn lead_for_agency(
+        &self,
+        lead_id: LeadId,
+        agency: Agency,
+    ) -> Result<Option<LeadView>, StoreError> {
+        let Some(row) = sqlx::query(
+            "SELECT lead_type, kind, case_id, current_revision, status FROM leads WHERE lead_id = $1 AND agency = $2",
+        )
+        .bind(lead_id.to_string())
+        .bind(agency.as_str())
+        .fetch_optional(self.pool())
+        .await?
+        else {
+            return Ok(None);
+        };
+        let timeline = sqlx::query(
+            "SELECT event, at, actor, revision, details FROM timeline_events WHERE lead_id = $1 ORDER BY id",
+        )
+        .bind(lead_id.to_string())
+        .fetch_all(self.pool())
+        .await?
+        .into_iter()
+        .map(|event| -> Result<TimelineEvent, StoreError> {
+            let details: String = event.try_get("details")?;
+            Ok(TimelineEvent {
+                event: event.try_get("event")?,
+                at: event.try_get("at")?,
+                actor: event.try_get("actor")?,
+                revision: event.try_get("revision")?,
+                details: serde_json::from_str(&details).map_err(|error| {
+                    StoreError::Other(sqlx::Error::Protocol(format!(
+                        "stored timeline details of lead {lead_id} do not parse: {error}"
+                    )))
+                })?,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(LeadView {
+            lead_id,
+            agency,
+            lead_type: row.try_get("lead_type")?,
+            kind: row.try_get("kind")?,
+            case_id: row.try_get("case_id")?,
+            revision: row.try_get("current_revision")?,
+            status: row.try_get("status")?,
+            timeline,
+        }))
+    }
+
+    /// The stored document of one revision, exactly as accepted.
+    pub async fn lead_document(
+        &self,
+        lead_id: LeadId,
+        revision: i64,
+    ) -> Result<Option<Value>, StoreError> {
+        let row =
+            sqlx::query("SELECT document FROM lead_revisions WHERE lead_id = $1 AND revision = $2")
+                .bind(lead_id.to_string())
+                .bind(revision)
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(match row {
+            Some(row) => Some(
+                serde_json::from_str(&row.try_get::<String, _>("document")?).map_err(|error| {
+                    StoreError::Other(sqlx::Error::Protocol(format!(
+                        "stored document of lead {lead_id} revision {revision} does not parse: {error}"
+                    )))
+                })?,
+            ),
+            None => None,
+        })
+    }
+}
+
+/// The ingest transaction; every statement it sends goes through [`CountedTx::conn`], which
+/// counts it.
+struct CountedTx<'s> {
+    tx: Tx,
+    counters: &'s IngestCounters,
+}
+
+impl CountedTx<'_> {
+    fn conn(&mut self) -> &mut sqlx::AnyConnection {
+        self.counters.add_statements(1);
+        &mut self.tx
+    }
+}
+
+type CaseKey = (Agency, String);
+
+/// A case as it stands at some point of the batch: read from the database first, then moved
+/// along by the batch's own revisions.
+struct CaseState {
+    lead_id: LeadId,
+    current: i64,
+    /// Content hash and receipt time of the revisions the batch sends that exist so far.
+    revisions: HashMap<i64, (String, DateTime<Utc>)>,
+}
+
+fn parse_lead_id(text: &str) -> Result<LeadId, StoreError> {
+    LeadId::parse(text).ok_or_else(|| {
+        StoreError::Other(sqlx::Error::Protocol(format!(
+            "stored lead id {text} is not a UUID"
+        )))
+    })
+}
+
+/// `($2, $3<tail>), ($4, $5<tail>), …`: `rows` tuples of `columns` parameters numbered from
+/// `first`, each ending with `tail` (shared values and literals).
+fn tuples_with(rows: usize, columns: usize, first: usize, tail: &str) -> String {
+    let mut out = String::new();
+    for row in 0..rows {
+        if row > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(&format!("${}", first + row * columns + column));
+        }
+        out.push_str(tail);
+        out.push(')');
+    }
+    out
+}
+
+fn tuples(rows: usize, columns: usize, first: usize) -> String {
+    tuples_with(rows, columns, first, "")
+}
+
+/// Rows of `columns` parameters per statement, leaving room for one shared parameter.
+fn rows_per_statement(columns: usize) -> usize {
+    (MAX_BIND_PARAMS - 1) / columns
+}
+
+/// Reads the batch's cases that already exist, with their stored revisions among those the
+/// batch sends. On PostgreSQL the lead rows are locked (in id order, so two batches cannot
+/// deadlock on them), so a concurrent revision of the same case waits instead of both reading
+/// the same current revision.
+async fn known_cases(
+    tx: &mut CountedTx<'_>,
+    dialect: Dialect,
+    leads: &[LeadToStore<'_>],
+) -> Result<HashMap<CaseKey, CaseState>, StoreError> {
+    let mut cases: Vec<CaseKey> = Vec::new();
+    let mut seen = HashSet::new();
+    for item in leads {
+        let key = (item.lead.agency(), item.lead.case_id().as_str().to_owned());
+        if seen.insert(key.clone()) {
+            cases.push(key);
+        }
+    }
+    let lock = match dialect {
+        Dialect::Postgres => " ORDER BY lead_id FOR UPDATE",
+        Dialect::Sqlite => "",
+    };
+    let mut known = HashMap::new();
+    for chunk in cases.chunks(rows_per_statement(2)) {
+        let sql = format!(
+            "SELECT lead_id, agency, case_id, current_revision FROM leads WHERE (agency, case_id) IN ({}){lock}",
+            tuples(chunk.len(), 2, 1)
+        );
+        let mut query = sqlx::query(&sql);
+        for (agency, case_id) in chunk {
+            query = query.bind(agency.as_str()).bind(case_id.as_str());
+        }
+        for row in query.fetch_all(tx.conn()).await? {
+            let agency_text: String = row.try_get("agency")?;
+            let agency: Agency = agency_text.parse().map_err(|_| {
+                StoreError::Other(sqlx::Error::Protocol(format!(
+                    "stored agency {agency_text} is not an agency"
+                )))
+            })?;
+            let key = (agency, row.try_get::<String, _>("case_id")?);
+            known.insert(
+                key,
+                CaseState {
+                    lead_id: parse_lead_id(&row.try_get::<String, _>("lead_id")?)?,
+                    current: row.try_get("current_revision")?,
+                    revisions: HashMap::new(),
+                },
+            );
+        }
+    }
+    let mut wanted: Vec<(String, i64)> = Vec::new();
+    let mut seen = HashSet::new();
+    for item in leads {
+        let key = (item.lead.agency(), item.lead.case_id().as_str().to_owned());
+        if let Some(case) = known.get(&key) {
+            let pair = (case.lead_id.to_string(), item.lead.revision());
+            if seen.insert(pair.clone()) {
+                wanted.push(pair);
+            }
+        }
+    }
+    let by_id: HashMap<String, CaseKey> = known
+        .iter()
+        .map(|(key, case)| (case.lead_id.to_string(), key.clone()))
+        .collect();
+    for chunk in wanted.chunks(rows_per_statement(2)) {
+        let sql = format!(
+            "SELECT lead_id, revision, content_sha256, received_at FROM lead_revisions WHERE (lead_id, revision) IN ({})",
+            tuples(chunk.len(), 2, 1)
+        );
+        let mut query = sqlx::query(&sql);
+        for (lead_id, revision) in chunk {
+            query = query.bind(lead_id.as_str()).bind(*revision);
+        }
+        for row in query.fetch_all(tx.conn()).await? {
+            let lead_id: String = row.try_get("lead_id")?;
+            let received_at: String = row.try_get("received_at")?;
+            let received_at = parse_db_time(&received_at).ok_or_else(|| {
+                StoreError::Other(sqlx::Error::Protocol(format!(
+                    "stored receipt time {received_at:?} of lead {lead_id} does not parse"
+                )))
+            })?;
+            let case = by_id
+                .get(&lead_id)
+                .and_then(|key| known.get_mut(key))
+                .expect("revisions are read only for known leads");
+            case.revisions.insert(
+                row.try_get("revision")?,
+                (row.try_get("content_sha256")?, received_at),
+            );
+        }
+    }
+    Ok(known)
+}
+
+/// The final state of a lead row the batch writes.
+struct LeadRow<'a> {
+    lead_id: String,
+    lead: &'a ValidatedLead,
+}
+
+struct RevisionRow<'a> {
+    lead_id: String,
+    lead: &'a ValidatedLead,
+    superseded: bool,
+}
+
+struct TimelineRow {
+    lead_id: String,
+    revision: i64,
+    event: &'static str,
+    actor: String,
+    details: String,
+}
+
+/// Everything the batch writes, in the order the one-by-one version would have written it.
+struct Plan<'a> {
+    outcomes: Vec<Acceptance>,
+    /// New leads and known leads with a new current revision, each once, in final state.
+    leads: Vec<LeadRow<'a>>,
+    /// Revisions stored before the batch that a revision of the batch supersedes.
+    superseded: Vec<(String, i64)>,
+    revisions: Vec<RevisionRow<'a>>,
+    timeline: Vec<TimelineRow>,
+    outbox: Vec<(OutboxMessage, String, i64)>,
+    ledger: LedgerAppender,
+}
+
+/// Decides every lead of the batch in order: new, revision, exact replay, conflict or stale.
+fn resolve<'a>(
+    leads: &[LeadToStore<'a>],
+    mut cases: HashMap<CaseKey, CaseState>,
+    now: DateTime<Utc>,
+) -> Plan<'a> {
+    let mut plan = Plan {
+        outcomes: Vec::with_capacity(leads.len()),
+        leads: Vec::new(),
+        superseded: Vec::new(),
+        revisions: Vec::new(),
+        timeline: Vec::new(),
+        outbox: Vec::new(),
+        ledger: LedgerAppender::new(),
+    };
+    // Positions in the plan of lead rows and revision rows written by this batch, so a later
+    // item can update them in place rather than write twice.
+    let mut lead_rows: HashMap<LeadId, usize> = HashMap::new();
+    let mut revision_rows: HashMap<(LeadId, i64), usize> = HashMap::new();
+    for item in leads {
+        let lead = item.lead;
+        let revision = lead.revision();
+        let key = (lead.agency(), lead.case_id().as_str().to_owned());
+        let lead_id = match cases.get_mut(&key) {
+            None => {
+                let lead_id = item.new_lead_id;
+                cases.insert(
+                    key,
+                    CaseState {
+                        lead_id,
+                        current: revision,
+                        revisions: HashMap::from([(
+                            revision,
+                            (lead.content_sha256().to_owned(), now),
+                        )]),
+                    },
+                );
+                lead_id
+            }
+            Some(case) => {
+                let lead_id = case.lead_id;
+                if let Some((hash, received_at)) = case.revisions.get(&revision) {
+                    plan.outcomes.push(if hash == lead.content_sha256() {
+                        Acceptance::Replayed {
+                            lead_id,
+                            revision,
+                            received_at: *received_at,
+                        }
+                    } else {
+                        Acceptance::Conflict {
+                            lead_id,
+                            reason: ConflictReason::DifferentContent { revision },
+                        }
+                    });
+                    continue;
+                }
+                if revision < case.current {
+                    plan.outcomes.push(Acceptance::Conflict {
+                        lead_id,
+                        reason: ConflictReason::StaleRevision {
+                            revision,
+                            current: case.current,
+                        },
+                    });
+                    continue;
+                }
+                let previous = case.current;
+                match revision_rows.get(&(lead_id, previous)) {
+                    Some(&row) => plan.revisions[row].superseded = true,
+                    None => plan.superseded.push((lead_id.to_string(), previous)),
+                }
+                plan.timeline.push(TimelineRow {
+                    lead_id: lead_id.to_string(),
+                    revision: previous,
+                    event: "superseded",
+                    actor: "hub".into(),
+                    details: json!({"superseded_by": revision}).to_string(),
+                });
+                case.current = revision;
+                case.revisions
+                    .insert(revision, (lead.content_sha256().to_owned(), now));
+                lead_id
+            }
+        };
+        match lead_rows.get(&lead_id) {
+            Some(&row) => plan.leads[row].lead = lead,
+            None => {
+                lead_rows.insert(lead_id, plan.leads.len());
+                plan.leads.push(LeadRow {
+                    lead_id: lead_id.to_string(),
+                    lead,
+                });
+            }
+        }
+        revision_rows.insert((lead_id, revision), plan.revisions.len());
+        plan.revisions.push(RevisionRow {
+            lead_id: lead_id.to_string(),
+            lead,
+            superseded: false,
+        });
+        let actor = format!("agency:{}", lead.agency());
+        plan.timeline.push(TimelineRow {
+            lead_id: lead_id.to_string(),
+            revision,
+            event: "received",
+            actor: actor.clone(),
+            details: json!({}).to_string(),
+        });
+        let message = (item.message)(lead_id);
+        plan.ledger.append(AuditEntry {
+            at: now,
+            actor,
+            action: "lead.received",
+            lead_id: Some(lead_id),
+            revision: Some(revision),
+            details: json!({
+                "agency": lead.agency(),
+                "case_id": lead.case_id(),
+                "lead_type": lead.lead_type().as_str(),
+                "kind": lead.kind().as_str(),
+                "content_sha256": lead.content_sha256(),
+                "event_id": message.event_id,
+            }),
+        });
+        plan.outbox.push((message, lead_id.to_string(), revision));
+        plan.outcomes.push(Acceptance::Accepted {
+            lead_id,
+            revision,
+            received_at: now,
+        });
+    }
+    plan
+}
+
+/// Writes the plan: one multi-row statement per table (per chunk under the parameter limit),
+/// parents before children. `$1` is the batch's one timestamp, shared by every row.
+async fn write_plan(
+    tx: &mut CountedTx<'_>,
+    plan: &Plan<'_>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let at = db_time(now);
+    // A known lead keeps its `created_at` (and everything the police side wrote); the rest
+    // takes the batch's final revision, as the one-by-one UPDATE did.
+    for chunk in plan.leads.chunks(rows_per_statement(6)) {
+        let sql = format!(
+            "INSERT INTO leads (lead_id, agency, case_id, lead_type, kind, current_revision, status, created_at, updated_at) \
+             VALUES {} \
+             ON CONFLICT (lead_id) DO UPDATE SET current_revision = excluded.current_revision, status = excluded.status, \
+             lead_type = excluded.lead_type, kind = excluded.kind, updated_at = excluded.updated_at",
+            tuples_with(chunk.len(), 6, 2, ", 'accepted', $1, $1")
+        );
+        let mut query = sqlx::query(&sql).bind(&at);
+        for row in chunk {
+            query = query
+                .bind(row.lead_id.as_str())
+                .bind(row.lead.agency().as_str())
+                .bind(row.lead.case_id().as_str())
+                .bind(row.lead.lead_type().as_str())
+                .bind(row.lead.kind().as_str())
+                .bind(row.lead.revision());
+        }
+        query.execute(tx.conn()).await?;
+    }
+    for chunk in plan.superseded.chunks(rows_per_statement(2)) {
+        let sql = format!(
+            "UPDATE lead_revisions SET status = 'superseded' WHERE (lead_id, revision) IN ({})",
+            tuples(chunk.len(), 2, 1)
+        );
+        let mut query = sqlx::query(&sql);
+        for (lead_id, revision) in chunk {
+            query = query.bind(lead_id.as_str()).bind(*revision);
+        }
+        query.execute(tx.conn()).await?;
+    }
+    for chunk in plan.revisions.chunks(rows_per_statement(5)) {
+        let sql = format!(
+            "INSERT INTO lead_revisions (lead_id, revision, content_sha256, document, status, received_at) \
+             VALUES {}",
+            tuples_with(chunk.len(), 5, 2, ", $1")
+        );
+        let mut query = sqlx::query(&sql).bind(&at);
+        for row in chunk {
+            query = query
+                .bind(row.lead_id.as_str())
+                .bind(row.lead.revision())
+                .bind(row.lead.content_sha256())
+                .bind(
+                    std::str::from_utf8(row.lead.canonical_bytes())
+                        .expect("canonical JSON is UTF-8"),
+                )
+                .bind(if row.superseded {
+                    "superseded"
+                } else {
+                    "accepted"
+                });
+        }
+        query.execute(tx.conn()).await?;
+    }
+    // Rows keep the plan's order, so timeline ids (and outbox ids below) ascend as the events
+    // happened: readers order timelines by id and the relay publishes a lead's rows by id.
+    for chunk in plan.timeline.chunks(rows_per_statement(6)) {
+        let sql = format!(
+            "INSERT INTO timeline_events (lead_id, revision, event, actor, details, at) \
+             SELECT column1, column2, column3, column4, column5, $1 FROM (VALUES {}) AS v ORDER BY column6",
+            tuples(chunk.len(), 6, 2)
+        );
+        let mut query = sqlx::query(&sql).bind(&at);
+        for (ordinal, row) in chunk.iter().enumerate() {
+            query = query
+                .bind(row.lead_id.as_str())
+                .bind(row.revision)
+                .bind(row.event)
+                .bind(row.actor.as_str())
+                .bind(row.details.as_str())
+                .bind(ordinal as i64);
+        }
+        query.execute(tx.conn()).await?;
+    }
+    for chunk in plan.outbox.chunks(rows_per_statement(7)) {
+        let sql = format!(
+            "INSERT INTO outbox (event_id, lead_id, revision, topic, payload, headers, created_at, next_attempt_at) \
+             SELECT column1, column2, column3, column4, column5, column6, $1, $1 FROM (VALUES {}) AS v ORDER BY column7",
+            tuples(chunk.len(), 7, 2)
+        );
+        let mut query = sqlx::query(&sql).bind(&at);
+        for (ordinal, (message, lead_id, revision)) in chunk.iter().enumerate() {
+            let headers = serde_json::to_string(&message.headers).expect("headers serialise");
+            query = query
+                .bind(message.event_id.as_str())
+                .bind(lead_id.as_str())
+                .bind(*revision)
+                .bind(message.topic.as_str())
+                .bind(message.payload.clone())
+                .bind(headers)
+                .bind(ordinal as i64);
+        }
+        query.execute(tx.conn()).await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn insert_timeline(
+    tx: &mut Tx,
+    lead_id: LeadId,
+    revision: i64,
+    event: &str,
+    at: &str,
+    actor: &str,
+    details: Value,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO timeline_events (lead_id, revision, event, at, actor, details) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(lead_id.to_string())
+        .bind(revision)
+        .bind(event)
+        .bind(at)
+        .bind(actor)
+        .bind(details.to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}

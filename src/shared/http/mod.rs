@@ -1,0 +1,256 @@
+//! The HTTPS edge every role serves through: TLS and connection limits (`tls`), the request
+//! guard, body and parameter readers, the caller's identity, and the routes of the process
+//! itself (health, readiness, metrics, the OpenAPI document). Roles contribute their routes as
+//! routers with their own state; [`router`] puts them behind the same layers.
+//!
+//! Promise: every error answer is problem+json with a `code` (see `error`). Handlers get that
+//! from [`ApiError`], extractors from `extract`, bodies from `body`; and [`problem_safety_net`]
+//! converts whatever else slips through, logging each time it has to.
+
+pub mod body;
+mod error;
+pub mod extract;
+mod guard;
+mod meta;
+pub mod tls;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderName};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use rdkafka::producer::FutureProducer;
+
+pub use error::{ApiError, PROBLEM_JSON};
+pub use guard::RequestGuard;
+pub use meta::{with_content_type, ReadinessCache};
+pub use tls::ClientIdentity;
+
+use crate::contract::lead::Agency;
+use crate::shared::identity::Principal;
+use crate::shared::store::Store;
+use crate::shared::telemetry::Metrics;
+
+/// What the process's own routes and the layers around every route need.
+pub struct Edge {
+    pub metrics: Metrics,
+    /// A Kafka client for readiness checks.
+    pub kafka_probe: FutureProducer,
+    /// The databases readiness checks, one per role this process runs.
+    pub stores: Vec<Store>,
+    /// Deadline and concurrency cap of every request.
+    pub guard: Arc<RequestGuard>,
+    /// `/readyz`'s last verdict, reused for a second.
+    pub readiness: ReadinessCache,
+}
+
+#[derive(Clone)]
+pub struct EdgeState(pub Arc<Edge>);
+
+/// The routes of the roles this process runs (paths of a role it does not run answer 404),
+/// with the process's own routes, behind the guard, the safety net and the request metrics.
+pub fn router(edge: EdgeState, roles: Router) -> Router {
+    let own = Router::new()
+        .route("/openapi.json", get(meta::openapi))
+        .route("/healthz", get(meta::healthz))
+        .route("/readyz", get(meta::readyz))
+        .route("/metrics", get(meta::metrics))
+        .with_state(edge.clone());
+    roles
+        .merge(own)
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(
+            edge.0.guard.clone(),
+            guard::guard_request,
+        ))
+        .layer(middleware::from_fn(problem_safety_net))
+        .layer(middleware::from_fn_with_state(edge, record_request))
+}
+
+/// Counts every request and its latency by matched route (never by raw path, which would let
+/// callers create unbounded series).
+async fn record_request(State(edge): State<EdgeState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |path| path.as_str())
+        .to_owned();
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    let metrics = &edge.0.metrics;
+    metrics
+        .http_requests
+        .with_label_values(&[&method, &route, response.status().as_str()])
+        .inc();
+    metrics
+        .http_duration
+        .with_label_values(&[&route])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Marks an error answer that is deliberately not a problem document (`/readyz`'s 503 carries the
+/// readiness report), so the safety net lets it through.
+#[derive(Clone, Copy, Debug)]
+pub struct NotAProblem;
+
+/// Turns an error answer that is not problem+json (a framework rejection no extractor mapped)
+/// into one, keeping its status and headers. Firing means a mapping is missing, so it warns.
+async fn problem_safety_net(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |path| path.as_str())
+        .to_owned();
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes() == PROBLEM_JSON.as_bytes());
+    if !(status.is_client_error() || status.is_server_error())
+        || is_problem
+        || response.extensions().get::<NotAProblem>().is_some()
+    {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    // Framework rejection texts are short; more than this is not a rejection text.
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes.to_vec()).ok())
+        .filter(|text| !text.trim().is_empty());
+    tracing::warn!(
+        status = status.as_u16(),
+        route,
+        text = text.as_deref().unwrap_or(""),
+        "An error answer was not problem+json; converted it. Map this rejection."
+    );
+    let detail = text.filter(|_| status.is_client_error());
+    let mut converted = ApiError::Unmapped { status, detail }.into_response();
+    let keep = |name: &HeaderName| name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH;
+    for (name, value) in parts.headers.iter().filter(|(name, _)| keep(name)) {
+        converted.headers_mut().append(name.clone(), value.clone());
+    }
+    converted
+}
+
+/// The principal of the request's connection; 401 without one, with the reason when the
+/// certificate was verified but names no principal unambiguously.
+fn principal(parts: &Parts) -> Result<&Principal, ApiError> {
+    match parts.extensions.get::<ClientIdentity>() {
+        Some(ClientIdentity::Principal(principal)) => Ok(principal),
+        Some(ClientIdentity::Refused(error)) => {
+            Err(ApiError::UnusableCertificate(error.to_string()))
+        }
+        Some(ClientIdentity::Anonymous) | None => Err(ApiError::Unauthenticated),
+    }
+}
+
+/// An authenticated agency: the caller of the agency API.
+pub struct AgencyCaller(pub Agency);
+
+impl<S: Send + Sync> FromRequestParts<S> for AgencyCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        match principal(parts)? {
+            Principal::Agency(agency) => Ok(AgencyCaller(*agency)),
+            other => Err(ApiError::Forbidden(format!(
+                "{other} may not use the agency API"
+            ))),
+        }
+    }
+}
+
+/// An authenticated investigator and the police unit their certificate names.
+pub struct InvestigatorCaller {
+    pub unit: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for InvestigatorCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        match principal(parts)? {
+            Principal::Investigator { unit } => Ok(InvestigatorCaller { unit: unit.clone() }),
+            other => Err(ApiError::Forbidden(format!(
+                "{other} may not use the investigators' API"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::StatusCode;
+    use tower::ServiceExt;
+
+    fn router_with(answer: fn() -> Response) -> Router {
+        Router::new()
+            .route("/", get(move || async move { answer() }))
+            .layer(middleware::from_fn(problem_safety_net))
+    }
+
+    async fn call(router: Router) -> Response {
+        router
+            .oneshot(Request::get("/").body(Body::empty()).unwrap())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_safety_net_turns_a_plain_text_rejection_into_a_problem() {
+        let response = call(router_with(|| {
+            (
+                StatusCode::BAD_REQUEST,
+                [(header::ALLOW, "GET")],
+                "Failed to parse the request",
+            )
+                .into_response()
+        }))
+        .await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        assert_eq!(response.headers()[header::ALLOW], "GET");
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem["code"], "http_error");
+        assert_eq!(problem["status"], 400);
+        assert_eq!(problem["detail"], "Failed to parse the request");
+    }
+
+    #[tokio::test]
+    async fn the_safety_net_leaves_problems_successes_and_marked_answers_alone() {
+        let response = call(router_with(|| ApiError::NotFound.into_response())).await;
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem["code"], "not_found");
+
+        let response = call(router_with(|| "fine".into_response())).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_ne!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+
+        let response = call(router_with(|| {
+            let mut response = (StatusCode::SERVICE_UNAVAILABLE, "report").into_response();
+            response.extensions_mut().insert(NotAProblem);
+            response
+        }))
+        .await;
+        assert_ne!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+    }
+}

@@ -1,0 +1,426 @@
+//! The transactional outbox: messages committed with the state they announce, claimed by
+//! relays under a lease, and marked published with their Kafka coordinates.
+//!
+//! Claiming is one short statement: rows are leased to one relay (`claimed_by`,
+//! `claimed_until`), under `FOR UPDATE SKIP LOCKED` on PostgreSQL so concurrent relays never
+//! take the same row, and SQLite's single writer on the embedded default. No transaction is
+//! held while Kafka is contacted. A row is claimable only when no earlier row of the same lead
+//! is still unpublished, so the events of one lead are published in order. A relay that dies
+//! leaves its lease to expire; the row is then published again (at-least-once; consumers
+//! deduplicate on lead id and revision).
+//!
+//! A message Kafka refuses for its content (see `relay::PublishError::Permanent`) is marked
+//! failed (`failed_at`), which is terminal: it is never claimed again, leaves the backlog, and
+//! no longer holds back the later messages of its lead. On the hub its lead moves to
+//! `publish_failed` with a timeline event and an audit entry, so the failure stays visible.
+//!
+//! The claim's cost is bounded by the rows it claims, not by the backlog: each candidate costs
+//! one probe of `outbox_unpublished_by_lead`, and the statement's shape (see
+//! [`claim_statement`]) keeps that plan even when the statistics were taken while the outbox
+//! was empty. Published rows are pruned after the relay's retention
+//! ([`Store::prune_outbox`]); waiting and failed rows, and the copy a lead without a police
+//! receipt would be republished from, are never pruned.
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use serde_json::json;
+use sqlx::Row;
+
+use crate::contract::lead::LeadId;
+use crate::shared::audit::{AuditEntry, LedgerAppender};
+use crate::shared::store::{db_time, Dialect, Store, StoreError, Tx};
+
+/// A message to publish, as the ingest side prepares it.
+#[derive(Clone, Debug)]
+pub struct OutboxMessage {
+    pub event_id: String,
+    pub topic: String,
+    pub payload: Vec<u8>,
+    /// Kafka headers, in order.
+    pub headers: Vec<(String, String)>,
+}
+
+/// A message leased to a relay.
+#[derive(Clone, Debug)]
+pub struct ClaimedMessage {
+    pub id: i64,
+    pub event_id: String,
+    pub lead_id: LeadId,
+    pub revision: i64,
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+    /// Failed attempts so far.
+    pub attempts: i64,
+}
+
+/// Where Kafka put a message.
+#[derive(Clone, Debug)]
+pub struct PublishedMessage {
+    pub id: i64,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// The ledger actions of an outbox's publications and permanent failures.
+#[derive(Clone, Copy, Debug)]
+pub struct OutboxActions {
+    /// E.g. `lead.published`.
+    pub published: &'static str,
+    /// E.g. `lead.publish_failed`.
+    pub publish_failed: &'static str,
+}
+
+/// The role whose outbox this is. The outbox leases, marks and prunes rows and writes the
+/// ledger entries; what a publication or a permanent failure means for the role's own state
+/// (a lead's status and timeline on the hub) the owner adds in the same transaction.
+pub trait OutboxOwner: Send + Sync {
+    /// Names the outbox in metrics (`outbox="hub"`).
+    fn name(&self) -> &'static str;
+    fn actions(&self) -> OutboxActions;
+    /// Called with the messages this transaction marked published (at `at`, stored form).
+    fn on_published<'a>(
+        &'a self,
+        _tx: &'a mut Tx,
+        _done: &'a [(&'a ClaimedMessage, &'a PublishedMessage)],
+        _at: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// Called when this transaction marked `message` failed for good; `details` go to the
+    /// ledger entry.
+    fn on_failed_permanently<'a>(
+        &'a self,
+        _tx: &'a mut Tx,
+        _message: &'a ClaimedMessage,
+        _details: &'a serde_json::Value,
+        _at: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// A condition on outbox rows `o` (SQL, starting with `AND`) that published rows must
+    /// meet to be pruned: rows the owner may still need are kept.
+    fn keep_when_pruning(&self) -> &'static str {
+        ""
+    }
+    /// Work the relay does now and then for the owner (the hub republishes leads without a
+    /// police receipt); returns how many messages it queued.
+    fn periodic<'a>(
+        &'a self,
+        _store: &'a Store,
+        _now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async { Ok(0) })
+    }
+}
+
+pub(crate) async fn insert_message(
+    tx: &mut Tx,
+    message: &OutboxMessage,
+    lead_id: LeadId,
+    revision: i64,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let at = db_time(now);
+    let headers = serde_json::to_string(&message.headers).expect("headers serialise");
+    sqlx::query(
+        "INSERT INTO outbox (event_id, lead_id, revision, topic, payload, headers, created_at, next_attempt_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+    )
+    .bind(&message.event_id)
+    .bind(lead_id.to_string())
+    .bind(revision)
+    .bind(&message.topic)
+    .bind(message.payload.clone())
+    .bind(headers)
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    /// Leases up to `limit` due messages to `relay` until `lease_until`, oldest first.
+    pub async fn claim_outbox(
+        &self,
+        relay: &str,
+        limit: i64,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<ClaimedMessage>, StoreError> {
+        let sql = claim_statement(self.dialect());
+        let rows = sqlx::query(&sql)
+            .bind(relay)
+            .bind(db_time(lease_until))
+            .bind(db_time(now))
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        let mut claimed = rows
+            .into_iter()
+            .map(|row| -> Result<ClaimedMessage, StoreError> {
+                let lead_id: String = row.try_get("lead_id")?;
+                let headers: String = row.try_get("headers")?;
+                Ok(ClaimedMessage {
+                    id: row.try_get("id")?,
+                    event_id: row.try_get("event_id")?,
+                    lead_id: LeadId::parse(&lead_id).ok_or_else(|| {
+                        StoreError::Other(sqlx::Error::Protocol(format!(
+                            "outbox lead id {lead_id} is not a UUID"
+                        )))
+                    })?,
+                    revision: row.try_get("revision")?,
+                    topic: row.try_get("topic")?,
+                    payload: row.try_get("payload")?,
+                    headers: serde_json::from_str(&headers).map_err(|error| {
+                        StoreError::Other(sqlx::Error::Protocol(format!(
+                            "outbox headers of lead {lead_id} do not parse: {error}"
+                        )))
+                    })?,
+                    attempts: row.try_get("attempts")?,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        claimed.sort_by_key(|message| message.id);
+        Ok(claimed)
+    }
+
+    /// Records where Kafka put each message, advances the leads' status, and appends the
+    /// `published` timeline events and audit entries, in one transaction of a few set-based
+    /// statements per hundred messages. A message whose lease `relay` no longer holds, or that
+    /// is already marked, is left alone.
+    pub async fn mark_published(
+        &self,
+        owner: &dyn OutboxOwner,
+        relay: &str,
+        claimed: &[ClaimedMessage],
+        published: &[PublishedMessage],
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let at = db_time(now);
+        let mut tx = self.begin().await?;
+        let mut ledger = LedgerAppender::new();
+        let mut marked = 0;
+        for chunk in published.chunks(MARK_CHUNK) {
+            // 1. The outbox rows, each with its own coordinates; RETURNING says which were ours.
+            let mut sql = String::from("UPDATE outbox SET published_at = $1, claimed_by = NULL, claimed_until = NULL, last_error = NULL, kafka_partition = CASE id");
+            let mut params = 2;
+            for _ in chunk {
+                sql.push_str(&format!(" WHEN ${} THEN ${}", params, params + 1));
+                params += 2;
+            }
+            sql.push_str(" END, kafka_offset = CASE id");
+            for _ in chunk {
+                sql.push_str(&format!(" WHEN ${} THEN ${}", params, params + 1));
+                params += 2;
+            }
+            sql.push_str(&format!(
+                " END WHERE claimed_by = ${} AND published_at IS NULL AND id IN (",
+                params
+            ));
+            params += 1;
+            let ids: Vec<String> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, _)| format!("${}", params + i))
+                .collect();
+            sql.push_str(&ids.join(", "));
+            sql.push_str(") RETURNING id");
+            let mut query = sqlx::query(&sql).bind(&at);
+            for coordinates in chunk {
+                query = query
+                    .bind(coordinates.id)
+                    .bind(i64::from(coordinates.partition));
+            }
+            for coordinates in chunk {
+                query = query.bind(coordinates.id).bind(coordinates.offset);
+            }
+            query = query.bind(relay);
+            for coordinates in chunk {
+                query = query.bind(coordinates.id);
+            }
+            let ours: std::collections::HashSet<i64> = query
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|row| row.try_get("id"))
+                .collect::<Result<_, _>>()?;
+            let done: Vec<(&ClaimedMessage, &PublishedMessage)> = chunk
+                .iter()
+                .filter(|c| ours.contains(&c.id))
+                .filter_map(|c| claimed.iter().find(|m| m.id == c.id).map(|m| (m, c)))
+                .collect();
+            marked += done.len();
+            if done.is_empty() {
+                continue;
+            }
+            owner.on_published(&mut tx, &done, &at).await?;
+            for (message, coordinates) in done {
+                ledger.append(AuditEntry {
+                    at: now,
+                    actor: "relay".into(),
+                    action: owner.actions().published,
+                    lead_id: Some(message.lead_id),
+                    revision: Some(message.revision),
+                    details: json!({
+                        "topic": message.topic,
+                        "partition": coordinates.partition,
+                        "offset": coordinates.offset,
+                        "event_id": message.event_id,
+                    }),
+                });
+            }
+        }
+        ledger.finish(&mut tx).await?;
+        tx.commit().await?;
+        Ok(marked)
+    }
+
+    /// Records a failed attempt and when to try again, and releases the lease.
+    pub async fn mark_failed(
+        &self,
+        relay: &str,
+        message: &ClaimedMessage,
+        error: &str,
+        retry_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let error: String = error.chars().take(1000).collect();
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = $1, next_attempt_at = $2, \
+                    claimed_by = NULL, claimed_until = NULL \
+             WHERE id = $3 AND claimed_by = $4 AND published_at IS NULL",
+        )
+        .bind(error)
+        .bind(db_time(retry_at))
+        .bind(message.id)
+        .bind(relay)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Marks a message that Kafka can never accept as failed for good, in one transaction with
+    /// what makes the failure visible: on the hub, the lead's `publish_failed` status (for a
+    /// lead event of its current revision still `accepted`) and timeline event; on both, an
+    /// audit entry. Returns false, changing nothing, when `relay` no longer holds the lease.
+    pub async fn mark_failed_permanently(
+        &self,
+        owner: &dyn OutboxOwner,
+        relay: &str,
+        message: &ClaimedMessage,
+        class: &str,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let at = db_time(now);
+        let error: String = error.chars().take(1000).collect();
+        let mut tx = self.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE outbox SET failed_at = $1, attempts = attempts + 1, last_error = $2, \
+                    claimed_by = NULL, claimed_until = NULL \
+             WHERE id = $3 AND claimed_by = $4 AND published_at IS NULL AND failed_at IS NULL",
+        )
+        .bind(&at)
+        .bind(&error)
+        .bind(message.id)
+        .bind(relay)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let details = json!({
+            "error_class": class,
+            "error": error,
+            "topic": message.topic,
+            "event_id": message.event_id,
+        });
+        owner
+            .on_failed_permanently(&mut tx, message, &details, &at)
+            .await?;
+        let mut ledger = LedgerAppender::new();
+        ledger.append(AuditEntry {
+            at: now,
+            actor: "relay".into(),
+            action: owner.actions().publish_failed,
+            lead_id: Some(message.lead_id),
+            revision: Some(message.revision),
+            details,
+        });
+        ledger.finish(&mut tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Deletes up to `limit` messages published before `cutoff`, oldest first, and says how
+    /// many it deleted. Never a message still waiting or failed for good, and on the hub never
+    /// the copy `republish_unreceipted` would publish again: a message of a lead still
+    /// `published` (no police receipt yet) at its current revision. What a deleted row held
+    /// stays in the audit ledger (`lead.published`: topic, partition, offset, event id) and
+    /// the lead itself in `lead_revisions`.
+    pub async fn prune_outbox(
+        &self,
+        owner: &dyn OutboxOwner,
+        cutoff: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<u64, StoreError> {
+        let needed = owner.keep_when_pruning();
+        let candidates = format!(
+            "SELECT o.id FROM outbox o \
+             WHERE o.published_at IS NOT NULL AND o.published_at < $1 AND o.failed_at IS NULL {needed} \
+             ORDER BY o.published_at LIMIT $2"
+        );
+        // As in the claim: primary-key deletes of ids found through `outbox_published`.
+        let sql = match self.dialect() {
+            Dialect::Postgres => format!("DELETE FROM outbox WHERE id = ANY(ARRAY({candidates}))"),
+            Dialect::Sqlite => format!("DELETE FROM outbox WHERE id IN ({candidates})"),
+        };
+        let deleted = sqlx::query(&sql)
+            .bind(db_time(cutoff))
+            .bind(limit)
+            .execute(self.pool())
+            .await?
+            .rows_affected();
+        Ok(deleted)
+    }
+
+    /// How many messages wait to be published, and the creation time of the oldest. Messages
+    /// that failed for good are not waiting.
+    pub async fn outbox_backlog(&self) -> Result<(i64, Option<String>), StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS waiting, MIN(created_at) AS oldest FROM outbox WHERE published_at IS NULL AND failed_at IS NULL")
+            .fetch_one(self.pool())
+            .await?;
+        Ok((row.try_get("waiting")?, row.try_get("oldest")?))
+    }
+}
+
+/// Messages marked per round of statements.
+const MARK_CHUNK: usize = 100;
+
+/// The claim's statement (`$1` relay, `$2` lease end, `$3` now, `$4` limit); public so that
+/// tests and benchmarks can EXPLAIN exactly what the relay runs.
+pub fn claim_statement(dialect: Dialect) -> String {
+    // The row is its lead's oldest waiting message: a scalar subquery, which PostgreSQL runs
+    // once per candidate as a probe of `outbox_unpublished_by_lead`, whatever the statistics
+    // say. The equivalent NOT EXISTS is planned as an anti join, and with the statistics of an
+    // empty outbox (as after any idle period) that join scans every waiting row per candidate.
+    // `= ANY(ARRAY(..))` likewise fixes the UPDATE to primary-key lookups of the claimed ids
+    // instead of a join the planner might cost from stale figures.
+    let candidates = "SELECT o.id FROM outbox o \
+         WHERE o.published_at IS NULL AND o.failed_at IS NULL AND o.next_attempt_at <= $3 \
+           AND (o.claimed_until IS NULL OR o.claimed_until < $3) \
+           AND o.id = (SELECT MIN(e.id) FROM outbox e \
+                       WHERE e.lead_id = o.lead_id AND e.published_at IS NULL \
+                         AND e.failed_at IS NULL) \
+         ORDER BY o.id LIMIT $4";
+    let ids = match dialect {
+        Dialect::Postgres => format!("= ANY(ARRAY({candidates} FOR UPDATE SKIP LOCKED))"),
+        Dialect::Sqlite => format!("IN ({candidates})"),
+    };
+    format!(
+        "UPDATE outbox SET claimed_by = $1, claimed_until = $2 WHERE id {ids} \
+         RETURNING id, event_id, lead_id, revision, topic, payload, headers, attempts"
+    )
+}

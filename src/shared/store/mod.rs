@@ -1,0 +1,340 @@
+//! Durable storage through sqlx: PostgreSQL in production, SQLite for the embedded default.
+//!
+//! Every query is written once and runs on both through sqlx's `Any` driver; the few places
+//! where the dialects differ ask [`Dialect`]. Migrations are per dialect under `migrations/`
+//! and run at connect time. Times are stored as fixed-width RFC 3339 UTC text (see
+//! [`db_time`]), which orders the same way in both databases.
+//!
+//! SQLite is opened with one connection, WAL and `synchronous=FULL`: the embedded hub is a
+//! single process, and one writer avoids lock-upgrade failures while keeping a committed
+//! lead durable across a crash or power loss.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Connection, Executor};
+
+/// A role's migrations, one tree per dialect under `migrations/`.
+pub struct Migrations {
+    pub postgres: sqlx::migrate::Migrator,
+    pub sqlite: sqlx::migrate::Migrator,
+}
+
+/// A transaction on a role's database.
+pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+/// Errors of the storage boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or is overloaded; retrying later can help.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// A concurrent writer got there first (a unique key); retrying the whole operation helps.
+    #[error("a concurrent write conflicted: {0}")]
+    Contended(#[source] sqlx::Error),
+    /// The database refuses the data itself and always will: PostgreSQL's data exceptions
+    /// (SQLSTATE class 22, e.g. U+0000 in text, a value out of range) and program limits (54,
+    /// e.g. a row or string too large), SQLite's `SQLITE_TOOBIG` and `SQLITE_MISMATCH`.
+    /// Retrying the same write cannot help; the caller must set the data aside.
+    #[error("the database cannot store this data: {0}")]
+    Unstorable(#[source] sqlx::Error),
+    /// Migrations failed at start-up.
+    #[error("database migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// The URL names no supported database.
+    #[error("unsupported database URL (expected postgres:// or sqlite:): {0}")]
+    UnsupportedUrl(String),
+    /// Anything else: a bug or a corrupted database.
+    #[error("database error: {0}")]
+    Other(#[source] sqlx::Error),
+}
+
+impl StoreError {
+    /// The same error for another waiter: one failed group commit answers each of its
+    /// submissions with an error of the same kind (so the same HTTP status), keeping the cause
+    /// as text because `sqlx::Error` cannot be cloned.
+    pub fn duplicate(&self) -> StoreError {
+        let text = |error: &dyn std::fmt::Display| sqlx::Error::Protocol(error.to_string());
+        match self {
+            StoreError::Unavailable(error) => StoreError::Unavailable(text(error)),
+            StoreError::Contended(error) => StoreError::Contended(text(error)),
+            StoreError::Unstorable(error) => StoreError::Unstorable(text(error)),
+            StoreError::Migration(error) => StoreError::Other(text(error)),
+            StoreError::UnsupportedUrl(url) => StoreError::UnsupportedUrl(url.clone()),
+            StoreError::Other(error) => StoreError::Other(text(error)),
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Contended(_))
+    }
+
+    /// The same write with the same data can never succeed (see [`StoreError::Unstorable`]).
+    /// Neither retryable nor permanent (`Other`) means a bug or a broken database: retrying
+    /// may help once it is fixed, so such errors are not treated as the data's fault.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, StoreError::Unstorable(_))
+    }
+}
+
+/// Whether a database error code says the data itself cannot be stored. PostgreSQL codes are
+/// five-character SQLSTATEs; SQLite's are decimal (extended) result codes, never five digits.
+fn is_unstorable_code(code: &str) -> bool {
+    let sqlstate = code.len() == 5;
+    if sqlstate {
+        // Data exceptions, program limits, and the integrity violations that the same data
+        // meets again on every retry: NOT NULL, foreign key, CHECK. (A unique violation is a
+        // race a retry can win: `Contended`.)
+        code.starts_with("22")
+            || code.starts_with("54")
+            || matches!(code, "23502" | "23503" | "23514")
+    } else {
+        // SQLITE_TOOBIG (18), SQLITE_MISMATCH (20), and the extended constraint codes
+        // FOREIGNKEY (787), NOTNULL (1299), CHECK (275).
+        matches!(code, "18" | "20" | "787" | "1299" | "275")
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                StoreError::Unavailable(error)
+            }
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Contended(error),
+            sqlx::Error::Database(db)
+                if matches!(
+                    db.code().as_deref(),
+                    Some("5" | "6" | "517" | "40001" | "40P01")
+                ) =>
+            {
+                // SQLITE_BUSY / SQLITE_LOCKED / BUSY_SNAPSHOT; PostgreSQL serialization
+                // failure / deadlock: the same operation can succeed when retried.
+                StoreError::Contended(error)
+            }
+            sqlx::Error::Database(db) if db.code().as_deref().is_some_and(is_unstorable_code) => {
+                StoreError::Unstorable(error)
+            }
+            _ => StoreError::Other(error),
+        }
+    }
+}
+
+/// Most bind parameters one statement may carry on both databases: SQLite's limit since 3.32
+/// (the bundled library is newer), below PostgreSQL's 65,535.
+pub(crate) const MAX_BIND_PARAMS: usize = 32_766;
+
+/// What the ingest transactions sent to the database since the store was opened. Tests bound
+/// these per batch and per group commit; they count every statement `accept_leads` issues,
+/// `BEGIN` and `COMMIT` included.
+#[derive(Debug, Default)]
+pub struct IngestCounters {
+    statements: AtomicU64,
+    commits: AtomicU64,
+}
+
+impl IngestCounters {
+    pub fn statements(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+
+    /// Committed ingest transactions.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn add_statements(&self, count: u64) {
+        self.statements.fetch_add(count, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_commit(&self) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A role's database.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    dialect: Dialect,
+    ingest_counters: Arc<IngestCounters>,
+}
+
+impl Store {
+    /// Connects to a role's database at `url` (`postgres://…` or `sqlite:…`), runs the role's
+    /// migrations and opens a pool.
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        migrations: &'static Migrations,
+    ) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let dialect = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Dialect::Postgres
+        } else if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else {
+            return Err(StoreError::UnsupportedUrl(redact_url(url)));
+        };
+        match dialect {
+            Dialect::Postgres => {
+                let mut connection = sqlx::PgConnection::connect(url).await?;
+                migrations.postgres.run(&mut connection).await?;
+                connection.close().await?;
+            }
+            Dialect::Sqlite => {
+                let options =
+                    sqlx::sqlite::SqliteConnectOptions::from_str(url)?.create_if_missing(true);
+                // The database holds names and ID numbers: owner-only from its first byte.
+                let file = options.get_filename();
+                if !file.as_os_str().is_empty() && file != Path::new(":memory:") {
+                    crate::shared::private_fs::ensure_private_file(file)
+                        .map_err(|error| StoreError::Other(sqlx::Error::Io(error)))?;
+                }
+                let mut connection = sqlx::SqliteConnection::connect_with(&options).await?;
+                migrations.sqlite.run(&mut connection).await?;
+                connection.close().await?;
+            }
+        }
+        let options = AnyConnectOptions::from_str(url)?;
+        let pool_options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+        let pool = match dialect {
+            Dialect::Postgres => pool_options.max_connections(max_connections),
+            Dialect::Sqlite => pool_options
+                .max_connections(1)
+                .after_connect(|connection, _| {
+                    Box::pin(async move {
+                        connection
+                            .execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                            )
+                            .await?;
+                        Ok(())
+                    })
+                }),
+        }
+        .connect_with(options)
+        .await?;
+        Ok(Store {
+            pool,
+            dialect,
+            ingest_counters: Arc::default(),
+        })
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Statements and commits of the ingest transactions (see [`IngestCounters`]).
+    pub fn ingest_counters(&self) -> &IngestCounters {
+        &self.ingest_counters
+    }
+
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// A round trip to the database, for readiness.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// The stored form of a time: RFC 3339 UTC with exactly six fractional digits.
+pub fn db_time(time: DateTime<Utc>) -> String {
+    time.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// Parses a time written by [`db_time`].
+pub fn parse_db_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|time| time.with_timezone(&Utc))
+}
+
+/// A database URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &credentials[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_times_sort_as_they_read() {
+        let early = DateTime::parse_from_rfc3339("2026-11-26T08:00:00.5Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let late = DateTime::parse_from_rfc3339("2026-11-26T08:00:01Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(db_time(early), "2026-11-26T08:00:00.500000Z");
+        assert!(db_time(early) < db_time(late));
+        assert_eq!(parse_db_time(&db_time(early)), Some(early));
+    }
+
+    #[test]
+    fn only_data_errors_are_unstorable() {
+        // PostgreSQL: 22021 invalid byte sequence (U+0000), 22001 string too long, 54000
+        // program limit exceeded.
+        for code in [
+            "22021", "22001", "22P02", "54000", "54001", "23502", "23503", "23514", "18", "20",
+            "787", "1299", "275",
+        ] {
+            assert!(is_unstorable_code(code), "{code}");
+        }
+        // Unique violation, serialization failure, SQLite BUSY/LOCKED/CONSTRAINT, undefined
+        // table, connection failure: not the data's fault.
+        for code in [
+            "23505", "40001", "5", "6", "19", "2067", "42P01", "08006", "22",
+        ] {
+            assert!(!is_unstorable_code(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact_url("postgres://leadbridge:s3cret@db:5432/hub"),
+            "postgres://leadbridge:***@db:5432/hub"
+        );
+        assert_eq!(redact_url("sqlite:./x.db"), "sqlite:./x.db");
+    }
+}
