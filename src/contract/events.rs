@@ -1,4 +1,18 @@
-//! The events the hub and the police adapter exchange on Kafka.
+//! The events the hub and the police adapter exchange on Kafka, as types both sides share.
+//!
+//! Promise: every event either side publishes is built from these types and every event it
+//! consumes is read into them, so the two sides cannot drift apart field by field. Each has a
+//! JSON Schema under `schemas/events/` that the tests check the serialised form against. An
+//! event that does not read into its type is an error naming what is wrong, never a default.
+//!
+//! Readers are tolerant of fields they do not know (a later minor change may add one); a
+//! change that removes or retypes a field is a new `schema` version.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::contract::lead::{Agency, LeadId, LeadKind};
 
 /// Version of the value published on the leads topics.
 pub const LEAD_EVENT_SCHEMA: &str = "leadbridge.lead-event.v1";
@@ -9,3 +23,569 @@ pub const RECEIPT_SCHEMA: &str = "leadbridge.receipt.v1";
 /// How the `schema_id` header of a lead event begins: the lead type and schema version follow
 /// (`urn:leadbridge:schema:lead:<lead_type>:v1`, the `$id` of the lead's composed schema).
 pub const LEAD_EVENT_SCHEMA_URN_PREFIX: &str = "urn:leadbridge:schema:lead:";
+
+/// Why a payload is not the event it should be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    #[error("undecodable: {0}")]
+    Undecodable(String),
+    #[error("unknown event schema {0:?}")]
+    UnknownSchema(String),
+}
+
+/// A lead as the hub accepted it, published on `<prefix>.leads.<agency>.v1` under its lead id.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LeadEvent {
+    pub event_id: uuid::Uuid,
+    /// Always [`LEAD_EVENT_SCHEMA`].
+    pub schema: String,
+    pub lead_id: LeadId,
+    /// 1 or more.
+    pub revision: i64,
+    pub agency: Agency,
+    /// Text rather than a `LeadType`, so that a reader can tell a lead type it does not know
+    /// (a newer hub) from a malformed event.
+    pub lead_type: String,
+    pub kind: LeadKind,
+    pub case_id: String,
+    /// SHA-256 (hex) of the canonical JSON of `lead`.
+    pub content_sha256: String,
+    /// The lead document as accepted.
+    pub lead: serde_json::Map<String, Value>,
+}
+
+/// The agency asks the police to reconsider a non-filing (Decree 310 art. 9), published on the
+/// lead's topic so that it stays in order with the lead's revisions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReconsiderationRequest {
+    pub event_id: uuid::Uuid,
+    /// Always [`RECONSIDERATION_SCHEMA`].
+    pub schema: String,
+    pub lead_id: LeadId,
+    pub revision: i64,
+    pub agency: Agency,
+    pub reason: String,
+    #[serde(with = "rfc3339_micros")]
+    pub requested_at: DateTime<Utc>,
+}
+
+/// An event on a leads topic.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LeadsTopicEvent {
+    Lead(LeadEvent),
+    Reconsideration(ReconsiderationRequest),
+}
+
+impl LeadsTopicEvent {
+    /// Reads a leads-topic payload, told apart by its `schema`.
+    pub fn decode(payload: &[u8]) -> Result<LeadsTopicEvent, EventError> {
+        let value: Value = serde_json::from_slice(payload)
+            .map_err(|error| EventError::Undecodable(error.to_string()))?;
+        match value.get("schema").and_then(Value::as_str) {
+            Some(LEAD_EVENT_SCHEMA) => {
+                let event: LeadEvent = typed(value, "lead event")?;
+                positive_revision(event.revision)?;
+                Ok(LeadsTopicEvent::Lead(event))
+            }
+            Some(RECONSIDERATION_SCHEMA) => {
+                let event: ReconsiderationRequest = typed(value, "reconsideration request")?;
+                positive_revision(event.revision)?;
+                Ok(LeadsTopicEvent::Reconsideration(event))
+            }
+            other => Err(EventError::UnknownSchema(
+                other.unwrap_or("<none>").to_owned(),
+            )),
+        }
+    }
+}
+
+/// What the police did with a lead revision, sent to the hub on `<prefix>.receipts.v1` under
+/// the lead id. The hub applies each event id once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReceiptEvent {
+    pub event_id: uuid::Uuid,
+    /// Always [`RECEIPT_SCHEMA`].
+    pub schema: String,
+    pub lead_id: LeadId,
+    pub revision: i64,
+    #[serde(with = "rfc3339_micros")]
+    pub at: DateTime<Utc>,
+    /// `police-adapter`, or `investigator:<unit>` for a decision.
+    pub actor: String,
+    #[serde(flatten)]
+    pub step: ReceiptStep,
+}
+
+/// The step a receipt reports (`event`) and what belongs to it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ReceiptStep {
+    /// The adapter recorded the lead, assessed it and routed it to `units`.
+    ReceivedByPolice {
+        units: Vec<String>,
+        /// The assessment against the criminal thresholds (`police::rules`).
+        assessment: Value,
+        /// The Decree 310 deadlines now running.
+        deadlines: Value,
+    },
+    /// A unit's inbox or case-management system took the lead.
+    Delivered {
+        unit: String,
+        sink: String,
+        /// The unit's reference for the lead (its case-management number, or the inbox's).
+        cms_ref: String,
+    },
+    /// A delivery attempt failed; the adapter tries again.
+    DeliveryFailed {
+        unit: String,
+        sink: String,
+        error: String,
+    },
+    /// The adapter set the message aside (it could not be processed or stored).
+    DeadLettered {
+        error_class: String,
+        error: String,
+        source_topic: String,
+        source_partition: i32,
+        source_offset: i64,
+    },
+    Filed(DecisionDetails),
+    NotFiled(DecisionDetails),
+    Returned(DecisionDetails),
+    /// The answer to a reconsideration request; `decision` says which.
+    Reconsidered(DecisionDetails),
+}
+
+/// A unit's decision on a lead.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DecisionDetails {
+    pub unit: String,
+    /// `filed`, `not_filed` or `returned`.
+    pub decision: String,
+    pub reason: Option<String>,
+    pub police_case_no: Option<String>,
+    pub deadlines: Value,
+}
+
+impl ReceiptStep {
+    /// The `event` name, which is also the lead status the step moves to.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ReceiptStep::ReceivedByPolice { .. } => "received_by_police",
+            ReceiptStep::Delivered { .. } => "delivered",
+            ReceiptStep::DeliveryFailed { .. } => "delivery_failed",
+            ReceiptStep::DeadLettered { .. } => "dead_lettered",
+            ReceiptStep::Filed(_) => "filed",
+            ReceiptStep::NotFiled(_) => "not_filed",
+            ReceiptStep::Returned(_) => "returned",
+            ReceiptStep::Reconsidered(_) => "reconsidered",
+        }
+    }
+
+    /// The assessment, on a `received_by_police` step.
+    pub fn assessment(&self) -> Option<&Value> {
+        match self {
+            ReceiptStep::ReceivedByPolice { assessment, .. } => Some(assessment),
+            _ => None,
+        }
+    }
+
+    /// The deadlines the step leaves running, when it changes them.
+    pub fn deadlines(&self) -> Option<&Value> {
+        match self {
+            ReceiptStep::ReceivedByPolice { deadlines, .. } => Some(deadlines),
+            ReceiptStep::Filed(d)
+            | ReceiptStep::NotFiled(d)
+            | ReceiptStep::Returned(d)
+            | ReceiptStep::Reconsidered(d) => Some(&d.deadlines),
+            _ => None,
+        }
+    }
+
+    /// Whether the step is a unit's decision (first or on reconsideration).
+    pub fn is_decision(&self) -> bool {
+        matches!(
+            self,
+            ReceiptStep::Filed(_)
+                | ReceiptStep::NotFiled(_)
+                | ReceiptStep::Returned(_)
+                | ReceiptStep::Reconsidered(_)
+        )
+    }
+}
+
+impl ReceiptEvent {
+    pub fn decode(payload: &[u8]) -> Result<ReceiptEvent, EventError> {
+        let value: Value = serde_json::from_slice(payload)
+            .map_err(|error| EventError::Undecodable(error.to_string()))?;
+        match value.get("schema").and_then(Value::as_str) {
+            Some(RECEIPT_SCHEMA) => {
+                let event: ReceiptEvent = typed(value, "receipt")?;
+                positive_revision(event.revision)?;
+                Ok(event)
+            }
+            other => Err(EventError::UnknownSchema(
+                other.unwrap_or("<none>").to_owned(),
+            )),
+        }
+    }
+}
+
+/// The Kafka headers of a dead letter: why and where it was set aside.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetterHeaders {
+    /// A stable snake_case class (`undecodable`, `unknown_lead`, `unstorable`, …).
+    pub error_class: String,
+    pub error_message: String,
+    /// Which stage set it aside (`hub.receipts`, `police-adapter.consume`, …).
+    pub stage: String,
+    pub origin: DeadLetterOrigin,
+}
+
+/// What a dead letter came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeadLetterOrigin {
+    /// A consumed message, by its coordinates.
+    Consumed {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
+    /// A delivery to a unit that was given up after `attempts`.
+    Delivery { unit: String, attempts: i64 },
+}
+
+impl DeadLetterHeaders {
+    /// The headers in the order they are sent.
+    pub fn to_kafka(&self) -> Vec<(&'static str, String)> {
+        let mut headers = vec![
+            ("error_class", self.error_class.clone()),
+            ("error_message", self.error_message.clone()),
+            ("stage", self.stage.clone()),
+        ];
+        match &self.origin {
+            DeadLetterOrigin::Consumed {
+                topic,
+                partition,
+                offset,
+            } => headers.extend([
+                ("source_topic", topic.clone()),
+                ("source_partition", partition.to_string()),
+                ("source_offset", offset.to_string()),
+            ]),
+            DeadLetterOrigin::Delivery { unit, attempts } => {
+                headers.extend([("unit", unit.clone()), ("attempts", attempts.to_string())])
+            }
+        }
+        headers
+    }
+}
+
+/// A delivery given up on, as dead-lettered: the lead and its assessment, so that an operator
+/// can hand it over by other means.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GivenUpDelivery {
+    pub lead_id: LeadId,
+    pub revision: i64,
+    pub unit: String,
+    pub lead: Value,
+    pub assessment: Value,
+}
+
+/// Reads `value` into `T`, naming the field at fault (`lead event: revision: invalid type …`).
+fn typed<T: serde::de::DeserializeOwned>(value: Value, what: &str) -> Result<T, EventError> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        EventError::Undecodable(if path == "." {
+            format!("{what}: {inner}")
+        } else {
+            format!("{what}: {path}: {inner}")
+        })
+    })
+}
+
+fn positive_revision(revision: i64) -> Result<(), EventError> {
+    if revision >= 1 {
+        Ok(())
+    } else {
+        Err(EventError::Undecodable(format!(
+            "revision {revision} is not a positive integer"
+        )))
+    }
+}
+
+/// Times on the wire: RFC 3339 in UTC with microseconds (`2026-12-01T08:00:00.000000Z`), the
+/// precision both databases keep.
+mod rfc3339_micros {
+    use chrono::{DateTime, SecondsFormat, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&at.to_rfc3339_opts(SecondsFormat::Micros, true))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<DateTime<Utc>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        DateTime::parse_from_rfc3339(&text)
+            .map(|at| at.with_timezone(&Utc))
+            .map_err(|error| {
+                serde::de::Error::custom(format!("{text:?} is not an RFC 3339 time: {error}"))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn schema(name: &str) -> jsonschema::Validator {
+        let path = format!(
+            "{}/schemas/events/{name}.schema.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let document: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
+            .unwrap_or_else(|error| panic!("{path}: {error}"));
+        jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .should_validate_formats(true)
+            .build(&document)
+            .unwrap_or_else(|error| panic!("{path}: {error}"))
+    }
+
+    fn conforms(schema_name: &str, value: &Value) {
+        let validator = schema(schema_name);
+        let errors: Vec<String> = validator
+            .iter_errors(value)
+            .map(|error| format!("{} at {}", error, error.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{schema_name}: {errors:?}\n{value:#}");
+    }
+
+    fn at() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-12-01T08:30:00.123456Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn lead_event() -> LeadEvent {
+        let lead = json!({"summary": "废水总排口总铅浓度超标", "facts": {"n": 1}});
+        LeadEvent {
+            event_id: uuid::Uuid::now_v7(),
+            schema: LEAD_EVENT_SCHEMA.into(),
+            lead_id: LeadId::generate(),
+            revision: 2,
+            agency: Agency::Environment,
+            lead_type: "environment.discharge_exceedance".into(),
+            kind: LeadKind::Transfer,
+            case_id: "ZBHJ-2026-0153".into(),
+            content_sha256: "ab".repeat(32),
+            lead: lead.as_object().unwrap().clone(),
+        }
+    }
+
+    fn receipt(step: ReceiptStep) -> ReceiptEvent {
+        ReceiptEvent {
+            event_id: uuid::Uuid::now_v7(),
+            schema: RECEIPT_SCHEMA.into(),
+            lead_id: LeadId::generate(),
+            revision: 1,
+            at: at(),
+            actor: "police-adapter".into(),
+            step,
+        }
+    }
+
+    fn every_step() -> Vec<ReceiptStep> {
+        let deadlines = json!([{"name": "police_decision", "due_at": "2026-12-04T16:00:00+00:00", "completed_at": null}]);
+        let decision = |decision: &str| DecisionDetails {
+            unit: "370303".into(),
+            decision: decision.into(),
+            reason: (decision != "filed").then(|| "不构成犯罪".to_owned()),
+            police_case_no: (decision == "filed").then(|| "A3703032026120001".to_owned()),
+            deadlines: deadlines.clone(),
+        };
+        vec![
+            ReceiptStep::ReceivedByPolice {
+                units: vec!["370303".into()],
+                assessment: json!({"priority": "high", "suspected_offences": []}),
+                deadlines: deadlines.clone(),
+            },
+            ReceiptStep::Delivered {
+                unit: "370303".into(),
+                sink: "inbox".into(),
+                cms_ref: "inbox:1".into(),
+            },
+            ReceiptStep::DeliveryFailed {
+                unit: "370303".into(),
+                sink: "http".into(),
+                error: "503".into(),
+            },
+            ReceiptStep::DeadLettered {
+                error_class: "unstorable".into(),
+                error: "too large".into(),
+                source_topic: "lb.leads.environment.v1".into(),
+                source_partition: 2,
+                source_offset: 41,
+            },
+            ReceiptStep::Filed(decision("filed")),
+            ReceiptStep::NotFiled(decision("not_filed")),
+            ReceiptStep::Returned(decision("returned")),
+            ReceiptStep::Reconsidered(decision("filed")),
+        ]
+    }
+
+    #[test]
+    fn every_event_round_trips_and_matches_its_json_schema() {
+        let event = lead_event();
+        let bytes = serde_json::to_vec(&event).unwrap();
+        conforms("lead-event.v1", &serde_json::from_slice(&bytes).unwrap());
+        assert_eq!(
+            LeadsTopicEvent::decode(&bytes).unwrap(),
+            LeadsTopicEvent::Lead(event)
+        );
+
+        let request = ReconsiderationRequest {
+            event_id: uuid::Uuid::now_v7(),
+            schema: RECONSIDERATION_SCHEMA.into(),
+            lead_id: LeadId::generate(),
+            revision: 1,
+            agency: Agency::Water,
+            reason: "证据足以证明涉嫌犯罪".into(),
+            requested_at: at(),
+        };
+        let bytes = serde_json::to_vec(&request).unwrap();
+        let value: Value = serde_json::from_slice(&bytes).unwrap();
+        conforms("reconsideration-request.v1", &value);
+        assert_eq!(value["requested_at"], "2026-12-01T08:30:00.123456Z");
+        assert_eq!(
+            LeadsTopicEvent::decode(&bytes).unwrap(),
+            LeadsTopicEvent::Reconsideration(request)
+        );
+
+        for step in every_step() {
+            let name = step.name();
+            let event = receipt(step);
+            let bytes = serde_json::to_vec(&event).unwrap();
+            let value: Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(value["event"], name, "the step's name is its `event`");
+            conforms("receipt.v1", &value);
+            assert_eq!(ReceiptEvent::decode(&bytes).unwrap(), event, "{name}");
+        }
+    }
+
+    #[test]
+    fn the_receipt_schema_refuses_a_step_without_its_fields() {
+        let mut value = serde_json::to_value(receipt(every_step().remove(1))).unwrap();
+        value.as_object_mut().unwrap().remove("cms_ref");
+        assert!(!schema("receipt.v1").is_valid(&value));
+        let error = ReceiptEvent::decode(&serde_json::to_vec(&value).unwrap()).unwrap_err();
+        assert!(
+            matches!(&error, EventError::Undecodable(detail) if detail.contains("cms_ref")),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_malformed_event_is_an_error_naming_what_is_wrong_never_a_default() {
+        let good = serde_json::to_value(lead_event()).unwrap();
+        let with = |change: &dyn Fn(&mut Value)| {
+            let mut value = good.clone();
+            change(&mut value);
+            LeadsTopicEvent::decode(&serde_json::to_vec(&value).unwrap()).unwrap_err()
+        };
+        let undecodable = |error: EventError, needle: &str| match error {
+            EventError::Undecodable(detail) => {
+                assert!(detail.contains(needle), "{needle:?} not in {detail:?}")
+            }
+            other => panic!("expected undecodable, got {other}"),
+        };
+        undecodable(
+            with(&|v| {
+                v.as_object_mut().unwrap().remove("lead_id");
+            }),
+            "lead_id",
+        );
+        undecodable(with(&|v| v["lead_id"] = json!("not-a-uuid")), "lead_id: ");
+        undecodable(with(&|v| v["revision"] = json!(0)), "revision 0");
+        undecodable(
+            with(&|v| v["revision"] = json!("2")),
+            "revision: invalid type",
+        );
+        undecodable(with(&|v| v["lead"] = json!([1])), "lead: invalid type");
+        undecodable(
+            with(&|v| v["kind"] = json!("rumour")),
+            "kind: unknown variant `rumour`",
+        );
+        undecodable(with(&|v| v["agency"] = json!("police")), "police");
+        assert_eq!(
+            with(&|v| v["schema"] = json!("leadbridge.lead-event.v9")),
+            EventError::UnknownSchema("leadbridge.lead-event.v9".into())
+        );
+        assert_eq!(
+            LeadsTopicEvent::decode(b"{}").unwrap_err(),
+            EventError::UnknownSchema("<none>".into())
+        );
+        undecodable(LeadsTopicEvent::decode(b"\xff not json").unwrap_err(), "");
+
+        let mut receipt = serde_json::to_value(receipt(every_step().remove(0))).unwrap();
+        receipt["at"] = json!("yesterday");
+        undecodable(
+            ReceiptEvent::decode(&serde_json::to_vec(&receipt).unwrap()).unwrap_err(),
+            "RFC 3339",
+        );
+        receipt["at"] = json!("2026-12-01T08:30:00.123456Z");
+        receipt["event"] = json!("vanished");
+        undecodable(
+            ReceiptEvent::decode(&serde_json::to_vec(&receipt).unwrap()).unwrap_err(),
+            "vanished",
+        );
+    }
+
+    #[test]
+    fn an_unknown_field_is_ignored_within_a_version() {
+        let mut value = serde_json::to_value(lead_event()).unwrap();
+        value["added_later"] = json!(true);
+        assert!(LeadsTopicEvent::decode(&serde_json::to_vec(&value).unwrap()).is_ok());
+    }
+
+    #[test]
+    fn dead_letter_headers_say_why_and_where() {
+        let consumed = DeadLetterHeaders {
+            error_class: "undecodable".into(),
+            error_message: "not JSON".into(),
+            stage: "hub.receipts".into(),
+            origin: DeadLetterOrigin::Consumed {
+                topic: "lb.receipts.v1".into(),
+                partition: 1,
+                offset: 7,
+            },
+        };
+        assert_eq!(
+            consumed.to_kafka(),
+            [
+                ("error_class", "undecodable".to_owned()),
+                ("error_message", "not JSON".to_owned()),
+                ("stage", "hub.receipts".to_owned()),
+                ("source_topic", "lb.receipts.v1".to_owned()),
+                ("source_partition", "1".to_owned()),
+                ("source_offset", "7".to_owned()),
+            ]
+        );
+        let given_up = DeadLetterHeaders {
+            origin: DeadLetterOrigin::Delivery {
+                unit: "370303".into(),
+                attempts: 12,
+            },
+            ..consumed
+        };
+        let headers = given_up.to_kafka();
+        assert_eq!(
+            &headers[3..],
+            [("unit", "370303".to_owned()), ("attempts", "12".to_owned())]
+        );
+    }
+}

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::FutureProducer;
 use rdkafka::Message;
 use serde_json::Value;
@@ -38,16 +38,17 @@ use tokio::sync::{watch, Notify};
 use super::routing::Routing;
 use super::settings::{PoliceSettings, SinkSettings};
 use super::store::{DeadLetterSource, IncomingLead, PoliceStore, Route};
-use crate::contract::events::LEAD_EVENT_SCHEMA;
-use crate::contract::lead::{canonical_json, LeadId, LeadKind, LeadType};
+use crate::contract::events::{
+    DeadLetterHeaders, DeadLetterOrigin, EventError, LeadEvent, LeadsTopicEvent,
+    ReconsiderationRequest,
+};
+use crate::contract::lead::{canonical_json, LeadId, LeadType};
 use crate::police::rules::RuleBook;
 use crate::shared::store::StoreError;
 use crate::shared::telemetry::{events, Metrics};
 
 /// Stage name of this consumer in dead-letter headers and metrics.
 const STAGE: &str = "police-adapter.consume";
-
-pub use crate::contract::events::RECONSIDERATION_SCHEMA;
 
 /// Why a message cannot be processed at all (it is dead-lettered).
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +61,15 @@ pub enum PoisonMessage {
     UnknownLeadType(String),
     #[error("content does not match content_sha256 (expected {expected}, computed {computed})")]
     ContentMismatch { expected: String, computed: String },
+}
+
+impl From<EventError> for PoisonMessage {
+    fn from(error: EventError) -> Self {
+        match error {
+            EventError::Undecodable(detail) => PoisonMessage::Undecodable(detail),
+            EventError::UnknownSchema(schema) => PoisonMessage::UnknownSchema(schema),
+        }
+    }
 }
 
 impl PoisonMessage {
@@ -211,18 +221,15 @@ impl Adapter {
 
     async fn process(&self, message: &BorrowedMessage<'_>) -> Result<(), Failure> {
         let payload = message.payload().unwrap_or_default();
-        let event: Value = serde_json::from_slice(payload)
-            .map_err(|e| Failure::Poison(PoisonMessage::Undecodable(e.to_string())))?;
-        match event.get("schema").and_then(Value::as_str) {
-            Some(LEAD_EVENT_SCHEMA) => self.process_lead(&event).await,
-            Some(RECONSIDERATION_SCHEMA) => self.process_reconsideration(&event).await,
-            other => Err(Failure::Poison(PoisonMessage::UnknownSchema(
-                other.unwrap_or("<none>").to_owned(),
-            ))),
+        match LeadsTopicEvent::decode(payload).map_err(|e| Failure::Poison(e.into()))? {
+            LeadsTopicEvent::Lead(event) => self.process_lead(&event).await,
+            LeadsTopicEvent::Reconsideration(request) => {
+                self.process_reconsideration(&request).await
+            }
         }
     }
 
-    async fn process_lead(&self, event: &Value) -> Result<(), Failure> {
+    async fn process_lead(&self, event: &LeadEvent) -> Result<(), Failure> {
         let incoming = decode_lead_event(event, &self.rules).map_err(Failure::Poison)?;
         let high = incoming.priority == "high";
         let routes: Vec<Route> = self
@@ -273,34 +280,19 @@ impl Adapter {
         Ok(())
     }
 
-    async fn process_reconsideration(&self, event: &Value) -> Result<(), Failure> {
-        let undecodable = |what: &str| {
-            Failure::Poison(PoisonMessage::Undecodable(format!(
-                "reconsideration request without {what}"
-            )))
-        };
-        let lead_id = event
-            .get("lead_id")
-            .and_then(Value::as_str)
-            .and_then(LeadId::parse)
-            .ok_or_else(|| undecodable("lead_id"))?;
-        let revision = event
-            .get("revision")
-            .and_then(Value::as_i64)
-            .ok_or_else(|| undecodable("revision"))?;
-        let reason = event
-            .get("reason")
-            .and_then(Value::as_str)
-            .ok_or_else(|| undecodable("reason"))?;
-        let requested_at = event
-            .get("requested_at")
-            .and_then(Value::as_str)
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            .ok_or_else(|| undecodable("requested_at"))?
-            .with_timezone(&Utc);
+    async fn process_reconsideration(
+        &self,
+        request: &ReconsiderationRequest,
+    ) -> Result<(), Failure> {
+        let (lead_id, revision) = (request.lead_id, request.revision);
         let applied = self
             .store
-            .record_reconsideration_request(lead_id, revision, reason, requested_at)
+            .record_reconsideration_request(
+                lead_id,
+                revision,
+                &request.reason,
+                request.requested_at,
+            )
             .await?;
         tracing::info!(%lead_id, revision, applied, "Reconsideration requested by the agency.");
         Ok(())
@@ -326,42 +318,22 @@ impl Adapter {
             message.partition(),
             message.offset(),
         );
-        let partition = message.partition().to_string();
-        let offset = message.offset().to_string();
-        let original: Vec<(String, Vec<u8>)> = message
-            .headers()
-            .map(|headers| {
-                headers
-                    .iter()
-                    .map(|h| {
-                        (
-                            format!("original.{}", h.key),
-                            h.value.unwrap_or_default().to_vec(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut headers: Vec<(&str, &[u8])> = vec![
-            ("error_class", class.as_bytes()),
-            ("error_message", detail.as_bytes()),
-            ("stage", STAGE.as_bytes()),
-            ("source_topic", message.topic().as_bytes()),
-            ("source_partition", partition.as_bytes()),
-            ("source_offset", offset.as_bytes()),
-        ];
-        headers.extend(
-            original
-                .iter()
-                .map(|(key, value)| (key.as_str(), value.as_slice())),
-        );
-        crate::shared::kafka::publish_until_acknowledged(
+        let why = DeadLetterHeaders {
+            error_class: class.to_owned(),
+            error_message: detail.to_owned(),
+            stage: STAGE.to_owned(),
+            origin: DeadLetterOrigin::Consumed {
+                topic: message.topic().to_owned(),
+                partition: message.partition(),
+                offset: message.offset(),
+            },
+        };
+        crate::shared::kafka::dead_letter_consumed(
             &self.producer,
             &self.limits,
             &self.deadletter_topic,
-            message.key(),
-            message.payload().unwrap_or_default(),
-            &headers,
+            message,
+            &why,
             shutdown,
         )
         .await
@@ -378,38 +350,19 @@ fn named_lead(payload: &[u8]) -> Option<(LeadId, i64)> {
     Some((lead_id, revision))
 }
 
-/// Decodes, checks and assesses a lead event.
-pub fn decode_lead_event(event: &Value, rules: &RuleBook) -> Result<IncomingLead, PoisonMessage> {
-    let field = |name: &str| -> Result<&Value, PoisonMessage> {
-        event
-            .get(name)
-            .ok_or_else(|| PoisonMessage::Undecodable(format!("lead event without {name}")))
-    };
-    let text = |name: &str| -> Result<String, PoisonMessage> {
-        field(name)?
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| PoisonMessage::Undecodable(format!("{name} is not a string")))
-    };
-    let lead_id = LeadId::parse(&text("lead_id")?)
-        .ok_or_else(|| PoisonMessage::Undecodable("lead_id is not a UUID".into()))?;
-    let revision = field("revision")?
-        .as_i64()
-        .filter(|r| *r >= 1)
-        .ok_or_else(|| PoisonMessage::Undecodable("revision is not a positive integer".into()))?;
-    let lead_type_text = text("lead_type")?;
-    let lead_type: LeadType = lead_type_text
+/// Checks and assesses a lead event.
+pub fn decode_lead_event(
+    event: &LeadEvent,
+    rules: &RuleBook,
+) -> Result<IncomingLead, PoisonMessage> {
+    let lead_type: LeadType = event
+        .lead_type
         .parse()
-        .map_err(|_| PoisonMessage::UnknownLeadType(lead_type_text.clone()))?;
-    let kind: LeadKind = text("kind")?
-        .parse()
-        .map_err(|_| PoisonMessage::Undecodable("unknown kind".into()))?;
-    let lead = field("lead")?;
-    if !lead.is_object() {
-        return Err(PoisonMessage::Undecodable("lead is not an object".into()));
-    }
-    let expected = text("content_sha256")?;
-    let computed = hex::encode(Sha256::digest(canonical_json(lead)));
+        .map_err(|_| PoisonMessage::UnknownLeadType(event.lead_type.clone()))?;
+    let kind = event.kind;
+    let lead = Value::Object(event.lead.clone());
+    let expected = event.content_sha256.clone();
+    let computed = hex::encode(Sha256::digest(canonical_json(&lead)));
     if computed != expected {
         return Err(PoisonMessage::ContentMismatch { expected, computed });
     }
@@ -427,15 +380,15 @@ pub fn decode_lead_event(event: &Value, rules: &RuleBook) -> Result<IncomingLead
             .to_owned()
     };
     Ok(IncomingLead {
-        lead_id,
-        revision,
-        agency: text("agency")?,
+        lead_id: event.lead_id,
+        revision: event.revision,
+        agency: event.agency.as_str().to_owned(),
         lead_type: lead_type.as_str().to_owned(),
         kind: kind.as_str().to_owned(),
-        case_id: text("case_id")?,
+        case_id: event.case_id.clone(),
         division_code: lead_text("/location/division_code"),
         summary: lead_text("/summary"),
-        document: lead.clone(),
+        document: lead,
         content_sha256: expected,
         assessment,
         priority,

@@ -20,6 +20,7 @@ use tokio::sync::{watch, Notify};
 use super::settings::DeliverySettings;
 use super::sink::{Delivery, DeliveryError, DeliverySink};
 use super::store::{ClaimedDelivery, PoliceStore};
+use crate::contract::events::{DeadLetterHeaders, DeadLetterOrigin, GivenUpDelivery};
 use crate::shared::telemetry::{events, Metrics};
 
 pub struct DeliveryWorker {
@@ -194,24 +195,29 @@ impl DeliveryWorker {
         error: &DeliveryError,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<crate::shared::kafka::PublishOutcome, crate::shared::kafka::Interrupted> {
-        let payload = serde_json::to_vec(&json!({
-            "lead_id": delivery.lead_id,
-            "revision": delivery.revision,
-            "unit": delivery.unit,
-            "lead": delivery.document,
-            "assessment": delivery.assessment,
-        }))
-        .expect("JSON values serialise");
+        let payload = serde_json::to_vec(&GivenUpDelivery {
+            lead_id: delivery.lead_id,
+            revision: delivery.revision,
+            unit: delivery.unit.clone(),
+            lead: delivery.document.clone(),
+            assessment: delivery.assessment.clone(),
+        })
+        .expect("events serialise");
         let key = delivery.lead_id.to_string();
-        let error_text = error.to_string();
-        let attempts = (delivery.attempts + 1).to_string();
-        let headers: [(&str, &[u8]); 5] = [
-            ("error_class", GIVEN_UP.as_bytes()),
-            ("error_message", error_text.as_bytes()),
-            ("stage", STAGE.as_bytes()),
-            ("unit", delivery.unit.as_bytes()),
-            ("attempts", attempts.as_bytes()),
-        ];
+        let why = DeadLetterHeaders {
+            error_class: GIVEN_UP.to_owned(),
+            error_message: error.to_string(),
+            stage: STAGE.to_owned(),
+            origin: DeadLetterOrigin::Delivery {
+                unit: delivery.unit.clone(),
+                attempts: delivery.attempts + 1,
+            },
+        }
+        .to_kafka();
+        let headers: Vec<(&str, &[u8])> = why
+            .iter()
+            .map(|(key, value)| (*key, value.as_bytes()))
+            .collect();
         crate::shared::kafka::publish_until_acknowledged(
             &self.producer,
             &self.limits,

@@ -11,12 +11,13 @@ use super::process::{self, ClockInputs, Decision, PoliceStatus, TransitionError}
 use super::settings::DeadlineSettings;
 use crate::contract::lead::LeadId;
 use crate::shared::audit::{AuditEntry, LedgerAppender};
-use crate::shared::outbox::insert_message;
-use crate::shared::outbox::OutboxMessage;
-use crate::shared::outbox::{OutboxActions, OutboxOwner};
-use crate::shared::store::{db_time, parse_db_time, Migrations, Store, StoreError, Tx};
+use crate::shared::outbox::{insert_message, OutboxActions, OutboxMessage, OutboxOwner};
+use crate::shared::store::{
+    db_time, required_json, required_time, stored_time, Migrations, Store, StoreError, Tx,
+};
 
 pub use crate::contract::events::RECEIPT_SCHEMA;
+use crate::contract::events::{DecisionDetails, ReceiptEvent, ReceiptStep};
 
 /// The adapter's tables, with its own outbox and audit ledger.
 pub static MIGRATIONS: Migrations = Migrations {
@@ -104,10 +105,10 @@ impl From<sqlx::Error> for DecideError {
 }
 
 /// One step of a lead on the police side, as a receipt reports it.
+#[derive(Clone, Copy)]
 struct Step<'a> {
     lead_id: LeadId,
     revision: i64,
-    event: &'static str,
     at: DateTime<Utc>,
     actor: &'a str,
 }
@@ -137,48 +138,22 @@ impl PoliceStore {
         &self.deadlines
     }
 
-    fn receipt(
-        &self,
-        lead_id: LeadId,
-        revision: i64,
-        event: &str,
-        at: DateTime<Utc>,
-        actor: &str,
-        fields: Value,
-    ) -> OutboxMessage {
-        let event_id = uuid::Uuid::now_v7().to_string();
-        self.receipt_with_id(event_id, lead_id, revision, event, at, actor, fields)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn receipt_with_id(
-        &self,
-        event_id: String,
-        lead_id: LeadId,
-        revision: i64,
-        event: &str,
-        at: DateTime<Utc>,
-        actor: &str,
-        fields: Value,
-    ) -> OutboxMessage {
-        let mut body = json!({
-            "event_id": event_id,
-            "schema": RECEIPT_SCHEMA,
-            "lead_id": lead_id,
-            "revision": revision,
-            "event": event,
-            "at": at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            "actor": actor,
-        });
-        if let (Some(body), Some(fields)) = (body.as_object_mut(), fields.as_object()) {
-            for (key, value) in fields {
-                body.insert(key.clone(), value.clone());
-            }
-        }
+    /// The outbox message of a receipt.
+    fn receipt(&self, event_id: uuid::Uuid, step: Step<'_>, details: ReceiptStep) -> OutboxMessage {
+        let event = ReceiptEvent {
+            event_id,
+            schema: RECEIPT_SCHEMA.to_owned(),
+            lead_id: step.lead_id,
+            revision: step.revision,
+            at: step.at,
+            actor: step.actor.to_owned(),
+            step: details,
+        };
+        let event_id = event_id.to_string();
         OutboxMessage {
             event_id: event_id.clone(),
             topic: self.receipts_topic.clone(),
-            payload: serde_json::to_vec(&body).expect("JSON values serialise"),
+            payload: serde_json::to_vec(&event).expect("events serialise"),
             headers: vec![
                 ("event_id".into(), event_id),
                 ("schema_id".into(), RECEIPT_SCHEMA.into()),
@@ -191,33 +166,36 @@ impl PoliceStore {
         tx: &mut Tx,
         ledger: &mut LedgerAppender,
         step: Step<'_>,
-        fields: Value,
+        details: ReceiptStep,
     ) -> Result<(), StoreError> {
         let Step {
             lead_id,
             revision,
-            event,
             at,
             actor,
         } = step;
-        let message = self.receipt(lead_id, revision, event, at, actor, fields.clone());
+        let action = match &details {
+            ReceiptStep::ReceivedByPolice { .. } => "lead.received_by_police",
+            ReceiptStep::Delivered { .. } => "lead.delivered",
+            ReceiptStep::DeliveryFailed { .. } => "lead.delivery_failed",
+            ReceiptStep::DeadLettered { .. } => "lead.dead_lettered",
+            _ => "lead.decided",
+        };
+        let mut fields = serde_json::to_value(&details).expect("events serialise");
+        let message = self.receipt(uuid::Uuid::now_v7(), step, details);
         insert_message(tx, &message, lead_id, revision, at).await?;
-        let mut details = fields;
-        details["event_id"] = json!(message.event_id);
-        if let Some(object) = details.as_object_mut() {
-            // The ledger records the step, not bulky copies of the assessment.
+        if let Some(object) = fields.as_object_mut() {
+            // The ledger records the step (its action names it), not bulky copies of the
+            // assessment.
+            object.remove("event");
             object.remove("assessment");
+            object.insert("event_id".into(), json!(message.event_id));
         }
+        let details = fields;
         ledger.append(AuditEntry {
             at,
             actor: actor.to_owned(),
-            action: match event {
-                "received_by_police" => "lead.received_by_police",
-                "delivered" => "lead.delivered",
-                "delivery_failed" => "lead.delivery_failed",
-                "dead_lettered" => "lead.dead_lettered",
-                _ => "lead.decided",
-            },
+            action,
             lead_id: Some(lead_id),
             revision: Some(revision),
             details,
@@ -289,22 +267,21 @@ impl PoliceStore {
             ..Default::default()
         };
         let mut ledger = LedgerAppender::new();
-        let units: Vec<&str> = routes.iter().map(|r| r.unit.as_str()).collect();
+        let units: Vec<String> = routes.iter().map(|r| r.unit.clone()).collect();
         self.send_receipt(
             &mut tx,
             &mut ledger,
             Step {
                 lead_id: lead.lead_id,
                 revision: lead.revision,
-                event: "received_by_police",
                 at: now,
                 actor: "police-adapter",
             },
-            json!({
-                "units": units,
-                "assessment": lead.assessment,
-                "deadlines": process::deadlines(&clocks, &self.deadlines),
-            }),
+            ReceiptStep::ReceivedByPolice {
+                units,
+                assessment: lead.assessment.clone(),
+                deadlines: process::deadlines(&clocks, &self.deadlines),
+            },
         )
         .await?;
         ledger.finish(&mut tx).await?;
@@ -328,7 +305,7 @@ impl PoliceStore {
         let event_id = dead_letter_event_id(source);
         let mut tx = self.store.begin().await?;
         let known = sqlx::query("SELECT 1 AS one FROM outbox WHERE event_id = $1")
-            .bind(&event_id)
+            .bind(event_id.to_string())
             .fetch_optional(&mut *tx)
             .await?;
         if known.is_some() {
@@ -341,22 +318,27 @@ impl PoliceStore {
             .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
             .take(500)
             .collect();
-        let fields = json!({
-            "error_class": class,
-            "error": error,
-            "source_topic": source.topic,
-            "source_partition": source.partition,
-            "source_offset": source.offset,
-        });
         let actor = "police-adapter";
-        let message = self.receipt_with_id(
+        let step = ReceiptStep::DeadLettered {
+            error_class: class.to_owned(),
+            error,
+            source_topic: source.topic.to_owned(),
+            source_partition: source.partition,
+            source_offset: source.offset,
+        };
+        let mut fields = serde_json::to_value(&step).expect("events serialise");
+        if let Some(object) = fields.as_object_mut() {
+            object.remove("event");
+        }
+        let message = self.receipt(
             event_id,
-            lead_id,
-            revision,
-            "dead_lettered",
-            now,
-            actor,
-            fields.clone(),
+            Step {
+                lead_id,
+                revision,
+                at: now,
+                actor,
+            },
+            step,
         );
         insert_message(&mut tx, &message, lead_id, revision, now).await?;
         let mut details = fields;
@@ -454,7 +436,7 @@ impl PoliceStore {
                 unit: row.try_get("unit")?,
                 sink: row.try_get("sink")?,
                 attempts: row.try_get("attempts")?,
-                created_at: time_column(&row, "created_at")?.unwrap_or(now),
+                created_at: required_time(&row, "created_at", &LeadRow(&row))?,
                 document: json_column(&row, "document")?,
                 assessment: json_column(&row, "assessment")?,
                 deadlines: process::deadlines(&clock_inputs(&row)?, &self.deadlines),
@@ -505,11 +487,14 @@ impl PoliceStore {
             Step {
                 lead_id: delivery.lead_id,
                 revision: delivery.revision,
-                event: "delivered",
                 at: now,
                 actor: "police-adapter",
             },
-            json!({"unit": delivery.unit, "sink": delivery.sink, "cms_ref": cms_ref}),
+            ReceiptStep::Delivered {
+                unit: delivery.unit.clone(),
+                sink: delivery.sink.clone(),
+                cms_ref: cms_ref.to_owned(),
+            },
         )
         .await?;
         ledger.finish(&mut tx).await?;
@@ -571,11 +556,14 @@ impl PoliceStore {
             Step {
                 lead_id: delivery.lead_id,
                 revision: delivery.revision,
-                event: "delivery_failed",
                 at: now,
                 actor: "police-adapter",
             },
-            json!({"unit": delivery.unit, "sink": delivery.sink, "error": error}),
+            ReceiptStep::DeliveryFailed {
+                unit: delivery.unit.clone(),
+                sink: delivery.sink.clone(),
+                error: error.to_owned(),
+            },
         )
         .await?;
         ledger.finish(&mut tx).await?;
@@ -706,11 +694,8 @@ impl PoliceStore {
             .ok_or(DecideError::NotFound(lead_id))?;
         let revision: i64 = row.try_get("revision")?;
         let current_text: String = row.try_get("status")?;
-        let current = PoliceStatus::parse(&current_text).ok_or_else(|| {
-            StoreError::Other(sqlx::Error::Protocol(format!(
-                "unknown police status {current_text}"
-            )))
-        })?;
+        let current = PoliceStatus::parse(&current_text)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown police status {current_text}")))?;
         let next = process::decide(current, decision)?;
         let at = db_time(now);
         if next == PoliceStatus::Reconsidered {
@@ -750,10 +735,21 @@ impl PoliceStore {
                 .fetch_one(&mut *tx)
                 .await?;
         let deadlines = process::deadlines(&clock_inputs(&updated)?, &self.deadlines);
-        let event: &'static str = if next == PoliceStatus::Reconsidered {
-            "reconsidered"
+        let details = DecisionDetails {
+            unit: unit.to_owned(),
+            decision: decision.name().to_owned(),
+            reason: decision.reason().map(str::to_owned),
+            police_case_no: decision.police_case_no().map(str::to_owned),
+            deadlines: deadlines.clone(),
+        };
+        let step = if next == PoliceStatus::Reconsidered {
+            ReceiptStep::Reconsidered(details)
         } else {
-            decision.name()
+            match decision {
+                Decision::Filed { .. } => ReceiptStep::Filed(details),
+                Decision::NotFiled { .. } => ReceiptStep::NotFiled(details),
+                Decision::Returned { .. } => ReceiptStep::Returned(details),
+            }
         };
         self.send_receipt(
             &mut tx,
@@ -761,17 +757,10 @@ impl PoliceStore {
             Step {
                 lead_id,
                 revision,
-                event,
                 at: now,
                 actor,
             },
-            json!({
-                "unit": unit,
-                "decision": decision.name(),
-                "reason": decision.reason(),
-                "police_case_no": decision.police_case_no(),
-                "deadlines": deadlines,
-            }),
+            step,
         )
         .await?;
         ledger.finish(&mut tx).await?;
@@ -795,7 +784,7 @@ pub struct DeadLetterSource<'a> {
 
 /// A UUID (version 8, RFC 9562) from the SHA-256 of a consumed message's coordinates: the
 /// same message always owes the same receipt.
-fn dead_letter_event_id(source: &DeadLetterSource<'_>) -> String {
+fn dead_letter_event_id(source: &DeadLetterSource<'_>) -> uuid::Uuid {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(format!(
         "dead_lettered\n{}\n{}\n{}",
@@ -803,27 +792,36 @@ fn dead_letter_event_id(source: &DeadLetterSource<'_>) -> String {
     ));
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
-    uuid::Builder::from_custom_bytes(bytes)
-        .into_uuid()
-        .to_string()
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }
 
 fn parse_lead_id(text: &str) -> Result<LeadId, StoreError> {
-    LeadId::parse(text).ok_or_else(|| {
-        StoreError::Other(sqlx::Error::Protocol(format!(
-            "stored lead id {text} is not a UUID"
-        )))
-    })
+    LeadId::parse(text)
+        .ok_or_else(|| StoreError::Corrupt(format!("stored lead id {text} is not a UUID")))
+}
+
+/// Names a `police_leads` row (or a row joined to one) in errors about its stored values.
+struct LeadRow<'a>(&'a AnyRow);
+
+impl std::fmt::Display for LeadRow<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let lead: Option<String> = self.0.try_get("lead_id").ok();
+        let revision: Option<i64> = self.0.try_get("revision").ok();
+        write!(
+            f,
+            "police_leads row ({}, revision {})",
+            lead.as_deref().unwrap_or("?"),
+            revision.map_or("?".to_owned(), |r| r.to_string())
+        )
+    }
 }
 
 fn json_column(row: &AnyRow, column: &str) -> Result<Value, StoreError> {
-    let text: String = row.try_get(column)?;
-    Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    required_json(row, column, &LeadRow(row))
 }
 
 fn time_column(row: &AnyRow, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
-    let text: Option<String> = row.try_get(column)?;
-    Ok(text.as_deref().and_then(parse_db_time))
+    stored_time(row, column, &LeadRow(row))
 }
 
 fn clock_inputs(row: &AnyRow) -> Result<ClockInputs, StoreError> {
@@ -853,6 +851,6 @@ mod tests {
         let id = dead_letter_event_id(&source(41));
         assert_eq!(id, dead_letter_event_id(&source(41)));
         assert_ne!(id, dead_letter_event_id(&source(42)));
-        assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+        assert_eq!(id.get_version_num(), 8, "{id}");
     }
 }

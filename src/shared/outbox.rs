@@ -165,17 +165,15 @@ impl Store {
                     id: row.try_get("id")?,
                     event_id: row.try_get("event_id")?,
                     lead_id: LeadId::parse(&lead_id).ok_or_else(|| {
-                        StoreError::Other(sqlx::Error::Protocol(format!(
-                            "outbox lead id {lead_id} is not a UUID"
-                        )))
+                        StoreError::Corrupt(format!("outbox lead id {lead_id} is not a UUID"))
                     })?,
                     revision: row.try_get("revision")?,
                     topic: row.try_get("topic")?,
                     payload: row.try_get("payload")?,
                     headers: serde_json::from_str(&headers).map_err(|error| {
-                        StoreError::Other(sqlx::Error::Protocol(format!(
+                        StoreError::Corrupt(format!(
                             "outbox headers of lead {lead_id} do not parse: {error}"
-                        )))
+                        ))
                     })?,
                     attempts: row.try_get("attempts")?,
                 })

@@ -768,3 +768,32 @@ pub async fn read_response(
         .unwrap();
     (status_line, headers, body)
 }
+
+/// A receipt about revision 1 of `lead_id` as the adapter would send it, built with the
+/// contract's types.
+pub fn receipt_payload(
+    lead_id: &str,
+    actor: &str,
+    step: leadbridge::contract::events::ReceiptStep,
+) -> Vec<u8> {
+    use leadbridge::contract::events::{ReceiptEvent, RECEIPT_SCHEMA};
+    serde_json::to_vec(&ReceiptEvent {
+        event_id: uuid::Uuid::now_v7(),
+        schema: RECEIPT_SCHEMA.into(),
+        lead_id: leadbridge::contract::lead::LeadId::parse(lead_id).expect("a lead id"),
+        revision: 1,
+        at: chrono::Utc::now(),
+        actor: actor.into(),
+        step,
+    })
+    .unwrap()
+}
+
+/// A `received_by_police` step routing the lead to the Zichuan district unit.
+pub fn received_by_police() -> leadbridge::contract::events::ReceiptStep {
+    leadbridge::contract::events::ReceiptStep::ReceivedByPolice {
+        units: vec!["370302".into()],
+        assessment: serde_json::json!({"priority": "low", "suspected_offences": []}),
+        deadlines: serde_json::json!([]),
+    }
+}

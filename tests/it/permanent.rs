@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use leadbridge::contract::events::{DecisionDetails, ReceiptStep};
 use leadbridge::contract::lead::{canonical_json, Agency, LeadId, ValidatedLead};
 use leadbridge::contract::validate::Validator;
 use leadbridge::hub::ingest::lead_event;
@@ -20,8 +21,8 @@ use sha2::{Digest, Sha256};
 use sqlx::Connection;
 
 use crate::helpers::{
-    app, consume, header, payload, sample_lead, test_kafka, test_settings, unique_case_id, Backend,
-    TestApp, TestPki,
+    app, consume, header, payload, receipt_payload, received_by_police, sample_lead, test_kafka,
+    test_settings, unique_case_id, Backend, TestApp, TestPki,
 };
 use crate::police::eventually;
 
@@ -223,18 +224,18 @@ async fn a_receipt_kafka_refuses_fails_for_good_in_the_adapter_and_blocks_nothin
     let police = app.police_store.as_ref().unwrap().store().clone();
     let receipts = Topics::new(app.settings.kafka.topic_prefix.clone()).receipts();
     insert_receipt_row(&police, &lead_id, &receipts, vec![b'x'; 1_500_000]).await;
-    let returned = json!({
-        "event_id": uuid::Uuid::now_v7().to_string(), "schema": "leadbridge.receipt.v1",
-        "lead_id": lead_id, "revision": 1, "event": "returned",
-        "at": Utc::now().to_rfc3339(), "actor": "investigator:370303", "reason": "补充材料",
-    });
-    insert_receipt_row(
-        &police,
+    let returned = receipt_payload(
         &lead_id,
-        &receipts,
-        serde_json::to_vec(&returned).unwrap(),
-    )
-    .await;
+        "investigator:370303",
+        ReceiptStep::Returned(DecisionDetails {
+            unit: "370303".into(),
+            decision: "returned".into(),
+            reason: Some("补充材料".into()),
+            police_case_no: None,
+            deadlines: json!([]),
+        }),
+    );
+    insert_receipt_row(&police, &lead_id, &receipts, returned).await;
 
     app.wait_for_status(Agency::Environment, &lead_id, "returned")
         .await;
@@ -508,17 +509,9 @@ async fn a_receipt_the_hub_cannot_store_is_dead_lettered_and_blocks_nothing() {
         .set("bootstrap.servers", &app.bootstrap_servers)
         .create()
         .unwrap();
-    let receipt = |event: &str, actor: &str| {
-        serde_json::to_vec(&json!({
-            "event_id": uuid::Uuid::now_v7().to_string(), "schema": "leadbridge.receipt.v1",
-            "lead_id": lead_id, "revision": 1, "event": event,
-            "at": Utc::now().to_rfc3339(), "actor": actor,
-        }))
-        .unwrap()
-    };
     for body in [
-        receipt("received_by_police", "police-adapter\u{0}"),
-        receipt("received_by_police", "police-adapter"),
+        receipt_payload(&lead_id, "police-adapter\u{0}", received_by_police()),
+        receipt_payload(&lead_id, "police-adapter", received_by_police()),
     ] {
         producer
             .send(
@@ -536,6 +529,51 @@ async fn a_receipt_the_hub_cannot_store_is_dead_lettered_and_blocks_nothing() {
         Some("unstorable")
     );
     assert_eq!(header(&letter, "stage").as_deref(), Some("hub.receipts"));
+    app.stop().await;
+}
+
+/// Before the wire contract, a receipt without `revision` was applied to revision 0 and one
+/// without `at` at the time of receipt. Now it does not read as a receipt at all: it is
+/// dead-lettered as undecodable, naming the missing field, and the complete receipt behind
+/// it is applied.
+#[tokio::test]
+async fn a_receipt_missing_a_field_is_dead_lettered_never_applied_with_defaults() {
+    let app = app(Backend::Real).spawn().await;
+    let lead_id = post(&app, &sample_lead(&unique_case_id())).await;
+    app.wait_for_status(Agency::Environment, &lead_id, "published")
+        .await;
+    let receipts = Topics::new(app.settings.kafka.topic_prefix.clone()).receipts();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &app.bootstrap_servers)
+        .create()
+        .unwrap();
+    let complete = receipt_payload(&lead_id, "police-adapter", received_by_police());
+    let mut incomplete: Value = serde_json::from_slice(&complete).unwrap();
+    incomplete.as_object_mut().unwrap().remove("revision");
+    incomplete["event_id"] = json!(uuid::Uuid::now_v7());
+    for body in [serde_json::to_vec(&incomplete).unwrap(), complete] {
+        producer
+            .send(
+                FutureRecord::to(&receipts).key(&lead_id).payload(&body),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+    }
+    app.wait_for_status(Agency::Environment, &lead_id, "received_by_police")
+        .await;
+    let letter = the_one_dead_letter(&app).await;
+    assert_eq!(
+        header(&letter, "error_class").as_deref(),
+        Some("undecodable")
+    );
+    let message = header(&letter, "error_message").unwrap();
+    assert!(message.contains("revision"), "{message}");
+    let (applied,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM receipts_applied")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(applied, 1, "only the complete receipt was applied");
     app.stop().await;
 }
 
@@ -767,12 +805,7 @@ async fn a_receipt_too_large_to_dead_letter_whole_is_dead_lettered_reduced(backe
         .create()
         .unwrap();
     let undecodable = vec![b'x'; 999_800];
-    let valid = serde_json::to_vec(&json!({
-        "event_id": uuid::Uuid::now_v7().to_string(), "schema": "leadbridge.receipt.v1",
-        "lead_id": lead_id, "revision": 1, "event": "received_by_police",
-        "at": Utc::now().to_rfc3339(), "actor": "police-adapter",
-    }))
-    .unwrap();
+    let valid = receipt_payload(&lead_id, "police-adapter", received_by_police());
     for body in [&undecodable, &valid] {
         producer
             .send(

@@ -88,7 +88,7 @@ async fn poison_messages_are_dead_lettered_with_context_and_block_nothing() {
         let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
             leadbridge::contract::lead::canonical_json(&lead),
         ));
-        json!({"schema": "leadbridge.lead-event.v1", "event_id": "e", "lead_id": uuid::Uuid::now_v7(), "revision": 1,
+        json!({"schema": "leadbridge.lead-event.v1", "event_id": uuid::Uuid::now_v7(), "lead_id": uuid::Uuid::now_v7(), "revision": 1,
                "agency": "environment", "lead_type": lead_type, "kind": "transfer", "case_id": "X-1",
                "content_sha256": hash, "lead": lead})
     };

@@ -352,3 +352,64 @@ fn hub_outbox() -> HubOutbox {
         republish_after: chrono::Duration::minutes(10),
     }
 }
+
+/// Stored values are read back as what was written or refused with the row named: a damaged
+/// feedback body, assessment or decision time is an error, never `null` or "now".
+#[tokio::test]
+async fn a_stored_value_that_does_not_parse_is_an_error_naming_its_row() {
+    for (store, _dir) in stores().await {
+        let label = format!("{:?}", store.dialect());
+        let Acceptance::Accepted { lead_id, .. } =
+            accept(&store, &validated(sample_lead(&unique_case_id()))).await
+        else {
+            panic!("{label}: the lead is accepted");
+        };
+        sqlx::query(
+            "UPDATE leads SET assessment = 'not json', status = 'not_filed' WHERE lead_id = $1",
+        )
+        .bind(lead_id.to_string())
+        .execute(store.pool())
+        .await
+        .unwrap();
+        let error = store.police_view(lead_id).await.unwrap_err().to_string();
+        assert!(
+            error.contains(&lead_id.to_string()) && error.contains("assessment"),
+            "{label}: {error}"
+        );
+
+        // A not_filed lead without its decision time: the reconsideration window cannot be
+        // computed, and is not silently opened from now.
+        let refused = store
+            .request_reconsideration(
+                lead_id,
+                Agency::Environment,
+                "理由",
+                Utc::now(),
+                3,
+                |_| panic!("nothing is sent"),
+            )
+            .await;
+        match refused {
+            Err(leadbridge::hub::store::ReconsiderationError::Store(error)) => {
+                let error = error.to_string();
+                assert!(error.contains("decided_at is NULL"), "{label}: {error}")
+            }
+            other => panic!("{label}: expected a store error, got {other:?}"),
+        }
+
+        sqlx::query(
+            "INSERT INTO feedback (agency, lead_id, revision, event, at, body) \
+             VALUES ('environment', $1, 1, 'delivered', '2026-12-01T00:00:00.000000Z', '{broken')",
+        )
+        .bind(lead_id.to_string())
+        .execute(store.pool())
+        .await
+        .unwrap();
+        let error = store
+            .feedback(Agency::Environment, 0, 10)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("feedback row"), "{label}: {error}");
+    }
+}

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::HubState;
-use crate::contract::events::RECONSIDERATION_SCHEMA;
+use crate::contract::events::{ReconsiderationRequest, RECONSIDERATION_SCHEMA};
 use crate::contract::lead::LeadId;
 use crate::hub::store::ReconsiderationError;
 use crate::shared::http::body::{max_chars, read_typed, MAX_REASON_CHARS};
@@ -49,7 +49,7 @@ pub async fn feedback(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ReconsiderationRequest {
+pub struct ReconsiderationBody {
     reason: String,
 }
 
@@ -62,7 +62,7 @@ pub async fn reconsideration(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let request: ReconsiderationRequest = read_typed(
+    let request: ReconsiderationBody = read_typed(
         &headers,
         body,
         hub.limits.max_small_body_bytes,
@@ -86,20 +86,20 @@ pub async fn reconsideration(
     let now = Utc::now();
     let topic = hub.topics.leads(caller.0);
     let message = |revision: i64| {
-        let event_id = uuid::Uuid::now_v7().to_string();
-        let payload = json!({
-            "event_id": event_id,
-            "schema": RECONSIDERATION_SCHEMA,
-            "lead_id": lead_id,
-            "revision": revision,
-            "agency": caller.0,
-            "reason": reason,
-            "requested_at": now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        });
+        let event = ReconsiderationRequest {
+            event_id: uuid::Uuid::now_v7(),
+            schema: RECONSIDERATION_SCHEMA.to_owned(),
+            lead_id,
+            revision,
+            agency: caller.0,
+            reason: reason.clone(),
+            requested_at: now,
+        };
+        let event_id = event.event_id.to_string();
         OutboxMessage {
             event_id: event_id.clone(),
             topic: topic.clone(),
-            payload: serde_json::to_vec(&payload).expect("JSON values serialise"),
+            payload: serde_json::to_vec(&event).expect("events serialise"),
             headers: vec![
                 ("event_id".into(), event_id),
                 ("schema_id".into(), RECONSIDERATION_SCHEMA.into()),

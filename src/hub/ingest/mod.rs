@@ -24,7 +24,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::contract::lead::{Agency, LeadId, ValidatedLead};
@@ -37,6 +37,7 @@ use crate::shared::store::{Store, StoreError};
 use crate::shared::telemetry::{events, Metrics};
 
 pub use crate::contract::events::LEAD_EVENT_SCHEMA;
+use crate::contract::events::{LeadEvent, LEAD_EVENT_SCHEMA_URN_PREFIX};
 
 /// What the hub answers for an accepted or replayed lead.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -480,28 +481,33 @@ fn published_size(value: &Value) -> usize {
 
 /// The published form of a lead: hub metadata plus the lead as accepted.
 pub fn lead_event(lead: &ValidatedLead, lead_id: LeadId, topic: &str) -> OutboxMessage {
-    let event_id = uuid::Uuid::now_v7().to_string();
-    let payload = json!({
-        "event_id": event_id,
-        "schema": LEAD_EVENT_SCHEMA,
-        "lead_id": lead_id,
-        "revision": lead.revision(),
-        "agency": lead.agency(),
-        "lead_type": lead.lead_type().as_str(),
-        "kind": lead.kind().as_str(),
-        "case_id": lead.case_id(),
-        "content_sha256": lead.content_sha256(),
-        "lead": lead.document(),
-    });
+    let event = LeadEvent {
+        event_id: uuid::Uuid::now_v7(),
+        schema: LEAD_EVENT_SCHEMA.to_owned(),
+        lead_id,
+        revision: lead.revision(),
+        agency: lead.agency(),
+        lead_type: lead.lead_type().as_str().to_owned(),
+        kind: lead.kind(),
+        case_id: lead.case_id().to_string(),
+        content_sha256: lead.content_sha256().to_owned(),
+        lead: lead
+            .document()
+            .as_object()
+            .cloned()
+            .expect("a validated lead is an object"),
+    };
+    let event_id = event.event_id.to_string();
+    let payload = serde_json::to_vec(&event).expect("events serialise");
     OutboxMessage {
         event_id: event_id.clone(),
         topic: topic.to_owned(),
-        payload: serde_json::to_vec(&payload).expect("JSON values serialise"),
+        payload,
         headers: vec![
             ("event_id".into(), event_id),
             (
                 "schema_id".into(),
-                format!("urn:leadbridge:schema:lead:{}:v1", lead.lead_type()),
+                format!("{LEAD_EVENT_SCHEMA_URN_PREFIX}{}:v1", lead.lead_type()),
             ),
             ("content_sha256".into(), lead.content_sha256().to_owned()),
             ("revision".into(), lead.revision().to_string()),
@@ -512,6 +518,7 @@ pub fn lead_event(lead: &ValidatedLead, lead_id: LeadId, topic: &str) -> OutboxM
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     /// What `LEAD_EVENT_OVERHEAD_BYTES` promises: the published event (payload, key and
     /// headers) is at most the lead's compact JSON plus that allowance, for the longest case id

@@ -16,9 +16,9 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::FutureProducer;
 use rdkafka::Message;
-use serde_json::Value;
 use tokio::sync::watch;
 
+use crate::contract::events::{DeadLetterHeaders, DeadLetterOrigin, EventError, ReceiptEvent};
 use crate::hub::store::ReceiptOutcome;
 use crate::shared::config::KafkaSettings;
 use crate::shared::kafka::{self, Topics};
@@ -73,24 +73,21 @@ impl ReceiptsConsumer {
             };
             let mut backoff = Duration::from_millis(200);
             loop {
-                let receipt: Option<Value> = message
-                    .payload()
-                    .and_then(|p| serde_json::from_slice(p).ok());
-                let Some(receipt) =
-                    receipt.filter(|r| r.get("event_id").and_then(Value::as_str).is_some())
-                else {
-                    if !self
-                        .dead_letter(
-                            &message,
-                            "undecodable",
-                            "not a receipt event",
-                            &mut shutdown,
-                        )
-                        .await
-                    {
-                        return;
+                let receipt = match ReceiptEvent::decode(message.payload().unwrap_or_default()) {
+                    Ok(receipt) => receipt,
+                    Err(error) => {
+                        let class = match &error {
+                            EventError::Undecodable(_) => "undecodable",
+                            EventError::UnknownSchema(_) => "unknown_schema",
+                        };
+                        if !self
+                            .dead_letter(&message, class, &error.to_string(), &mut shutdown)
+                            .await
+                        {
+                            return;
+                        }
+                        break;
                     }
-                    break;
                 };
                 match self.store.apply_receipt(&receipt, Utc::now()).await {
                     Ok(ReceiptOutcome::Applied | ReceiptOutcome::AlreadyApplied) => break,
@@ -152,23 +149,22 @@ impl ReceiptsConsumer {
             message.partition(),
             message.offset(),
         );
-        let partition = message.partition().to_string();
-        let offset = message.offset().to_string();
-        let headers: [(&str, &[u8]); 6] = [
-            ("error_class", class.as_bytes()),
-            ("error_message", detail.as_bytes()),
-            ("stage", b"hub.receipts"),
-            ("source_topic", message.topic().as_bytes()),
-            ("source_partition", partition.as_bytes()),
-            ("source_offset", offset.as_bytes()),
-        ];
-        kafka::publish_until_acknowledged(
+        let why = DeadLetterHeaders {
+            error_class: class.to_owned(),
+            error_message: detail.to_owned(),
+            stage: "hub.receipts".to_owned(),
+            origin: DeadLetterOrigin::Consumed {
+                topic: message.topic().to_owned(),
+                partition: message.partition(),
+                offset: message.offset(),
+            },
+        };
+        kafka::dead_letter_consumed(
             &self.producer,
             &self.limits,
             &self.deadletter_topic,
-            message.key(),
-            message.payload().unwrap_or_default(),
-            &headers,
+            message,
+            &why,
             shutdown,
         )
         .await

@@ -6,11 +6,14 @@ use serde_json::{json, Value};
 use sqlx::Row;
 
 use super::leads::insert_timeline;
+use crate::contract::events::{ReceiptEvent, ReceiptStep};
 use crate::contract::lead::{Agency, LeadId};
 use crate::shared::audit::{AuditEntry, LedgerAppender};
 use crate::shared::outbox::insert_message;
 use crate::shared::outbox::OutboxMessage;
-use crate::shared::store::{db_time, parse_db_time, Store, StoreError};
+use crate::shared::store::{
+    db_time, required_json, required_time, stored_json, stored_lead_id, Store, StoreError,
+};
 
 /// The order of lead statuses; a receipt never moves a lead backwards.
 ///
@@ -61,28 +64,15 @@ impl Store {
     /// Applies one receipt from the police adapter, once per event id.
     pub async fn apply_receipt(
         &self,
-        receipt: &Value,
+        receipt: &ReceiptEvent,
         now: DateTime<Utc>,
     ) -> Result<ReceiptOutcome, StoreError> {
-        let text = |name: &str| {
-            receipt
-                .get(name)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let event_id = text("event_id");
-        let event = text("event");
-        let lead_id_text = text("lead_id");
-        let Some(lead_id) = LeadId::parse(&lead_id_text) else {
-            return Ok(ReceiptOutcome::UnknownLead);
-        };
-        let revision = receipt.get("revision").and_then(Value::as_i64).unwrap_or(0);
-        let at = receipt
-            .get("at")
-            .and_then(Value::as_str)
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map_or(now, |t| t.with_timezone(&Utc));
+        let event_id = receipt.event_id.to_string();
+        let event = receipt.step.name();
+        let lead_id = receipt.lead_id;
+        let lead_id_text = lead_id.to_string();
+        let revision = receipt.revision;
+        let at = receipt.at;
         let mut tx = self.begin().await?;
         let fresh = sqlx::query("INSERT INTO receipts_applied (event_id, applied_at) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING")
             .bind(&event_id)
@@ -107,20 +97,13 @@ impl Store {
         let current_revision: i64 = lead.try_get("current_revision")?;
         let status: String = lead.try_get("status")?;
         let at_text = db_time(at);
-        let actor = text("actor");
+        let actor = receipt.actor.as_str();
 
-        let mut details = receipt.as_object().cloned().unwrap_or_default();
-        for key in [
-            "event_id",
-            "schema",
-            "lead_id",
-            "revision",
-            "event",
-            "at",
-            "actor",
-            "assessment",
-            "deadlines",
-        ] {
+        // The timeline keeps the step's own fields, not the bulky assessment and deadlines
+        // (the lead's row holds the current ones).
+        let step = serde_json::to_value(&receipt.step).expect("events serialise");
+        let mut details = step.as_object().cloned().unwrap_or_default();
+        for key in ["event", "assessment", "deadlines"] {
             details.remove(key);
         }
         details.retain(|_, value| !value.is_null());
@@ -128,39 +111,42 @@ impl Store {
             &mut tx,
             lead_id,
             revision,
-            &event,
+            event,
             &at_text,
-            &actor,
+            actor,
             Value::Object(details),
         )
         .await?;
 
         if revision == current_revision {
             let moves_forward =
-                matches!((rank(&event), rank(&status)), (Some(new), Some(old)) if new > old);
+                matches!((rank(event), rank(&status)), (Some(new), Some(old)) if new > old);
             if moves_forward {
                 sqlx::query("UPDATE leads SET status = $1, updated_at = $2 WHERE lead_id = $3")
-                    .bind(&event)
+                    .bind(event)
                     .bind(db_time(now))
                     .bind(&lead_id_text)
                     .execute(&mut *tx)
                     .await?;
             }
-            if let Some(assessment) = receipt.get("assessment").filter(|a| !a.is_null()) {
+            if let Some(assessment) = receipt.step.assessment().filter(|a| !a.is_null()) {
                 sqlx::query("UPDATE leads SET assessment = $1 WHERE lead_id = $2")
                     .bind(assessment.to_string())
                     .bind(&lead_id_text)
                     .execute(&mut *tx)
                     .await?;
             }
-            if let Some(deadlines) = receipt.get("deadlines").filter(|d| d.is_array()) {
+            if let Some(deadlines) = receipt.step.deadlines().filter(|d| d.is_array()) {
                 sqlx::query("UPDATE leads SET deadlines = $1 WHERE lead_id = $2")
                     .bind(deadlines.to_string())
                     .bind(&lead_id_text)
                     .execute(&mut *tx)
                     .await?;
             }
-            if matches!(event.as_str(), "filed" | "not_filed" | "returned") {
+            if matches!(
+                receipt.step,
+                ReceiptStep::Filed(_) | ReceiptStep::NotFiled(_) | ReceiptStep::Returned(_)
+            ) {
                 sqlx::query("UPDATE leads SET decided_at = $1 WHERE lead_id = $2")
                     .bind(&at_text)
                     .bind(&lead_id_text)
@@ -168,7 +154,8 @@ impl Store {
                     .await?;
             }
         }
-        let mut body = receipt.clone();
+        // What the agency reads at /v1/feedback: the receipt without its wire schema.
+        let mut body = serde_json::to_value(receipt).expect("events serialise");
         if let Some(object) = body.as_object_mut() {
             object.remove("schema");
         }
@@ -176,7 +163,7 @@ impl Store {
             .bind(&agency)
             .bind(&lead_id_text)
             .bind(revision)
-            .bind(&event)
+            .bind(event)
             .bind(&at_text)
             .bind(body.to_string())
             .execute(&mut *tx)
@@ -214,8 +201,11 @@ impl Store {
         let mut items = Vec::with_capacity(rows.len());
         for row in rows {
             next = row.try_get("id")?;
-            let body: String = row.try_get("body")?;
-            items.push(serde_json::from_str(&body).unwrap_or(Value::Null));
+            items.push(required_json(
+                &row,
+                "body",
+                &format_args!("feedback row {next}"),
+            )?);
         }
         Ok((items, next))
     }
@@ -229,11 +219,11 @@ impl Store {
             .bind(lead_id.to_string())
             .fetch_one(self.pool())
             .await?;
-        let parse = |column: &str| -> Result<Option<Value>, StoreError> {
-            let text: Option<String> = row.try_get(column)?;
-            Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
-        };
-        Ok((parse("assessment")?, parse("deadlines")?))
+        let which = format!("leads row {lead_id}");
+        Ok((
+            stored_json(&row, "assessment", &which)?,
+            stored_json(&row, "deadlines", &which)?,
+        ))
     }
 
     /// Records the agency's reconsideration request and sends it to the police, if the lead was
@@ -258,14 +248,14 @@ impl Store {
             .ok_or(ReconsiderationError::NotFound)?;
         let status: String = row.try_get("status")?;
         let revision: i64 = row.try_get("current_revision")?;
-        let decided_at: Option<String> = row.try_get("decided_at")?;
+        let which = format!("leads row {lead_id}");
         if status != "not_filed" {
             return Err(ReconsiderationError::NotAllowed(format!(
                 "reconsideration can be requested only after a not_filed decision; the lead is {status}"
             )));
         }
-        let closes = decided_at.as_deref().and_then(parse_db_time).unwrap_or(now)
-            + Duration::days(window_days);
+        // A not_filed lead was decided; a missing decision time is damage, not "just now".
+        let closes = required_time(&row, "decided_at", &which)? + Duration::days(window_days);
         if now > closes {
             return Err(ReconsiderationError::NotAllowed(format!(
                 "the {window_days}-day window for requesting reconsideration closed at {}",
@@ -330,9 +320,7 @@ impl Store {
         for row in stale {
             let lead_id_text: String = row.try_get("lead_id")?;
             let revision: i64 = row.try_get("current_revision")?;
-            let Some(lead_id) = LeadId::parse(&lead_id_text) else {
-                continue;
-            };
+            let lead_id = stored_lead_id(&row, "lead_id", &format!("leads row {lead_id_text}"))?;
             let mut tx = self.begin().await?;
             let Some(last) = sqlx::query(
                 // A copy Kafka acknowledged, never one it refused for good.
@@ -364,9 +352,9 @@ impl Store {
                 topic: last.try_get("topic")?,
                 payload: last.try_get("payload")?,
                 headers: serde_json::from_str(&headers).map_err(|error| {
-                    StoreError::Other(sqlx::Error::Protocol(format!(
+                    StoreError::Corrupt(format!(
                         "outbox headers of lead {lead_id} do not parse: {error}"
-                    )))
+                    ))
                 })?,
             };
             insert_message(&mut tx, &message, lead_id, revision, now).await?;

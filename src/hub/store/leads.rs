@@ -166,9 +166,9 @@ impl Store {
                 actor: event.try_get("actor")?,
                 revision: event.try_get("revision")?,
                 details: serde_json::from_str(&details).map_err(|error| {
-                    StoreError::Other(sqlx::Error::Protocol(format!(
+                    StoreError::Corrupt(format!(
                         "stored timeline details of lead {lead_id} do not parse: {error}"
-                    )))
+                    ))
                 })?,
             })
         })
@@ -200,9 +200,9 @@ impl Store {
         Ok(match row {
             Some(row) => Some(
                 serde_json::from_str(&row.try_get::<String, _>("document")?).map_err(|error| {
-                    StoreError::Other(sqlx::Error::Protocol(format!(
+                    StoreError::Corrupt(format!(
                         "stored document of lead {lead_id} revision {revision} does not parse: {error}"
-                    )))
+                    ))
                 })?,
             ),
             None => None,
@@ -236,11 +236,8 @@ struct CaseState {
 }
 
 fn parse_lead_id(text: &str) -> Result<LeadId, StoreError> {
-    LeadId::parse(text).ok_or_else(|| {
-        StoreError::Other(sqlx::Error::Protocol(format!(
-            "stored lead id {text} is not a UUID"
-        )))
-    })
+    LeadId::parse(text)
+        .ok_or_else(|| StoreError::Corrupt(format!("stored lead id {text} is not a UUID")))
 }
 
 /// `($2, $3<tail>), ($4, $5<tail>), …`: `rows` tuples of `columns` parameters numbered from
@@ -307,9 +304,7 @@ async fn known_cases(
         for row in query.fetch_all(tx.conn()).await? {
             let agency_text: String = row.try_get("agency")?;
             let agency: Agency = agency_text.parse().map_err(|_| {
-                StoreError::Other(sqlx::Error::Protocol(format!(
-                    "stored agency {agency_text} is not an agency"
-                )))
+                StoreError::Corrupt(format!("stored agency {agency_text} is not an agency"))
             })?;
             let key = (agency, row.try_get::<String, _>("case_id")?);
             known.insert(
@@ -350,9 +345,9 @@ async fn known_cases(
             let lead_id: String = row.try_get("lead_id")?;
             let received_at: String = row.try_get("received_at")?;
             let received_at = parse_db_time(&received_at).ok_or_else(|| {
-                StoreError::Other(sqlx::Error::Protocol(format!(
+                StoreError::Corrupt(format!(
                     "stored receipt time {received_at:?} of lead {lead_id} does not parse"
-                )))
+                ))
             })?;
             let case = by_id
                 .get(&lead_id)

@@ -787,6 +787,54 @@ pub const REDUCED_PAYLOAD_BYTES: usize = 16 * 1024;
 /// How much of each header value the smallest reduced copy keeps.
 const REDUCED_HEADER_VALUE_BYTES: usize = 1024;
 
+/// Sets a consumed message aside on the dead-letter topic as it came (its key and payload,
+/// its own headers as `original.<key>`) with `why` in the headers, retrying until Kafka
+/// acknowledges, as [`publish_until_acknowledged`] does.
+pub async fn dead_letter_consumed(
+    producer: &FutureProducer,
+    limits: &MessageLimits,
+    topic: &str,
+    message: &rdkafka::message::BorrowedMessage<'_>,
+    why: &crate::contract::events::DeadLetterHeaders,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<PublishOutcome, Interrupted> {
+    use rdkafka::message::{Headers, Message};
+    let original: Vec<(String, Vec<u8>)> = message
+        .headers()
+        .map(|headers| {
+            headers
+                .iter()
+                .map(|h| {
+                    (
+                        format!("original.{}", h.key),
+                        h.value.unwrap_or_default().to_vec(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let why = why.to_kafka();
+    let headers: Vec<(&str, &[u8])> = why
+        .iter()
+        .map(|(key, value)| (*key, value.as_bytes()))
+        .chain(
+            original
+                .iter()
+                .map(|(key, value)| (key.as_str(), value.as_slice())),
+        )
+        .collect();
+    publish_until_acknowledged(
+        producer,
+        limits,
+        topic,
+        message.key(),
+        message.payload().unwrap_or_default(),
+        &headers,
+        shutdown,
+    )
+    .await
+}
+
 /// Publishes one message until Kafka acknowledges it. For messages that must not be dropped
 /// and have no outbox behind them: dead letters, whose source offset is stored only after this
 /// returns `Ok`.

@@ -55,6 +55,10 @@ pub enum StoreError {
     /// The URL names no supported database.
     #[error("unsupported database URL (expected postgres:// or sqlite:): {0}")]
     UnsupportedUrl(String),
+    /// A stored value does not read back as what was written (a damaged row, or a write that
+    /// bypassed the store): never replaced by a default, always named with its row.
+    #[error("a stored value does not parse: {0}")]
+    Corrupt(String),
     /// Anything else: a bug or a corrupted database.
     #[error("database error: {0}")]
     Other(#[source] sqlx::Error),
@@ -72,6 +76,7 @@ impl StoreError {
             StoreError::Unstorable(error) => StoreError::Unstorable(text(error)),
             StoreError::Migration(error) => StoreError::Other(text(error)),
             StoreError::UnsupportedUrl(url) => StoreError::UnsupportedUrl(url.clone()),
+            StoreError::Corrupt(detail) => StoreError::Corrupt(detail.clone()),
             StoreError::Other(error) => StoreError::Other(text(error)),
         }
     }
@@ -272,6 +277,70 @@ pub fn parse_db_time(text: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(text)
         .ok()
         .map(|time| time.with_timezone(&Utc))
+}
+
+/// Reads a stored time (as [`db_time`] wrote it); NULL is `None`. `row` names the row for
+/// the error, e.g. `police_leads (0193…, 2)`.
+pub fn stored_time(
+    row: &sqlx::any::AnyRow,
+    column: &str,
+    which: &dyn std::fmt::Display,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    use sqlx::Row;
+    let text: Option<String> = row.try_get(column)?;
+    text.map(|text| {
+        parse_db_time(&text)
+            .ok_or_else(|| StoreError::Corrupt(format!("{which}: {column} {text:?} is not a time")))
+    })
+    .transpose()
+}
+
+/// Reads a stored time that must be there.
+pub fn required_time(
+    row: &sqlx::any::AnyRow,
+    column: &str,
+    which: &dyn std::fmt::Display,
+) -> Result<DateTime<Utc>, StoreError> {
+    stored_time(row, column, which)?
+        .ok_or_else(|| StoreError::Corrupt(format!("{which}: {column} is NULL")))
+}
+
+/// Reads a stored JSON document; NULL is `None`.
+pub fn stored_json(
+    row: &sqlx::any::AnyRow,
+    column: &str,
+    which: &dyn std::fmt::Display,
+) -> Result<Option<serde_json::Value>, StoreError> {
+    use sqlx::Row;
+    let text: Option<String> = row.try_get(column)?;
+    text.map(|text| {
+        serde_json::from_str(&text).map_err(|error| {
+            StoreError::Corrupt(format!("{which}: {column} is not JSON ({error})"))
+        })
+    })
+    .transpose()
+}
+
+/// Reads a stored JSON document that must be there.
+pub fn required_json(
+    row: &sqlx::any::AnyRow,
+    column: &str,
+    which: &dyn std::fmt::Display,
+) -> Result<serde_json::Value, StoreError> {
+    stored_json(row, column, which)?
+        .ok_or_else(|| StoreError::Corrupt(format!("{which}: {column} is NULL")))
+}
+
+/// Reads a stored lead id.
+pub fn stored_lead_id(
+    row: &sqlx::any::AnyRow,
+    column: &str,
+    which: &dyn std::fmt::Display,
+) -> Result<crate::contract::lead::LeadId, StoreError> {
+    use sqlx::Row;
+    let text: String = row.try_get(column)?;
+    crate::contract::lead::LeadId::parse(&text)
+        .ok_or_else(|| StoreError::Corrupt(format!("{which}: {column} {text:?} is not a UUID")))
 }
 
 /// A database URL without its password, for messages.
