@@ -233,9 +233,51 @@ impl PoliceStore {
         routes: &[Route],
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        let recorded = self
+            .record_leads(&[(lead.clone(), routes.to_vec())], now)
+            .await?;
+        Ok(recorded[0])
+    }
+
+    /// Records a batch of leads taken from Kafka, in their order, in one transaction: each
+    /// lead with its deliveries and its `received_by_police` receipt, exactly as
+    /// [`record_lead`](Self::record_lead) would one by one. Returns, per lead, whether it was
+    /// recorded now (false: this (lead, revision) was recorded before, or earlier in the
+    /// batch). Either the whole batch commits or nothing does.
+    pub async fn record_leads(
+        &self,
+        leads: &[(IncomingLead, Vec<Route>)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<bool>, StoreError> {
         let at = db_time(now);
-        let lead_id = lead.lead_id.to_string();
         let mut tx = self.store.begin().await?;
+        let mut ledger = LedgerAppender::new();
+        let mut recorded = Vec::with_capacity(leads.len());
+        for (lead, routes) in leads {
+            let new = self
+                .record_one_lead(&mut tx, &mut ledger, lead, routes, now, &at)
+                .await?;
+            recorded.push(new);
+        }
+        if recorded.iter().any(|new| *new) {
+            ledger.finish(&mut tx).await?;
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
+        Ok(recorded)
+    }
+
+    async fn record_one_lead(
+        &self,
+        tx: &mut Tx,
+        ledger: &mut LedgerAppender,
+        lead: &IncomingLead,
+        routes: &[Route],
+        now: DateTime<Utc>,
+        at: &str,
+    ) -> Result<bool, StoreError> {
+        let lead_id = lead.lead_id.to_string();
         let inserted = sqlx::query(
             "INSERT INTO police_leads (lead_id, revision, agency, lead_type, kind, case_id, division_code, summary, \
                  document, content_sha256, assessment, priority, received_at, status) \
@@ -254,12 +296,11 @@ impl PoliceStore {
         .bind(&lead.content_sha256)
         .bind(lead.assessment.to_string())
         .bind(&lead.priority)
-        .bind(&at)
-        .execute(&mut *tx)
+        .bind(at)
+        .execute(&mut **tx)
         .await?
         .rows_affected();
         if inserted == 0 {
-            tx.rollback().await?;
             return Ok(false);
         }
         // A newer revision supersedes undecided older ones; decided ones keep their decision.
@@ -269,7 +310,7 @@ impl PoliceStore {
         )
         .bind(&lead_id)
         .bind(lead.revision)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         for route in routes {
             sqlx::query(
@@ -280,19 +321,18 @@ impl PoliceStore {
             .bind(lead.revision)
             .bind(&route.unit)
             .bind(route.sink)
-            .bind(&at)
-            .execute(&mut *tx)
+            .bind(at)
+            .execute(&mut **tx)
             .await?;
         }
         let clocks = ClockInputs {
             received_at: Some(now),
             ..Default::default()
         };
-        let mut ledger = LedgerAppender::new();
         let units: Vec<&str> = routes.iter().map(|r| r.unit.as_str()).collect();
         self.send_receipt(
-            &mut tx,
-            &mut ledger,
+            tx,
+            ledger,
             Step {
                 lead_id: lead.lead_id,
                 revision: lead.revision,
@@ -307,8 +347,6 @@ impl PoliceStore {
             }),
         )
         .await?;
-        ledger.finish(&mut tx).await?;
-        tx.commit().await?;
         Ok(true)
     }
 
