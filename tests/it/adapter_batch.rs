@@ -1,0 +1,128 @@
+//! The adapter records a backlog in batches: a burst of leads on one partition takes far fewer
+//! transactions of the adapter's database than leads, and each lead is still recorded and
+//! delivered exactly once. Real PostgreSQL and Kafka; the adapter starts in a second app once
+//! the burst is all on the partition.
+
+use leadbridge::contract::lead::Agency;
+use leadbridge::Roles;
+use serde_json::{json, Value};
+
+use crate::helpers::{app, sample_lead, unique_case_id, Backend};
+use crate::police::eventually;
+
+const LEADS: usize = 200;
+
+#[tokio::test]
+async fn a_burst_of_leads_is_recorded_in_few_transactions_and_each_exactly_once() {
+    let hub = app(Backend::Real)
+        .roles(Roles::HUB)
+        .with_settings(|settings| settings.kafka.topic_partitions = 1)
+        .spawn()
+        .await;
+    let leads: Vec<Value> = (0..LEADS).map(|_| sample_lead(&unique_case_id())).collect();
+    let response = hub
+        .client(Agency::Environment)
+        .post(hub.url("/v1/leads/batch"))
+        .json(&json!({ "leads": leads }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let results: Value = response.json().await.unwrap();
+    let mut lead_ids: Vec<String> = results["results"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{results}"))
+        .iter()
+        .map(|r| r["lead_id"].as_str().unwrap().to_owned())
+        .collect();
+    lead_ids.sort();
+    assert_eq!(lead_ids.len(), LEADS);
+    eventually("the burst is on the partition", || async {
+        let (published,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM leads WHERE status = 'published'")
+                .fetch_one(hub.store.pool())
+                .await
+                .unwrap();
+        published == LEADS as i64
+    })
+    .await;
+
+    // The adapter starts with the whole burst waiting for it. (Its app runs a second hub
+    // instance on the same hub database, as a scaled-out hub would: test apps need a hub.)
+    let prefix = hub.settings.kafka.topic_prefix.clone();
+    let hub_database = hub.settings.database.url.clone();
+    let adapter = app(Backend::Real)
+        .roles(Roles::ALL)
+        .with_settings(move |settings| {
+            settings.kafka.topic_partitions = 1;
+            settings.database.url = hub_database;
+            settings.police.group_id = format!("{prefix}-police");
+            settings.kafka.topic_prefix = prefix;
+        })
+        .spawn()
+        .await;
+    eventually("the hub hears every lead delivered", || async {
+        let (delivered,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM leads WHERE status = 'delivered'")
+                .fetch_one(hub.store.pool())
+                .await
+                .unwrap();
+        delivered == LEADS as i64
+    })
+    .await;
+
+    let police = adapter.police_store.clone().unwrap();
+    let pool = police.store().pool();
+    // Each lead once, each of its deliveries once and delivered, one receipt each.
+    let mut recorded: Vec<(String, i64)> =
+        sqlx::query_as("SELECT lead_id, revision FROM police_leads")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    recorded.sort();
+    assert_eq!(
+        recorded,
+        lead_ids
+            .iter()
+            .map(|id| (id.clone(), 1))
+            .collect::<Vec<_>>()
+    );
+    let (deliveries, distinct, undelivered): (i64, i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COUNT(DISTINCT lead_id || '/' || unit), \
+                COUNT(*) FILTER (WHERE delivered_at IS NULL) FROM police_deliveries",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert!(deliveries >= LEADS as i64, "{deliveries} deliveries");
+    assert_eq!(deliveries, distinct, "a lead delivered twice to one unit");
+    assert_eq!(undelivered, 0);
+    let (receipts,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM audit_entries WHERE action = 'lead.received_by_police'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(receipts, LEADS as i64);
+
+    // The ledger is append-only, so the transaction id of each `received_by_police` entry
+    // (`xmin`) is the transaction that recorded its lead: count them.
+    let (transactions,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(DISTINCT xmin::text) FROM audit_entries \
+         WHERE action = 'lead.received_by_police'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    println!("{LEADS} leads recorded in {transactions} transactions");
+    assert!(
+        transactions <= (LEADS / 10) as i64,
+        "{LEADS} leads took {transactions} transactions"
+    );
+    leadbridge::shared::audit::verify(police.store())
+        .await
+        .unwrap();
+
+    adapter.stop().await;
+    hub.stop().await;
+}
