@@ -7,19 +7,24 @@ use leadbridge::contract::lead::Agency;
 use leadbridge::Roles;
 use serde_json::{json, Value};
 
-use crate::helpers::{app, sample_lead, unique_case_id, Backend};
+use crate::helpers::{app, sample_lead, unique_case_id, Backend, TestApp};
+use crate::permanent::inject_nul_summary;
 use crate::police::eventually;
 
 const LEADS: usize = 200;
 
-#[tokio::test]
-async fn a_burst_of_leads_is_recorded_in_few_transactions_and_each_exactly_once() {
-    let hub = app(Backend::Real)
+/// A hub without the adapter, on one partition, so what it publishes waits there.
+async fn hub_alone() -> TestApp {
+    app(Backend::Real)
         .roles(Roles::HUB)
         .with_settings(|settings| settings.kafka.topic_partitions = 1)
         .spawn()
-        .await;
-    let leads: Vec<Value> = (0..LEADS).map(|_| sample_lead(&unique_case_id())).collect();
+        .await
+}
+
+/// Posts `count` leads in one batch; their ids.
+async fn post_leads(hub: &TestApp, count: usize) -> Vec<String> {
+    let leads: Vec<Value> = (0..count).map(|_| sample_lead(&unique_case_id())).collect();
     let response = hub
         .client(Agency::Environment)
         .post(hub.url("/v1/leads/batch"))
@@ -29,29 +34,34 @@ async fn a_burst_of_leads_is_recorded_in_few_transactions_and_each_exactly_once(
         .unwrap();
     assert_eq!(response.status(), 200);
     let results: Value = response.json().await.unwrap();
-    let mut lead_ids: Vec<String> = results["results"]
+    results["results"]
         .as_array()
         .unwrap_or_else(|| panic!("{results}"))
         .iter()
         .map(|r| r["lead_id"].as_str().unwrap().to_owned())
-        .collect();
-    lead_ids.sort();
-    assert_eq!(lead_ids.len(), LEADS);
+        .collect()
+}
+
+async fn count_leads(app: &TestApp, status: &str) -> i64 {
+    let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM leads WHERE status = $1")
+        .bind(status)
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    count
+}
+
+/// The adapter, started once everything `hub` took is on the partition. Its app runs a
+/// second hub instance on the same hub database, as a scaled-out hub would (test apps need a
+/// hub).
+async fn adapter_behind(hub: &TestApp, leads: usize) -> TestApp {
     eventually("the burst is on the partition", || async {
-        let (published,): (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM leads WHERE status = 'published'")
-                .fetch_one(hub.store.pool())
-                .await
-                .unwrap();
-        published == LEADS as i64
+        count_leads(hub, "published").await == leads as i64
     })
     .await;
-
-    // The adapter starts with the whole burst waiting for it. (Its app runs a second hub
-    // instance on the same hub database, as a scaled-out hub would: test apps need a hub.)
     let prefix = hub.settings.kafka.topic_prefix.clone();
     let hub_database = hub.settings.database.url.clone();
-    let adapter = app(Backend::Real)
+    app(Backend::Real)
         .roles(Roles::ALL)
         .with_settings(move |settings| {
             settings.kafka.topic_partitions = 1;
@@ -60,14 +70,18 @@ async fn a_burst_of_leads_is_recorded_in_few_transactions_and_each_exactly_once(
             settings.kafka.topic_prefix = prefix;
         })
         .spawn()
-        .await;
+        .await
+}
+
+#[tokio::test]
+async fn a_burst_of_leads_is_recorded_in_few_transactions_and_each_exactly_once() {
+    let hub = hub_alone().await;
+    let mut lead_ids = post_leads(&hub, LEADS).await;
+    lead_ids.sort();
+    assert_eq!(lead_ids.len(), LEADS);
+    let adapter = adapter_behind(&hub, LEADS).await;
     eventually("the hub hears every lead delivered", || async {
-        let (delivered,): (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM leads WHERE status = 'delivered'")
-                .fetch_one(hub.store.pool())
-                .await
-                .unwrap();
-        delivered == LEADS as i64
+        count_leads(&hub, "delivered").await == LEADS as i64
     })
     .await;
 
@@ -123,6 +137,50 @@ async fn a_burst_of_leads_is_recorded_in_few_transactions_and_each_exactly_once(
         .await
         .unwrap();
 
+    adapter.stop().await;
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_lead_the_database_cannot_hold_is_dead_lettered_alone_out_of_its_batch() {
+    let mut hub = hub_alone().await;
+    let mut valid = post_leads(&hub, 10).await;
+    let nul_lead = inject_nul_summary(&hub).await;
+    valid.extend(post_leads(&hub, 10).await);
+    hub.expect_lasting_failures(1);
+    let mut adapter = adapter_behind(&hub, 21).await;
+    adapter.expect_lasting_failures(1);
+    eventually(
+        "the valid leads are delivered, the NUL one dead-lettered",
+        || async {
+            count_leads(&hub, "delivered").await == 20
+                && count_leads(&hub, "dead_lettered").await == 1
+        },
+    )
+    .await;
+    let status: Value = hub
+        .get_lead(Agency::Environment, &nul_lead)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["status"], "dead_lettered", "{status}");
+    for lead_id in &valid {
+        let status: Value = hub
+            .get_lead(Agency::Environment, lead_id)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(status["status"], "delivered", "{status}");
+    }
+    let police = adapter.police_store.clone().unwrap();
+    let (recorded, distinct): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT lead_id) FROM police_leads")
+            .fetch_one(police.store().pool())
+            .await
+            .unwrap();
+    assert_eq!((recorded, distinct), (20, 20));
     adapter.stop().await;
     hub.stop().await;
 }
