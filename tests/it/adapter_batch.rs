@@ -3,11 +3,13 @@
 //! delivered exactly once. Real PostgreSQL and Kafka; the adapter starts in a second app once
 //! the burst is all on the partition.
 
+use std::sync::{Arc, Mutex};
+
 use leadbridge::contract::lead::Agency;
 use leadbridge::Roles;
 use serde_json::{json, Value};
 
-use crate::helpers::{app, sample_lead, unique_case_id, Backend, TestApp};
+use crate::helpers::{app, drop_test_database, sample_lead, unique_case_id, Backend, TestApp};
 use crate::permanent::inject_nul_summary;
 use crate::police::eventually;
 
@@ -53,7 +55,7 @@ async fn count_leads(app: &TestApp, status: &str) -> i64 {
 
 /// The adapter, started once everything `hub` took is on the partition. Its app runs a
 /// second hub instance on the same hub database, as a scaled-out hub would (test apps need a
-/// hub).
+/// hub). Stop it with [`stop`].
 async fn adapter_behind(hub: &TestApp, leads: usize) -> TestApp {
     eventually("the burst is on the partition", || async {
         count_leads(hub, "published").await == leads as i64
@@ -61,16 +63,37 @@ async fn adapter_behind(hub: &TestApp, leads: usize) -> TestApp {
     .await;
     let prefix = hub.settings.kafka.topic_prefix.clone();
     let hub_database = hub.settings.database.url.clone();
-    app(Backend::Real)
+    let own_hub_database = Arc::new(Mutex::new(None));
+    let replaced = own_hub_database.clone();
+    let mut adapter = app(Backend::Real)
         .roles(Roles::ALL)
         .with_settings(move |settings| {
             settings.kafka.topic_partitions = 1;
-            settings.database.url = hub_database;
+            *replaced.lock().unwrap() = std::mem::replace(&mut settings.database.url, hub_database);
             settings.police.group_id = format!("{prefix}-police");
             settings.kafka.topic_prefix = prefix;
         })
         .spawn()
-        .await
+        .await;
+    // The hub database made for this app is never used, and the hub's is the hub's to drop:
+    // stopping this app drops neither.
+    let unused = own_hub_database.lock().unwrap().take();
+    if let Some(url) = unused {
+        drop_test_database(url.expose()).await;
+    }
+    adapter.keep_databases();
+    adapter
+}
+
+/// Stops the adapter's app, then the hub, which drops the hub database they shared; then the
+/// adapter's own database.
+async fn stop(adapter: TestApp, hub: TestApp) {
+    let police_database = adapter.settings.police.database_url.clone();
+    adapter.stop().await;
+    hub.stop().await;
+    if let Some(url) = police_database {
+        drop_test_database(url.expose()).await;
+    }
 }
 
 #[tokio::test]
@@ -137,8 +160,7 @@ async fn a_burst_of_leads_is_recorded_in_few_transactions_and_each_exactly_once(
         .await
         .unwrap();
 
-    adapter.stop().await;
-    hub.stop().await;
+    stop(adapter, hub).await;
 }
 
 #[tokio::test]
@@ -181,6 +203,5 @@ async fn a_lead_the_database_cannot_hold_is_dead_lettered_alone_out_of_its_batch
             .await
             .unwrap();
     assert_eq!((recorded, distinct), (20, 20));
-    adapter.stop().await;
-    hub.stop().await;
+    stop(adapter, hub).await;
 }
