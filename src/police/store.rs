@@ -41,6 +41,10 @@ impl OutboxOwner for PoliceOutbox {
     }
 }
 
+/// At most this many claimed deliveries are read back in one statement: far below the bind
+/// parameter limits of PostgreSQL (65,535) and SQLite (32,766).
+const CLAIM_READ_CHUNK: usize = 1_000;
+
 /// A lead as the adapter takes it from Kafka, assessed.
 #[derive(Clone, Debug)]
 pub struct IncomingLead {
@@ -472,31 +476,39 @@ impl PoliceStore {
             .iter()
             .map(|row| row.try_get("id"))
             .collect::<Result<_, _>>()?;
+        // What the sinks need of every claimed delivery, read in one statement per chunk of
+        // ids rather than one per delivery; a chunk keeps within both databases' limits on
+        // bind parameters, whatever the batch size.
         let mut claimed = Vec::with_capacity(ids.len());
-        for id in ids {
-            let row = sqlx::query(
+        for chunk in ids.chunks(CLAIM_READ_CHUNK) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
+            let sql = format!(
                 "SELECT d.id, d.lead_id, d.revision, d.unit, d.sink, d.attempts, d.created_at, \
                         l.document, l.assessment, l.received_at, l.decided_at, l.status, \
                         l.reconsideration_requested_at, l.reconsidered_at \
                  FROM police_deliveries d JOIN police_leads l ON l.lead_id = d.lead_id AND l.revision = d.revision \
-                 WHERE d.id = $1",
-            )
-            .bind(id)
-            .fetch_one(self.store.pool())
-            .await?;
-            let lead_id: String = row.try_get("lead_id")?;
-            claimed.push(ClaimedDelivery {
-                id,
-                lead_id: parse_lead_id(&lead_id)?,
-                revision: row.try_get("revision")?,
-                unit: row.try_get("unit")?,
-                sink: row.try_get("sink")?,
-                attempts: row.try_get("attempts")?,
-                created_at: time_column(&row, "created_at")?.unwrap_or(now),
-                document: json_column(&row, "document")?,
-                assessment: json_column(&row, "assessment")?,
-                deadlines: process::deadlines(&clock_inputs(&row)?, &self.deadlines),
-            });
+                 WHERE d.id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for row in query.fetch_all(self.store.pool()).await? {
+                let lead_id: String = row.try_get("lead_id")?;
+                claimed.push(ClaimedDelivery {
+                    id: row.try_get("id")?,
+                    lead_id: parse_lead_id(&lead_id)?,
+                    revision: row.try_get("revision")?,
+                    unit: row.try_get("unit")?,
+                    sink: row.try_get("sink")?,
+                    attempts: row.try_get("attempts")?,
+                    created_at: time_column(&row, "created_at")?.unwrap_or(now),
+                    document: json_column(&row, "document")?,
+                    assessment: json_column(&row, "assessment")?,
+                    deadlines: process::deadlines(&clock_inputs(&row)?, &self.deadlines),
+                });
+            }
         }
         claimed.sort_by_key(|d| d.id);
         Ok(claimed)

@@ -17,6 +17,7 @@ mod permanent;
 mod police;
 mod police_faults;
 mod police_metrics;
+mod police_store;
 mod relay;
 mod request_guard;
 mod sink;
