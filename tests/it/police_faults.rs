@@ -15,8 +15,8 @@ use serde_json::{json, Value};
 
 use crate::fake_cms::{Answer, FakeCms, Mode};
 use crate::helpers::{
-    app, consume, fresh_postgres_database, header, sample_lead, test_settings, unique_case_id,
-    Backend, TestApp, TestPki,
+    app, consume, drop_test_database, fresh_postgres_database, header, sample_lead, test_settings,
+    unique_case_id, Backend, TestApp, TestPki,
 };
 use crate::police::eventually;
 
@@ -578,6 +578,9 @@ divisions = ["3703"]
         );
     }
     app.stop().await;
+    // The adapter process's database is the test's own, not the app's.
+    store.pool().close().await;
+    drop_test_database(&police_db).await;
 }
 
 /// `leadbridge police-adapter` as a process.
