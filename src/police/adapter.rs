@@ -2,7 +2,13 @@
 //!
 //! Guarantee: at-least-once. A message's offset is stored (and later committed) only after its
 //! processing committed in the adapter's database — or after it was dead-lettered, acknowledged
-//! by Kafka. Processing is idempotent on (`lead_id`, `revision`), so a redelivery after a crash
+//! by Kafka. The loop takes what Kafka has already fetched (one wait for the first message,
+//! then up to `police.consume_batch_max` without waiting) and records the consecutive lead
+//! events among it in one transaction; any other message (a reconsideration request, a poison
+//! message) is handled alone in its place, after the leads before it committed, so the order
+//! of a partition is kept. Offsets are stored in order, only after what precedes them is done.
+//! If a batch holds a lead the database can never hold, the batch is retried one message at
+//! a time, so only that one is dead-lettered. Processing is idempotent on (`lead_id`, `revision`), so a redelivery after a crash
 //! or a rebalance opens no second case and sends no second delivery. A message that cannot be
 //! processed (undecodable, unknown schema or lead type, content that does not match its hash)
 //! goes to the dead-letter topic with its error context and never blocks the partition — one
@@ -111,34 +117,145 @@ impl Adapter {
     /// Runs until `shutdown` turns true.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         tracing::info!("Police adapter consuming leads.");
+        let batch_max = self.settings.consume_batch_max.max(1);
         // Checked each turn: `handle` may have seen the change already while waiting.
         while !*shutdown.borrow() {
             let message = tokio::select! {
                 message = self.consumer.recv() => message,
                 _ = shutdown.changed() => break,
             };
-            let message = match message {
-                Ok(message) => {
-                    events::police_message_consumed(
-                        &self.metrics,
-                        message.topic(),
-                        message.partition(),
-                        message.offset(),
-                    );
-                    message
-                }
+            let mut batch = match message {
+                Ok(message) => vec![message],
                 Err(error) => {
                     tracing::warn!(%error, "Kafka consumer error; continuing.");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }
             };
-            self.handle(&message, &mut shutdown).await;
+            // What is fetched already joins the batch; nothing more is waited for. A `recv`
+            // that is not ready takes nothing from the queue, so dropping it loses nothing.
+            while batch.len() < batch_max {
+                match tokio::time::timeout(Duration::ZERO, self.consumer.recv()).await {
+                    Ok(Ok(message)) => batch.push(message),
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "Kafka consumer error; continuing.");
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            for message in &batch {
+                events::police_message_consumed(
+                    &self.metrics,
+                    message.topic(),
+                    message.partition(),
+                    message.offset(),
+                );
+            }
+            self.handle_batch(&batch, &mut shutdown).await;
         }
         tracing::info!("Police adapter stopped.");
     }
 
-    async fn handle(&self, message: &BorrowedMessage<'_>, shutdown: &mut watch::Receiver<bool>) {
+    /// Processes a batch in its order: runs of lead events in one transaction each, any other
+    /// message alone. Stops at shutdown, leaving the rest of the batch (offsets not stored).
+    async fn handle_batch(
+        &self,
+        batch: &[BorrowedMessage<'_>],
+        shutdown: &mut watch::Receiver<bool>,
+    ) {
+        let mut run = Run::default();
+        for message in batch {
+            if let Some(lead) = self.decode_lead_message(message) {
+                run.messages.push(message);
+                run.leads.push(lead);
+                continue;
+            }
+            // Not a valid lead event: the leads before it first, then it alone.
+            if !self.record_run(&mut run, shutdown).await || !self.handle(message, shutdown).await {
+                return;
+            }
+        }
+        self.record_run(&mut run, shutdown).await;
+    }
+
+    /// The message as a valid lead event with its routes, or None for anything else.
+    fn decode_lead_message(
+        &self,
+        message: &BorrowedMessage<'_>,
+    ) -> Option<(IncomingLead, Vec<Route>)> {
+        let LeadsTopicEvent::Lead(event) =
+            LeadsTopicEvent::decode(message.payload().unwrap_or_default()).ok()?
+        else {
+            return None;
+        };
+        let incoming = decode_lead_event(&event, &self.rules).ok()?;
+        let routes = self.routes(&incoming);
+        Some((incoming, routes))
+    }
+
+    /// Records a run of lead events in one transaction, then stores their offsets. Waits out
+    /// an unavailable database; on a permanent failure, handles the run one message at a time.
+    /// Returns false when shutdown came first (the run's offsets are then not stored).
+    async fn record_run(
+        &self,
+        run: &mut Run<'_, '_>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        if run.messages.is_empty() {
+            return true;
+        }
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.store.record_leads(&run.leads, Utc::now()).await {
+                Ok(recorded) => {
+                    for ((incoming, routes), new) in run.leads.iter().zip(recorded) {
+                        self.recorded(incoming, routes, new);
+                    }
+                    // In order, so each partition's stored offset is its highest processed.
+                    for message in &run.messages {
+                        self.store_offset(message);
+                    }
+                    break;
+                }
+                Err(error) if error.is_permanent() => {
+                    tracing::warn!(%error, leads = run.messages.len(), "A lead of the batch cannot be stored; recording them one at a time.");
+                    for message in &run.messages {
+                        if !self.handle(message, shutdown).await {
+                            return false;
+                        }
+                    }
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, leads = run.messages.len(), "Cannot record the leads; retrying.");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        // Stop without storing the offsets: the messages are redelivered later.
+                        _ = shutdown.changed() => return false,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        run.messages.clear();
+        run.leads.clear();
+        true
+    }
+
+    fn store_offset(&self, message: &BorrowedMessage<'_>) {
+        if let Err(error) = self.consumer.store_offset_from_message(message) {
+            tracing::warn!(%error, "Cannot store the consumer offset; the message may be redelivered.");
+        }
+    }
+
+    /// Processes one message and stores its offset. Returns false, storing nothing, when
+    /// shutdown came first.
+    async fn handle(
+        &self,
+        message: &BorrowedMessage<'_>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
         let mut backoff = Duration::from_millis(200);
         loop {
             let (class, detail) = match self.process(message).await {
@@ -152,7 +269,7 @@ impl Adapter {
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         // Stop without storing the offset: the message is redelivered later.
-                        _ = shutdown.changed() => return,
+                        _ = shutdown.changed() => return false,
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                     continue;
@@ -160,16 +277,15 @@ impl Adapter {
             };
             // Interrupted by shutdown: the offset is not stored, the message comes again.
             if !self.dead_letter(message, class, &detail, shutdown).await {
-                return;
+                return false;
             }
             if !self.tell_the_hub(message, class, &detail, shutdown).await {
-                return;
+                return false;
             }
             break;
         }
-        if let Err(error) = self.consumer.store_offset_from_message(message) {
-            tracing::warn!(%error, "Cannot store the consumer offset; the message may be redelivered.");
-        }
+        self.store_offset(message);
+        true
     }
 
     /// Records the `dead_lettered` receipt owed to the hub, if the message names a lead.
@@ -231,9 +347,19 @@ impl Adapter {
 
     async fn process_lead(&self, event: &LeadEvent) -> Result<(), Failure> {
         let incoming = decode_lead_event(event, &self.rules).map_err(Failure::Poison)?;
+        let routes = self.routes(&incoming);
+        let new = self
+            .store
+            .record_lead(&incoming, &routes, Utc::now())
+            .await?;
+        self.recorded(&incoming, &routes, new);
+        Ok(())
+    }
+
+    /// Where a lead goes: its units and how each receives it.
+    fn routes(&self, incoming: &IncomingLead) -> Vec<Route> {
         let high = incoming.priority == "high";
-        let routes: Vec<Route> = self
-            .routing
+        self.routing
             .route(&incoming.division_code, high)
             .into_iter()
             .map(|unit| {
@@ -249,35 +375,34 @@ impl Adapter {
                 };
                 Route { unit, sink }
             })
-            .collect();
-        if self
-            .store
-            .record_lead(&incoming, &routes, Utc::now())
-            .await?
-        {
-            // Counted only for a revision recorded now, so a redelivery is not counted twice.
-            let offences: Vec<&str> = incoming
-                .assessment
-                .get("suspected_offences")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|offence| offence.get("offence").and_then(Value::as_str))
-                .collect();
-            events::police_lead_assessed(
-                &self.metrics,
-                incoming.lead_id,
-                incoming.revision,
-                &incoming.priority,
-                &offences,
-            );
-            let units: Vec<&str> = routes.iter().map(|route| route.unit.as_str()).collect();
-            events::police_lead_routed(&self.metrics, incoming.lead_id, incoming.revision, &units);
-            self.delivery_wakeup.notify_one();
-        } else {
+            .collect()
+    }
+
+    /// After a lead's transaction committed: counts it and wakes the delivery workers when it
+    /// was recorded now (`new`), so a redelivery is not counted twice.
+    fn recorded(&self, incoming: &IncomingLead, routes: &[Route], new: bool) {
+        if !new {
             tracing::debug!(lead_id = %incoming.lead_id, revision = incoming.revision, "Lead already received; redelivery ignored.");
+            return;
         }
-        Ok(())
+        let offences: Vec<&str> = incoming
+            .assessment
+            .get("suspected_offences")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|offence| offence.get("offence").and_then(Value::as_str))
+            .collect();
+        events::police_lead_assessed(
+            &self.metrics,
+            incoming.lead_id,
+            incoming.revision,
+            &incoming.priority,
+            &offences,
+        );
+        let units: Vec<&str> = routes.iter().map(|route| route.unit.as_str()).collect();
+        events::police_lead_routed(&self.metrics, incoming.lead_id, incoming.revision, &units);
+        self.delivery_wakeup.notify_one();
     }
 
     async fn process_reconsideration(
@@ -339,6 +464,13 @@ impl Adapter {
         .await
         .is_ok()
     }
+}
+
+/// Consecutive lead events of a batch, not yet recorded.
+#[derive(Default)]
+struct Run<'b, 'm> {
+    messages: Vec<&'b BorrowedMessage<'m>>,
+    leads: Vec<(IncomingLead, Vec<Route>)>,
 }
 
 /// The lead a message is about, when its JSON names one (`lead_id` and a positive

@@ -33,6 +33,9 @@ pub struct PoliceSettings {
     /// each measurement asks the brokers for the group's committed offsets and one watermark
     /// pair per partition.
     pub lag_poll_interval_ms: u64,
+    /// At most this many messages already fetched from Kafka are recorded in one transaction
+    /// of the adapter's database (1: one transaction per message).
+    pub consume_batch_max: usize,
 }
 
 impl Default for PoliceSettings {
@@ -49,6 +52,7 @@ impl Default for PoliceSettings {
             rules_file: None,
             // Prometheus scrapes every 15 s or so by default; measuring more often buys nothing.
             lag_poll_interval_ms: 10_000,
+            consume_batch_max: 500,
         }
     }
 }

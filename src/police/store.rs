@@ -42,6 +42,10 @@ impl OutboxOwner for PoliceOutbox {
     }
 }
 
+/// At most this many claimed deliveries are read back in one statement: far below the bind
+/// parameter limits of PostgreSQL (65,535) and SQLite (32,766).
+const CLAIM_READ_CHUNK: usize = 1_000;
+
 /// A lead as the adapter takes it from Kafka, assessed.
 #[derive(Clone, Debug)]
 pub struct IncomingLead {
@@ -211,9 +215,51 @@ impl PoliceStore {
         routes: &[Route],
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        let recorded = self
+            .record_leads(&[(lead.clone(), routes.to_vec())], now)
+            .await?;
+        Ok(recorded[0])
+    }
+
+    /// Records a batch of leads taken from Kafka, in their order, in one transaction: each
+    /// lead with its deliveries and its `received_by_police` receipt, exactly as
+    /// [`record_lead`](Self::record_lead) would one by one. Returns, per lead, whether it was
+    /// recorded now (false: this (lead, revision) was recorded before, or earlier in the
+    /// batch). Either the whole batch commits or nothing does.
+    pub async fn record_leads(
+        &self,
+        leads: &[(IncomingLead, Vec<Route>)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<bool>, StoreError> {
         let at = db_time(now);
-        let lead_id = lead.lead_id.to_string();
         let mut tx = self.store.begin().await?;
+        let mut ledger = LedgerAppender::new();
+        let mut recorded = Vec::with_capacity(leads.len());
+        for (lead, routes) in leads {
+            let new = self
+                .record_one_lead(&mut tx, &mut ledger, lead, routes, now, &at)
+                .await?;
+            recorded.push(new);
+        }
+        if recorded.iter().any(|new| *new) {
+            ledger.finish(&mut tx).await?;
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
+        Ok(recorded)
+    }
+
+    async fn record_one_lead(
+        &self,
+        tx: &mut Tx,
+        ledger: &mut LedgerAppender,
+        lead: &IncomingLead,
+        routes: &[Route],
+        now: DateTime<Utc>,
+        at: &str,
+    ) -> Result<bool, StoreError> {
+        let lead_id = lead.lead_id.to_string();
         let inserted = sqlx::query(
             "INSERT INTO police_leads (lead_id, revision, agency, lead_type, kind, case_id, division_code, summary, \
                  document, content_sha256, assessment, priority, received_at, status) \
@@ -232,12 +278,11 @@ impl PoliceStore {
         .bind(&lead.content_sha256)
         .bind(lead.assessment.to_string())
         .bind(&lead.priority)
-        .bind(&at)
-        .execute(&mut *tx)
+        .bind(at)
+        .execute(&mut **tx)
         .await?
         .rows_affected();
         if inserted == 0 {
-            tx.rollback().await?;
             return Ok(false);
         }
         // A newer revision supersedes undecided older ones; decided ones keep their decision.
@@ -247,7 +292,7 @@ impl PoliceStore {
         )
         .bind(&lead_id)
         .bind(lead.revision)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         for route in routes {
             sqlx::query(
@@ -258,19 +303,18 @@ impl PoliceStore {
             .bind(lead.revision)
             .bind(&route.unit)
             .bind(route.sink)
-            .bind(&at)
-            .execute(&mut *tx)
+            .bind(at)
+            .execute(&mut **tx)
             .await?;
         }
         let clocks = ClockInputs {
             received_at: Some(now),
             ..Default::default()
         };
-        let mut ledger = LedgerAppender::new();
         let units: Vec<String> = routes.iter().map(|r| r.unit.clone()).collect();
         self.send_receipt(
-            &mut tx,
-            &mut ledger,
+            tx,
+            ledger,
             Step {
                 lead_id: lead.lead_id,
                 revision: lead.revision,
@@ -284,8 +328,6 @@ impl PoliceStore {
             },
         )
         .await?;
-        ledger.finish(&mut tx).await?;
-        tx.commit().await?;
         Ok(true)
     }
 
@@ -416,31 +458,39 @@ impl PoliceStore {
             .iter()
             .map(|row| row.try_get("id"))
             .collect::<Result<_, _>>()?;
+        // What the sinks need of every claimed delivery, read in one statement per chunk of
+        // ids rather than one per delivery; a chunk keeps within both databases' limits on
+        // bind parameters, whatever the batch size.
         let mut claimed = Vec::with_capacity(ids.len());
-        for id in ids {
-            let row = sqlx::query(
+        for chunk in ids.chunks(CLAIM_READ_CHUNK) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
+            let sql = format!(
                 "SELECT d.id, d.lead_id, d.revision, d.unit, d.sink, d.attempts, d.created_at, \
                         l.document, l.assessment, l.received_at, l.decided_at, l.status, \
                         l.reconsideration_requested_at, l.reconsidered_at \
                  FROM police_deliveries d JOIN police_leads l ON l.lead_id = d.lead_id AND l.revision = d.revision \
-                 WHERE d.id = $1",
-            )
-            .bind(id)
-            .fetch_one(self.store.pool())
-            .await?;
-            let lead_id: String = row.try_get("lead_id")?;
-            claimed.push(ClaimedDelivery {
-                id,
-                lead_id: parse_lead_id(&lead_id)?,
-                revision: row.try_get("revision")?,
-                unit: row.try_get("unit")?,
-                sink: row.try_get("sink")?,
-                attempts: row.try_get("attempts")?,
-                created_at: required_time(&row, "created_at", &LeadRow(&row))?,
-                document: json_column(&row, "document")?,
-                assessment: json_column(&row, "assessment")?,
-                deadlines: process::deadlines(&clock_inputs(&row)?, &self.deadlines),
-            });
+                 WHERE d.id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for row in query.fetch_all(self.store.pool()).await? {
+                let lead_id: String = row.try_get("lead_id")?;
+                claimed.push(ClaimedDelivery {
+                    id: row.try_get("id")?,
+                    lead_id: parse_lead_id(&lead_id)?,
+                    revision: row.try_get("revision")?,
+                    unit: row.try_get("unit")?,
+                    sink: row.try_get("sink")?,
+                    attempts: row.try_get("attempts")?,
+                    created_at: required_time(&row, "created_at", &LeadRow(&row))?,
+                    document: json_column(&row, "document")?,
+                    assessment: json_column(&row, "assessment")?,
+                    deadlines: process::deadlines(&clock_inputs(&row)?, &self.deadlines),
+                });
+            }
         }
         claimed.sort_by_key(|d| d.id);
         Ok(claimed)

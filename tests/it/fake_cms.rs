@@ -4,11 +4,11 @@
 //!
 //! The test switches how it answers ([`Mode`]), stops and restarts it on the same port (an
 //! outage), and reads every request it received, in arrival order, each with the answer it
-//! got ([`Answer`]). That raw record is the only record: it is written as each request arrives,
-//! under the same lock that decides the answer, and nothing in it is folded or deduplicated, so
-//! a test counts real duplicates. In [`Mode::Accept`] the fake answers idempotently per
-//! `Idempotency-Key`, like the CMS the sink expects: a key it opened a case for gets that case's
-//! `cms_ref` again ([`Answer::Repeated`]) and no second case.
+//! got ([`Answer`]) and the connection it came on. That raw record is the only record: it is
+//! written as each request arrives, under the same lock that decides the answer, and nothing in
+//! it is folded or deduplicated, so a test counts real duplicates. In [`Mode::Accept`] the fake
+//! answers idempotently per `Idempotency-Key`, like the CMS the sink expects: a key it opened a
+//! case for gets that case's `cms_ref` again ([`Answer::Repeated`]) and no second case.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -23,7 +23,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use hyper::body::Incoming;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -83,6 +83,9 @@ pub struct ReceivedDelivery {
     /// The JSON body (`null` when it was not JSON).
     pub body: Value,
     pub answer: Answer,
+    /// Which connection it came on: the n-th the fake CMS accepted, from 1 (see
+    /// [`FakeCms::connections_accepted`]).
+    pub connection: usize,
 }
 
 #[derive(Debug)]
@@ -90,6 +93,7 @@ struct Ledger {
     mode: Mode,
     received: Vec<ReceivedDelivery>,
     handshake_errors: Vec<String>,
+    connections_accepted: usize,
 }
 
 type Shared = Arc<Mutex<Ledger>>;
@@ -121,6 +125,7 @@ impl FakeCms {
                 mode: Mode::Accept,
                 received: Vec::new(),
                 handshake_errors: Vec::new(),
+                connections_accepted: 0,
             })),
             server: Mutex::new(None),
         };
@@ -177,6 +182,15 @@ impl FakeCms {
             );
         }
         per_key
+    }
+
+    /// How many TCP connections were accepted so far; an arrival's `connection` is at most
+    /// this. Taken once a sender is dead, it bounds that sender's connections: what it had
+    /// written to them may still be read and answered afterwards, so its arrivals are those on
+    /// connections up to the count, whenever they arrive. A connection accepted later is never
+    /// its: the handshake needs the client's certificate, which a dead sender cannot send.
+    pub fn connections_accepted(&self) -> usize {
+        lock(&self.shared).connections_accepted
     }
 
     /// Why each failed TLS handshake failed, as the fake CMS saw it.
@@ -318,6 +332,11 @@ async fn serve(listener: TcpListener, acceptor: TlsAcceptor, router: Router, sha
         let acceptor = acceptor.clone();
         let router = router.clone();
         let shared = shared.clone();
+        let connection = {
+            let mut ledger = lock(&shared);
+            ledger.connections_accepted += 1;
+            Connection(ledger.connections_accepted)
+        };
         connections.spawn(async move {
             let tls =
                 match tokio::time::timeout(Duration::from_secs(5), acceptor.accept(stream)).await {
@@ -333,8 +352,9 @@ async fn serve(listener: TcpListener, acceptor: TlsAcceptor, router: Router, sha
                         return;
                     }
                 };
-            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
                 let router = router.clone();
+                request.extensions_mut().insert(connection);
                 async move {
                     Ok::<_, Infallible>(
                         router
@@ -351,7 +371,16 @@ async fn serve(listener: TcpListener, acceptor: TlsAcceptor, router: Router, sha
     }
 }
 
-async fn intake(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+/// The serial of the connection a request came on, from the accept loop to [`intake`].
+#[derive(Clone, Copy, Debug)]
+struct Connection(usize);
+
+async fn intake(
+    State(shared): State<Shared>,
+    Extension(Connection(connection)): Extension<Connection>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let header = |name: &str| {
         headers
             .get(name)
@@ -393,6 +422,7 @@ async fn intake(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -
             unit: header("x-leadbridge-unit"),
             body: json.unwrap_or(Value::Null),
             answer: answer.clone(),
+            connection,
         });
         answer
     };

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, the real application on port 0, real PostgreSQL and Kafka
 //! from `deploy/local/services.sh` (see `helpers`), real certificates and TLS handshakes.
 
+mod adapter_batch;
 mod api;
 mod connections;
 mod contract;
@@ -16,6 +17,7 @@ mod permanent;
 mod police;
 mod police_faults;
 mod police_metrics;
+mod police_store;
 mod relay;
 mod request_guard;
 mod sink;

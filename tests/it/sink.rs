@@ -76,6 +76,7 @@ async fn an_accepted_delivery_returns_the_cms_ref_and_carries_its_idempotency_ke
             unit: "370303".into(),
             body: delivery.body.clone(),
             answer: Answer::Opened("CMS-1".into()),
+            connection: 1,
         }]
     );
 }

@@ -1,0 +1,207 @@
+//! The adapter records a backlog in batches: a burst of leads on one partition takes far fewer
+//! transactions of the adapter's database than leads, and each lead is still recorded and
+//! delivered exactly once. Real PostgreSQL and Kafka; the adapter starts in a second app once
+//! the burst is all on the partition.
+
+use std::sync::{Arc, Mutex};
+
+use leadbridge::contract::lead::Agency;
+use leadbridge::Roles;
+use serde_json::{json, Value};
+
+use crate::helpers::{app, drop_test_database, sample_lead, unique_case_id, Backend, TestApp};
+use crate::permanent::inject_nul_summary;
+use crate::police::eventually;
+
+const LEADS: usize = 200;
+
+/// A hub without the adapter, on one partition, so what it publishes waits there.
+async fn hub_alone() -> TestApp {
+    app(Backend::Real)
+        .roles(Roles::HUB)
+        .with_settings(|settings| settings.kafka.topic_partitions = 1)
+        .spawn()
+        .await
+}
+
+/// Posts `count` leads in one batch; their ids.
+async fn post_leads(hub: &TestApp, count: usize) -> Vec<String> {
+    let leads: Vec<Value> = (0..count).map(|_| sample_lead(&unique_case_id())).collect();
+    let response = hub
+        .client(Agency::Environment)
+        .post(hub.url("/v1/leads/batch"))
+        .json(&json!({ "leads": leads }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let results: Value = response.json().await.unwrap();
+    results["results"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{results}"))
+        .iter()
+        .map(|r| r["lead_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn count_leads(app: &TestApp, status: &str) -> i64 {
+    let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM leads WHERE status = $1")
+        .bind(status)
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    count
+}
+
+/// The adapter, started once everything `hub` took is on the partition. Its app runs a
+/// second hub instance on the same hub database, as a scaled-out hub would (test apps need a
+/// hub). Stop it with [`stop`].
+async fn adapter_behind(hub: &TestApp, leads: usize) -> TestApp {
+    eventually("the burst is on the partition", || async {
+        count_leads(hub, "published").await == leads as i64
+    })
+    .await;
+    let prefix = hub.settings.kafka.topic_prefix.clone();
+    let hub_database = hub.settings.database.url.clone();
+    let own_hub_database = Arc::new(Mutex::new(None));
+    let replaced = own_hub_database.clone();
+    let mut adapter = app(Backend::Real)
+        .roles(Roles::ALL)
+        .with_settings(move |settings| {
+            settings.kafka.topic_partitions = 1;
+            *replaced.lock().unwrap() = std::mem::replace(&mut settings.database.url, hub_database);
+            settings.police.group_id = format!("{prefix}-police");
+            settings.kafka.topic_prefix = prefix;
+        })
+        .spawn()
+        .await;
+    // The hub database made for this app is never used, and the hub's is the hub's to drop:
+    // stopping this app drops neither.
+    let unused = own_hub_database.lock().unwrap().take();
+    if let Some(url) = unused {
+        drop_test_database(url.expose()).await;
+    }
+    adapter.keep_databases();
+    adapter
+}
+
+/// Stops the adapter's app, then the hub, which drops the hub database they shared; then the
+/// adapter's own database.
+async fn stop(adapter: TestApp, hub: TestApp) {
+    let police_database = adapter.settings.police.database_url.clone();
+    adapter.stop().await;
+    hub.stop().await;
+    if let Some(url) = police_database {
+        drop_test_database(url.expose()).await;
+    }
+}
+
+#[tokio::test]
+async fn a_burst_of_leads_is_recorded_in_few_transactions_and_each_exactly_once() {
+    let hub = hub_alone().await;
+    let mut lead_ids = post_leads(&hub, LEADS).await;
+    lead_ids.sort();
+    assert_eq!(lead_ids.len(), LEADS);
+    let adapter = adapter_behind(&hub, LEADS).await;
+    eventually("the hub hears every lead delivered", || async {
+        count_leads(&hub, "delivered").await == LEADS as i64
+    })
+    .await;
+
+    let police = adapter.police_store.clone().unwrap();
+    let pool = police.store().pool();
+    // Each lead once, each of its deliveries once and delivered, one receipt each.
+    let mut recorded: Vec<(String, i64)> =
+        sqlx::query_as("SELECT lead_id, revision FROM police_leads")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    recorded.sort();
+    assert_eq!(
+        recorded,
+        lead_ids
+            .iter()
+            .map(|id| (id.clone(), 1))
+            .collect::<Vec<_>>()
+    );
+    let (deliveries, distinct, undelivered): (i64, i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COUNT(DISTINCT lead_id || '/' || unit), \
+                COUNT(*) FILTER (WHERE delivered_at IS NULL) FROM police_deliveries",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert!(deliveries >= LEADS as i64, "{deliveries} deliveries");
+    assert_eq!(deliveries, distinct, "a lead delivered twice to one unit");
+    assert_eq!(undelivered, 0);
+    let (receipts,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM audit_entries WHERE action = 'lead.received_by_police'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(receipts, LEADS as i64);
+
+    // The ledger is append-only, so the transaction id of each `received_by_police` entry
+    // (`xmin`) is the transaction that recorded its lead: count them.
+    let (transactions,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(DISTINCT xmin::text) FROM audit_entries \
+         WHERE action = 'lead.received_by_police'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    println!("{LEADS} leads recorded in {transactions} transactions");
+    assert!(
+        transactions <= (LEADS / 10) as i64,
+        "{LEADS} leads took {transactions} transactions"
+    );
+    leadbridge::shared::audit::verify(police.store())
+        .await
+        .unwrap();
+
+    stop(adapter, hub).await;
+}
+
+#[tokio::test]
+async fn a_lead_the_database_cannot_hold_is_dead_lettered_alone_out_of_its_batch() {
+    let mut hub = hub_alone().await;
+    let mut valid = post_leads(&hub, 10).await;
+    let nul_lead = inject_nul_summary(&hub).await;
+    valid.extend(post_leads(&hub, 10).await);
+    hub.expect_lasting_failures(1);
+    let mut adapter = adapter_behind(&hub, 21).await;
+    adapter.expect_lasting_failures(1);
+    eventually(
+        "the valid leads are delivered, the NUL one dead-lettered",
+        || async {
+            count_leads(&hub, "delivered").await == 20
+                && count_leads(&hub, "dead_lettered").await == 1
+        },
+    )
+    .await;
+    let status: Value = hub
+        .get_lead(Agency::Environment, &nul_lead)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["status"], "dead_lettered", "{status}");
+    for lead_id in &valid {
+        let status: Value = hub
+            .get_lead(Agency::Environment, lead_id)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(status["status"], "delivered", "{status}");
+    }
+    let police = adapter.police_store.clone().unwrap();
+    let (recorded, distinct): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT lead_id) FROM police_leads")
+            .fetch_one(police.store().pool())
+            .await
+            .unwrap();
+    assert_eq!((recorded, distinct), (20, 20));
+    stop(adapter, hub).await;
+}

@@ -1,0 +1,288 @@
+//! The adapter's delivery claim: it hands each claimed delivery its own revision's lead, and it
+//! reads what it hands the sinks in as many statements for a large claim as for a single one
+//! (no statement per delivery). Real PostgreSQL and SQLite; on PostgreSQL the statements are
+//! counted on the wire, by a proxy between the store and the database.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use leadbridge::contract::deadlines::DeadlineSettings;
+use leadbridge::contract::lead::LeadId;
+use leadbridge::police::store::{ClaimedDelivery, IncomingLead, Route, MIGRATIONS};
+use leadbridge::police::PoliceStore;
+use leadbridge::shared::store::{Dialect, Store};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use crate::helpers::{drop_test_database, fresh_postgres_database, fresh_sqlite_url};
+
+/// A TCP proxy in front of PostgreSQL that counts the statements its clients have the server
+/// execute: the Execute messages of the extended protocol (what sqlx sends for each query) and
+/// simple Query messages. Counting the frontend's messages, rather than the driver's log,
+/// sees every round trip and depends on no logging setup.
+struct StatementCounter {
+    address: SocketAddr,
+    executed: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+/// The first frontend messages carry no type byte: an SSL or GSSAPI encryption request
+/// (refused or not, the startup message follows) and then the startup message.
+const SSL_REQUEST: u32 = 80_877_103;
+const GSSENC_REQUEST: u32 = 80_877_104;
+
+impl StatementCounter {
+    async fn start(upstream: String) -> StatementCounter {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let executed = Arc::new(AtomicUsize::new(0));
+        let counted = executed.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = TcpStream::connect(&upstream).await.unwrap();
+                // Forwarded messages go out at once, as they would without the counter.
+                client.set_nodelay(true).unwrap();
+                server.set_nodelay(true).unwrap();
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(answers(server_read, client_write));
+                tokio::spawn(requests(client_read, server_write, counted.clone()));
+            }
+        });
+        StatementCounter {
+            address,
+            executed,
+            task,
+        }
+    }
+
+    fn executed(&self) -> usize {
+        self.executed.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for StatementCounter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn answers(mut server: OwnedReadHalf, mut client: OwnedWriteHalf) {
+    let _ = tokio::io::copy(&mut server, &mut client).await;
+}
+
+/// Forwards the client's messages one by one, counting those that execute a statement before
+/// passing them on, so a statement's result never reaches the client uncounted.
+async fn requests(
+    mut client: OwnedReadHalf,
+    mut server: OwnedWriteHalf,
+    executed: Arc<AtomicUsize>,
+) {
+    let mut startup = true;
+    loop {
+        let mut header = vec![0u8; if startup { 4 } else { 5 }];
+        if client.read_exact(&mut header).await.is_err() {
+            return;
+        }
+        let length_at = header.len() - 4;
+        let length = u32::from_be_bytes(header[length_at..].try_into().unwrap()) as usize;
+        let mut message = header;
+        message.resize(length_at + length, 0);
+        if client
+            .read_exact(&mut message[length_at + 4..])
+            .await
+            .is_err()
+        {
+            return;
+        }
+        if startup {
+            let code = u32::from_be_bytes(message[4..8].try_into().unwrap());
+            startup = code == SSL_REQUEST || code == GSSENC_REQUEST;
+        } else if message[0] == b'E' || message[0] == b'Q' {
+            executed.fetch_add(1, Ordering::SeqCst);
+        }
+        if server.write_all(&message).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// `url` with its host and port replaced by the counter's, and without TLS (the counter reads
+/// the messages in the clear).
+fn through(url: &str, counter: SocketAddr) -> String {
+    let (credentials, rest) = url.split_once('@').expect("a URL with credentials");
+    let (_, database) = rest.split_once('/').expect("a URL naming a database");
+    format!("{credentials}@{counter}/{database}?sslmode=disable")
+}
+
+/// The host and port `url` connects to.
+fn upstream(url: &str) -> String {
+    let (_, rest) = url.split_once('@').expect("a URL with credentials");
+    let (host, _) = rest.split_once('/').expect("a URL naming a database");
+    host.to_owned()
+}
+
+fn incoming(lead_id: LeadId, revision: i64) -> IncomingLead {
+    let summary = format!("Revision {revision} of lead {lead_id}");
+    IncomingLead {
+        lead_id,
+        revision,
+        agency: "environment".into(),
+        lead_type: "environment.discharge_exceedance".into(),
+        kind: "clue".into(),
+        case_id: format!("CASE-{lead_id}"),
+        division_code: "370303".into(),
+        summary: summary.clone(),
+        document: json!({"summary": summary, "revision": revision}),
+        content_sha256: format!("{revision:064}"),
+        assessment: json!({"priority": "low", "revision": revision}),
+        priority: "low".into(),
+    }
+}
+
+fn routes() -> Vec<Route> {
+    vec![
+        Route {
+            unit: "370303".into(),
+            sink: "http",
+        },
+        Route {
+            unit: "370300".into(),
+            sink: "inbox",
+        },
+    ]
+}
+
+/// `leads` leads at revision 1, and one more lead at revisions 1 and 2, each to two units;
+/// what was recorded, by (lead, revision).
+async fn record(store: &PoliceStore, leads: usize) -> Vec<IncomingLead> {
+    let mut recorded: Vec<IncomingLead> = (0..leads)
+        .map(|_| incoming(LeadId::generate(), 1))
+        .collect();
+    let revised = LeadId::generate();
+    recorded.push(incoming(revised, 1));
+    recorded.push(incoming(revised, 2));
+    let batch: Vec<(IncomingLead, Vec<Route>)> = recorded
+        .iter()
+        .map(|lead| (lead.clone(), routes()))
+        .collect();
+    let new = store.record_leads(&batch, Utc::now()).await.unwrap();
+    assert!(new.iter().all(|new| *new));
+    recorded
+}
+
+/// Each claimed delivery once, in id order, with the document and assessment of its own
+/// revision; a later revision to a unit waits for the earlier one.
+fn assert_claimed_their_own_revisions(claimed: &[ClaimedDelivery], recorded: &[IncomingLead]) {
+    let ids: Vec<i64> = claimed.iter().map(|d| d.id).collect();
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(ids, unique, "each claimed delivery once, in id order");
+    for delivery in claimed {
+        let lead = recorded
+            .iter()
+            .find(|l| l.lead_id == delivery.lead_id && l.revision == delivery.revision)
+            .expect("a claimed delivery of a recorded lead");
+        assert_eq!(delivery.document, lead.document, "{}", delivery.id);
+        assert_eq!(delivery.assessment, lead.assessment, "{}", delivery.id);
+        assert_eq!(delivery.revision, 1, "revision 2 waits for revision 1");
+        let sink = if delivery.unit == "370303" {
+            "http"
+        } else {
+            "inbox"
+        };
+        assert_eq!(delivery.sink, sink, "{}", delivery.id);
+        // The lead's clock, read with it: the decision is due from its receipt.
+        assert_eq!(
+            delivery.deadlines[0]["name"], "police_decision",
+            "{}",
+            delivery.deadlines
+        );
+    }
+}
+
+async fn police_store(url: &str) -> PoliceStore {
+    let store = Store::connect(url, 2, &MIGRATIONS).await.unwrap();
+    PoliceStore::new(
+        store,
+        "test.receipts.v1".into(),
+        DeadlineSettings::default(),
+    )
+}
+
+#[tokio::test]
+async fn a_claim_reads_its_deliveries_in_the_same_statements_for_one_as_for_many() {
+    let url = fresh_postgres_database().await;
+    let counter = StatementCounter::start(upstream(&url)).await;
+    let store = police_store(&through(&url, counter.address)).await;
+    assert_eq!(store.store().dialect(), Dialect::Postgres);
+    let recorded = record(&store, 30).await;
+    let lease_until = Utc::now() + Duration::seconds(60);
+    let claim = |limit: i64| {
+        let store = store.clone();
+        let counter = &counter;
+        async move {
+            let before = counter.executed();
+            let claimed = store
+                .claim_deliveries("worker-test", limit, Utc::now(), lease_until)
+                .await
+                .unwrap();
+            (claimed, counter.executed() - before)
+        }
+    };
+
+    let (one, one_statements) = claim(1).await;
+    assert_eq!(one.len(), 1);
+    // The rest of what is due: 30 leads to two units, and revision 1 of the revised lead to
+    // both (its revision 2 waits).
+    let (many, many_statements) = claim(1_000).await;
+    assert_eq!(many.len(), 30 * 2 + 2 - 1);
+    assert_claimed_their_own_revisions(&one, &recorded);
+    assert_claimed_their_own_revisions(&many, &recorded);
+    assert!(
+        one[0].id < many[0].id,
+        "the second claim skips the leased one"
+    );
+
+    println!(
+        "claim of 1: {one_statements} statements; claim of {}: {many_statements} statements",
+        many.len()
+    );
+    // Leasing, then reading the leased deliveries with their leads.
+    assert_eq!(one_statements, 2);
+    assert_eq!(
+        many_statements,
+        one_statements,
+        "a claim of {} took more statements than a claim of one",
+        many.len()
+    );
+
+    store.store().pool().close().await;
+    drop_test_database(&url).await;
+}
+
+#[tokio::test]
+async fn a_claim_hands_each_delivery_its_own_revision_on_sqlite_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = police_store(&fresh_sqlite_url(dir.path())).await;
+    assert_eq!(store.store().dialect(), Dialect::Sqlite);
+    // More deliveries than one read takes (1,000), so the claim reads them in two.
+    let recorded = record(&store, 600).await;
+    let claimed = store
+        .claim_deliveries(
+            "worker-test",
+            5_000,
+            Utc::now(),
+            Utc::now() + Duration::seconds(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 600 * 2 + 2);
+    assert_claimed_their_own_revisions(&claimed, &recorded);
+}
