@@ -13,6 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
 use rdkafka::producer::FutureProducer;
 use serde_json::json;
 use tokio::sync::{watch, Notify};
@@ -74,17 +76,39 @@ impl DeliveryWorker {
             .store
             .claim_deliveries(&self.id, self.settings.batch_size, now, lease_until)
             .await?;
-        let attempts = claimed.iter().map(|delivery| self.attempt(delivery));
-        let outcomes = futures::future::join_all(attempts).await;
+        // Outcomes are recorded as they come back, those ready together in one transaction:
+        // the inbox's at once, each case-management system's as it answers. A success the
+        // adapter has not recorded is sent again after a crash (the idempotency key keeps that
+        // harmless), so the shorter that window the better.
+        let mut pending: FuturesUnordered<_> = claimed
+            .iter()
+            .map(|delivery| async move { (delivery, self.attempt(delivery).await) })
+            .collect();
         let mut delivered = 0;
-        for (delivery, outcome) in claimed.iter().zip(outcomes) {
-            match outcome {
-                Ok(cms_ref) => {
-                    if self
-                        .store
-                        .mark_delivered(&self.id, delivery, &cms_ref, Utc::now())
-                        .await?
-                    {
+        while let Some(first) = pending.next().await {
+            let mut ready = vec![first];
+            while let Some(Some(more)) = pending.next().now_or_never() {
+                ready.push(more);
+            }
+            let mut successes = Vec::new();
+            let mut failures = Vec::new();
+            for (delivery, outcome) in ready {
+                match outcome {
+                    Ok(cms_ref) => successes.push((delivery, cms_ref)),
+                    Err(error) => failures.push((delivery, error)),
+                }
+            }
+            if !successes.is_empty() {
+                let done: Vec<(&ClaimedDelivery, &str)> = successes
+                    .iter()
+                    .map(|(delivery, cms_ref)| (*delivery, cms_ref.as_str()))
+                    .collect();
+                let marked = self
+                    .store
+                    .mark_delivered_all(&self.id, &done, Utc::now())
+                    .await?;
+                for ((delivery, cms_ref), marked) in done.iter().zip(marked) {
+                    if marked {
                         delivered += 1;
                         events::police_lead_delivered(
                             &self.metrics,
@@ -92,11 +116,13 @@ impl DeliveryWorker {
                             delivery.revision,
                             &delivery.unit,
                             &delivery.sink,
-                            &cms_ref,
+                            cms_ref,
                         );
                     }
                 }
-                Err(error) => self.failed(delivery, &error, shutdown).await?,
+            }
+            for (delivery, error) in failures {
+                self.failed(delivery, &error, shutdown).await?;
             }
         }
         Ok(delivered)

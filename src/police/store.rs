@@ -504,52 +504,76 @@ impl PoliceStore {
         cms_ref: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        Ok(self
+            .mark_delivered_all(worker, &[(delivery, cms_ref)], now)
+            .await?
+            .pop()
+            .unwrap_or(false))
+    }
+
+    /// Marks deliveries done, each owing the hub a `delivered` receipt, in one transaction.
+    /// Says per delivery whether it was marked: not when `worker` no longer holds its lease or
+    /// it was marked before.
+    pub async fn mark_delivered_all(
+        &self,
+        worker: &str,
+        done: &[(&ClaimedDelivery, &str)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<bool>, StoreError> {
         let at = db_time(now);
         let mut tx = self.store.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE police_deliveries SET delivered_at = $1, cms_ref = $2, claimed_by = NULL, claimed_until = NULL, last_error = NULL \
-             WHERE id = $3 AND claimed_by = $4 AND delivered_at IS NULL",
-        )
-        .bind(&at)
-        .bind(cms_ref)
-        .bind(delivery.id)
-        .bind(worker)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        sqlx::query(
-            "UPDATE police_leads SET status = 'delivered', delivered_at = $1 \
-             WHERE lead_id = $2 AND revision = $3 AND status = 'received'",
-        )
-        .bind(&at)
-        .bind(delivery.lead_id.to_string())
-        .bind(delivery.revision)
-        .execute(&mut *tx)
-        .await?;
         let mut ledger = LedgerAppender::new();
-        self.send_receipt(
-            &mut tx,
-            &mut ledger,
-            Step {
-                lead_id: delivery.lead_id,
-                revision: delivery.revision,
-                at: now,
-                actor: "police-adapter",
-            },
-            ReceiptStep::Delivered {
-                unit: delivery.unit.clone(),
-                sink: delivery.sink.clone(),
-                cms_ref: cms_ref.to_owned(),
-            },
-        )
-        .await?;
+        let mut marked = Vec::with_capacity(done.len());
+        for (delivery, cms_ref) in done {
+            let updated = sqlx::query(
+                "UPDATE police_deliveries SET delivered_at = $1, cms_ref = $2, claimed_by = NULL, claimed_until = NULL, last_error = NULL \
+                 WHERE id = $3 AND claimed_by = $4 AND delivered_at IS NULL",
+            )
+            .bind(&at)
+            .bind(*cms_ref)
+            .bind(delivery.id)
+            .bind(worker)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated == 0 {
+                marked.push(false);
+                continue;
+            }
+            sqlx::query(
+                "UPDATE police_leads SET status = 'delivered', delivered_at = $1 \
+                 WHERE lead_id = $2 AND revision = $3 AND status = 'received'",
+            )
+            .bind(&at)
+            .bind(delivery.lead_id.to_string())
+            .bind(delivery.revision)
+            .execute(&mut *tx)
+            .await?;
+            self.send_receipt(
+                &mut tx,
+                &mut ledger,
+                Step {
+                    lead_id: delivery.lead_id,
+                    revision: delivery.revision,
+                    at: now,
+                    actor: "police-adapter",
+                },
+                ReceiptStep::Delivered {
+                    unit: delivery.unit.clone(),
+                    sink: delivery.sink.clone(),
+                    cms_ref: (*cms_ref).to_owned(),
+                },
+            )
+            .await?;
+            marked.push(true);
+        }
+        if !marked.contains(&true) {
+            tx.rollback().await?;
+            return Ok(marked);
+        }
         ledger.finish(&mut tx).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(marked)
     }
 
     /// Records a failed attempt and when to try again.

@@ -337,10 +337,19 @@ fn classify(status: StatusCode, body: &[u8]) -> Result<Delivered, DeliveryError>
     }
 }
 
+/// Longest case reference kept; case-management numbers are short, and the reference goes into
+/// the receipt, the timeline and the agency's feedback.
+const MAX_CMS_REF_CHARS: usize = 128;
+
+/// The answer's `cms_ref`: a non-empty string without control characters (which a database may
+/// refuse and no case number holds) of at most `MAX_CMS_REF_CHARS`.
 fn cms_ref(body: &[u8]) -> Option<String> {
     let answer: serde_json::Value = serde_json::from_slice(body).ok()?;
     let cms_ref = answer.as_object()?.get("cms_ref")?.as_str()?.trim();
-    (!cms_ref.is_empty()).then(|| cms_ref.to_owned())
+    let usable = !cms_ref.is_empty()
+        && cms_ref.chars().count() <= MAX_CMS_REF_CHARS
+        && !cms_ref.chars().any(char::is_control);
+    usable.then(|| cms_ref.to_owned())
 }
 
 /// The start of an answer, on one line, at most [`EXCERPT_CHARS`] characters.
@@ -511,6 +520,14 @@ mod tests {
     }
 
     #[test]
+    fn a_cms_ref_longer_than_a_case_number_is_garbage() {
+        let long = format!(r#"{{"cms_ref": "{}"}}"#, "9".repeat(MAX_CMS_REF_CHARS + 1));
+        assert!(classify(StatusCode::OK, long.as_bytes()).is_err());
+        let longest = format!(r#"{{"cms_ref": "{}"}}"#, "9".repeat(MAX_CMS_REF_CHARS));
+        assert!(classify(StatusCode::OK, longest.as_bytes()).is_ok());
+    }
+
+    #[test]
     fn a_2xx_without_a_usable_cms_ref_is_garbage() {
         for body in [
             &b""[..],
@@ -522,6 +539,8 @@ mod tests {
             br#"{"cms_ref": "   "}"#,
             br#"{"cms_ref": 17}"#,
             br#"{"cms_ref": null}"#,
+            br#"{"cms_ref": "CMS\u0000-7"}"#,
+            br#"{"cms_ref": "CMS-\u001b[2J"}"#,
         ] {
             let error = classify(StatusCode::OK, body).unwrap_err();
             assert!(
