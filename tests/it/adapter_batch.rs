@@ -9,7 +9,10 @@ use leadbridge::contract::lead::Agency;
 use leadbridge::Roles;
 use serde_json::{json, Value};
 
-use crate::helpers::{app, drop_test_database, sample_lead, unique_case_id, Backend, TestApp};
+use crate::helpers::{
+    app, drop_test_database, receipt_payload, received_by_police, sample_lead, unique_case_id,
+    Backend, TestApp,
+};
 use crate::permanent::inject_nul_summary;
 use crate::police::eventually;
 
@@ -204,4 +207,63 @@ async fn a_lead_the_database_cannot_hold_is_dead_lettered_alone_out_of_its_batch
             .unwrap();
     assert_eq!((recorded, distinct), (20, 20));
     stop(adapter, hub).await;
+}
+
+/// The hub applies a burst of receipts in few transactions of its database, each receipt once.
+#[tokio::test]
+async fn a_burst_of_receipts_is_applied_in_few_transactions_and_each_exactly_once() {
+    let hub = hub_alone().await;
+    let lead_ids = post_leads(&hub, LEADS).await;
+    eventually("the burst is published", || async {
+        count_leads(&hub, "published").await == LEADS as i64
+    })
+    .await;
+    let receipts =
+        leadbridge::shared::kafka::Topics::new(hub.settings.kafka.topic_prefix.clone()).receipts();
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &hub.bootstrap_servers)
+        .create()
+        .unwrap();
+    let payloads: Vec<Vec<u8>> = lead_ids
+        .iter()
+        .map(|lead_id| receipt_payload(lead_id, "police-adapter", received_by_police()))
+        .collect();
+    let sends = lead_ids.iter().zip(&payloads).map(|(lead_id, payload)| {
+        producer.send(
+            rdkafka::producer::FutureRecord::to(&receipts)
+                .key(lead_id)
+                .payload(payload),
+            std::time::Duration::from_secs(5),
+        )
+    });
+    for sent in futures::future::join_all(sends).await {
+        sent.unwrap();
+    }
+    eventually("every receipt is applied", || async {
+        count_leads(&hub, "received_by_police").await == LEADS as i64
+    })
+    .await;
+
+    let pool = hub.store.pool();
+    let (applied,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM receipts_applied")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(applied, LEADS as i64);
+    // As for the adapter: the append-only ledger's `xmin` names the applying transaction.
+    let (entries, transactions): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COUNT(DISTINCT xmin::text) FROM audit_entries \
+         WHERE action = 'lead.receipt_applied'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(entries, LEADS as i64);
+    println!("{LEADS} receipts applied in {transactions} transactions");
+    assert!(
+        transactions <= (LEADS / 10) as i64,
+        "{LEADS} receipts took {transactions} transactions"
+    );
+    leadbridge::shared::audit::verify(&hub.store).await.unwrap();
+    hub.stop().await;
 }

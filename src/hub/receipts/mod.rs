@@ -2,7 +2,7 @@
 //! into lead status, timeline and the agency feedback feed.
 //!
 //! Guarantee: at-least-once with idempotent application (receipts are applied once per event
-//! id); an offset is stored only after the receipt's transaction committed, or after an
+//! id; what a poll returns is applied in one transaction, in order); an offset is stored only after the receipt's transaction committed, or after an
 //! unusable receipt was dead-lettered with its context (reduced if Kafka can never take it
 //! whole, see `kafka::publish_until_acknowledged`). A receipt the hub's database can never
 //! store (`StoreError::is_permanent`) is dead-lettered as `unstorable` rather than retried
@@ -24,6 +24,9 @@ use crate::shared::config::KafkaSettings;
 use crate::shared::kafka::{self, Topics};
 use crate::shared::store::Store;
 use crate::shared::telemetry::{events, Metrics};
+
+/// Most receipts applied in one transaction.
+const RECEIPTS_BATCH_MAX: usize = 500;
 
 pub struct ReceiptsConsumer {
     store: Store,
@@ -58,75 +61,165 @@ impl ReceiptsConsumer {
     }
 
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        loop {
+        while !*shutdown.borrow() {
             let message = tokio::select! {
                 message = self.consumer.recv() => message,
                 _ = shutdown.changed() => break,
             };
-            let message = match message {
-                Ok(message) => message,
+            let mut batch = match message {
+                Ok(message) => vec![message],
                 Err(error) => {
                     tracing::warn!(%error, "Receipts consumer error; continuing.");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }
             };
-            let mut backoff = Duration::from_millis(200);
-            loop {
-                let receipt = match ReceiptEvent::decode(message.payload().unwrap_or_default()) {
-                    Ok(receipt) => receipt,
-                    Err(error) => {
-                        let class = match &error {
-                            EventError::Undecodable(_) => "undecodable",
-                            EventError::UnknownSchema(_) => "unknown_schema",
-                        };
-                        if !self
-                            .dead_letter(&message, class, &error.to_string(), &mut shutdown)
-                            .await
-                        {
-                            return;
-                        }
+            // What is fetched already joins the batch; nothing more is waited for. A `recv`
+            // that is not ready takes nothing from the queue, so dropping it loses nothing.
+            while batch.len() < RECEIPTS_BATCH_MAX {
+                match tokio::time::timeout(Duration::ZERO, self.consumer.recv()).await {
+                    Ok(Ok(message)) => batch.push(message),
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "Receipts consumer error; continuing.");
                         break;
                     }
-                };
-                match self.store.apply_receipt(&receipt, Utc::now()).await {
-                    Ok(ReceiptOutcome::Applied | ReceiptOutcome::AlreadyApplied) => break,
-                    Ok(ReceiptOutcome::UnknownLead) => {
-                        if !self
-                            .dead_letter(
-                                &message,
-                                "unknown_lead",
-                                "the hub knows no such lead",
-                                &mut shutdown,
-                            )
-                            .await
-                        {
-                            return;
-                        }
-                        break;
-                    }
-                    Err(error) if error.is_permanent() => {
-                        if !self
-                            .dead_letter(&message, "unstorable", &error.to_string(), &mut shutdown)
-                            .await
-                        {
-                            return;
-                        }
-                        break;
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "Cannot apply a receipt; retrying.");
-                        tokio::select! {
-                            _ = tokio::time::sleep(backoff) => {}
-                            _ = shutdown.changed() => return,
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
-                    }
+                    Err(_) => break,
                 }
             }
-            if let Err(error) = self.consumer.store_offset_from_message(&message) {
-                tracing::warn!(%error, "Cannot store the receipts offset; the receipt may be applied again (harmless).");
+            if !self.handle_batch(&batch, &mut shutdown).await {
+                return;
             }
+        }
+    }
+
+    /// Handles a batch in its order: runs of receipts applied in one transaction each, an
+    /// undecodable message dead-lettered in its place. Returns false when shutdown came
+    /// first (what was not handled keeps its offset unstored).
+    async fn handle_batch(
+        &self,
+        batch: &[BorrowedMessage<'_>],
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let mut run: Vec<(&BorrowedMessage<'_>, ReceiptEvent)> = Vec::new();
+        for message in batch {
+            match ReceiptEvent::decode(message.payload().unwrap_or_default()) {
+                Ok(receipt) => run.push((message, receipt)),
+                Err(error) => {
+                    if !self.apply_run(&mut run, shutdown).await {
+                        return false;
+                    }
+                    let class = match &error {
+                        EventError::Undecodable(_) => "undecodable",
+                        EventError::UnknownSchema(_) => "unknown_schema",
+                    };
+                    if !self
+                        .dead_letter(message, class, &error.to_string(), shutdown)
+                        .await
+                    {
+                        return false;
+                    }
+                    self.store_offset(message);
+                }
+            }
+        }
+        self.apply_run(&mut run, shutdown).await
+    }
+
+    /// Applies a run of receipts in one transaction, then stores their offsets in order.
+    /// Waits out an unavailable database; if the run cannot be stored for a data reason,
+    /// applies it one receipt at a time so only the unstorable one is dead-lettered.
+    async fn apply_run(
+        &self,
+        run: &mut Vec<(&BorrowedMessage<'_>, ReceiptEvent)>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        if run.is_empty() {
+            return true;
+        }
+        let receipts: Vec<ReceiptEvent> = run.iter().map(|(_, receipt)| receipt.clone()).collect();
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.store.apply_receipts(&receipts, Utc::now()).await {
+                Ok(outcomes) => {
+                    for ((message, _), outcome) in run.iter().zip(outcomes) {
+                        if outcome == ReceiptOutcome::UnknownLead
+                            && !self
+                                .dead_letter(
+                                    message,
+                                    "unknown_lead",
+                                    "the hub knows no such lead",
+                                    shutdown,
+                                )
+                                .await
+                        {
+                            return false;
+                        }
+                        self.store_offset(message);
+                    }
+                    break;
+                }
+                Err(error) if error.is_permanent() => {
+                    tracing::warn!(%error, receipts = run.len(), "A receipt of the batch cannot be stored; applying them one at a time.");
+                    for (message, receipt) in run.iter() {
+                        if !self.apply_alone(message, receipt, shutdown).await {
+                            return false;
+                        }
+                    }
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "Cannot apply receipts; retrying.");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => return false,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        run.clear();
+        true
+    }
+
+    /// Applies one receipt and stores its offset; dead-letters it if the hub knows no such
+    /// lead or cannot store it.
+    async fn apply_alone(
+        &self,
+        message: &BorrowedMessage<'_>,
+        receipt: &ReceiptEvent,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let set_aside = match self.store.apply_receipt(receipt, Utc::now()).await {
+                Ok(ReceiptOutcome::Applied | ReceiptOutcome::AlreadyApplied) => None,
+                Ok(ReceiptOutcome::UnknownLead) => {
+                    Some(("unknown_lead", "the hub knows no such lead".to_owned()))
+                }
+                Err(error) if error.is_permanent() => Some(("unstorable", error.to_string())),
+                Err(error) => {
+                    tracing::warn!(%error, "Cannot apply a receipt; retrying.");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => return false,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            };
+            if let Some((class, detail)) = set_aside {
+                if !self.dead_letter(message, class, &detail, shutdown).await {
+                    return false;
+                }
+            }
+            self.store_offset(message);
+            return true;
+        }
+    }
+
+    fn store_offset(&self, message: &BorrowedMessage<'_>) {
+        if let Err(error) = self.consumer.store_offset_from_message(message) {
+            tracing::warn!(%error, "Cannot store the receipts offset; the receipt may be applied again (harmless).");
         }
     }
 

@@ -12,7 +12,7 @@ use crate::shared::audit::{AuditEntry, LedgerAppender};
 use crate::shared::outbox::insert_message;
 use crate::shared::outbox::OutboxMessage;
 use crate::shared::store::{
-    db_time, required_json, required_time, stored_json, stored_lead_id, Store, StoreError,
+    db_time, required_json, required_time, stored_json, stored_lead_id, Store, StoreError, Tx,
 };
 
 /// The order of lead statuses; a receipt never moves a lead backwards.
@@ -67,119 +67,33 @@ impl Store {
         receipt: &ReceiptEvent,
         now: DateTime<Utc>,
     ) -> Result<ReceiptOutcome, StoreError> {
-        let event_id = receipt.event_id.to_string();
-        let event = receipt.step.name();
-        let lead_id = receipt.lead_id;
-        let lead_id_text = lead_id.to_string();
-        let revision = receipt.revision;
-        let at = receipt.at;
-        let mut tx = self.begin().await?;
-        let fresh = sqlx::query("INSERT INTO receipts_applied (event_id, applied_at) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING")
-            .bind(&event_id)
-            .bind(db_time(now))
-            .execute(&mut *tx)
+        Ok(self
+            .apply_receipts(std::slice::from_ref(receipt), now)
             .await?
-            .rows_affected();
-        if fresh == 0 {
-            tx.rollback().await?;
-            return Ok(ReceiptOutcome::AlreadyApplied);
-        }
-        let Some(lead) =
-            sqlx::query("SELECT agency, current_revision, status FROM leads WHERE lead_id = $1")
-                .bind(&lead_id_text)
-                .fetch_optional(&mut *tx)
-                .await?
-        else {
-            tx.rollback().await?;
-            return Ok(ReceiptOutcome::UnknownLead);
-        };
-        let agency: String = lead.try_get("agency")?;
-        let current_revision: i64 = lead.try_get("current_revision")?;
-        let status: String = lead.try_get("status")?;
-        let at_text = db_time(at);
-        let actor = receipt.actor.as_str();
+            .pop()
+            .expect("one outcome per receipt"))
+    }
 
-        // The timeline keeps the step's own fields, not the bulky assessment and deadlines
-        // (the lead's row holds the current ones).
-        let step = serde_json::to_value(&receipt.step).expect("events serialise");
-        let mut details = step.as_object().cloned().unwrap_or_default();
-        for key in ["event", "assessment", "deadlines"] {
-            details.remove(key);
-        }
-        details.retain(|_, value| !value.is_null());
-        insert_timeline(
-            &mut tx,
-            lead_id,
-            revision,
-            event,
-            &at_text,
-            actor,
-            Value::Object(details),
-        )
-        .await?;
-
-        if revision == current_revision {
-            let moves_forward =
-                matches!((rank(event), rank(&status)), (Some(new), Some(old)) if new > old);
-            if moves_forward {
-                sqlx::query("UPDATE leads SET status = $1, updated_at = $2 WHERE lead_id = $3")
-                    .bind(event)
-                    .bind(db_time(now))
-                    .bind(&lead_id_text)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            if let Some(assessment) = receipt.step.assessment().filter(|a| !a.is_null()) {
-                sqlx::query("UPDATE leads SET assessment = $1 WHERE lead_id = $2")
-                    .bind(assessment.to_string())
-                    .bind(&lead_id_text)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            if let Some(deadlines) = receipt.step.deadlines().filter(|d| d.is_array()) {
-                sqlx::query("UPDATE leads SET deadlines = $1 WHERE lead_id = $2")
-                    .bind(deadlines.to_string())
-                    .bind(&lead_id_text)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            if matches!(
-                receipt.step,
-                ReceiptStep::Filed(_) | ReceiptStep::NotFiled(_) | ReceiptStep::Returned(_)
-            ) {
-                sqlx::query("UPDATE leads SET decided_at = $1 WHERE lead_id = $2")
-                    .bind(&at_text)
-                    .bind(&lead_id_text)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        // What the agency reads at /v1/feedback: the receipt without its wire schema.
-        let mut body = serde_json::to_value(receipt).expect("events serialise");
-        if let Some(object) = body.as_object_mut() {
-            object.remove("schema");
-        }
-        sqlx::query("INSERT INTO feedback (agency, lead_id, revision, event, at, body) VALUES ($1, $2, $3, $4, $5, $6)")
-            .bind(&agency)
-            .bind(&lead_id_text)
-            .bind(revision)
-            .bind(event)
-            .bind(&at_text)
-            .bind(body.to_string())
-            .execute(&mut *tx)
-            .await?;
+    /// Applies receipts in their order in one transaction, each once per event id, and says
+    /// what became of each. A receipt about a lead the hub does not know changes nothing.
+    pub async fn apply_receipts(
+        &self,
+        receipts: &[ReceiptEvent],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ReceiptOutcome>, StoreError> {
+        let mut tx = self.begin().await?;
         let mut ledger = LedgerAppender::new();
-        ledger.append(AuditEntry {
-            at: now,
-            actor: "hub".into(),
-            action: "lead.receipt_applied",
-            lead_id: Some(lead_id),
-            revision: Some(revision),
-            details: json!({"event": event, "event_id": event_id, "at": at_text, "by": actor}),
-        });
+        let mut outcomes = Vec::with_capacity(receipts.len());
+        for receipt in receipts {
+            outcomes.push(apply_one(&mut tx, &mut ledger, receipt, now).await?);
+        }
+        if !outcomes.contains(&ReceiptOutcome::Applied) {
+            tx.rollback().await?;
+            return Ok(outcomes);
+        }
         ledger.finish(&mut tx).await?;
         tx.commit().await?;
-        Ok(ReceiptOutcome::Applied)
+        Ok(outcomes)
     }
 
     /// The caller's feedback after `cursor`, oldest first, and the cursor to continue from.
@@ -376,4 +290,122 @@ impl Store {
         }
         Ok(republished)
     }
+}
+
+/// Applies one receipt within the caller's transaction.
+async fn apply_one(
+    tx: &mut Tx,
+    ledger: &mut LedgerAppender,
+    receipt: &ReceiptEvent,
+    now: DateTime<Utc>,
+) -> Result<ReceiptOutcome, StoreError> {
+    let event_id = receipt.event_id.to_string();
+    let event = receipt.step.name();
+    let lead_id = receipt.lead_id;
+    let lead_id_text = lead_id.to_string();
+    let revision = receipt.revision;
+    let at = receipt.at;
+    // The lead first: a receipt about an unknown lead must leave no trace, not even its
+    // event id (the lead may still be on its way on another hub's relay).
+    let Some(lead) =
+        sqlx::query("SELECT agency, current_revision, status FROM leads WHERE lead_id = $1")
+            .bind(&lead_id_text)
+            .fetch_optional(&mut **tx)
+            .await?
+    else {
+        return Ok(ReceiptOutcome::UnknownLead);
+    };
+    let fresh = sqlx::query("INSERT INTO receipts_applied (event_id, applied_at) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING")
+            .bind(&event_id)
+            .bind(db_time(now))
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+    if fresh == 0 {
+        return Ok(ReceiptOutcome::AlreadyApplied);
+    }
+    let agency: String = lead.try_get("agency")?;
+    let current_revision: i64 = lead.try_get("current_revision")?;
+    let status: String = lead.try_get("status")?;
+    let at_text = db_time(at);
+    let actor = receipt.actor.as_str();
+
+    // The timeline keeps the step's own fields, not the bulky assessment and deadlines
+    // (the lead's row holds the current ones).
+    let step = serde_json::to_value(&receipt.step).expect("events serialise");
+    let mut details = step.as_object().cloned().unwrap_or_default();
+    for key in ["event", "assessment", "deadlines"] {
+        details.remove(key);
+    }
+    details.retain(|_, value| !value.is_null());
+    insert_timeline(
+        tx,
+        lead_id,
+        revision,
+        event,
+        &at_text,
+        actor,
+        Value::Object(details),
+    )
+    .await?;
+
+    if revision == current_revision {
+        let moves_forward =
+            matches!((rank(event), rank(&status)), (Some(new), Some(old)) if new > old);
+        if moves_forward {
+            sqlx::query("UPDATE leads SET status = $1, updated_at = $2 WHERE lead_id = $3")
+                .bind(event)
+                .bind(db_time(now))
+                .bind(&lead_id_text)
+                .execute(&mut **tx)
+                .await?;
+        }
+        if let Some(assessment) = receipt.step.assessment().filter(|a| !a.is_null()) {
+            sqlx::query("UPDATE leads SET assessment = $1 WHERE lead_id = $2")
+                .bind(assessment.to_string())
+                .bind(&lead_id_text)
+                .execute(&mut **tx)
+                .await?;
+        }
+        if let Some(deadlines) = receipt.step.deadlines().filter(|d| d.is_array()) {
+            sqlx::query("UPDATE leads SET deadlines = $1 WHERE lead_id = $2")
+                .bind(deadlines.to_string())
+                .bind(&lead_id_text)
+                .execute(&mut **tx)
+                .await?;
+        }
+        if matches!(
+            receipt.step,
+            ReceiptStep::Filed(_) | ReceiptStep::NotFiled(_) | ReceiptStep::Returned(_)
+        ) {
+            sqlx::query("UPDATE leads SET decided_at = $1 WHERE lead_id = $2")
+                .bind(&at_text)
+                .bind(&lead_id_text)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    // What the agency reads at /v1/feedback: the receipt without its wire schema.
+    let mut body = serde_json::to_value(receipt).expect("events serialise");
+    if let Some(object) = body.as_object_mut() {
+        object.remove("schema");
+    }
+    sqlx::query("INSERT INTO feedback (agency, lead_id, revision, event, at, body) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(&agency)
+            .bind(&lead_id_text)
+            .bind(revision)
+            .bind(event)
+            .bind(&at_text)
+            .bind(body.to_string())
+            .execute(&mut **tx)
+            .await?;
+    ledger.append(AuditEntry {
+        at: now,
+        actor: "hub".into(),
+        action: "lead.receipt_applied",
+        lead_id: Some(lead_id),
+        revision: Some(revision),
+        details: json!({"event": event, "event_id": event_id, "at": at_text, "by": actor}),
+    });
+    Ok(ReceiptOutcome::Applied)
 }
