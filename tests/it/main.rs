@@ -20,6 +20,7 @@ mod police_metrics;
 mod police_store;
 mod relay;
 mod request_guard;
+mod scaled_out;
 mod sink;
 mod store;
 mod store_outbox;

@@ -1,0 +1,175 @@
+//! Scaled out: two hubs on one database and two adapters in one consumer group (sharing the
+//! adapter's database), run together, take leads through both APIs and deliver every lead
+//! once, publishing every outbox row once. Real PostgreSQL and Kafka.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use leadbridge::contract::lead::Agency;
+use leadbridge::Roles;
+use rdkafka::Message;
+use serde_json::Value;
+
+use crate::helpers::{
+    app, consume, drop_test_database, header, sample_lead, unique_case_id, Backend, TestApp,
+};
+use crate::police::eventually;
+
+const LEADS: usize = 60;
+
+/// A second hub-and-adapter process on `first`'s databases, topics and consumer groups.
+async fn second_instance(first: &TestApp) -> TestApp {
+    let prefix = first.settings.kafka.topic_prefix.clone();
+    let hub_database = first.settings.database.url.clone();
+    let police_database = first.settings.police.database_url.clone();
+    let group = first.settings.police.group_id.clone();
+    let own = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let replaced = own.clone();
+    let mut second = app(Backend::Real)
+        .roles(Roles::ALL)
+        .with_settings(move |settings| {
+            let mut own = replaced.lock().unwrap();
+            own.push(std::mem::replace(&mut settings.database.url, hub_database));
+            own.push(std::mem::replace(
+                &mut settings.police.database_url,
+                police_database,
+            ));
+            settings.kafka.topic_prefix = prefix;
+            settings.police.group_id = group;
+        })
+        .spawn()
+        .await;
+    // The databases made for the second instance are never used; the shared ones are the
+    // first instance's to drop.
+    let unused: Vec<_> = own.lock().unwrap().drain(..).flatten().collect();
+    for url in unused {
+        drop_test_database(url.expose()).await;
+    }
+    second.keep_databases();
+    second
+}
+
+async fn count(app: &TestApp, sql: &str) -> i64 {
+    let (count,): (i64,) = sqlx::query_as(sql)
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    count
+}
+
+#[tokio::test]
+async fn two_hubs_and_two_adapters_deliver_every_lead_once_and_publish_every_row_once() {
+    let first = app(Backend::Real).roles(Roles::ALL).spawn().await;
+    let second = second_instance(&first).await;
+    let mut lead_ids = Vec::new();
+    for index in 0..LEADS {
+        let instance = if index % 2 == 0 { &first } else { &second };
+        let response = instance
+            .post_lead(Agency::Environment, &sample_lead(&unique_case_id()))
+            .await;
+        assert_eq!(response.status(), 202);
+        let body: Value = response.json().await.unwrap();
+        lead_ids.push(body["lead_id"].as_str().unwrap().to_owned());
+    }
+    eventually("every lead is delivered", || async {
+        count(
+            &first,
+            "SELECT COUNT(*) FROM leads WHERE status = 'delivered'",
+        )
+        .await
+            == LEADS as i64
+    })
+    .await;
+
+    // The hub's outbox: one publication per row, whichever relay took it.
+    assert_eq!(
+        count(
+            &first,
+            "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &first,
+            "SELECT COUNT(*) FROM audit_entries WHERE action = 'lead.published'"
+        )
+        .await,
+        LEADS as i64,
+        "one publication per lead on the ledger"
+    );
+    let published = consume(
+        &first.bootstrap_servers,
+        &first.topic(Agency::Environment),
+        LEADS,
+        Duration::from_secs(2),
+    )
+    .await;
+    let mut copies: HashMap<String, usize> = HashMap::new();
+    for message in &published {
+        let key = String::from_utf8_lossy(message.key().unwrap()).into_owned();
+        *copies.entry(key).or_default() += 1;
+    }
+    let mut keys: Vec<&String> = copies.keys().collect();
+    keys.sort();
+    let mut expected: Vec<&String> = lead_ids.iter().collect();
+    expected.sort();
+    assert_eq!(keys, expected, "every lead is on its topic");
+    let repeated: Vec<_> = copies.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        repeated.is_empty(),
+        "published more than once: {repeated:?}"
+    );
+
+    // The adapters: each lead recorded once, each delivery once, each receipt published once.
+    let police = first.police_store.clone().unwrap();
+    let pool = police.store().pool();
+    let (recorded, distinct_leads): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT lead_id) FROM police_leads")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!((recorded, distinct_leads), (LEADS as i64, LEADS as i64));
+    let (deliveries, distinct, undelivered): (i64, i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COUNT(DISTINCT lead_id || '/' || unit), \
+                COUNT(*) FILTER (WHERE delivered_at IS NULL) FROM police_deliveries",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(deliveries, distinct, "a lead delivered twice to one unit");
+    assert_eq!(undelivered, 0);
+    let (receipt_rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let receipts = consume(
+        &first.bootstrap_servers,
+        &leadbridge::shared::kafka::Topics::new(first.settings.kafka.topic_prefix.clone())
+            .receipts(),
+        receipt_rows as usize,
+        Duration::from_secs(2),
+    )
+    .await;
+    let mut event_ids: Vec<String> = receipts
+        .iter()
+        .map(|message| header(message, "event_id").unwrap())
+        .collect();
+    let sent = event_ids.len();
+    event_ids.sort();
+    event_ids.dedup();
+    assert_eq!(
+        (sent, event_ids.len()),
+        (receipt_rows as usize, receipt_rows as usize),
+        "every receipt row published once"
+    );
+    leadbridge::shared::audit::verify(&first.store)
+        .await
+        .unwrap();
+    leadbridge::shared::audit::verify(police.store())
+        .await
+        .unwrap();
+    second.stop().await;
+    first.stop().await;
+}
