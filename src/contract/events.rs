@@ -135,11 +135,13 @@ pub enum ReceiptStep {
         /// The unit's reference for the lead (its case-management number, or the inbox's).
         cms_ref: String,
     },
-    /// A delivery attempt failed; the adapter tries again.
-    DeliveryFailed {
+    /// The adapter gave up delivering to `unit` (the unit refused the lead for good, or the
+    /// give-up time passed); the lead is on the dead-letter topic for an operator.
+    DeliveryGivenUp {
         unit: String,
         sink: String,
         error: String,
+        attempts: i64,
     },
     /// The adapter set the message aside (it could not be processed or stored).
     DeadLettered {
@@ -173,7 +175,7 @@ impl ReceiptStep {
         match self {
             ReceiptStep::ReceivedByPolice { .. } => "received_by_police",
             ReceiptStep::Delivered { .. } => "delivered",
-            ReceiptStep::DeliveryFailed { .. } => "delivery_failed",
+            ReceiptStep::DeliveryGivenUp { .. } => "delivery_given_up",
             ReceiptStep::DeadLettered { .. } => "dead_lettered",
             ReceiptStep::Filed(_) => "filed",
             ReceiptStep::NotFiled(_) => "not_filed",
@@ -419,10 +421,11 @@ mod tests {
                 sink: "inbox".into(),
                 cms_ref: "inbox:1".into(),
             },
-            ReceiptStep::DeliveryFailed {
+            ReceiptStep::DeliveryGivenUp {
                 unit: "370303".into(),
                 sink: "http".into(),
-                error: "503".into(),
+                error: "422 refused".into(),
+                attempts: 3,
             },
             ReceiptStep::DeadLettered {
                 error_class: "unstorable".into(),

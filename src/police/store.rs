@@ -181,7 +181,7 @@ impl PoliceStore {
         let action = match &details {
             ReceiptStep::ReceivedByPolice { .. } => "lead.received_by_police",
             ReceiptStep::Delivered { .. } => "lead.delivered",
-            ReceiptStep::DeliveryFailed { .. } => "lead.delivery_failed",
+            ReceiptStep::DeliveryGivenUp { .. } => "lead.delivery_given_up",
             ReceiptStep::DeadLettered { .. } => "lead.dead_lettered",
             _ => "lead.decided",
         };
@@ -633,10 +633,11 @@ impl PoliceStore {
                 at: now,
                 actor: "police-adapter",
             },
-            ReceiptStep::DeliveryFailed {
+            ReceiptStep::DeliveryGivenUp {
                 unit: delivery.unit.clone(),
                 sink: delivery.sink.clone(),
                 error: error.to_owned(),
+                attempts: delivery.attempts + 1,
             },
         )
         .await?;

@@ -463,6 +463,7 @@ impl TestApp {
                 "reconsidered",
                 "publish_failed",
                 "dead_lettered",
+                "delivery_given_up",
             ]
         } else {
             &[
@@ -470,6 +471,7 @@ impl TestApp {
                 "publish_failed",
                 "received_by_police",
                 "dead_lettered",
+                "delivery_given_up",
                 "delivered",
                 "filed",
                 "not_filed",
@@ -487,13 +489,16 @@ impl TestApp {
             if !terminal.contains(&status.as_str()) {
                 unfinished.push(format!("lead {lead_id} is {status}"));
             }
-            if matches!(status.as_str(), "publish_failed" | "dead_lettered") {
+            if matches!(
+                status.as_str(),
+                "publish_failed" | "dead_lettered" | "delivery_given_up"
+            ) {
                 failed.push(format!("{lead_id} {status}"));
             }
         }
         if failed.len() != self.lasting_failures {
             unfinished.push(format!(
-                "{} leads ended publish_failed or dead_lettered ({}), the test expected {}",
+                "{} leads ended publish_failed, dead_lettered or delivery_given_up ({}), the test expected {}",
                 failed.len(),
                 failed.join(", "),
                 self.lasting_failures

@@ -26,10 +26,13 @@ fn rank(status: &str) -> Option<u8> {
         "accepted" => 0,
         "published" | "publish_failed" => 1,
         "received_by_police" | "dead_lettered" => 2,
-        "delivered" => 3,
-        "filed" | "not_filed" | "returned" => 4,
-        "reconsideration_requested" => 5,
-        "reconsidered" => 6,
+        // No unit could be given the lead (yet): a later delivery to another unit still moves
+        // it on to `delivered`, a give-up after a delivery leaves it `delivered`.
+        "delivery_given_up" => 3,
+        "delivered" => 4,
+        "filed" | "not_filed" | "returned" => 5,
+        "reconsideration_requested" => 6,
+        "reconsidered" => 7,
         _ => return None,
     })
 }
