@@ -23,6 +23,7 @@ use super::settings::DeliverySettings;
 use super::sink::{Delivery, DeliveryError, DeliverySink};
 use super::store::{ClaimedDelivery, PoliceStore};
 use crate::contract::events::{DeadLetterHeaders, DeadLetterOrigin, GivenUpDelivery};
+use crate::shared::retry::Backoff;
 use crate::shared::telemetry::{events, Metrics};
 
 pub struct DeliveryWorker {
@@ -205,14 +206,11 @@ impl DeliveryWorker {
     }
 
     fn retry_at(&self, attempts: i64, now: DateTime<Utc>) -> DateTime<Utc> {
-        let exponent = attempts.clamp(0, 20) as u32;
-        let base = self
-            .settings
-            .backoff_initial_ms
-            .saturating_mul(1u64 << exponent)
-            .min(self.settings.backoff_max_ms);
-        let jitter = rand::random_range(0..=base / 5);
-        now + chrono::Duration::milliseconds((base + jitter) as i64)
+        Backoff {
+            initial_ms: self.settings.backoff_initial_ms,
+            max_ms: self.settings.backoff_max_ms,
+        }
+        .retry_at(attempts, now)
     }
 
     async fn dead_letter(

@@ -14,5 +14,6 @@ pub mod outbox;
 pub mod pki;
 pub mod private_fs;
 pub mod relay;
+pub mod retry;
 pub mod store;
 pub mod telemetry;

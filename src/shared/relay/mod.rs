@@ -43,6 +43,7 @@ use crate::shared::config::RelaySettings;
 use crate::shared::kafka::{record_bytes, MessageLimits};
 use crate::shared::outbox::OutboxOwner;
 use crate::shared::outbox::{ClaimedMessage, PublishedMessage};
+use crate::shared::retry::Backoff;
 use crate::shared::store::Store;
 use crate::shared::telemetry::{events, Metrics};
 
@@ -235,17 +236,12 @@ impl Relay {
         }
     }
 
-    /// Exponential backoff from the configured initial delay, capped, with up to 20 % jitter so
-    /// that relays do not retry in lockstep.
     fn retry_at(&self, attempts: i64) -> DateTime<Utc> {
-        let exponent = attempts.clamp(0, 20) as u32;
-        let base = self
-            .settings
-            .backoff_initial_ms
-            .saturating_mul(1u64 << exponent)
-            .min(self.settings.backoff_max_ms);
-        let jitter = rand::random_range(0..=base / 5);
-        Utc::now() + chrono::Duration::milliseconds((base + jitter) as i64)
+        Backoff {
+            initial_ms: self.settings.backoff_initial_ms,
+            max_ms: self.settings.backoff_max_ms,
+        }
+        .retry_at(attempts, Utc::now())
     }
 
     /// Deletes published rows past the retention, in bounded batches; returns how many.
