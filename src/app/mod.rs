@@ -240,7 +240,7 @@ impl Application {
             let listener = TcpListener::bind(settings.server.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
-            let mut roles_router = axum::Router::new();
+            let mut roles_router = utoipa_axum::router::OpenApiRouter::new();
             let mut stores = Vec::new();
             if let Some(hub_api) = hub_api {
                 stores.push(hub_api.store.clone());
@@ -282,6 +282,12 @@ impl Application {
             receipts,
             police,
         })
+    }
+
+    /// The routes this process serves (before it runs): for the tests that hold them against
+    /// its OpenAPI document.
+    pub fn router(&self) -> Option<&axum::Router> {
+        self.router.as_ref()
     }
 
     /// The bound address of the API, when this process serves it.

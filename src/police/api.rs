@@ -5,14 +5,15 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::routing::{get, post};
 use axum::Json;
-use axum::Router;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::contract::lead::LeadId;
-use crate::police::process::DecisionRequest;
+use crate::police::process::{DecisionRequest, PoliceStatus};
 use crate::police::store::DecideError;
 use crate::police::PoliceStore;
 use crate::shared::config::LimitSettings;
@@ -20,10 +21,25 @@ use crate::shared::http::body::{max_chars, read_typed, MAX_CASE_NO_CHARS, MAX_RE
 use crate::shared::http::extract::{Path, Query};
 use crate::shared::http::{ApiError, InvestigatorCaller};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct InboxQuery {
+    /// Only the leads in this status (any other word matches none).
+    #[param(value_type = Option<PoliceStatus>, inline)]
     status: Option<String>,
+    /// How many leads at most (100 without it; a value out of range is brought into it).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
+}
+
+/// The caller's inbox.
+#[derive(Serialize, ToSchema)]
+pub struct Inbox {
+    /// The caller's police unit, from its certificate.
+    unit: String,
+    /// Each lead with its summary, status, priority, assessment and running deadlines.
+    #[schema(value_type = Vec<Object>)]
+    leads: Vec<Value>,
 }
 
 /// What the investigators' API's handlers reach.
@@ -34,21 +50,36 @@ pub struct PoliceApi {
 
 type PoliceState = State<Arc<PoliceApi>>;
 
-/// Every route of the investigators' API.
-pub fn routes(api: Arc<PoliceApi>) -> Router {
-    Router::new()
-        .route("/police/v1/inbox", get(inbox))
-        .route("/police/v1/leads/{lead_id}", get(lead))
-        .route("/police/v1/leads/{lead_id}/decision", post(decide))
+/// Every route of the investigators' API, with its documentation: `routes!` takes each
+/// route's method and path from the handler's `#[utoipa::path]`.
+pub fn routes(api: Arc<PoliceApi>) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(inbox))
+        .routes(routes!(lead))
+        .routes(routes!(decide))
         .with_state(api)
 }
 
-/// `GET /police/v1/inbox?status=…&limit=…`
+/// Leads delivered to the caller's unit, newest first, with assessment and deadlines
+#[utoipa::path(
+    get,
+    path = "/police/v1/inbox",
+    operation_id = "inbox",
+    tag = "investigators",
+    params(InboxQuery),
+    responses(
+        (status = 200, description = "The inbox", body = Inbox),
+        (status = 400, description = "A query parameter that does not parse or is repeated (invalid_query)"),
+        (status = 401, description = "No client certificate"),
+        (status = 403, description = "Not an investigator"),
+        (status = 503, description = "Database unavailable, too many requests in progress or past the request deadline; retry"),
+    )
+)]
 async fn inbox(
     State(api): PoliceState,
     caller: InvestigatorCaller,
     Query(query): Query<InboxQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Inbox>, ApiError> {
     let limit = query.limit.unwrap_or(100).clamp(1, 500);
     let leads = api
         .store
@@ -59,10 +90,30 @@ async fn inbox(
             chrono::Utc::now(),
         )
         .await?;
-    Ok(Json(json!({ "unit": caller.unit, "leads": leads })))
+    Ok(Json(Inbox {
+        unit: caller.unit,
+        leads,
+    }))
 }
 
-/// `GET /police/v1/leads/{lead_id}`: the whole lead; the read is recorded in the audit ledger.
+/// The whole lead; every read is recorded in the audit ledger
+#[utoipa::path(
+    get,
+    path = "/police/v1/leads/{lead_id}",
+    operation_id = "policeLead",
+    tag = "investigators",
+    params(("lead_id" = String, Path, description = "A lead_id of the caller's inbox")),
+    responses(
+        (status = 200, description = "The lead, its assessment, deadlines and decision: lead_id, \
+            revision, status, priority, received_at, decision, decision_reason, police_case_no, \
+            reconsideration_reason, assessment, deadlines and the submitted lead", body = Object),
+        (status = 400, description = "A path segment that is not UTF-8 (invalid_path)"),
+        (status = 401, description = "No client certificate"),
+        (status = 403, description = "Not an investigator"),
+        (status = 404, description = "Not delivered to the caller's unit"),
+        (status = 503, description = "Database unavailable, too many requests in progress or past the request deadline; retry"),
+    )
+)]
 async fn lead(
     State(api): PoliceState,
     caller: InvestigatorCaller,
@@ -77,7 +128,27 @@ async fn lead(
         .ok_or(ApiError::NotFound)
 }
 
-/// `POST /police/v1/leads/{lead_id}/decision`
+/// Decide: filed (with police_case_no), not_filed or returned (with reason)
+#[utoipa::path(
+    post,
+    path = "/police/v1/leads/{lead_id}/decision",
+    operation_id = "decide",
+    tag = "investigators",
+    params(("lead_id" = String, Path, description = "A lead_id of the caller's inbox")),
+    request_body(content = DecisionRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Recorded; the agency is told through its feedback", body = Object),
+        (status = 400, description = "Malformed JSON (malformed_json), a repeated key (duplicate_key) or a body of the wrong shape, e.g. an unknown member (invalid_body)"),
+        (status = 401, description = "No client certificate"),
+        (status = 403, description = "Not an investigator"),
+        (status = 404, description = "Not delivered to the caller's unit"),
+        (status = 409, description = "Not allowed in the lead's state (already decided, superseded, …)"),
+        (status = 413, description = "Body over 64 KiB (limits.max_small_body_bytes)"),
+        (status = 415, description = "Content-Type is not application/json"),
+        (status = 422, description = "A field the decision needs is missing; a reason over 2,000 characters (max_length), a control character (control_character)"),
+        (status = 503, description = "Database unavailable, too many requests in progress or past the request deadline; retry"),
+    )
+)]
 async fn decide(
     State(api): PoliceState,
     caller: InvestigatorCaller,

@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::settings::DeadlineSettings;
 
 /// Where a lead stands on the police side.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PoliceStatus {
     Received,
@@ -46,14 +46,32 @@ impl PoliceStatus {
 }
 
 /// An investigator's decision as posted.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionRequest {
+    // Read as text so that another word is answered with the decisions there are (422
+    // `decision`), not as a body of the wrong shape (400).
+    #[schema(value_type = DecisionKind)]
     pub decision: String,
+    /// The reasons, which a non-filing and a return need (at most 2,000 characters).
     #[serde(default)]
+    #[schema(max_length = 2000)]
     pub reason: Option<String>,
+    /// The police case number, which a filing needs (at most 100 characters).
     #[serde(default)]
+    #[schema(max_length = 100)]
     pub police_case_no: Option<String>,
+}
+
+/// The decisions an investigator can post.
+// Only documentation of `DecisionRequest::decision`; `DecisionRequest::parse` reads it.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum DecisionKind {
+    Filed,
+    NotFiled,
+    Returned,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -15,6 +15,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 pub use canonical::canonical_json;
@@ -23,8 +24,11 @@ pub use identifiers::{IdNumber, IdNumberError, Uscc, UsccError};
 
 /// The hub's identifier of a lead: one per (`source.agency`, `source.case_id`), the same across
 /// revisions. A UUIDv7, so identifiers sort by creation time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(transparent)]
+#[schema(value_type = String, format = Uuid)]
 pub struct LeadId(Uuid);
 
 impl LeadId {

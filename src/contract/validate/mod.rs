@@ -27,8 +27,10 @@ pub use schema::{SchemaError, SchemaRegistry};
 
 use crate::contract::lead::{Agency, CaseId, DivisionTable, LeadKind, LeadType, ValidatedLead};
 
-/// One thing wrong with a submitted lead.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// One thing wrong with a submitted lead. (Named apart in the OpenAPI document, where
+/// `Problem` is the whole problem+json answer.)
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = ValidationProblem)]
 pub struct Problem {
     /// JSON Pointer (RFC 6901) into the submitted document; `""` is the whole document.
     pub pointer: String,

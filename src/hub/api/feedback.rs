@@ -7,8 +7,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use super::HubState;
 use crate::contract::events::{ReconsiderationRequest, RECONSIDERATION_SCHEMA};
@@ -19,19 +20,103 @@ use crate::shared::http::extract::{Path, Query};
 use crate::shared::http::{AgencyCaller, ApiError};
 use crate::shared::outbox::OutboxMessage;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FeedbackQuery {
+    /// The `next` cursor of the previous page; from the start without it.
     after: Option<String>,
+    /// How many items at most (100 without it; a value out of range is brought into it).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
-/// `GET /v1/feedback?after=<cursor>&limit=<n>`: receipts and decisions on the caller's leads,
-/// oldest first. `next` is the cursor to pass as `after` for what follows.
+/// A page of feedback.
+#[derive(Serialize, ToSchema)]
+pub struct FeedbackPage {
+    #[schema(value_type = Vec<FeedbackItem>)]
+    items: Vec<Value>,
+    /// The cursor to pass as `after` for what follows (the same cursor when nothing followed).
+    next: String,
+}
+
+/// A police receipt or decision as the agency sees it: the receipt event of the police
+/// adapter (`schemas/events/receipt.v1.schema.json`) without its `schema` member; the members
+/// beyond `actor` belong to the events named with them.
+// Only documentation: the hub stores each item as the JSON the adapter sent.
+#[derive(ToSchema)]
+#[schema(as = ReceiptEvent)]
+#[allow(dead_code)]
+pub struct FeedbackItem {
+    #[schema(format = Uuid)]
+    event_id: String,
+    lead_id: LeadId,
+    revision: i64,
+    event: FeedbackEvent,
+    #[schema(format = DateTime)]
+    at: String,
+    /// `police-adapter`, or `investigator:<unit>` for a decision.
+    actor: String,
+    /// The units the lead was routed to (`received_by_police`).
+    units: Option<Vec<String>>,
+    /// The unit a delivery or decision concerns.
+    unit: Option<String>,
+    /// The sink a delivery went to (`delivered`, `delivery_failed`).
+    sink: Option<String>,
+    /// The unit's reference for the lead (`delivered`).
+    cms_ref: Option<String>,
+    /// `filed`, `not_filed` or `returned` (on a decision and on `reconsidered`).
+    decision: Option<String>,
+    reason: Option<String>,
+    police_case_no: Option<String>,
+    /// The assessment against the criminal thresholds (`received_by_police`).
+    #[schema(value_type = Option<Object>)]
+    assessment: Option<Value>,
+    /// The Decree 310 deadlines now running (`received_by_police` and decisions).
+    #[schema(value_type = Option<Vec<Object>>)]
+    deadlines: Option<Value>,
+    /// Why a delivery failed or the adapter set the lead aside.
+    error: Option<String>,
+    /// `dead_lettered`: the kind of failure and the message set aside.
+    error_class: Option<String>,
+    source_topic: Option<String>,
+    source_partition: Option<i32>,
+    source_offset: Option<i64>,
+}
+
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum FeedbackEvent {
+    ReceivedByPolice,
+    DeadLettered,
+    Delivered,
+    DeliveryFailed,
+    Filed,
+    NotFiled,
+    Returned,
+    Reconsidered,
+}
+
+/// Police receipts and decisions on the caller's leads, oldest first
+#[utoipa::path(
+    get,
+    path = "/v1/feedback",
+    operation_id = "feedback",
+    tag = "agency",
+    params(FeedbackQuery),
+    responses(
+        (status = 200, description = "A page of feedback", body = FeedbackPage),
+        (status = 400, description = "A query parameter that does not parse or is repeated, or an unknown cursor (invalid_query)"),
+        (status = 401, description = "No client certificate"),
+        (status = 403, description = "The caller is not an agency"),
+        (status = 503, description = "Database unavailable, too many requests in progress or past the request deadline; retry"),
+    )
+)]
 pub async fn feedback(
     State(hub): HubState,
     caller: AgencyCaller,
     Query(query): Query<FeedbackQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<FeedbackPage>, ApiError> {
     let cursor = match query.after.as_deref() {
         None | Some("") => 0,
         Some(text) => text
@@ -44,17 +129,59 @@ pub async fn feedback(
     };
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     let (items, next) = hub.store.feedback(caller.0, cursor, limit).await?;
-    Ok(Json(json!({ "items": items, "next": next.to_string() })))
+    Ok(Json(FeedbackPage {
+        items,
+        next: next.to_string(),
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReconsiderationBody {
+    /// Why the agency disagrees with the non-filing (at most 2,000 characters).
+    #[schema(min_length = 1, max_length = 2000)]
     reason: String,
 }
 
-/// `POST /v1/leads/{lead_id}/reconsideration`: 202 within the window after a non-filing,
-/// 409 otherwise.
+/// What a reconsideration request sent to the police is answered.
+#[derive(Serialize, ToSchema)]
+pub struct ReconsiderationAccepted {
+    lead_id: LeadId,
+    /// The revision the request concerns: the one the police decided on.
+    revision: i64,
+    status: ReconsiderationRequested,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReconsiderationRequested {
+    ReconsiderationRequested,
+}
+
+/// Request reconsideration of a not_filed decision (Decree 310 art. 9)
+///
+/// Within the window (`police.deadlines.reconsideration_request_days`, 3 days by default)
+/// after a non-filing.
+#[utoipa::path(
+    post,
+    path = "/v1/leads/{lead_id}/reconsideration",
+    operation_id = "requestReconsideration",
+    tag = "agency",
+    params(("lead_id" = String, Path, description = "The lead_id of the submission's receipt")),
+    request_body(content = ReconsiderationBody, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Sent to the police", body = ReconsiderationAccepted),
+        (status = 400, description = "Malformed JSON (malformed_json), a repeated key (duplicate_key) or a body of the wrong shape, e.g. an unknown member (invalid_body)"),
+        (status = 401, description = "No client certificate"),
+        (status = 403, description = "The caller is not an agency"),
+        (status = 404, description = "No such lead among the caller's"),
+        (status = 409, description = "Not after a not_filed decision, or the 3-day window closed"),
+        (status = 413, description = "Body over 64 KiB (limits.max_small_body_bytes)"),
+        (status = 415, description = "Content-Type is not application/json"),
+        (status = 422, description = "No reason given; a reason over 2,000 characters (max_length), a control character (control_character)"),
+        (status = 503, description = "Database unavailable, too many requests in progress or past the request deadline; retry"),
+    )
+)]
 pub async fn reconsideration(
     State(hub): HubState,
     caller: AgencyCaller,
@@ -114,7 +241,12 @@ pub async fn reconsideration(
     {
         Ok(revision) => {
             hub.relay_wakeup.notify_one();
-            Ok((StatusCode::ACCEPTED, Json(json!({"lead_id": lead_id, "revision": revision, "status": "reconsideration_requested"}))).into_response())
+            let accepted = ReconsiderationAccepted {
+                lead_id,
+                revision,
+                status: ReconsiderationRequested::ReconsiderationRequested,
+            };
+            Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
         }
         Err(ReconsiderationError::NotFound) => Err(ApiError::NotFound),
         Err(ReconsiderationError::NotAllowed(detail)) => Err(ApiError::StateConflict(detail)),

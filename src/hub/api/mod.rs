@@ -1,5 +1,6 @@
 //! The agency API (`/v1`): lead submission and status, feedback and reconsideration, and
-//! the schemas in force. One file per resource; every route is listed in [`routes`].
+//! the schemas in force. One file per resource, each handler with its OpenAPI operation;
+//! every route is listed in [`routes`].
 
 mod feedback;
 mod leads;
@@ -7,8 +8,8 @@ mod schemas;
 
 use std::sync::Arc;
 
-use axum::routing::{get, post};
-use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::contract::deadlines::DeadlineSettings;
 use crate::contract::validate::ValidationError;
@@ -31,19 +32,17 @@ pub struct HubApi {
 
 type HubState = axum::extract::State<Arc<HubApi>>;
 
-/// Every route of the agency API.
-pub fn routes(api: Arc<HubApi>) -> Router {
-    Router::new()
-        .route("/v1/leads", post(leads::submit))
-        .route("/v1/leads/batch", post(leads::submit_batch))
-        .route("/v1/leads/{lead_id}", get(leads::status))
-        .route(
-            "/v1/leads/{lead_id}/reconsideration",
-            post(feedback::reconsideration),
-        )
-        .route("/v1/feedback", get(feedback::feedback))
-        .route("/v1/schemas", get(schemas::schema_index))
-        .route("/v1/schemas/{lead_type}", get(schemas::schema))
+/// Every route of the agency API, with its documentation: `routes!` takes each route's
+/// method and path from the handler's `#[utoipa::path]`.
+pub fn routes(api: Arc<HubApi>) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(leads::submit))
+        .routes(routes!(leads::submit_batch))
+        .routes(routes!(leads::status))
+        .routes(routes!(feedback::reconsideration))
+        .routes(routes!(feedback::feedback))
+        .routes(routes!(schemas::schema_index))
+        .routes(routes!(schemas::schema))
         .with_state(api)
 }
 

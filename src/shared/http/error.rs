@@ -11,7 +11,9 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::contract::lead::LeadId;
 use crate::contract::validate::json::JsonError;
@@ -149,8 +151,13 @@ impl ApiError {
 
     /// The problem+json document of this error.
     pub fn problem(&self) -> Value {
+        serde_json::to_value(self.problem_document()).expect("a problem document serialises")
+    }
+
+    /// The problem+json document of this error, typed: the one shape every error answer has,
+    /// which the OpenAPI document states as `Problem`.
+    pub fn problem_document(&self) -> ProblemDocument {
         let (slug, title) = self.kind();
-        let status = self.status().as_u16();
         let detail = match self {
             ApiError::Invalid(problems) if problems.len() == 1 => "1 problem".to_owned(),
             ApiError::Invalid(problems) => format!("{} problems", problems.len()),
@@ -163,28 +170,70 @@ impl ApiError {
             }
             other => other.to_string(),
         };
-        let mut problem = json!({
-            "type": format!("urn:leadbridge:problem:{slug}"),
-            "code": self.code(),
-            "title": title,
-            "status": status,
-            "detail": detail,
-        });
+        let mut problem = ProblemDocument {
+            kind: format!("urn:leadbridge:problem:{slug}"),
+            code: self.code(),
+            title,
+            status: self.status().as_u16(),
+            detail,
+            errors: None,
+            lead_id: None,
+            limit_bytes: None,
+            byte_offset: None,
+            key: None,
+        };
         match self {
-            ApiError::Invalid(problems) => problem["errors"] = json!(problems),
-            ApiError::Conflict { lead_id, .. } => problem["lead_id"] = json!(lead_id),
-            ApiError::PayloadTooLarge { limit } => problem["limit_bytes"] = json!(limit),
-            ApiError::MalformedJson { byte_offset, .. } => {
-                problem["byte_offset"] = json!(byte_offset)
-            }
+            ApiError::Invalid(problems) => problem.errors = Some(problems.clone()),
+            ApiError::Conflict { lead_id, .. } => problem.lead_id = Some(*lead_id),
+            ApiError::PayloadTooLarge { limit } => problem.limit_bytes = Some(*limit),
+            ApiError::MalformedJson { byte_offset, .. } => problem.byte_offset = Some(*byte_offset),
             ApiError::DuplicateKey { key, byte_offset } => {
-                problem["key"] = json!(key);
-                problem["byte_offset"] = json!(byte_offset);
+                problem.key = Some(key.clone());
+                problem.byte_offset = Some(*byte_offset);
             }
             _ => {}
         }
         problem
     }
+}
+
+/// An RFC 9457 problem details document: the body of every error answer.
+///
+/// The members beyond `detail` appear only on the errors they belong to.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[schema(as = Problem)]
+pub struct ProblemDocument {
+    /// `urn:leadbridge:problem:<kind>`
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Stable snake_case code of the problem (schemas/README.md, "Problem codes of the HTTP
+    /// API"): the `type`'s last segment with `_` for `-`.
+    pub code: String,
+    pub title: &'static str,
+    /// The HTTP status of the answer.
+    pub status: u16,
+    pub detail: String,
+    /// On 422: every problem of the submission, each with its JSON Pointer and code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Vec<Problem>)]
+    pub errors: Option<Vec<Problem>>,
+    /// On 409: the lead the submission conflicts with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = LeadId)]
+    pub lead_id: Option<LeadId>,
+    /// On 413: the route's body limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = usize)]
+    pub limit_bytes: Option<usize>,
+    /// On 400 malformed JSON: where parsing failed; on 400 duplicate key: the opening quote of
+    /// the repeated key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = usize)]
+    pub byte_offset: Option<usize>,
+    /// On 400 duplicate key: the repeated key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
+    pub key: Option<String>,
 }
 
 impl IntoResponse for ApiError {

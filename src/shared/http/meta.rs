@@ -1,39 +1,106 @@
 //! The process's own routes: the OpenAPI document, health, readiness and metrics.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use rdkafka::producer::Producer;
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use super::{EdgeState, NotAProblem};
+use super::{EdgeState, NotAProblem, ProblemDocument};
 
-const OPENAPI: &str = include_str!("openapi.json");
 const READINESS_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// `GET /openapi.json`
-pub async fn openapi() -> Response {
-    with_content_type(OPENAPI.into_response(), "application/json")
+/// The OpenAPI document of this process's routes, serialised once when its router is built.
+#[derive(Clone)]
+pub struct OpenApiDocument(pub Arc<str>);
+
+/// This document
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    operation_id = "openapi",
+    tag = "process",
+    security(()),
+    responses((status = 200, description = "OpenAPI 3.1", body = Object, content_type = "application/json"))
+)]
+pub async fn openapi(Extension(OpenApiDocument(document)): Extension<OpenApiDocument>) -> Response {
+    with_content_type(document.to_string().into_response(), "application/json")
 }
 
-/// `GET /healthz`: the process answers.
-pub async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// The answer of `/healthz`.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    status: &'static str,
 }
 
-/// `GET /readyz`: the database and Kafka are reachable. Anyone may ask, so the answer says only
-/// `ok` or `down` per dependency; why one is down (addresses, database errors) goes to the log.
+/// Liveness
+///
+/// The process answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "process",
+    security(()),
+    responses((status = 200, description = "The process answers", body = Health))
+)]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
 /// How long a readiness verdict is reused: anonymous callers can ask as often as they like,
 /// the database and Kafka are asked at most once per period.
 const READINESS_REUSE: Duration = Duration::from_secs(1);
 
 /// The last readiness verdict; its lock also makes concurrent checks wait for one check.
 #[derive(Default)]
-pub struct ReadinessCache(tokio::sync::Mutex<Option<(std::time::Instant, StatusCode, Value)>>);
+pub struct ReadinessCache(tokio::sync::Mutex<Option<(std::time::Instant, StatusCode, Readiness)>>);
 
+/// The answer of `/readyz`: a verdict per dependency, never why (that goes to the log).
+#[derive(Clone, Serialize, ToSchema)]
+pub struct Readiness {
+    status: ReadinessStatus,
+    database: Verdict,
+    kafka: Verdict,
+}
+
+#[derive(Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadinessStatus {
+    Ready,
+    NotReady,
+}
+
+#[derive(Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Ok,
+    Down,
+}
+
+/// Readiness: database and Kafka reachable
+///
+/// Anyone may ask, so the answer says only `ok` or `down` per dependency; why one is down
+/// (addresses, database errors) goes to the log. A verdict is reused for a second.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "process",
+    security(()),
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready, with the failing dependency (a readiness \
+            report); or the request ran past the deadline (a problem, `timeout`)",
+            content((Readiness = "application/json"), (ProblemDocument = "application/problem+json"))),
+    )
+)]
 pub async fn readyz(State(state): State<EdgeState>) -> Response {
     let mut cached = state.0.readiness.0.lock().await;
     let (status, body) = match &*cached {
@@ -50,7 +117,7 @@ pub async fn readyz(State(state): State<EdgeState>) -> Response {
     response
 }
 
-async fn check_readiness(state: &EdgeState) -> (StatusCode, Value) {
+async fn check_readiness(state: &EdgeState) -> (StatusCode, Readiness) {
     let mut database = Ok(());
     for store in &state.0.stores {
         let result = match tokio::time::timeout(READINESS_TIMEOUT, store.ping()).await {
@@ -78,12 +145,22 @@ async fn check_readiness(state: &EdgeState) -> (StatusCode, Value) {
     if let Err(error) = &kafka {
         tracing::warn!(%error, "Not ready: Kafka does not answer.");
     }
-    let verdict = |result: &Result<(), String>| if result.is_ok() { "ok" } else { "down" };
-    let body = json!({
-        "status": if database.is_ok() && kafka.is_ok() { "ready" } else { "not_ready" },
-        "database": verdict(&database),
-        "kafka": verdict(&kafka),
-    });
+    let verdict = |result: &Result<(), String>| {
+        if result.is_ok() {
+            Verdict::Ok
+        } else {
+            Verdict::Down
+        }
+    };
+    let body = Readiness {
+        status: if database.is_ok() && kafka.is_ok() {
+            ReadinessStatus::Ready
+        } else {
+            ReadinessStatus::NotReady
+        },
+        database: verdict(&database),
+        kafka: verdict(&kafka),
+    };
     let status = if database.is_ok() && kafka.is_ok() {
         StatusCode::OK
     } else {
@@ -92,7 +169,15 @@ async fn check_readiness(state: &EdgeState) -> (StatusCode, Value) {
     (status, body)
 }
 
-/// `GET /metrics`: Prometheus text format.
+/// Prometheus metrics
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "process",
+    security(()),
+    responses((status = 200, description = "Text exposition format", body = String, content_type = "text/plain; version=0.0.4"))
+)]
 pub async fn metrics(State(state): State<EdgeState>) -> Response {
     with_content_type(
         state.0.metrics.render().into_response(),

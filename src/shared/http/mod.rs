@@ -1,7 +1,8 @@
 //! The HTTPS edge every role serves through: TLS and connection limits (`tls`), the request
 //! guard, body and parameter readers, the caller's identity, and the routes of the process
 //! itself (health, readiness, metrics, the OpenAPI document). Roles contribute their routes as
-//! routers with their own state; [`router`] puts them behind the same layers.
+//! routers with their own state, each route with its OpenAPI operation (`openapi`); [`router`]
+//! puts them behind the same layers and serves the document they make together.
 //!
 //! Promise: every error answer is problem+json with a `code` (see `error`). Handlers get that
 //! from [`ApiError`], extractors from `extract`, bodies from `body`; and [`problem_safety_net`]
@@ -12,6 +13,7 @@ mod error;
 pub mod extract;
 mod guard;
 mod meta;
+mod openapi;
 pub mod tls;
 
 use std::sync::Arc;
@@ -22,11 +24,12 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderName};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
 use rdkafka::producer::FutureProducer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub use error::{ApiError, PROBLEM_JSON};
+pub use error::{ApiError, ProblemDocument, PROBLEM_JSON};
 pub use guard::RequestGuard;
 pub use meta::{with_content_type, ReadinessCache};
 pub use tls::ClientIdentity;
@@ -53,16 +56,21 @@ pub struct Edge {
 pub struct EdgeState(pub Arc<Edge>);
 
 /// The routes of the roles this process runs (paths of a role it does not run answer 404),
-/// with the process's own routes, behind the guard, the safety net and the request metrics.
-pub fn router(edge: EdgeState, roles: Router) -> Router {
-    let own = Router::new()
-        .route("/openapi.json", get(meta::openapi))
-        .route("/healthz", get(meta::healthz))
-        .route("/readyz", get(meta::readyz))
-        .route("/metrics", get(meta::metrics))
+/// with the process's own routes, behind the guard, the safety net and the request metrics;
+/// `/openapi.json` documents exactly these routes.
+pub fn router(edge: EdgeState, roles: OpenApiRouter) -> Router {
+    let own = OpenApiRouter::new()
+        .routes(routes!(meta::openapi))
+        .routes(routes!(meta::healthz))
+        .routes(routes!(meta::readyz))
+        .routes(routes!(meta::metrics))
         .with_state(edge.clone());
-    roles
+    let (routes, document) = OpenApiRouter::with_openapi(openapi::base())
+        .merge(roles)
         .merge(own)
+        .split_for_parts();
+    routes
+        .layer(Extension(meta::OpenApiDocument(openapi::finish(document))))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(
@@ -194,6 +202,7 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use axum::http::StatusCode;
+    use axum::routing::get;
     use tower::ServiceExt;
 
     fn router_with(answer: fn() -> Response) -> Router {
