@@ -13,6 +13,7 @@ mod identity;
 mod ingest_sets;
 mod layout;
 mod mixed;
+mod openapi;
 mod permanent;
 mod police;
 mod police_faults;
