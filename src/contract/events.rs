@@ -101,14 +101,17 @@ impl LeadsTopicEvent {
 
 /// What the police did with a lead revision, sent to the hub on `<prefix>.receipts.v1` under
 /// the lead id. The hub applies each event id once.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReceiptEvent {
     pub event_id: uuid::Uuid,
     /// Always [`RECEIPT_SCHEMA`].
+    // Its schema is the agency API's feedback item, which leaves this member out.
+    #[schema(ignore)]
     pub schema: String,
     pub lead_id: LeadId,
     pub revision: i64,
     #[serde(with = "rfc3339_micros")]
+    #[schema(value_type = String, format = DateTime)]
     pub at: DateTime<Utc>,
     /// `police-adapter`, or `investigator:<unit>` for a decision.
     pub actor: String,
@@ -117,15 +120,17 @@ pub struct ReceiptEvent {
 }
 
 /// The step a receipt reports (`event`) and what belongs to it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum ReceiptStep {
     /// The adapter recorded the lead, assessed it and routed it to `units`.
     ReceivedByPolice {
         units: Vec<String>,
         /// The assessment against the criminal thresholds (`police::rules`).
+        #[schema(value_type = Object)]
         assessment: Value,
         /// The Decree 310 deadlines now running.
+        #[schema(value_type = Vec<Object>)]
         deadlines: Value,
     },
     /// A unit's inbox or case-management system took the lead.
@@ -159,13 +164,15 @@ pub enum ReceiptStep {
 }
 
 /// A unit's decision on a lead.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DecisionDetails {
     pub unit: String,
     /// `filed`, `not_filed` or `returned`.
     pub decision: String,
     pub reason: Option<String>,
     pub police_case_no: Option<String>,
+    /// The Decree 310 deadlines the decision leaves running.
+    #[schema(value_type = Vec<Object>)]
     pub deadlines: Value,
 }
 

@@ -294,6 +294,17 @@ async fn every_operation_says_who_may_call_it_and_how_it_fails() {
         schema("BatchRequest")["properties"]["leads"]["maxItems"],
         LimitSettings::default().max_batch_leads
     );
+    // Each receipt event moves a lead to the status of its name, so each is a status.
+    let statuses = schema("LeadState")["enum"].as_array().unwrap();
+    let steps = schema("ReceiptStep")["oneOf"].as_array().unwrap();
+    assert!(!steps.is_empty());
+    for step in steps {
+        let event = step
+            .pointer("/properties/event/enum/0")
+            .or_else(|| step.pointer("/allOf/1/properties/event/enum/0"))
+            .unwrap_or_else(|| panic!("a receipt step names its event: {step}"));
+        assert!(statuses.contains(event), "{event} is a lead status");
+    }
     for (name, additional) in [("ReconsiderationBody", false), ("DecisionRequest", false)] {
         assert_eq!(
             schema(name)["additionalProperties"],

@@ -12,7 +12,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::HubState;
-use crate::contract::events::{ReconsiderationRequest, RECONSIDERATION_SCHEMA};
+use crate::contract::events::{ReceiptEvent, ReconsiderationRequest, RECONSIDERATION_SCHEMA};
 use crate::contract::lead::LeadId;
 use crate::hub::store::ReconsiderationError;
 use crate::shared::http::body::{max_chars, read_typed, MAX_REASON_CHARS};
@@ -33,68 +33,12 @@ pub struct FeedbackQuery {
 /// A page of feedback.
 #[derive(Serialize, ToSchema)]
 pub struct FeedbackPage {
-    #[schema(value_type = Vec<FeedbackItem>)]
+    /// Police receipts and decisions as the agency sees them: the police adapter's receipt
+    /// events (`schemas/events/receipt.v1.schema.json`) without their `schema` member.
+    #[schema(value_type = Vec<ReceiptEvent>)]
     items: Vec<Value>,
     /// The cursor to pass as `after` for what follows (the same cursor when nothing followed).
     next: String,
-}
-
-/// A police receipt or decision as the agency sees it: the receipt event of the police
-/// adapter (`schemas/events/receipt.v1.schema.json`) without its `schema` member; the members
-/// beyond `actor` belong to the events named with them.
-// Only documentation: the hub stores each item as the JSON the adapter sent.
-#[derive(ToSchema)]
-#[schema(as = ReceiptEvent)]
-#[allow(dead_code)]
-pub struct FeedbackItem {
-    #[schema(format = Uuid)]
-    event_id: String,
-    lead_id: LeadId,
-    revision: i64,
-    event: FeedbackEvent,
-    #[schema(format = DateTime)]
-    at: String,
-    /// `police-adapter`, or `investigator:<unit>` for a decision.
-    actor: String,
-    /// The units the lead was routed to (`received_by_police`).
-    units: Option<Vec<String>>,
-    /// The unit a delivery or decision concerns.
-    unit: Option<String>,
-    /// The sink a delivery went to (`delivered`, `delivery_failed`).
-    sink: Option<String>,
-    /// The unit's reference for the lead (`delivered`).
-    cms_ref: Option<String>,
-    /// `filed`, `not_filed` or `returned` (on a decision and on `reconsidered`).
-    decision: Option<String>,
-    reason: Option<String>,
-    police_case_no: Option<String>,
-    /// The assessment against the criminal thresholds (`received_by_police`).
-    #[schema(value_type = Option<Object>)]
-    assessment: Option<Value>,
-    /// The Decree 310 deadlines now running (`received_by_police` and decisions).
-    #[schema(value_type = Option<Vec<Object>>)]
-    deadlines: Option<Value>,
-    /// Why a delivery failed or the adapter set the lead aside.
-    error: Option<String>,
-    /// `dead_lettered`: the kind of failure and the message set aside.
-    error_class: Option<String>,
-    source_topic: Option<String>,
-    source_partition: Option<i32>,
-    source_offset: Option<i64>,
-}
-
-#[derive(ToSchema)]
-#[schema(rename_all = "snake_case")]
-#[allow(dead_code)]
-pub enum FeedbackEvent {
-    ReceivedByPolice,
-    DeadLettered,
-    Delivered,
-    DeliveryFailed,
-    Filed,
-    NotFiled,
-    Returned,
-    Reconsidered,
 }
 
 /// Police receipts and decisions on the caller's leads, oldest first

@@ -245,7 +245,10 @@ pub struct LeadStatus {
     deadlines: Value,
 }
 
-/// The statuses a lead passes through (the store's `leads.status`).
+/// The statuses a lead passes through: accepted, then published (or publish_failed), then the
+/// police's steps, each status named after the receipt event that moves the lead to it
+/// (`ReceiptEvent.event`), and reconsideration_requested, which the agency's request sets.
+// Only documentation: the store keeps the status as text (`leads.status`).
 #[derive(ToSchema)]
 #[schema(rename_all = "snake_case")]
 #[allow(dead_code)]
@@ -255,13 +258,13 @@ pub enum LeadState {
     PublishFailed,
     ReceivedByPolice,
     DeadLettered,
+    DeliveryGivenUp,
     Delivered,
     Filed,
     NotFiled,
     Returned,
     ReconsiderationRequested,
     Reconsidered,
-    Superseded,
 }
 
 /// One handoff of a lead's timeline, with the details of its event.
