@@ -1,7 +1,8 @@
 //! The delivery worker: hands each (lead, revision, unit) to the unit's sink.
 //!
-//! Guarantee: every delivery is attempted until it succeeds or its give-up time passes; then it
-//! is dead-lettered on Kafka (acknowledged) and reported to the hub, so it stays visible.
+//! Guarantee: every delivery is attempted until it succeeds, the unit refuses it for good (an
+//! error that cannot be retried) or its give-up time passes; then it is dead-lettered on Kafka
+//! (acknowledged) and reported to the hub (`delivery_given_up`), so it stays visible.
 //! A unit receives a lead's revisions in order (see `PoliceStore::claim_deliveries`). Retries
 //! back off exponentially; a case-management outage is waited out by the HTTP sink's circuit
 //! breaker and the backoff, and everything is delivered when the system returns. The HTTP sink
@@ -13,8 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::stream::{FuturesUnordered, StreamExt};
-use futures::FutureExt;
 use rdkafka::producer::FutureProducer;
 use serde_json::json;
 use tokio::sync::{watch, Notify};
@@ -80,53 +79,69 @@ impl DeliveryWorker {
         // Outcomes are recorded as they come back, those ready together in one transaction:
         // the inbox's at once, each case-management system's as it answers. A success the
         // adapter has not recorded is sent again after a crash (the idempotency key keeps that
-        // harmless), so the shorter that window the better.
-        let mut pending: FuturesUnordered<_> = claimed
-            .iter()
-            .map(|delivery| async move { (delivery, self.attempt(delivery).await) })
-            .collect();
-        let mut delivered = 0;
-        while let Some(first) = pending.next().await {
-            let mut ready = vec![first];
-            while let Some(Some(more)) = pending.next().now_or_never() {
-                ready.push(more);
-            }
-            let mut successes = Vec::new();
-            let mut failures = Vec::new();
-            for (delivery, outcome) in ready {
-                match outcome {
-                    Ok(cms_ref) => successes.push((delivery, cms_ref)),
-                    Err(error) => failures.push((delivery, error)),
+        // harmless), so the shorter that window the better. The attempts run on their own,
+        // beside the recording: an answer must not wait unread (and time out) while a
+        // transaction or a dead letter is under way, and no request is dropped mid-way.
+        let (outcomes, mut arrived) = tokio::sync::mpsc::unbounded_channel();
+        let claimed = &claimed;
+        let attempts = async move {
+            let sends = claimed.iter().map(|delivery| {
+                let outcomes = outcomes.clone();
+                async move {
+                    let outcome = self.attempt(delivery).await;
+                    // The recording side stops only on an error; the lease then brings the
+                    // delivery back, so an outcome it no longer reads is not lost.
+                    let _ = outcomes.send((delivery, outcome));
                 }
-            }
-            if !successes.is_empty() {
-                let done: Vec<(&ClaimedDelivery, &str)> = successes
-                    .iter()
-                    .map(|(delivery, cms_ref)| (*delivery, cms_ref.as_str()))
-                    .collect();
-                let marked = self
-                    .store
-                    .mark_delivered_all(&self.id, &done, Utc::now())
-                    .await?;
-                for ((delivery, cms_ref), marked) in done.iter().zip(marked) {
-                    if marked {
-                        delivered += 1;
-                        events::police_lead_delivered(
-                            &self.metrics,
-                            delivery.lead_id,
-                            delivery.revision,
-                            &delivery.unit,
-                            &delivery.sink,
-                            cms_ref,
-                        );
+            });
+            futures::future::join_all(sends).await;
+        };
+        let record = async {
+            let mut delivered = 0;
+            while let Some(first) = arrived.recv().await {
+                let mut ready = vec![first];
+                while let Ok(more) = arrived.try_recv() {
+                    ready.push(more);
+                }
+                let mut successes = Vec::new();
+                let mut failures = Vec::new();
+                for (delivery, outcome) in ready {
+                    match outcome {
+                        Ok(cms_ref) => successes.push((delivery, cms_ref)),
+                        Err(error) => failures.push((delivery, error)),
                     }
                 }
+                if !successes.is_empty() {
+                    let done: Vec<(&ClaimedDelivery, &str)> = successes
+                        .iter()
+                        .map(|(delivery, cms_ref)| (*delivery, cms_ref.as_str()))
+                        .collect();
+                    let marked = self
+                        .store
+                        .mark_delivered_all(&self.id, &done, Utc::now())
+                        .await?;
+                    for ((delivery, cms_ref), marked) in done.iter().zip(marked) {
+                        if marked {
+                            delivered += 1;
+                            events::police_lead_delivered(
+                                &self.metrics,
+                                delivery.lead_id,
+                                delivery.revision,
+                                &delivery.unit,
+                                &delivery.sink,
+                                cms_ref,
+                            );
+                        }
+                    }
+                }
+                for (delivery, error) in failures {
+                    self.failed(delivery, &error, shutdown).await?;
+                }
             }
-            for (delivery, error) in failures {
-                self.failed(delivery, &error, shutdown).await?;
-            }
-        }
-        Ok(delivered)
+            Ok::<usize, crate::shared::store::StoreError>(delivered)
+        };
+        let ((), delivered) = tokio::join!(attempts, record);
+        delivered
     }
 
     async fn attempt(&self, delivery: &ClaimedDelivery) -> Result<String, DeliveryError> {
