@@ -65,34 +65,59 @@ pub fn deadlines(inputs: &ClockInputs, settings: &DeadlineSettings) -> Value {
 }
 
 /// Adds each deadline's state at `now`: `running`, `overdue`, `met` or `met_late`. An open
-/// agency-side window that passed unused is `expired` rather than overdue.
-pub fn with_states(deadlines: &Value, now: DateTime<Utc>) -> Value {
-    let Some(list) = deadlines.as_array() else {
-        return Value::Array(Vec::new());
+/// agency-side window that passed unused is `expired` rather than overdue. A list that is not
+/// what [`deadlines`] writes (not an array, a due time missing or not RFC 3339) is an error
+/// saying what is wrong, never a `running` clock.
+pub fn with_states(deadlines: &Value, now: DateTime<Utc>) -> Result<Value, String> {
+    let list = deadlines
+        .as_array()
+        .ok_or_else(|| format!("deadlines {deadlines} are not a list"))?;
+    let time = |deadline: &Value, field: &str| -> Result<Option<DateTime<Utc>>, String> {
+        match &deadline[field] {
+            Value::Null => Ok(None),
+            Value::String(text) => DateTime::parse_from_rfc3339(text)
+                .map(|t| Some(t.with_timezone(&Utc)))
+                .map_err(|error| format!("deadline {field} {text:?} is not a time: {error}")),
+            other => Err(format!("deadline {field} {other} is not a time")),
+        }
     };
-    let time = |value: &Value| {
-        value
-            .as_str()
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc))
-    };
-    Value::Array(
-        list.iter()
-            .map(|deadline| {
-                let mut deadline = deadline.clone();
-                let due = time(&deadline["due_at"]);
-                let done = time(&deadline["completed_at"]);
-                let agency_window = deadline["name"] == "reconsideration_request";
-                let state = match (due, done) {
-                    (Some(due), Some(done)) if done <= due => "met",
-                    (Some(_), Some(_)) => "met_late",
-                    (Some(due), None) if now > due && agency_window => "expired",
-                    (Some(due), None) if now > due => "overdue",
-                    _ => "running",
-                };
-                deadline["state"] = json!(state);
-                deadline
-            })
-            .collect(),
-    )
+    list.iter()
+        .map(|deadline| {
+            let due = time(deadline, "due_at")?
+                .ok_or_else(|| format!("deadline {deadline} has no due_at"))?;
+            let done = time(deadline, "completed_at")?;
+            let agency_window = deadline["name"] == "reconsideration_request";
+            let state = match done {
+                Some(done) if done <= due => "met",
+                Some(_) => "met_late",
+                None if now > due && agency_window => "expired",
+                None if now > due => "overdue",
+                None => "running",
+            };
+            let mut deadline = deadline.clone();
+            deadline["state"] = json!(state);
+            Ok(deadline)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Value::Array)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_that_do_not_read_back_are_an_error_never_running() {
+        let now = Utc::now();
+        for damaged in [
+            json!({"not": "a list"}),
+            json!([{"name": "police_decision", "due_at": "soon", "completed_at": null}]),
+            json!([{"name": "police_decision", "completed_at": null}]),
+            json!([{"name": "police_decision", "due_at": 17, "completed_at": null}]),
+        ] {
+            assert!(with_states(&damaged, now).is_err(), "{damaged}");
+        }
+        let fine = json!([{"name": "police_decision", "due_at": "2999-01-01T00:00:00+00:00", "completed_at": null}]);
+        assert_eq!(with_states(&fine, now).unwrap()[0]["state"], "running");
+    }
 }

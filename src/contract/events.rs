@@ -5,8 +5,9 @@
 //! JSON Schema under `schemas/events/` that the tests check the serialised form against. An
 //! event that does not read into its type is an error naming what is wrong, never a default.
 //!
-//! Readers are tolerant of fields they do not know (a later minor change may add one); a
-//! change that removes or retypes a field is a new `schema` version.
+//! Readers are tolerant of fields they do not know (a later minor change may add one), not of
+//! steps they do not know; a change that removes or retypes a field, or renames a step, is a
+//! new `schema` version unless the old form stays readable (as `delivery_failed` does).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -141,12 +142,17 @@ pub enum ReceiptStep {
         cms_ref: String,
     },
     /// The adapter gave up delivering to `unit` (the unit refused the lead for good, or the
-    /// give-up time passed); the lead is on the dead-letter topic for an operator.
+    /// give-up time passed); the lead is on the dead-letter topic for an operator. Adapters
+    /// before this step had its name sent `delivery_failed` without `attempts` for the same
+    /// give-up; that form is still read, as this step.
+    #[serde(alias = "delivery_failed")]
     DeliveryGivenUp {
         unit: String,
         sink: String,
         error: String,
-        attempts: i64,
+        /// How many attempts were made; absent from the older form.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attempts: Option<i64>,
     },
     /// The adapter set the message aside (it could not be processed or stored).
     DeadLettered {
@@ -432,7 +438,7 @@ mod tests {
                 unit: "370303".into(),
                 sink: "http".into(),
                 error: "422 refused".into(),
-                attempts: 3,
+                attempts: Some(3),
             },
             ReceiptStep::DeadLettered {
                 error_class: "unstorable".into(),
@@ -553,6 +559,21 @@ mod tests {
             ReceiptEvent::decode(&serde_json::to_vec(&receipt).unwrap()).unwrap_err(),
             "vanished",
         );
+    }
+
+    #[test]
+    fn a_give_up_in_the_older_form_reads_as_delivery_given_up() {
+        let mut value = serde_json::to_value(receipt(ReceiptStep::DeliveryGivenUp {
+            unit: "370303".into(),
+            sink: "http".into(),
+            error: "refused".into(),
+            attempts: None,
+        }))
+        .unwrap();
+        assert!(value.get("attempts").is_none(), "{value}");
+        value["event"] = json!("delivery_failed");
+        let read = ReceiptEvent::decode(&serde_json::to_vec(&value).unwrap()).unwrap();
+        assert_eq!(read.step.name(), "delivery_given_up");
     }
 
     #[test]

@@ -309,7 +309,7 @@ mod tests {
             },
             &settings,
         );
-        assert_eq!(with_states(&running, now)[0]["state"], "running");
+        assert_eq!(with_states(&running, now).unwrap()[0]["state"], "running");
         let overdue = deadlines(
             &ClockInputs {
                 received_at: Some(received),
@@ -317,7 +317,7 @@ mod tests {
             },
             &settings,
         );
-        assert_eq!(with_states(&overdue, now)[0]["state"], "overdue");
+        assert_eq!(with_states(&overdue, now).unwrap()[0]["state"], "overdue");
         let met = deadlines(
             &ClockInputs {
                 received_at: Some(received),
@@ -328,7 +328,7 @@ mod tests {
             },
             &settings,
         );
-        let states = with_states(&met, now);
+        let states = with_states(&met, now).unwrap();
         assert_eq!(states[0]["state"], "met");
         assert_eq!(states[1]["name"], "reconsideration_request");
         assert_eq!(

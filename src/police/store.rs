@@ -477,23 +477,61 @@ impl PoliceStore {
                 query = query.bind(*id);
             }
             for row in query.fetch_all(self.store.pool()).await? {
-                let lead_id: String = row.try_get("lead_id")?;
-                claimed.push(ClaimedDelivery {
-                    id: row.try_get("id")?,
-                    lead_id: parse_lead_id(&lead_id)?,
-                    revision: row.try_get("revision")?,
-                    unit: row.try_get("unit")?,
-                    sink: row.try_get("sink")?,
-                    attempts: row.try_get("attempts")?,
-                    created_at: required_time(&row, "created_at", &LeadRow(&row))?,
-                    document: json_column(&row, "document")?,
-                    assessment: json_column(&row, "assessment")?,
-                    deadlines: process::deadlines(&clock_inputs(&row)?, &self.deadlines),
-                });
+                let id: i64 = row.try_get("id")?;
+                let delivery = (|| -> Result<ClaimedDelivery, StoreError> {
+                    let lead_id: String = row.try_get("lead_id")?;
+                    Ok(ClaimedDelivery {
+                        id,
+                        lead_id: parse_lead_id(&lead_id)?,
+                        revision: row.try_get("revision")?,
+                        unit: row.try_get("unit")?,
+                        sink: row.try_get("sink")?,
+                        attempts: row.try_get("attempts")?,
+                        created_at: required_time(&row, "created_at", &LeadRow(&row))?,
+                        document: json_column(&row, "document")?,
+                        assessment: json_column(&row, "assessment")?,
+                        deadlines: process::deadlines(&clock_inputs(&row)?, &self.deadlines),
+                    })
+                })();
+                match delivery {
+                    Ok(delivery) => claimed.push(delivery),
+                    // A damaged row would come first in every claim and fail every round:
+                    // it is set aside, visibly, and the others go on.
+                    Err(StoreError::Corrupt(detail)) => {
+                        self.set_aside_corrupt_delivery(id, &detail, now).await?
+                    }
+                    Err(error) => return Err(error),
+                }
             }
         }
         claimed.sort_by_key(|d| d.id);
         Ok(claimed)
+    }
+
+    /// Takes a delivery whose stored lead does not read back out of the claims: marked dead
+    /// with the reason in `last_error`, logged as an error for an operator to repair. No
+    /// receipt can be built from a row that does not parse.
+    async fn set_aside_corrupt_delivery(
+        &self,
+        id: i64,
+        detail: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        tracing::error!(
+            delivery = id,
+            detail,
+            "A delivery's stored lead does not parse; set aside, not delivered."
+        );
+        sqlx::query(
+            "UPDATE police_deliveries SET dead_lettered_at = $1, last_error = $2, claimed_by = NULL, claimed_until = NULL \
+             WHERE id = $3",
+        )
+        .bind(db_time(now))
+        .bind(format!("stored lead does not parse: {detail}"))
+        .bind(id)
+        .execute(self.store.pool())
+        .await?;
+        Ok(())
     }
 
     /// Marks a delivery done and owes the hub a `delivered` receipt.
@@ -637,7 +675,7 @@ impl PoliceStore {
                 unit: delivery.unit.clone(),
                 sink: delivery.sink.clone(),
                 error: error.to_owned(),
-                attempts: delivery.attempts + 1,
+                attempts: Some(delivery.attempts + 1),
             },
         )
         .await?;
@@ -684,7 +722,7 @@ impl PoliceStore {
                     "delivered_at": row.try_get::<Option<String>, _>("delivered_at")?,
                     "decision": row.try_get::<Option<String>, _>("decision")?,
                     "assessment": json_column(row, "assessment")?,
-                    "deadlines": process::with_states(&process::deadlines(&clock_inputs(row)?, &self.deadlines), now),
+                    "deadlines": states_of(&process::deadlines(&clock_inputs(row)?, &self.deadlines), now),
                 }))
             })
             .collect()
@@ -713,7 +751,7 @@ impl PoliceStore {
             "police_case_no": row.try_get::<Option<String>, _>("police_case_no")?,
             "reconsideration_reason": row.try_get::<Option<String>, _>("reconsideration_reason")?,
             "assessment": json_column(&row, "assessment")?,
-            "deadlines": process::with_states(&process::deadlines(&clock_inputs(&row)?, &self.deadlines), now),
+            "deadlines": states_of(&process::deadlines(&clock_inputs(&row)?, &self.deadlines), now),
             "lead": json_column(&row, "document")?,
         });
         let mut tx = self.store.begin().await?;
@@ -845,9 +883,14 @@ impl PoliceStore {
             "revision": revision,
             "status": next.as_str(),
             "decision": decision.name(),
-            "deadlines": process::with_states(&deadlines, now),
+            "deadlines": states_of(&deadlines, now),
         }))
     }
+}
+
+/// The states of deadlines this adapter just computed from its own clock inputs.
+fn states_of(deadlines: &Value, now: DateTime<Utc>) -> Value {
+    process::with_states(deadlines, now).expect("deadlines computed here are well formed")
 }
 
 /// Where a dead-lettered message came from.

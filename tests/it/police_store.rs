@@ -286,3 +286,62 @@ async fn a_claim_hands_each_delivery_its_own_revision_on_sqlite_too() {
     assert_eq!(claimed.len(), 600 * 2 + 2);
     assert_claimed_their_own_revisions(&claimed, &recorded);
 }
+
+/// A delivery whose stored lead does not parse would come first in every claim and fail
+/// every round; it is set aside with the reason, and the claim hands out the others.
+#[tokio::test]
+async fn a_delivery_whose_stored_lead_does_not_parse_is_set_aside_and_blocks_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = police_store(&fresh_sqlite_url(dir.path())).await;
+    let recorded = record(&store, 3).await;
+    let damaged = recorded[0].lead_id;
+    sqlx::query("UPDATE police_leads SET document = '{not json' WHERE lead_id = $1")
+        .bind(damaged.to_string())
+        .execute(store.store().pool())
+        .await
+        .unwrap();
+    let claim = || {
+        store.claim_deliveries(
+            "worker-test",
+            100,
+            Utc::now(),
+            Utc::now() + Duration::seconds(60),
+        )
+    };
+    let claimed = claim()
+        .await
+        .expect("the damaged row does not fail the claim");
+    assert!(!claimed.is_empty());
+    assert!(claimed.iter().all(|d| d.lead_id != damaged));
+    let (set_aside, reason): (i64, Option<String>) = sqlx::query_as(
+        "SELECT COUNT(*), MAX(last_error) FROM police_deliveries \
+         WHERE lead_id = $1 AND dead_lettered_at IS NOT NULL",
+    )
+    .bind(damaged.to_string())
+    .fetch_one(store.store().pool())
+    .await
+    .unwrap();
+    assert!(
+        set_aside >= 1,
+        "the damaged lead's deliveries are set aside"
+    );
+    let reason = reason.unwrap();
+    assert!(
+        reason.contains("document") && reason.contains(&damaged.to_string()),
+        "{reason}"
+    );
+    // Set aside for good: the next claim does not meet it again.
+    let (waiting,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM police_deliveries WHERE lead_id = $1 AND dead_lettered_at IS NULL \
+         AND delivered_at IS NULL",
+    )
+    .bind(damaged.to_string())
+    .fetch_one(store.store().pool())
+    .await
+    .unwrap();
+    let _ = claim().await.unwrap();
+    assert_eq!(
+        waiting, 0,
+        "every delivery of the damaged lead was set aside"
+    );
+}

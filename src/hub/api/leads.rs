@@ -312,8 +312,12 @@ pub async fn status(
         .await?
         .ok_or(ApiError::NotFound)?;
     let (assessment, deadlines) = store.police_view(lead_id).await?;
-    let deadlines =
-        deadlines.map(|d| crate::contract::deadlines::with_states(&d, chrono::Utc::now()));
+    let deadlines = deadlines
+        .map(|d| crate::contract::deadlines::with_states(&d, chrono::Utc::now()))
+        .transpose()
+        .map_err(|problem| {
+            crate::shared::store::StoreError::Corrupt(format!("leads row {lead_id}: {problem}"))
+        })?;
     Ok(Json(LeadStatus {
         lead_id: view.lead_id,
         lead_type: view.lead_type,
