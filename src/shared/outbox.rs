@@ -265,6 +265,9 @@ impl Store {
                         "partition": coordinates.partition,
                         "offset": coordinates.offset,
                         "event_id": message.event_id,
+                        // Which relay instance published it, for whoever traces a message
+                        // across scaled-out hubs.
+                        "relay": relay,
                     }),
                 });
             }

@@ -106,14 +106,22 @@ async fn a_burst_of_leads_is_recorded_in_few_transactions_and_each_exactly_once(
     lead_ids.sort();
     assert_eq!(lead_ids.len(), LEADS);
     let adapter = adapter_behind(&hub, LEADS).await;
-    eventually("the hub hears every lead delivered", || async {
-        count_leads(&hub, "delivered").await == LEADS as i64
+    let police = adapter.police_store.clone().unwrap();
+    let pool = police.store().pool();
+    // The hub says `delivered` at a lead's first delivery; a high-priority lead's second unit
+    // may still be on its way, so wait for the adapter's books too.
+    eventually("every lead is delivered to every unit", || async {
+        let (pending,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM police_deliveries WHERE delivered_at IS NULL")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        count_leads(&hub, "delivered").await == LEADS as i64 && pending == 0
     })
     .await;
 
-    let police = adapter.police_store.clone().unwrap();
-    let pool = police.store().pool();
-    // Each lead once, each of its deliveries once and delivered, one receipt each.
+    // Each lead recorded, delivered, and its receipt owed once. (The books hold one row per
+    // lead and per lead and unit by constraint; the receipts count what was done.)
     let mut recorded: Vec<(String, i64)> =
         sqlx::query_as("SELECT lead_id, revision FROM police_leads")
             .fetch_all(pool)
@@ -127,16 +135,18 @@ async fn a_burst_of_leads_is_recorded_in_few_transactions_and_each_exactly_once(
             .map(|id| (id.clone(), 1))
             .collect::<Vec<_>>()
     );
-    let (deliveries, distinct, undelivered): (i64, i64, i64) = sqlx::query_as(
-        "SELECT COUNT(*), COUNT(DISTINCT lead_id || '/' || unit), \
-                COUNT(*) FILTER (WHERE delivered_at IS NULL) FROM police_deliveries",
+    let (deliveries, delivered_receipts): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM police_deliveries), \
+                (SELECT COUNT(*) FROM audit_entries WHERE action = 'lead.delivered')",
     )
     .fetch_one(pool)
     .await
     .unwrap();
     assert!(deliveries >= LEADS as i64, "{deliveries} deliveries");
-    assert_eq!(deliveries, distinct, "a lead delivered twice to one unit");
-    assert_eq!(undelivered, 0);
+    assert_eq!(
+        delivered_receipts, deliveries,
+        "one delivered receipt per delivery"
+    );
     let (receipts,): (i64,) = sqlx::query_as(
         "SELECT COUNT(*) FROM audit_entries WHERE action = 'lead.received_by_police'",
     )
@@ -200,16 +210,16 @@ async fn a_lead_the_database_cannot_hold_is_dead_lettered_alone_out_of_its_batch
         assert_eq!(status["status"], "delivered", "{status}");
     }
     let police = adapter.police_store.clone().unwrap();
-    let (recorded, distinct): (i64, i64) =
-        sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT lead_id) FROM police_leads")
-            .fetch_one(police.store().pool())
-            .await
-            .unwrap();
-    assert_eq!((recorded, distinct), (20, 20));
+    let (recorded,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM police_leads")
+        .fetch_one(police.store().pool())
+        .await
+        .unwrap();
+    assert_eq!(recorded, 20, "the valid leads, and not the NUL one");
     stop(adapter, hub).await;
 }
 
-/// The hub applies a burst of receipts in few transactions of its database, each receipt once.
+/// The hub applies a burst of receipts in few transactions of its database, each receipt once
+/// although every one arrives twice (the adapter's relay may publish a receipt again).
 #[tokio::test]
 async fn a_burst_of_receipts_is_applied_in_few_transactions_and_each_exactly_once() {
     let hub = hub_alone().await;
@@ -228,14 +238,18 @@ async fn a_burst_of_receipts_is_applied_in_few_transactions_and_each_exactly_onc
         .iter()
         .map(|lead_id| receipt_payload(lead_id, "police-adapter", received_by_police()))
         .collect();
-    let sends = lead_ids.iter().zip(&payloads).map(|(lead_id, payload)| {
-        producer.send(
-            rdkafka::producer::FutureRecord::to(&receipts)
-                .key(lead_id)
-                .payload(payload),
-            std::time::Duration::from_secs(5),
-        )
-    });
+    let sends = lead_ids
+        .iter()
+        .chain(&lead_ids)
+        .zip(payloads.iter().chain(&payloads))
+        .map(|(lead_id, payload)| {
+            producer.send(
+                rdkafka::producer::FutureRecord::to(&receipts)
+                    .key(lead_id)
+                    .payload(payload),
+                std::time::Duration::from_secs(5),
+            )
+        });
     for sent in futures::future::join_all(sends).await {
         sent.unwrap();
     }

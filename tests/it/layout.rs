@@ -75,10 +75,17 @@ fn imports_under(dir: &Path, prefix: &str) -> BTreeMap<String, BTreeSet<String>>
                 depth
             };
             let relative = "super::".repeat(levels);
+            let grouped = [
+                first_segments_of_groups(&code, prefix),
+                first_segments_of_groups(&code, &relative),
+            ]
+            .concat();
             for other in &modules {
-                let named = code.contains(&format!("{prefix}{other}::"))
-                    || code.contains(&format!("{relative}{other}::"))
-                    || code.contains(&format!("{relative}{other};"));
+                let named = [prefix, relative.as_str()].iter().any(|path| {
+                    code.contains(&format!("{path}{other}::"))
+                        || code.contains(&format!("{path}{other};"))
+                        || code.contains(&format!("{path}{other} as "))
+                }) || grouped.iter().any(|name| name == other);
                 if other != module && named {
                     entry.insert(other.clone());
                 }
@@ -86,6 +93,46 @@ fn imports_under(dir: &Path, prefix: &str) -> BTreeMap<String, BTreeSet<String>>
         }
     }
     imports
+}
+
+/// The first path segment of each item of every `<path>{...}` group in `code`: for
+/// `crate::{hub::api, shared}` with `crate::`, `hub` and `shared`.
+fn first_segments_of_groups(code: &str, path: &str) -> Vec<String> {
+    let opening = format!("{path}{{");
+    let mut names = Vec::new();
+    let mut rest = code;
+    while let Some(at) = rest.find(&opening) {
+        let group = &rest[at + opening.len()..];
+        let mut depth = 0;
+        let mut item = String::new();
+        for c in group.chars() {
+            match c {
+                '{' => depth += 1,
+                '}' if depth == 0 => break,
+                '}' => depth -= 1,
+                ',' if depth == 0 => {
+                    names.push(first_segment(&item));
+                    item.clear();
+                    continue;
+                }
+                _ => {}
+            }
+            if depth == 0 {
+                item.push(c);
+            }
+        }
+        names.push(first_segment(&item));
+        rest = &rest[at + opening.len()..];
+    }
+    names
+}
+
+fn first_segment(item: &str) -> String {
+    item.trim()
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn src() -> PathBuf {

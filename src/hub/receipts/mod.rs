@@ -2,12 +2,15 @@
 //! into lead status, timeline and the agency feedback feed.
 //!
 //! Guarantee: at-least-once with idempotent application (receipts are applied once per event
-//! id; what a poll returns is applied in one transaction, in order); an offset is stored only after the receipt's transaction committed, or after an
-//! unusable receipt was dead-lettered with its context (reduced if Kafka can never take it
-//! whole, see `kafka::publish_until_acknowledged`). A receipt the hub's database can never
-//! store (`StoreError::is_permanent`) is dead-lettered as `unstorable` rather than retried
-//! forever; any other store error is waited out on the same receipt. A shutdown interrupts
-//! either wait without storing the offset, so the receipt is consumed again after a restart.
+//! id). Receipts are applied in their order, in runs: what a poll returns (up to 500), split
+//! at each message that does not decode, one transaction per run; a run the database refuses
+//! for a data reason is applied one receipt at a time. An offset is stored only after its
+//! receipt's transaction committed, or after an unusable receipt was dead-lettered with its
+//! context (reduced if Kafka can never take it whole, see
+//! `kafka::publish_until_acknowledged`). A receipt the hub's database can never store
+//! (`StoreError::is_permanent`) is dead-lettered as `unstorable` rather than retried forever;
+//! any other store error is waited out on the same run. A shutdown interrupts either wait
+//! without storing the offset, so the receipt is consumed again after a restart.
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! after Kafka acknowledged it (idempotent producer, `acks=all`). While Kafka is unreachable
 //! the relay keeps retrying with exponential backoff and the backlog is visible in the
 //! `leadbridge_outbox_backlog` metric. Several relays may run at once: a row is leased to one
-//! relay at a time (see `store::outbox`), so in normal operation nothing is published twice.
+//! relay at a time (see `shared::outbox`), so in normal operation nothing is published twice.
 //!
 //! Transient failures (broker away, timeouts, leader elections) are retried with backoff for
 //! as long as it takes, and so is a record batch Kafka refuses as too large while each of its
