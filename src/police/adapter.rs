@@ -412,12 +412,7 @@ impl Adapter {
         let (lead_id, revision) = (request.lead_id, request.revision);
         let applied = self
             .store
-            .record_reconsideration_request(
-                lead_id,
-                revision,
-                &request.reason,
-                request.requested_at,
-            )
+            .record_reconsideration_request(request, Utc::now())
             .await?;
         tracing::info!(%lead_id, revision, applied, "Reconsideration requested by the agency.");
         Ok(())

@@ -1,6 +1,7 @@
-//! The adapter's database operations. Each state change commits together with the receipt it
-//! owes the hub (an outbox row) and its audit entry, so the hub learns of every step exactly
-//! as it happened, however the adapter stops.
+//! The adapter's database operations. Each state change commits together with its audit entry
+//! and the receipt it owes the hub (an outbox row), so the hub learns of every step exactly as
+//! it happened, however the adapter stops. The one step without a receipt is an agency's
+//! reconsideration request: it came from the hub, which moved the lead itself.
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
@@ -17,7 +18,7 @@ use crate::shared::store::{
 };
 
 pub use crate::contract::events::RECEIPT_SCHEMA;
-use crate::contract::events::{DecisionDetails, ReceiptEvent, ReceiptStep};
+use crate::contract::events::{DecisionDetails, ReceiptEvent, ReceiptStep, ReconsiderationRequest};
 
 /// The adapter's tables, with its own outbox and audit ledger.
 pub static MIGRATIONS: Migrations = Migrations {
@@ -403,24 +404,44 @@ impl PoliceStore {
     /// lead is not (or no longer) awaiting it, e.g. on a repeated event.
     pub async fn record_reconsideration_request(
         &self,
-        lead_id: LeadId,
-        revision: i64,
-        reason: &str,
-        requested_at: DateTime<Utc>,
+        request: &ReconsiderationRequest,
+        now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        let mut tx = self.store.begin().await?;
         let updated = sqlx::query(
             "UPDATE police_leads SET status = 'reconsideration_requested', reconsideration_reason = $1, \
                     reconsideration_requested_at = $2 \
              WHERE lead_id = $3 AND revision = $4 AND status = 'not_filed'",
         )
-        .bind(reason)
-        .bind(db_time(requested_at))
-        .bind(lead_id.to_string())
-        .bind(revision)
-        .execute(self.store.pool())
+        .bind(&request.reason)
+        .bind(db_time(request.requested_at))
+        .bind(request.lead_id.to_string())
+        .bind(request.revision)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
-        Ok(updated == 1)
+        if updated == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        // The police reconsideration clock starts here (Decree 310 art. 9): the request's
+        // arrival is on the adapter's ledger like every other step of the lead.
+        let mut ledger = LedgerAppender::new();
+        ledger.append(AuditEntry {
+            at: now,
+            actor: format!("agency:{}", request.agency.as_str()),
+            action: "lead.reconsideration_requested",
+            lead_id: Some(request.lead_id),
+            revision: Some(request.revision),
+            details: json!({
+                "event_id": request.event_id,
+                "requested_at": request.requested_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                "reason": request.reason,
+            }),
+        });
+        ledger.finish(&mut tx).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Leases up to `limit` due deliveries. A delivery waits while an earlier one of the same

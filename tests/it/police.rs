@@ -392,6 +392,18 @@ async fn every_lead_type_reaches_the_right_inbox_with_its_assessment_and_decisio
     assert_eq!(deadlines["police_decision"], "met");
     assert_eq!(deadlines["reconsideration_request"], "met");
     assert_eq!(deadlines["police_reconsideration"], "met");
+    // The request's arrival is on the adapter's ledger, where its clock starts.
+    let police = app.police_store.as_ref().unwrap().store();
+    let (requested,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM audit_entries WHERE action = 'lead.reconsideration_requested' \
+         AND lead_id = $1 AND actor = 'agency:environment'",
+    )
+    .bind(not_filed_id)
+    .fetch_one(police.pool())
+    .await
+    .unwrap();
+    assert_eq!(requested, 1, "the adapter's ledger has the request once");
+    leadbridge::shared::audit::verify(police).await.unwrap();
 
     // The agency's feedback: every receipt and decision on its own leads, oldest first.
     let feedback = all_feedback(&app, Agency::Environment).await;
