@@ -12,7 +12,9 @@ use super::process::{self, ClockInputs, Decision, PoliceStatus, TransitionError}
 use super::settings::DeadlineSettings;
 use crate::contract::lead::LeadId;
 use crate::shared::audit::{AuditEntry, LedgerAppender};
-use crate::shared::outbox::{insert_message, OutboxActions, OutboxMessage, OutboxOwner};
+use crate::shared::outbox::{
+    insert_message, insert_messages, OutboxActions, OutboxMessage, OutboxOwner,
+};
 use crate::shared::store::{
     db_time, required_json, required_time, stored_time, Migrations, Store, StoreError, Tx,
 };
@@ -177,8 +179,20 @@ impl PoliceStore {
             lead_id,
             revision,
             at,
-            actor,
+            ..
         } = step;
+        let (message, entry) = self.receipt_with_entry(step, details);
+        insert_message(tx, &message, lead_id, revision, at).await?;
+        ledger.append(entry);
+        Ok(())
+    }
+
+    /// A receipt's outbox message and the ledger entry recording its step.
+    fn receipt_with_entry(
+        &self,
+        step: Step<'_>,
+        details: ReceiptStep,
+    ) -> (OutboxMessage, AuditEntry) {
         let action = match &details {
             ReceiptStep::ReceivedByPolice { .. } => "lead.received_by_police",
             ReceiptStep::Delivered { .. } => "lead.delivered",
@@ -188,7 +202,6 @@ impl PoliceStore {
         };
         let mut fields = serde_json::to_value(&details).expect("events serialise");
         let message = self.receipt(uuid::Uuid::now_v7(), step, details);
-        insert_message(tx, &message, lead_id, revision, at).await?;
         if let Some(object) = fields.as_object_mut() {
             // The ledger records the step (its action names it), not bulky copies of the
             // assessment.
@@ -196,16 +209,15 @@ impl PoliceStore {
             object.remove("assessment");
             object.insert("event_id".into(), json!(message.event_id));
         }
-        let details = fields;
-        ledger.append(AuditEntry {
-            at,
-            actor: actor.to_owned(),
+        let entry = AuditEntry {
+            at: step.at,
+            actor: step.actor.to_owned(),
             action,
-            lead_id: Some(lead_id),
-            revision: Some(revision),
-            details,
-        });
-        Ok(())
+            lead_id: Some(step.lead_id),
+            revision: Some(step.revision),
+            details: fields,
+        };
+        (message, entry)
     }
 
     /// Records a lead taken from Kafka, its deliveries and its `received_by_police` receipt.
@@ -570,9 +582,9 @@ impl PoliceStore {
             .unwrap_or(false))
     }
 
-    /// Marks deliveries done, each owing the hub a `delivered` receipt, in one transaction.
-    /// Says per delivery whether it was marked: not when `worker` no longer holds its lease or
-    /// it was marked before.
+    /// Marks deliveries done, each owing the hub a `delivered` receipt, in one transaction of a
+    /// few set-based statements per thousand deliveries. Says per delivery whether it was
+    /// marked: not when `worker` no longer holds its lease or it was marked before.
     pub async fn mark_delivered_all(
         &self,
         worker: &str,
@@ -581,36 +593,76 @@ impl PoliceStore {
     ) -> Result<Vec<bool>, StoreError> {
         let at = db_time(now);
         let mut tx = self.store.begin().await?;
-        let mut ledger = LedgerAppender::new();
-        let mut marked = Vec::with_capacity(done.len());
-        for (delivery, cms_ref) in done {
-            let updated = sqlx::query(
-                "UPDATE police_deliveries SET delivered_at = $1, cms_ref = $2, claimed_by = NULL, claimed_until = NULL, last_error = NULL \
-                 WHERE id = $3 AND claimed_by = $4 AND delivered_at IS NULL",
-            )
-            .bind(&at)
-            .bind(*cms_ref)
-            .bind(delivery.id)
-            .bind(worker)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if updated == 0 {
-                marked.push(false);
-                continue;
+        let mut marked_ids = std::collections::HashSet::new();
+        for chunk in done.chunks(MARK_DELIVERED_CHUNK) {
+            // 1. The deliveries, each with its own reference; RETURNING says which were ours.
+            let mut sql = String::from(
+                "UPDATE police_deliveries SET delivered_at = $1, claimed_by = NULL, claimed_until = NULL, \
+                 last_error = NULL, cms_ref = CASE id",
+            );
+            let mut param = 3;
+            for _ in chunk {
+                sql.push_str(&format!(" WHEN ${} THEN ${}", param, param + 1));
+                param += 2;
             }
-            sqlx::query(
+            let ids: Vec<String> = (0..chunk.len())
+                .map(|i| format!("${}", param + i))
+                .collect();
+            sql.push_str(&format!(
+                " END WHERE claimed_by = $2 AND delivered_at IS NULL AND id IN ({}) RETURNING id",
+                ids.join(", ")
+            ));
+            let mut query = sqlx::query(&sql).bind(&at).bind(worker);
+            for (delivery, cms_ref) in chunk {
+                query = query.bind(delivery.id).bind(*cms_ref);
+            }
+            for (delivery, _) in chunk {
+                query = query.bind(delivery.id);
+            }
+            for row in query.fetch_all(&mut *tx).await? {
+                marked_ids.insert(row.try_get::<i64, _>("id")?);
+            }
+        }
+        let marked: Vec<bool> = done
+            .iter()
+            .map(|(delivery, _)| marked_ids.contains(&delivery.id))
+            .collect();
+        if marked_ids.is_empty() {
+            tx.rollback().await?;
+            return Ok(marked);
+        }
+        let delivered: Vec<&(&ClaimedDelivery, &str)> = done
+            .iter()
+            .zip(&marked)
+            .filter_map(|(item, marked)| marked.then_some(item))
+            .collect();
+        // 2. Their leads, once each: `received` becomes `delivered` at the first delivery.
+        let mut leads: Vec<(String, i64)> = delivered
+            .iter()
+            .map(|(delivery, _)| (delivery.lead_id.to_string(), delivery.revision))
+            .collect();
+        leads.sort();
+        leads.dedup();
+        for chunk in leads.chunks(MARK_DELIVERED_CHUNK) {
+            let pairs: Vec<String> = (0..chunk.len())
+                .map(|i| format!("(${}, ${})", 2 + 2 * i, 3 + 2 * i))
+                .collect();
+            let sql = format!(
                 "UPDATE police_leads SET status = 'delivered', delivered_at = $1 \
-                 WHERE lead_id = $2 AND revision = $3 AND status = 'received'",
-            )
-            .bind(&at)
-            .bind(delivery.lead_id.to_string())
-            .bind(delivery.revision)
-            .execute(&mut *tx)
-            .await?;
-            self.send_receipt(
-                &mut tx,
-                &mut ledger,
+                 WHERE status = 'received' AND (lead_id, revision) IN (VALUES {})",
+                pairs.join(", ")
+            );
+            let mut query = sqlx::query(&sql).bind(&at);
+            for (lead_id, revision) in chunk {
+                query = query.bind(lead_id.as_str()).bind(*revision);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        // 3. One `delivered` receipt each, in the order given, and their ledger entries.
+        let mut ledger = LedgerAppender::new();
+        let mut messages = Vec::with_capacity(delivered.len());
+        for (delivery, cms_ref) in delivered {
+            let (message, entry) = self.receipt_with_entry(
                 Step {
                     lead_id: delivery.lead_id,
                     revision: delivery.revision,
@@ -622,14 +674,11 @@ impl PoliceStore {
                     sink: delivery.sink.clone(),
                     cms_ref: (*cms_ref).to_owned(),
                 },
-            )
-            .await?;
-            marked.push(true);
+            );
+            messages.push((message, delivery.lead_id, delivery.revision));
+            ledger.append(entry);
         }
-        if !marked.contains(&true) {
-            tx.rollback().await?;
-            return Ok(marked);
-        }
+        insert_messages(&mut tx, &messages, now).await?;
         ledger.finish(&mut tx).await?;
         tx.commit().await?;
         Ok(marked)
@@ -938,6 +987,10 @@ fn parse_lead_id(text: &str) -> Result<LeadId, StoreError> {
     LeadId::parse(text)
         .ok_or_else(|| StoreError::Corrupt(format!("stored lead id {text} is not a UUID")))
 }
+
+/// Deliveries marked per round of statements: three parameters each, well inside both
+/// databases' limits.
+const MARK_DELIVERED_CHUNK: usize = 1_000;
 
 /// Names a `police_leads` row (or a row joined to one) in errors about its stored values.
 struct LeadRow<'a>(&'a AnyRow);

@@ -139,6 +139,46 @@ pub(crate) async fn insert_message(
     Ok(())
 }
 
+/// Inserts messages in their order in as few statements as the parameter limit allows; the
+/// rows' ids ascend in the given order, so the relay publishes each lead's messages in it.
+pub(crate) async fn insert_messages(
+    tx: &mut Tx,
+    messages: &[(OutboxMessage, LeadId, i64)],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    const COLUMNS: usize = 7;
+    let at = db_time(now);
+    for chunk in messages.chunks((crate::shared::store::MAX_BIND_PARAMS - 1) / COLUMNS) {
+        let tuples: Vec<String> = (0..chunk.len())
+            .map(|row| {
+                let first = 2 + row * COLUMNS;
+                let params: Vec<String> =
+                    (first..first + COLUMNS).map(|n| format!("${n}")).collect();
+                format!("({})", params.join(", "))
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO outbox (event_id, lead_id, revision, topic, payload, headers, created_at, next_attempt_at) \
+             SELECT column1, column2, column3, column4, column5, column6, $1, $1 FROM (VALUES {}) AS v ORDER BY column7",
+            tuples.join(", ")
+        );
+        let mut query = sqlx::query(&sql).bind(&at);
+        for (ordinal, (message, lead_id, revision)) in chunk.iter().enumerate() {
+            let headers = serde_json::to_string(&message.headers).expect("headers serialise");
+            query = query
+                .bind(message.event_id.as_str())
+                .bind(lead_id.to_string())
+                .bind(*revision)
+                .bind(message.topic.as_str())
+                .bind(message.payload.clone())
+                .bind(headers)
+                .bind(ordinal as i64);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Leases up to `limit` due messages to `relay` until `lease_until`, oldest first.
     pub async fn claim_outbox(

@@ -263,6 +263,48 @@ async fn a_claim_reads_its_deliveries_in_the_same_statements_for_one_as_for_many
         many.len()
     );
 
+    // Marking them delivered: as many statements for the many as for the one.
+    let mark = |claimed: Vec<ClaimedDelivery>| {
+        let store = store.clone();
+        let counter = &counter;
+        async move {
+            let refs: Vec<String> = claimed.iter().map(|d| format!("CMS-{}", d.id)).collect();
+            let done: Vec<(&ClaimedDelivery, &str)> = claimed
+                .iter()
+                .zip(&refs)
+                .map(|(delivery, cms_ref)| (delivery, cms_ref.as_str()))
+                .collect();
+            let before = counter.executed();
+            let marked = store
+                .mark_delivered_all("worker-test", &done, Utc::now())
+                .await
+                .unwrap();
+            assert!(marked.iter().all(|m| *m), "every leased delivery is marked");
+            counter.executed() - before
+        }
+    };
+    let many_count = many.len();
+    let (one_marks, many_marks) = (mark(one).await, mark(many).await);
+    println!("marking 1: {one_marks} statements; marking {many_count}: {many_marks}");
+    assert_eq!(
+        many_marks, one_marks,
+        "marking {many_count} took more statements than marking one"
+    );
+    let (receipts, delivered): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM outbox), \
+                (SELECT COUNT(*) FROM police_deliveries WHERE cms_ref = 'CMS-' || id)",
+    )
+    .fetch_one(store.store().pool())
+    .await
+    .unwrap();
+    // One received_by_police receipt per recorded revision (30 leads, and two revisions of
+    // the revised one), one delivered per delivery.
+    assert_eq!(delivered, many_count as i64 + 1, "each its own reference");
+    assert_eq!(receipts, 32 + many_count as i64 + 1);
+    leadbridge::shared::audit::verify(store.store())
+        .await
+        .unwrap();
+
     store.store().pool().close().await;
     drop_test_database(&url).await;
 }
