@@ -120,30 +120,16 @@ impl Adapter {
         let batch_max = self.settings.consume_batch_max.max(1);
         // Checked each turn: `handle` may have seen the change already while waiting.
         while !*shutdown.borrow() {
-            let message = tokio::select! {
-                message = self.consumer.recv() => message,
-                _ = shutdown.changed() => break,
+            let Some(batch) = crate::shared::kafka::next_batch(
+                &self.consumer,
+                batch_max,
+                "police-adapter",
+                &mut shutdown,
+            )
+            .await
+            else {
+                break;
             };
-            let mut batch = match message {
-                Ok(message) => vec![message],
-                Err(error) => {
-                    tracing::warn!(%error, "Kafka consumer error; continuing.");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
-            };
-            // What is fetched already joins the batch; nothing more is waited for. A `recv`
-            // that is not ready takes nothing from the queue, so dropping it loses nothing.
-            while batch.len() < batch_max {
-                match tokio::time::timeout(Duration::ZERO, self.consumer.recv()).await {
-                    Ok(Ok(message)) => batch.push(message),
-                    Ok(Err(error)) => {
-                        tracing::warn!(%error, "Kafka consumer error; continuing.");
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
             for message in &batch {
                 events::police_message_consumed(
                     &self.metrics,

@@ -139,13 +139,15 @@ pub(crate) async fn insert_message(
     Ok(())
 }
 
-/// Inserts messages in their order in as few statements as the parameter limit allows; the
-/// rows' ids ascend in the given order, so the relay publishes each lead's messages in it.
+/// Inserts messages in their order in as few statements as the parameter limit allows, and
+/// says how many it sent; the rows' ids ascend in the given order, so the relay publishes
+/// each lead's messages in it.
 pub(crate) async fn insert_messages(
     tx: &mut Tx,
     messages: &[(OutboxMessage, LeadId, i64)],
     now: DateTime<Utc>,
-) -> Result<(), StoreError> {
+) -> Result<usize, StoreError> {
+    let mut statements = 0;
     const COLUMNS: usize = 7;
     let at = db_time(now);
     for chunk in messages.chunks((crate::shared::store::MAX_BIND_PARAMS - 1) / COLUMNS) {
@@ -175,8 +177,9 @@ pub(crate) async fn insert_messages(
                 .bind(ordinal as i64);
         }
         query.execute(&mut **tx).await?;
+        statements += 1;
     }
-    Ok(())
+    Ok(statements)
 }
 
 impl Store {

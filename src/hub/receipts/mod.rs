@@ -65,30 +65,16 @@ impl ReceiptsConsumer {
 
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         while !*shutdown.borrow() {
-            let message = tokio::select! {
-                message = self.consumer.recv() => message,
-                _ = shutdown.changed() => break,
+            let Some(batch) = kafka::next_batch(
+                &self.consumer,
+                RECEIPTS_BATCH_MAX,
+                "hub.receipts",
+                &mut shutdown,
+            )
+            .await
+            else {
+                break;
             };
-            let mut batch = match message {
-                Ok(message) => vec![message],
-                Err(error) => {
-                    tracing::warn!(%error, "Receipts consumer error; continuing.");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
-            };
-            // What is fetched already joins the batch; nothing more is waited for. A `recv`
-            // that is not ready takes nothing from the queue, so dropping it loses nothing.
-            while batch.len() < RECEIPTS_BATCH_MAX {
-                match tokio::time::timeout(Duration::ZERO, self.consumer.recv()).await {
-                    Ok(Ok(message)) => batch.push(message),
-                    Ok(Err(error)) => {
-                        tracing::warn!(%error, "Receipts consumer error; continuing.");
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
             if !self.handle_batch(&batch, &mut shutdown).await {
                 return;
             }

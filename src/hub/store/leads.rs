@@ -13,7 +13,7 @@ use sqlx::Row;
 
 use crate::contract::lead::{Agency, LeadId, ValidatedLead};
 use crate::shared::audit::{AuditEntry, AuditError, LedgerAppender};
-use crate::shared::outbox::OutboxMessage;
+use crate::shared::outbox::{insert_messages, OutboxMessage};
 use crate::shared::store::{
     db_time, parse_db_time, Dialect, IngestCounters, Store, StoreError, Tx, MAX_BIND_PARAMS,
 };
@@ -391,7 +391,7 @@ struct Plan<'a> {
     superseded: Vec<(String, i64)>,
     revisions: Vec<RevisionRow<'a>>,
     timeline: Vec<TimelineRow>,
-    outbox: Vec<(OutboxMessage, String, i64)>,
+    outbox: Vec<(OutboxMessage, LeadId, i64)>,
     ledger: LedgerAppender,
 }
 
@@ -519,7 +519,7 @@ fn resolve<'a>(
                 "event_id": message.event_id,
             }),
         });
-        plan.outbox.push((message, lead_id.to_string(), revision));
+        plan.outbox.push((message, lead_id, revision));
         plan.outcomes.push(Acceptance::Accepted {
             lead_id,
             revision,
@@ -614,26 +614,8 @@ async fn write_plan(
         }
         query.execute(tx.conn()).await?;
     }
-    for chunk in plan.outbox.chunks(rows_per_statement(7)) {
-        let sql = format!(
-            "INSERT INTO outbox (event_id, lead_id, revision, topic, payload, headers, created_at, next_attempt_at) \
-             SELECT column1, column2, column3, column4, column5, column6, $1, $1 FROM (VALUES {}) AS v ORDER BY column7",
-            tuples(chunk.len(), 7, 2)
-        );
-        let mut query = sqlx::query(&sql).bind(&at);
-        for (ordinal, (message, lead_id, revision)) in chunk.iter().enumerate() {
-            let headers = serde_json::to_string(&message.headers).expect("headers serialise");
-            query = query
-                .bind(message.event_id.as_str())
-                .bind(lead_id.as_str())
-                .bind(*revision)
-                .bind(message.topic.as_str())
-                .bind(message.payload.clone())
-                .bind(headers)
-                .bind(ordinal as i64);
-        }
-        query.execute(tx.conn()).await?;
-    }
+    let statements = insert_messages(&mut tx.tx, &plan.outbox, now).await?;
+    tx.counters.add_statements(statements as u64);
     Ok(())
 }
 

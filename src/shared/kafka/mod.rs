@@ -787,6 +787,41 @@ pub const REDUCED_PAYLOAD_BYTES: usize = 16 * 1024;
 /// How much of each header value the smallest reduced copy keeps.
 const REDUCED_HEADER_VALUE_BYTES: usize = 1024;
 
+/// Waits for the next message, then takes what the consumer has already fetched, up to `max`
+/// in all; nothing more is waited for. A `recv` that is not ready takes nothing from the
+/// queue, so dropping it loses nothing. `None` when `shutdown` came first. A consumer error
+/// is logged (`who` names the consumer) and answered with an empty batch after a short pause.
+pub async fn next_batch<'a>(
+    consumer: &'a rdkafka::consumer::StreamConsumer,
+    max: usize,
+    who: &str,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Vec<rdkafka::message::BorrowedMessage<'a>>> {
+    let first = tokio::select! {
+        message = consumer.recv() => message,
+        _ = shutdown.changed() => return None,
+    };
+    let mut batch = match first {
+        Ok(message) => vec![message],
+        Err(error) => {
+            tracing::warn!(%error, consumer = who, "Kafka consumer error; continuing.");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            return Some(Vec::new());
+        }
+    };
+    while batch.len() < max.max(1) {
+        match tokio::time::timeout(Duration::ZERO, consumer.recv()).await {
+            Ok(Ok(message)) => batch.push(message),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, consumer = who, "Kafka consumer error; continuing.");
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}
+
 /// Sets a consumed message aside on the dead-letter topic as it came (its key and payload,
 /// its own headers as `original.<key>`) with `why` in the headers, retrying until Kafka
 /// acknowledges, as [`publish_until_acknowledged`] does.
