@@ -24,8 +24,8 @@ use crate::contract::events::{DecisionDetails, ReceiptEvent, ReceiptStep, Recons
 
 /// The adapter's tables, with its own outbox and audit ledger.
 pub static MIGRATIONS: Migrations = Migrations {
-    postgres: sqlx::migrate!("./migrations/police-postgres"),
-    sqlite: sqlx::migrate!("./migrations/police-sqlite"),
+    postgres: sqlx::migrate!("./migrations/police/postgres"),
+    sqlite: sqlx::migrate!("./migrations/police/sqlite"),
 };
 
 /// The adapter as the owner of its outbox (receipts and decisions for the hub). It has no

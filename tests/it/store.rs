@@ -413,3 +413,81 @@ async fn a_stored_value_that_does_not_parse_is_an_error_naming_its_row() {
         assert!(error.contains("feedback row"), "{label}: {error}");
     }
 }
+
+/// Both roles' databases hold the one outbox and ledger schema, with their own tables after
+/// it; a database whose schema history this build does not know (such as one a pre-release
+/// build made, before the schemas were consolidated) is refused at start-up with what to do,
+/// never migrated over.
+#[tokio::test]
+async fn a_database_with_an_unknown_schema_history_is_refused_not_migrated_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let targets = [
+        ("postgres", fresh_postgres_database().await),
+        ("sqlite", fresh_sqlite_url(dir.path())),
+    ];
+    for (label, url) in targets {
+        let hub = leadbridge::hub::store::connect(&url, 2).await.unwrap();
+        let versions: Vec<(i64,)> =
+            sqlx::query_as("SELECT version FROM _sqlx_migrations ORDER BY version")
+                .fetch_all(hub.pool())
+                .await
+                .unwrap();
+        assert_eq!(versions, vec![(1,), (101,)], "{label}");
+        for table in ["outbox", "audit_entries", "audit_head", "leads", "feedback"] {
+            let (rows,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM {table}"))
+                .fetch_one(hub.pool())
+                .await
+                .unwrap_or_else(|error| panic!("{label}: {table}: {error}"));
+            assert!(rows <= 1, "{label}: {table}");
+        }
+
+        // A migration that differs from this build's: refused, naming the version.
+        sqlx::query("UPDATE _sqlx_migrations SET checksum = $1 WHERE version = 101")
+            .bind(vec![0u8; 48])
+            .execute(hub.pool())
+            .await
+            .unwrap();
+        hub.close().await;
+        let error = leadbridge::hub::store::connect(&url, 2)
+            .await
+            .err()
+            .expect("a changed migration is refused");
+        assert!(
+            matches!(error, leadbridge::shared::store::StoreError::UnknownSchema { version: 101 }),
+            "{label}: {error}"
+        );
+        assert!(error.to_string().contains("new database"), "{label}: {error}");
+
+        // A migration this build does not have at all (an old history's version 4).
+        let police_url = match label {
+            "postgres" => fresh_postgres_database().await,
+            _ => fresh_sqlite_url(dir.path()),
+        };
+        let police = Store::connect(&police_url, 2, &leadbridge::police::store::MIGRATIONS)
+            .await
+            .unwrap();
+        let versions: Vec<(i64,)> =
+            sqlx::query_as("SELECT version FROM _sqlx_migrations ORDER BY version")
+                .fetch_all(police.pool())
+                .await
+                .unwrap();
+        assert_eq!(versions, vec![(1,), (101,)], "{label}");
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (4, 'outbox claim and prune', TRUE, $1, 1)",
+        )
+        .bind(vec![0u8; 48])
+        .execute(police.pool())
+        .await
+        .unwrap();
+        police.close().await;
+        let error = Store::connect(&police_url, 2, &leadbridge::police::store::MIGRATIONS)
+            .await
+            .err()
+            .expect("an unknown migration is refused");
+        assert!(
+            matches!(error, leadbridge::shared::store::StoreError::UnknownSchema { version: 4 }),
+            "{label}: {error}"
+        );
+    }
+}

@@ -12,8 +12,8 @@ use crate::shared::store::{Migrations, Store, StoreError};
 
 /// The hub's tables, with the outbox and the audit ledger.
 pub static MIGRATIONS: Migrations = Migrations {
-    postgres: sqlx::migrate!("./migrations/postgres"),
-    sqlite: sqlx::migrate!("./migrations/sqlite"),
+    postgres: sqlx::migrate!("./migrations/hub/postgres"),
+    sqlite: sqlx::migrate!("./migrations/hub/sqlite"),
 };
 
 /// Connects to the hub's database at `url` (`postgres://…` or `sqlite:…`), runs its migrations

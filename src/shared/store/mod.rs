@@ -1,8 +1,9 @@
 //! Durable storage through sqlx: PostgreSQL in production, SQLite for the embedded default.
 //!
 //! Every query is written once and runs on both through sqlx's `Any` driver; the few places
-//! where the dialects differ ask [`Dialect`]. Migrations are per dialect under `migrations/`
-//! and run at connect time. Times are stored as fixed-width RFC 3339 UTC text (see
+//! where the dialects differ ask [`Dialect`]. Migrations run at connect time, one tree per
+//! dialect: first the outbox and ledger every role shares (`migrations/shared/<dialect>`,
+//! versions below 100), then the role's own tables (`migrations/<role>/<dialect>`, from 101). Times are stored as fixed-width RFC 3339 UTC text (see
 //! [`db_time`]), which orders the same way in both databases.
 //!
 //! SQLite is opened with one connection, WAL and `synchronous=FULL`: the embedded hub is a
@@ -19,10 +20,60 @@ use chrono::{DateTime, Utc};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Connection, Executor};
 
-/// A role's migrations, one tree per dialect under `migrations/`.
+/// A role's own migrations, one tree per dialect under `migrations/<role>/`, numbered from
+/// [`FIRST_ROLE_VERSION`]; [`Store::connect`] runs the shared ones before them.
 pub struct Migrations {
     pub postgres: sqlx::migrate::Migrator,
     pub sqlite: sqlx::migrate::Migrator,
+}
+
+/// The outbox and the audit ledger, the same schema in every role's database.
+static SHARED_MIGRATIONS: Migrations = Migrations {
+    postgres: sqlx::migrate!("./migrations/shared/postgres"),
+    sqlite: sqlx::migrate!("./migrations/shared/sqlite"),
+};
+
+/// Versions below this are the shared schema's; a role's own start here.
+pub const FIRST_ROLE_VERSION: i64 = 101;
+
+/// The shared migrations followed by the role's, as one history in the role's database.
+fn with_shared(
+    shared: &sqlx::migrate::Migrator,
+    role: &sqlx::migrate::Migrator,
+) -> sqlx::migrate::Migrator {
+    assert!(
+        shared.iter().all(|m| m.version < FIRST_ROLE_VERSION)
+            && role.iter().all(|m| m.version >= FIRST_ROLE_VERSION),
+        "shared migrations are numbered below {FIRST_ROLE_VERSION}, a role's from it"
+    );
+    let migrations: Vec<sqlx::migrate::Migration> =
+        shared.iter().chain(role.iter()).cloned().collect();
+    sqlx::migrate::Migrator {
+        migrations: std::borrow::Cow::Owned(migrations),
+        ..sqlx::migrate::Migrator::DEFAULT
+    }
+}
+
+/// Runs a role's migrations; a database whose history this build does not know (one made by a
+/// pre-release build, before the schemas were consolidated) is refused with what to do.
+async fn migrate<C>(
+    shared: &sqlx::migrate::Migrator,
+    role: &sqlx::migrate::Migrator,
+    connection: &mut C,
+) -> Result<(), StoreError>
+where
+    C: sqlx::migrate::Migrate,
+{
+    use sqlx::migrate::MigrateError;
+    with_shared(shared, role)
+        .run_direct(connection)
+        .await
+        .map_err(|error| match error {
+            MigrateError::VersionMissing(version) | MigrateError::VersionMismatch(version) => {
+                StoreError::UnknownSchema { version }
+            }
+            other => StoreError::Migration(other),
+        })
 }
 
 /// A transaction on a role's database.
@@ -52,6 +103,13 @@ pub enum StoreError {
     /// Migrations failed at start-up.
     #[error("database migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// The database holds a schema history this build does not know.
+    #[error(
+        "the database's schema history does not match this build's (migration {version} is \
+         unknown or differs): it was made by another build of LeadBridge, such as a pre-release \
+         one from before the schemas were consolidated; point this build at a new database"
+    )]
+    UnknownSchema { version: i64 },
     /// The URL names no supported database.
     #[error("unsupported database URL (expected postgres:// or sqlite:): {0}")]
     UnsupportedUrl(String),
@@ -75,6 +133,7 @@ impl StoreError {
             StoreError::Contended(error) => StoreError::Contended(text(error)),
             StoreError::Unstorable(error) => StoreError::Unstorable(text(error)),
             StoreError::Migration(error) => StoreError::Other(text(error)),
+            StoreError::UnknownSchema { version } => StoreError::UnknownSchema { version: *version },
             StoreError::UnsupportedUrl(url) => StoreError::UnsupportedUrl(url.clone()),
             StoreError::Corrupt(detail) => StoreError::Corrupt(detail.clone()),
             StoreError::Other(error) => StoreError::Other(text(error)),
@@ -195,7 +254,12 @@ impl Store {
         match dialect {
             Dialect::Postgres => {
                 let mut connection = sqlx::PgConnection::connect(url).await?;
-                migrations.postgres.run(&mut connection).await?;
+                migrate(
+                    &SHARED_MIGRATIONS.postgres,
+                    &migrations.postgres,
+                    &mut connection,
+                )
+                .await?;
                 connection.close().await?;
             }
             Dialect::Sqlite => {
@@ -208,7 +272,7 @@ impl Store {
                         .map_err(|error| StoreError::Other(sqlx::Error::Io(error)))?;
                 }
                 let mut connection = sqlx::SqliteConnection::connect_with(&options).await?;
-                migrations.sqlite.run(&mut connection).await?;
+                migrate(&SHARED_MIGRATIONS.sqlite, &migrations.sqlite, &mut connection).await?;
                 connection.close().await?;
             }
         }
