@@ -33,7 +33,7 @@ use leadbridge::shared::pki::DevCa;
 use leadbridge::{Application, Roles};
 use rdkafka::producer::FutureRecord;
 use serde_json::{json, Value};
-use sqlx::{Connection, Row};
+use sqlx::Connection;
 
 fn sample(case: &str) -> Value {
     let mut lead: Value =
@@ -407,23 +407,15 @@ async fn main() {
         started.elapsed(),
         single_latencies,
     );
-    let published =
-        sqlx::query("SELECT created_at, published_at FROM outbox WHERE published_at IS NOT NULL")
-            .fetch_all(hub.store().pool())
-            .await
-            .unwrap();
-    let publish_latencies: Vec<f64> = published
-        .iter()
-        .map(|row| {
-            let created =
-                leadbridge::shared::store::parse_db_time(&row.get::<String, _>("created_at"))
-                    .unwrap();
-            let published =
-                leadbridge::shared::store::parse_db_time(&row.get::<String, _>("published_at"))
-                    .unwrap();
-            (published - created).num_microseconds().unwrap() as f64 / 1000.0
-        })
-        .collect();
+    // The benchmark runs on PostgreSQL, whose times are `timestamptz`: the database does the
+    // arithmetic, in milliseconds.
+    let publish_latencies: Vec<f64> = sqlx::query_scalar(
+        "SELECT CAST(EXTRACT(EPOCH FROM (published_at - created_at)) * 1000 AS DOUBLE PRECISION) \
+         FROM outbox WHERE published_at IS NOT NULL",
+    )
+    .fetch_all(hub.store().inspection_pool().await.unwrap())
+    .await
+    .unwrap();
     let all = publish_latencies.len();
     let mut sorted = publish_latencies;
     sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -457,30 +449,27 @@ async fn main() {
     let police = e2e.police.clone().unwrap();
     wait_until_delivered(&police, e2e_leads).await;
     let elapsed = started.elapsed();
-    let accepted: std::collections::HashMap<String, String> =
-        sqlx::query("SELECT lead_id, received_at FROM lead_revisions")
-            .fetch_all(e2e.store().pool())
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| (row.get("lead_id"), row.get("received_at")))
-            .collect();
-    let end_to_end: Vec<f64> = sqlx::query(
-        "SELECT lead_id, MIN(delivered_at) AS delivered_at FROM police_deliveries GROUP BY lead_id",
+    // Two databases (the hub's and the adapter's): each gives its times as epoch milliseconds.
+    let accepted: std::collections::HashMap<String, f64> = sqlx::query_as(
+        "SELECT CAST(lead_id AS TEXT), CAST(EXTRACT(EPOCH FROM received_at) * 1000 AS DOUBLE PRECISION) \
+         FROM lead_revisions",
     )
-    .fetch_all(police.pool())
+    .fetch_all(e2e.store().inspection_pool().await.unwrap())
     .await
     .unwrap()
-    .iter()
-    .filter_map(|row| {
-        let accepted = leadbridge::shared::store::parse_db_time(
-            accepted.get(&row.get::<String, _>("lead_id"))?,
-        )?;
-        let delivered =
-            leadbridge::shared::store::parse_db_time(&row.get::<String, _>("delivered_at"))?;
-        Some((delivered - accepted).num_microseconds()? as f64 / 1000.0)
-    })
+    .into_iter()
     .collect();
+    let delivered: Vec<(String, f64)> = sqlx::query_as(
+        "SELECT CAST(lead_id AS TEXT), CAST(EXTRACT(EPOCH FROM MIN(delivered_at)) * 1000 AS DOUBLE PRECISION) \
+         FROM police_deliveries GROUP BY lead_id",
+    )
+    .fetch_all(police.inspection_pool().await.unwrap())
+    .await
+    .unwrap();
+    let end_to_end: Vec<f64> = delivered
+        .iter()
+        .filter_map(|(lead_id, delivered)| Some(delivered - accepted.get(lead_id)?))
+        .collect();
     summary(
         "(d) end to end at 200/s: accepted → in the inbox",
         end_to_end.len(),
@@ -559,7 +548,7 @@ async fn wait_until_delivered(police: &leadbridge::shared::store::Store, count: 
         let (waiting, delivered): (i64, i64) = sqlx::query_as(
             "SELECT COUNT(*) FILTER (WHERE delivered_at IS NULL), COUNT(*) FILTER (WHERE delivered_at IS NOT NULL) FROM police_deliveries",
         )
-        .fetch_one(police.pool())
+        .fetch_one(police.inspection_pool().await.unwrap())
         .await
         .unwrap();
         if waiting == 0 && delivered as usize >= count {

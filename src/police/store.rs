@@ -5,18 +5,20 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use sqlx::any::AnyRow;
-use sqlx::Row;
+use sqlx::postgres::PgConnection;
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use super::process::{self, ClockInputs, Decision, PoliceStatus, TransitionError};
 use super::settings::DeadlineSettings;
 use crate::contract::lead::LeadId;
+use crate::on_backend;
 use crate::shared::audit::{AuditEntry, LedgerAppender};
 use crate::shared::outbox::{
     insert_message, insert_messages, OutboxActions, OutboxMessage, OutboxOwner,
 };
 use crate::shared::store::{
-    db_time, required_json, required_time, stored_time, Migrations, Store, StoreError, Tx,
+    column, required, Backend, DbJson, DbTime, DbUuid, Migrations, Store, StoreError, Tx,
 };
 
 pub use crate::contract::events::RECEIPT_SCHEMA;
@@ -244,13 +246,12 @@ impl PoliceStore {
         leads: &[(IncomingLead, Vec<Route>)],
         now: DateTime<Utc>,
     ) -> Result<Vec<bool>, StoreError> {
-        let at = db_time(now);
         let mut tx = self.store.begin().await?;
         let mut ledger = LedgerAppender::new();
         let mut recorded = Vec::with_capacity(leads.len());
         for (lead, routes) in leads {
             let new = self
-                .record_one_lead(&mut tx, &mut ledger, lead, routes, now, &at)
+                .record_one_lead(&mut tx, &mut ledger, lead, routes, now)
                 .await?;
             recorded.push(new);
         }
@@ -270,16 +271,16 @@ impl PoliceStore {
         lead: &IncomingLead,
         routes: &[Route],
         now: DateTime<Utc>,
-        at: &str,
     ) -> Result<bool, StoreError> {
-        let lead_id = lead.lead_id.to_string();
-        let inserted = sqlx::query(
+        let at = DbTime::new(now);
+        let lead_id = DbUuid::from(lead.lead_id);
+        let inserted = on_backend!(tx.conn(), conn => sqlx::query(
             "INSERT INTO police_leads (lead_id, revision, agency, lead_type, kind, case_id, division_code, summary, \
                  document, content_sha256, assessment, priority, received_at, status) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'received') \
              ON CONFLICT (lead_id, revision) DO NOTHING",
         )
-        .bind(&lead_id)
+        .bind(lead_id)
         .bind(lead.revision)
         .bind(&lead.agency)
         .bind(&lead.lead_type)
@@ -289,37 +290,40 @@ impl PoliceStore {
         .bind(&lead.summary)
         .bind(lead.document.to_string())
         .bind(&lead.content_sha256)
-        .bind(lead.assessment.to_string())
+        .bind(DbJson(lead.assessment.clone()))
         .bind(&lead.priority)
         .bind(at)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
+        .execute(&mut *conn)
+        .await
+        .map(|done| done.rows_affected()))?;
         if inserted == 0 {
             return Ok(false);
         }
-        // A newer revision supersedes undecided older ones; decided ones keep their decision.
-        sqlx::query(
-            "UPDATE police_leads SET status = 'superseded' \
-             WHERE lead_id = $1 AND revision < $2 AND status IN ('received', 'delivered')",
-        )
-        .bind(&lead_id)
-        .bind(lead.revision)
-        .execute(&mut **tx)
-        .await?;
-        for route in routes {
+        on_backend!(tx.conn(), conn => {
+            // A newer revision supersedes undecided older ones; decided ones keep their
+            // decision.
             sqlx::query(
-                "INSERT INTO police_deliveries (lead_id, revision, unit, sink, created_at, next_attempt_at) \
-                 VALUES ($1, $2, $3, $4, $5, $5)",
+                "UPDATE police_leads SET status = 'superseded' \
+                 WHERE lead_id = $1 AND revision < $2 AND status IN ('received', 'delivered')",
             )
-            .bind(&lead_id)
+            .bind(lead_id)
             .bind(lead.revision)
-            .bind(&route.unit)
-            .bind(route.sink)
-            .bind(at)
-            .execute(&mut **tx)
+            .execute(&mut *conn)
             .await?;
-        }
+            for route in routes {
+                sqlx::query(
+                    "INSERT INTO police_deliveries (lead_id, revision, unit, sink, created_at, next_attempt_at) \
+                     VALUES ($1, $2, $3, $4, $5, $5)",
+                )
+                .bind(lead_id)
+                .bind(lead.revision)
+                .bind(&route.unit)
+                .bind(route.sink)
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+            }
+        });
         let clocks = ClockInputs {
             received_at: Some(now),
             ..Default::default()
@@ -359,10 +363,10 @@ impl PoliceStore {
     ) -> Result<bool, StoreError> {
         let event_id = dead_letter_event_id(source);
         let mut tx = self.store.begin().await?;
-        let known = sqlx::query("SELECT 1 AS one FROM outbox WHERE event_id = $1")
+        let known: Option<i64> = on_backend!(tx.conn(), conn => sqlx::query_scalar("SELECT id FROM outbox WHERE event_id = $1")
             .bind(event_id.to_string())
-            .fetch_optional(&mut *tx)
-            .await?;
+            .fetch_optional(&mut *conn)
+            .await)?;
         if known.is_some() {
             tx.rollback().await?;
             return Ok(false);
@@ -420,18 +424,18 @@ impl PoliceStore {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let mut tx = self.store.begin().await?;
-        let updated = sqlx::query(
+        let updated = on_backend!(tx.conn(), conn => sqlx::query(
             "UPDATE police_leads SET status = 'reconsideration_requested', reconsideration_reason = $1, \
                     reconsideration_requested_at = $2 \
              WHERE lead_id = $3 AND revision = $4 AND status = 'not_filed'",
         )
         .bind(&request.reason)
-        .bind(db_time(request.requested_at))
-        .bind(request.lead_id.to_string())
+        .bind(DbTime::new(request.requested_at))
+        .bind(DbUuid::from(request.lead_id))
         .bind(request.revision)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .execute(&mut *conn)
+        .await
+        .map(|done| done.rows_affected()))?;
         if updated == 0 {
             tx.rollback().await?;
             return Ok(false);
@@ -481,16 +485,13 @@ impl PoliceStore {
                  ORDER BY d.id LIMIT $4 {lock}) \
              RETURNING id"
         );
-        let ids: Vec<i64> = sqlx::query(&sql)
+        let ids: Vec<i64> = on_backend!(self.store.db(), pool => sqlx::query_scalar(&sql)
             .bind(worker)
-            .bind(db_time(lease_until))
-            .bind(db_time(now))
+            .bind(DbTime::new(lease_until))
+            .bind(DbTime::new(now))
             .bind(limit)
-            .fetch_all(self.store.pool())
-            .await?
-            .iter()
-            .map(|row| row.try_get("id"))
-            .collect::<Result<_, _>>()?;
+            .fetch_all(pool)
+            .await)?;
         // What the sinks need of every claimed delivery, read in one statement per chunk of
         // ids rather than one per delivery; a chunk keeps within both databases' limits on
         // bind parameters, whatever the batch size.
@@ -505,27 +506,22 @@ impl PoliceStore {
                  WHERE d.id IN ({})",
                 placeholders.join(", ")
             );
-            let mut query = sqlx::query(&sql);
-            for id in chunk {
-                query = query.bind(*id);
-            }
-            for row in query.fetch_all(self.store.pool()).await? {
-                let id: i64 = row.try_get("id")?;
-                let delivery = (|| -> Result<ClaimedDelivery, StoreError> {
-                    let lead_id: String = row.try_get("lead_id")?;
-                    Ok(ClaimedDelivery {
-                        id,
-                        lead_id: parse_lead_id(&lead_id)?,
-                        revision: row.try_get("revision")?,
-                        unit: row.try_get("unit")?,
-                        sink: row.try_get("sink")?,
-                        attempts: row.try_get("attempts")?,
-                        created_at: required_time(&row, "created_at", &LeadRow(&row))?,
-                        document: json_column(&row, "document")?,
-                        assessment: json_column(&row, "assessment")?,
-                        deadlines: process::deadlines(&clock_inputs(&row)?, &self.deadlines),
+            let read: Vec<(i64, Result<ClaimedDelivery, StoreError>)> = on_backend!(self.store.db(), pool => {
+                let mut query = sqlx::query(&sql);
+                for id in chunk {
+                    query = query.bind(*id);
+                }
+                query
+                    .fetch_all(pool)
+                    .await?
+                    .iter()
+                    .map(|row| -> Result<_, StoreError> {
+                        let id: i64 = column(row, "id", &"a claimed delivery")?;
+                        Ok((id, self.claimed_delivery(id, row)))
                     })
-                })();
+                    .collect::<Result<Vec<_>, StoreError>>()?
+            });
+            for (id, delivery) in read {
                 match delivery {
                     Ok(delivery) => claimed.push(delivery),
                     // A damaged row would come first in every claim and fail every round:
@@ -539,6 +535,33 @@ impl PoliceStore {
         }
         claimed.sort_by_key(|d| d.id);
         Ok(claimed)
+    }
+
+    /// A claimed delivery from its row joined to its lead.
+    fn claimed_delivery<R: Row>(&self, id: i64, row: &R) -> Result<ClaimedDelivery, StoreError>
+    where
+        for<'n> &'n str: ColumnIndex<R>,
+        DbUuid: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+        DbTime: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+        DbJson: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+        i64: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+        String: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+    {
+        let which = LeadRow::of(row);
+        let created_at: DbTime = required(row, "created_at", &which)?;
+        let assessment: DbJson = required(row, "assessment", &which)?;
+        Ok(ClaimedDelivery {
+            id,
+            lead_id: column::<R, DbUuid>(row, "lead_id", &which)?.into(),
+            revision: column(row, "revision", &which)?,
+            unit: column(row, "unit", &which)?,
+            sink: column(row, "sink", &which)?,
+            attempts: column(row, "attempts", &which)?,
+            created_at: created_at.get(),
+            document: document_column(row, &which)?,
+            assessment: assessment.0,
+            deadlines: process::deadlines(&clock_inputs(row)?, &self.deadlines),
+        })
     }
 
     /// Takes a delivery whose stored lead does not read back out of the claims: marked dead
@@ -555,15 +578,16 @@ impl PoliceStore {
             detail,
             "A delivery's stored lead does not parse; set aside, not delivered."
         );
-        sqlx::query(
+        on_backend!(self.store.db(), pool => sqlx::query(
             "UPDATE police_deliveries SET dead_lettered_at = $1, last_error = $2, claimed_by = NULL, claimed_until = NULL \
              WHERE id = $3",
         )
-        .bind(db_time(now))
+        .bind(DbTime::new(now))
         .bind(format!("stored lead does not parse: {detail}"))
         .bind(id)
-        .execute(self.store.pool())
-        .await?;
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?;
         Ok(())
     }
 
@@ -591,7 +615,7 @@ impl PoliceStore {
         done: &[(&ClaimedDelivery, &str)],
         now: DateTime<Utc>,
     ) -> Result<Vec<bool>, StoreError> {
-        let at = db_time(now);
+        let at = DbTime::new(now);
         let mut tx = self.store.begin().await?;
         let mut marked_ids = std::collections::HashSet::new();
         for chunk in done.chunks(MARK_DELIVERED_CHUNK) {
@@ -612,16 +636,17 @@ impl PoliceStore {
                 " END WHERE claimed_by = $2 AND delivered_at IS NULL AND id IN ({}) RETURNING id",
                 ids.join(", ")
             ));
-            let mut query = sqlx::query(&sql).bind(&at).bind(worker);
-            for (delivery, cms_ref) in chunk {
-                query = query.bind(delivery.id).bind(*cms_ref);
-            }
-            for (delivery, _) in chunk {
-                query = query.bind(delivery.id);
-            }
-            for row in query.fetch_all(&mut *tx).await? {
-                marked_ids.insert(row.try_get::<i64, _>("id")?);
-            }
+            let ours: Vec<i64> = on_backend!(tx.conn(), conn => {
+                let mut query = sqlx::query_scalar(&sql).bind(at).bind(worker);
+                for (delivery, cms_ref) in chunk {
+                    query = query.bind(delivery.id).bind(*cms_ref);
+                }
+                for (delivery, _) in chunk {
+                    query = query.bind(delivery.id);
+                }
+                query.fetch_all(&mut *conn).await
+            })?;
+            marked_ids.extend(ours);
         }
         let marked: Vec<bool> = done
             .iter()
@@ -637,9 +662,9 @@ impl PoliceStore {
             .filter_map(|(item, marked)| marked.then_some(item))
             .collect();
         // 2. Their leads, once each: `received` becomes `delivered` at the first delivery.
-        let mut leads: Vec<(String, i64)> = delivered
+        let mut leads: Vec<(LeadId, i64)> = delivered
             .iter()
-            .map(|(delivery, _)| (delivery.lead_id.to_string(), delivery.revision))
+            .map(|(delivery, _)| (delivery.lead_id, delivery.revision))
             .collect();
         leads.sort();
         leads.dedup();
@@ -652,11 +677,13 @@ impl PoliceStore {
                  WHERE status = 'received' AND (lead_id, revision) IN (VALUES {})",
                 pairs.join(", ")
             );
-            let mut query = sqlx::query(&sql).bind(&at);
-            for (lead_id, revision) in chunk {
-                query = query.bind(lead_id.as_str()).bind(*revision);
-            }
-            query.execute(&mut *tx).await?;
+            on_backend!(tx.conn(), conn => {
+                let mut query = sqlx::query(&sql).bind(at);
+                for (lead_id, revision) in chunk {
+                    query = query.bind(DbUuid::from(*lead_id)).bind(*revision);
+                }
+                query.execute(&mut *conn).await.map(|done| done.rows_affected())
+            })?;
         }
         // 3. One `delivered` receipt each, in the order given, and their ledger entries.
         let mut ledger = LedgerAppender::new();
@@ -693,17 +720,18 @@ impl PoliceStore {
         retry_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let error: String = error.chars().take(1000).collect();
-        sqlx::query(
+        on_backend!(self.store.db(), pool => sqlx::query(
             "UPDATE police_deliveries SET attempts = attempts + 1, last_error = $1, next_attempt_at = $2, \
                     claimed_by = NULL, claimed_until = NULL \
              WHERE id = $3 AND claimed_by = $4",
         )
-        .bind(error)
-        .bind(db_time(retry_at))
+        .bind(&error)
+        .bind(DbTime::new(retry_at))
         .bind(delivery.id)
         .bind(worker)
-        .execute(self.store.pool())
-        .await?;
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?;
         Ok(())
     }
 
@@ -716,17 +744,17 @@ impl PoliceStore {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let mut tx = self.store.begin().await?;
-        let updated = sqlx::query(
+        let updated = on_backend!(tx.conn(), conn => sqlx::query(
             "UPDATE police_deliveries SET dead_lettered_at = $1, last_error = $2, claimed_by = NULL, claimed_until = NULL \
              WHERE id = $3 AND claimed_by = $4 AND delivered_at IS NULL",
         )
-        .bind(db_time(now))
+        .bind(DbTime::new(now))
         .bind(error.chars().take(1000).collect::<String>())
         .bind(delivery.id)
         .bind(worker)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .execute(&mut *conn)
+        .await
+        .map(|done| done.rows_affected()))?;
         if updated == 0 {
             tx.rollback().await?;
             return Ok(());
@@ -762,40 +790,47 @@ impl PoliceStore {
         limit: i64,
         now: DateTime<Utc>,
     ) -> Result<Vec<Value>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT l.lead_id, l.revision, l.agency, l.lead_type, l.kind, l.case_id, l.division_code, l.summary, \
-                    l.assessment, l.priority, l.status, l.received_at, l.decided_at, l.decision, \
-                    l.reconsideration_requested_at, l.reconsidered_at, d.delivered_at \
-             FROM police_deliveries d JOIN police_leads l ON l.lead_id = d.lead_id AND l.revision = d.revision \
-             WHERE d.unit = $1 AND d.sink = 'inbox' AND d.delivered_at IS NOT NULL AND ($2 = '' OR l.status = $2) \
-             ORDER BY d.delivered_at DESC, d.id DESC LIMIT $3",
-        )
-        .bind(unit)
-        .bind(status.unwrap_or(""))
-        .bind(limit)
-        .fetch_all(self.store.pool())
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(json!({
-                    "lead_id": row.try_get::<String, _>("lead_id")?,
-                    "revision": row.try_get::<i64, _>("revision")?,
-                    "agency": row.try_get::<String, _>("agency")?,
-                    "lead_type": row.try_get::<String, _>("lead_type")?,
-                    "kind": row.try_get::<String, _>("kind")?,
-                    "case_id": row.try_get::<String, _>("case_id")?,
-                    "division_code": row.try_get::<String, _>("division_code")?,
-                    "summary": row.try_get::<String, _>("summary")?,
-                    "status": row.try_get::<String, _>("status")?,
-                    "priority": row.try_get::<String, _>("priority")?,
-                    "received_at": row.try_get::<String, _>("received_at")?,
-                    "delivered_at": row.try_get::<Option<String>, _>("delivered_at")?,
-                    "decision": row.try_get::<Option<String>, _>("decision")?,
-                    "assessment": json_column(row, "assessment")?,
-                    "deadlines": states_of(&process::deadlines(&clock_inputs(row)?, &self.deadlines), now),
-                }))
-            })
-            .collect()
+        on_backend!(self.store.db(), pool => {
+            let rows = sqlx::query(
+                "SELECT l.lead_id, l.revision, l.agency, l.lead_type, l.kind, l.case_id, l.division_code, l.summary, \
+                        l.assessment, l.priority, l.status, l.received_at, l.decided_at, l.decision, \
+                        l.reconsideration_requested_at, l.reconsidered_at, d.delivered_at \
+                 FROM police_deliveries d JOIN police_leads l ON l.lead_id = d.lead_id AND l.revision = d.revision \
+                 WHERE d.unit = $1 AND d.sink = 'inbox' AND d.delivered_at IS NOT NULL AND ($2 = '' OR l.status = $2) \
+                 ORDER BY d.delivered_at DESC, d.id DESC LIMIT $3",
+            )
+            .bind(unit)
+            .bind(status.unwrap_or(""))
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    let which = LeadRow::of(row);
+                    let lead_id: DbUuid = column(row, "lead_id", &which)?;
+                    let received_at: DbTime = required(row, "received_at", &which)?;
+                    let delivered_at: Option<DbTime> = column(row, "delivered_at", &which)?;
+                    let assessment: DbJson = required(row, "assessment", &which)?;
+                    Ok(json!({
+                        "lead_id": LeadId::from(lead_id),
+                        "revision": column::<_, i64>(row, "revision", &which)?,
+                        "agency": column::<_, String>(row, "agency", &which)?,
+                        "lead_type": column::<_, String>(row, "lead_type", &which)?,
+                        "kind": column::<_, String>(row, "kind", &which)?,
+                        "case_id": column::<_, String>(row, "case_id", &which)?,
+                        "division_code": column::<_, String>(row, "division_code", &which)?,
+                        "summary": column::<_, String>(row, "summary", &which)?,
+                        "status": column::<_, String>(row, "status", &which)?,
+                        "priority": column::<_, String>(row, "priority", &which)?,
+                        "received_at": received_at.text(),
+                        "delivered_at": delivered_at.map(DbTime::text),
+                        "decision": column::<_, Option<String>>(row, "decision", &which)?,
+                        "assessment": assessment.0,
+                        "deadlines": states_of(&process::deadlines(&clock_inputs(row)?, &self.deadlines), now),
+                    }))
+                })
+                .collect()
+        })
     }
 
     /// The whole lead as delivered to `unit` (latest revision), recording the read in the ledger.
@@ -806,55 +841,37 @@ impl PoliceStore {
         reader: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<Value>, StoreError> {
-        let Some(row) = self.current_row(self.store.pool(), lead_id, unit).await? else {
+        let mut tx = self.store.begin().await?;
+        let Some(lead) = current_lead(tx.conn(), lead_id, unit).await? else {
+            tx.rollback().await?;
             return Ok(None);
         };
-        let revision: i64 = row.try_get("revision")?;
         let view = json!({
             "lead_id": lead_id,
-            "revision": revision,
-            "status": row.try_get::<String, _>("status")?,
-            "priority": row.try_get::<String, _>("priority")?,
-            "received_at": row.try_get::<String, _>("received_at")?,
-            "decision": row.try_get::<Option<String>, _>("decision")?,
-            "decision_reason": row.try_get::<Option<String>, _>("decision_reason")?,
-            "police_case_no": row.try_get::<Option<String>, _>("police_case_no")?,
-            "reconsideration_reason": row.try_get::<Option<String>, _>("reconsideration_reason")?,
-            "assessment": json_column(&row, "assessment")?,
-            "deadlines": states_of(&process::deadlines(&clock_inputs(&row)?, &self.deadlines), now),
-            "lead": json_column(&row, "document")?,
+            "revision": lead.revision,
+            "status": lead.status,
+            "priority": lead.priority,
+            "received_at": lead.received_at.text(),
+            "decision": lead.decision,
+            "decision_reason": lead.decision_reason,
+            "police_case_no": lead.police_case_no,
+            "reconsideration_reason": lead.reconsideration_reason,
+            "assessment": lead.assessment,
+            "deadlines": states_of(&process::deadlines(&lead.clocks, &self.deadlines), now),
+            "lead": lead.document,
         });
-        let mut tx = self.store.begin().await?;
         let mut ledger = LedgerAppender::new();
         ledger.append(AuditEntry {
             at: now,
             actor: reader.to_owned(),
             action: "lead.read",
             lead_id: Some(lead_id),
-            revision: Some(revision),
+            revision: Some(lead.revision),
             details: json!({"unit": unit}),
         });
         ledger.finish(&mut tx).await?;
         tx.commit().await?;
         Ok(Some(view))
-    }
-
-    async fn current_row<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
-        &self,
-        executor: E,
-        lead_id: LeadId,
-        unit: &str,
-    ) -> Result<Option<AnyRow>, StoreError> {
-        Ok(sqlx::query(
-            "SELECT l.* FROM police_leads l \
-             WHERE l.lead_id = $1 AND EXISTS (SELECT 1 FROM police_deliveries d WHERE d.lead_id = l.lead_id \
-                   AND d.revision = l.revision AND d.unit = $2 AND d.delivered_at IS NOT NULL) \
-             ORDER BY l.revision DESC LIMIT 1",
-        )
-        .bind(lead_id.to_string())
-        .bind(unit)
-        .fetch_optional(executor)
-        .await?)
     }
 
     /// Applies an investigator's decision to the latest revision delivered to `unit`.
@@ -871,32 +888,36 @@ impl PoliceStore {
         // both read the undecided status.
         let mut ledger = LedgerAppender::new();
         ledger.lock(&mut tx).await.map_err(StoreError::from)?;
-        let row = self
-            .current_row(&mut *tx, lead_id, unit)
+        let lead = current_lead(tx.conn(), lead_id, unit)
             .await?
             .ok_or(DecideError::NotFound(lead_id))?;
-        let revision: i64 = row.try_get("revision")?;
-        let current_text: String = row.try_get("status")?;
-        let current = PoliceStatus::parse(&current_text)
-            .ok_or_else(|| StoreError::Corrupt(format!("unknown police status {current_text}")))?;
+        let revision = lead.revision;
+        let current = PoliceStatus::parse(&lead.status).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "police_leads row ({lead_id}, revision {revision}): unknown police status {:?}",
+                lead.status
+            ))
+        })?;
         let next = process::decide(current, decision)?;
-        let at = db_time(now);
+        let at = DbTime::new(now);
+        let id = DbUuid::from(lead_id);
         if next == PoliceStatus::Reconsidered {
-            sqlx::query(
+            on_backend!(tx.conn(), conn => sqlx::query(
                 "UPDATE police_leads SET status = 'reconsidered', decision = $1, decision_reason = $2, police_case_no = $3, \
                         reconsidered_at = $4, decided_by = $5 WHERE lead_id = $6 AND revision = $7",
             )
             .bind(decision.name())
             .bind(decision.reason())
             .bind(decision.police_case_no())
-            .bind(&at)
+            .bind(at)
             .bind(actor)
-            .bind(lead_id.to_string())
+            .bind(id)
             .bind(revision)
-            .execute(&mut *tx)
-            .await?;
+            .execute(&mut *conn)
+            .await
+            .map(|done| done.rows_affected()))?;
         } else {
-            sqlx::query(
+            on_backend!(tx.conn(), conn => sqlx::query(
                 "UPDATE police_leads SET status = $1, decision = $2, decision_reason = $3, police_case_no = $4, \
                         decided_at = $5, decided_by = $6 WHERE lead_id = $7 AND revision = $8",
             )
@@ -904,20 +925,23 @@ impl PoliceStore {
             .bind(decision.name())
             .bind(decision.reason())
             .bind(decision.police_case_no())
-            .bind(&at)
+            .bind(at)
             .bind(actor)
-            .bind(lead_id.to_string())
+            .bind(id)
             .bind(revision)
-            .execute(&mut *tx)
-            .await?;
+            .execute(&mut *conn)
+            .await
+            .map(|done| done.rows_affected()))?;
         }
-        let updated =
-            sqlx::query("SELECT * FROM police_leads WHERE lead_id = $1 AND revision = $2")
-                .bind(lead_id.to_string())
+        let clocks = on_backend!(tx.conn(), conn => {
+            let row = sqlx::query("SELECT * FROM police_leads WHERE lead_id = $1 AND revision = $2")
+                .bind(id)
                 .bind(revision)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut *conn)
                 .await?;
-        let deadlines = process::deadlines(&clock_inputs(&updated)?, &self.deadlines);
+            clock_inputs(&row)?
+        });
+        let deadlines = process::deadlines(&clocks, &self.deadlines);
         let details = DecisionDetails {
             unit: unit.to_owned(),
             decision: decision.name().to_owned(),
@@ -983,49 +1007,132 @@ fn dead_letter_event_id(source: &DeadLetterSource<'_>) -> uuid::Uuid {
     uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }
 
-fn parse_lead_id(text: &str) -> Result<LeadId, StoreError> {
-    LeadId::parse(text)
-        .ok_or_else(|| StoreError::Corrupt(format!("stored lead id {text} is not a UUID")))
-}
-
 /// Deliveries marked per round of statements: three parameters each, well inside both
 /// databases' limits.
 const MARK_DELIVERED_CHUNK: usize = 1_000;
 
 /// Names a `police_leads` row (or a row joined to one) in errors about its stored values.
-struct LeadRow<'a>(&'a AnyRow);
+struct LeadRow {
+    lead_id: String,
+    revision: String,
+}
 
-impl std::fmt::Display for LeadRow<'_> {
+impl LeadRow {
+    /// Reads the row's key as plainly as it can: a key that itself does not decode is shown
+    /// as `?`, so that the error about the value still names what it can.
+    fn of<R: Row>(row: &R) -> LeadRow
+    where
+        for<'n> &'n str: ColumnIndex<R>,
+        DbUuid: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+        i64: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+    {
+        LeadRow {
+            lead_id: row
+                .try_get::<DbUuid, _>("lead_id")
+                .map_or("?".to_owned(), |id| id.0.to_string()),
+            revision: row
+                .try_get::<i64, _>("revision")
+                .map_or("?".to_owned(), |revision| revision.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for LeadRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let lead: Option<String> = self.0.try_get("lead_id").ok();
-        let revision: Option<i64> = self.0.try_get("revision").ok();
         write!(
             f,
             "police_leads row ({}, revision {})",
-            lead.as_deref().unwrap_or("?"),
-            revision.map_or("?".to_owned(), |r| r.to_string())
+            self.lead_id, self.revision
         )
     }
 }
 
-fn json_column(row: &AnyRow, column: &str) -> Result<Value, StoreError> {
-    required_json(row, column, &LeadRow(row))
-}
-
-fn time_column(row: &AnyRow, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
-    stored_time(row, column, &LeadRow(row))
-}
-
-fn clock_inputs(row: &AnyRow) -> Result<ClockInputs, StoreError> {
-    let status: String = row.try_get("status")?;
-    let reconsideration_requested_at = time_column(row, "reconsideration_requested_at")?;
+/// The Decree 310 clock inputs of a `police_leads` row (or a row joined to one).
+fn clock_inputs<R: Row>(row: &R) -> Result<ClockInputs, StoreError>
+where
+    for<'n> &'n str: ColumnIndex<R>,
+    DbUuid: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+    DbTime: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+    i64: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+    String: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+{
+    let which = LeadRow::of(row);
+    let time = |name: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(column::<R, Option<DbTime>>(row, name, &which)?.map(DbTime::get))
+    };
+    let status: String = column(row, "status", &which)?;
+    let reconsideration_requested_at = time("reconsideration_requested_at")?;
     Ok(ClockInputs {
-        received_at: time_column(row, "received_at")?,
-        decided_at: time_column(row, "decided_at")?,
+        received_at: time("received_at")?,
+        decided_at: time("decided_at")?,
         // A reconsideration can only follow a non-filing, whose decision it then replaced.
         not_filed: status == "not_filed" || reconsideration_requested_at.is_some(),
         reconsideration_requested_at,
-        reconsidered_at: time_column(row, "reconsidered_at")?,
+        reconsidered_at: time("reconsidered_at")?,
+    })
+}
+
+/// A lead's stored document: the lead exactly as received, kept as text.
+fn document_column<R: Row>(row: &R, which: &LeadRow) -> Result<Value, StoreError>
+where
+    for<'n> &'n str: ColumnIndex<R>,
+    String: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+{
+    let text: String = required(row, "document", which)?;
+    serde_json::from_str(&text)
+        .map_err(|error| StoreError::Corrupt(format!("{which}: document is not JSON ({error})")))
+}
+
+/// The latest revision of a lead as delivered to a unit.
+struct CurrentLead {
+    revision: i64,
+    status: String,
+    priority: String,
+    received_at: DbTime,
+    decision: Option<String>,
+    decision_reason: Option<String>,
+    police_case_no: Option<String>,
+    reconsideration_reason: Option<String>,
+    assessment: Value,
+    document: Value,
+    clocks: ClockInputs,
+}
+
+/// The latest revision of `lead_id` delivered to `unit`, if any.
+async fn current_lead(
+    conn: Backend<&mut PgConnection, &mut SqliteConnection>,
+    lead_id: LeadId,
+    unit: &str,
+) -> Result<Option<CurrentLead>, StoreError> {
+    on_backend!(conn, conn => {
+        let Some(row) = sqlx::query(
+            "SELECT l.* FROM police_leads l \
+             WHERE l.lead_id = $1 AND EXISTS (SELECT 1 FROM police_deliveries d WHERE d.lead_id = l.lead_id \
+                   AND d.revision = l.revision AND d.unit = $2 AND d.delivered_at IS NOT NULL) \
+             ORDER BY l.revision DESC LIMIT 1",
+        )
+        .bind(DbUuid::from(lead_id))
+        .bind(unit)
+        .fetch_optional(&mut *conn)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let which = LeadRow::of(&row);
+        let assessment: DbJson = required(&row, "assessment", &which)?;
+        Ok(Some(CurrentLead {
+            revision: column(&row, "revision", &which)?,
+            status: column(&row, "status", &which)?,
+            priority: column(&row, "priority", &which)?,
+            received_at: required(&row, "received_at", &which)?,
+            decision: column(&row, "decision", &which)?,
+            decision_reason: column(&row, "decision_reason", &which)?,
+            police_case_no: column(&row, "police_case_no", &which)?,
+            reconsideration_reason: column(&row, "reconsideration_reason", &which)?,
+            assessment: assessment.0,
+            document: document_column(&row, &which)?,
+            clocks: clock_inputs(&row)?,
+        }))
     })
 }
 

@@ -24,11 +24,11 @@
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde_json::json;
-use sqlx::Row;
 
 use crate::contract::lead::LeadId;
+use crate::on_backend;
 use crate::shared::audit::{AuditEntry, LedgerAppender};
-use crate::shared::store::{db_time, Dialect, Store, StoreError, Tx};
+use crate::shared::store::{column, DbJson, DbTime, DbUuid, Dialect, Store, StoreError, Tx};
 
 /// A message to publish, as the ingest side prepares it.
 #[derive(Clone, Debug)]
@@ -78,12 +78,12 @@ pub trait OutboxOwner: Send + Sync {
     /// Names the outbox in metrics (`outbox="hub"`).
     fn name(&self) -> &'static str;
     fn actions(&self) -> OutboxActions;
-    /// Called with the messages this transaction marked published (at `at`, stored form).
+    /// Called with the messages this transaction marked published (at `at`).
     fn on_published<'a>(
         &'a self,
         _tx: &'a mut Tx,
         _done: &'a [(&'a ClaimedMessage, &'a PublishedMessage)],
-        _at: &'a str,
+        _at: DbTime,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async { Ok(()) })
     }
@@ -94,7 +94,7 @@ pub trait OutboxOwner: Send + Sync {
         _tx: &'a mut Tx,
         _message: &'a ClaimedMessage,
         _details: &'a serde_json::Value,
-        _at: &'a str,
+        _at: DbTime,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async { Ok(()) })
     }
@@ -114,6 +114,7 @@ pub trait OutboxOwner: Send + Sync {
     }
 }
 
+/// Inserts one message (see [`insert_messages`]).
 pub(crate) async fn insert_message(
     tx: &mut Tx,
     message: &OutboxMessage,
@@ -121,21 +122,7 @@ pub(crate) async fn insert_message(
     revision: i64,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let at = db_time(now);
-    let headers = serde_json::to_string(&message.headers).expect("headers serialise");
-    sqlx::query(
-        "INSERT INTO outbox (event_id, lead_id, revision, topic, payload, headers, created_at, next_attempt_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
-    )
-    .bind(&message.event_id)
-    .bind(lead_id.to_string())
-    .bind(revision)
-    .bind(&message.topic)
-    .bind(message.payload.clone())
-    .bind(headers)
-    .bind(at)
-    .execute(&mut **tx)
-    .await?;
+    insert_messages(tx, &[(message.clone(), lead_id, revision)], now).await?;
     Ok(())
 }
 
@@ -149,7 +136,7 @@ pub(crate) async fn insert_messages(
 ) -> Result<usize, StoreError> {
     let mut statements = 0;
     const COLUMNS: usize = 7;
-    let at = db_time(now);
+    let at = DbTime::new(now);
     for chunk in messages.chunks((crate::shared::store::MAX_BIND_PARAMS - 1) / COLUMNS) {
         let tuples: Vec<String> = (0..chunk.len())
             .map(|row| {
@@ -164,19 +151,20 @@ pub(crate) async fn insert_messages(
              SELECT column1, column2, column3, column4, column5, column6, $1, $1 FROM (VALUES {}) AS v ORDER BY column7",
             tuples.join(", ")
         );
-        let mut query = sqlx::query(&sql).bind(&at);
-        for (ordinal, (message, lead_id, revision)) in chunk.iter().enumerate() {
-            let headers = serde_json::to_string(&message.headers).expect("headers serialise");
-            query = query
-                .bind(message.event_id.as_str())
-                .bind(lead_id.to_string())
-                .bind(*revision)
-                .bind(message.topic.as_str())
-                .bind(message.payload.clone())
-                .bind(headers)
-                .bind(ordinal as i64);
-        }
-        query.execute(&mut **tx).await?;
+        on_backend!(tx.conn(), conn => {
+            let mut query = sqlx::query(&sql).bind(at);
+            for (ordinal, (message, lead_id, revision)) in chunk.iter().enumerate() {
+                query = query
+                    .bind(message.event_id.as_str())
+                    .bind(DbUuid::from(*lead_id))
+                    .bind(*revision)
+                    .bind(message.topic.as_str())
+                    .bind(message.payload.as_slice())
+                    .bind(DbJson(json!(message.headers)))
+                    .bind(ordinal as i64);
+            }
+            query.execute(&mut *conn).await.map(|done| done.rows_affected())
+        })?;
         statements += 1;
     }
     Ok(statements)
@@ -192,36 +180,34 @@ impl Store {
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<ClaimedMessage>, StoreError> {
         let sql = claim_statement(self.dialect());
-        let rows = sqlx::query(&sql)
-            .bind(relay)
-            .bind(db_time(lease_until))
-            .bind(db_time(now))
-            .bind(limit)
-            .fetch_all(self.pool())
-            .await?;
-        let mut claimed = rows
-            .into_iter()
-            .map(|row| -> Result<ClaimedMessage, StoreError> {
-                let lead_id: String = row.try_get("lead_id")?;
-                let headers: String = row.try_get("headers")?;
-                Ok(ClaimedMessage {
-                    id: row.try_get("id")?,
-                    event_id: row.try_get("event_id")?,
-                    lead_id: LeadId::parse(&lead_id).ok_or_else(|| {
-                        StoreError::Corrupt(format!("outbox lead id {lead_id} is not a UUID"))
-                    })?,
-                    revision: row.try_get("revision")?,
-                    topic: row.try_get("topic")?,
-                    payload: row.try_get("payload")?,
-                    headers: serde_json::from_str(&headers).map_err(|error| {
-                        StoreError::Corrupt(format!(
-                            "outbox headers of lead {lead_id} do not parse: {error}"
-                        ))
-                    })?,
-                    attempts: row.try_get("attempts")?,
+        let mut claimed = on_backend!(self.db(), pool => {
+            let rows = sqlx::query(&sql)
+                .bind(relay)
+                .bind(DbTime::new(lease_until))
+                .bind(DbTime::new(now))
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
+            rows.iter()
+                .map(|row| -> Result<ClaimedMessage, StoreError> {
+                    let id: i64 = column(row, "id", &"outbox row")?;
+                    let which = format!("outbox row {id}");
+                    let headers: DbJson = column(row, "headers", &which)?;
+                    Ok(ClaimedMessage {
+                        id,
+                        event_id: column(row, "event_id", &which)?,
+                        lead_id: column::<_, DbUuid>(row, "lead_id", &which)?.into(),
+                        revision: column(row, "revision", &which)?,
+                        topic: column(row, "topic", &which)?,
+                        payload: column(row, "payload", &which)?,
+                        headers: serde_json::from_value(headers.0).map_err(|error| {
+                            StoreError::Corrupt(format!("{which}: headers: {error}"))
+                        })?,
+                        attempts: column(row, "attempts", &which)?,
+                    })
                 })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+                .collect::<Result<Vec<_>, _>>()
+        })?;
         claimed.sort_by_key(|message| message.id);
         Ok(claimed)
     }
@@ -238,7 +224,7 @@ impl Store {
         published: &[PublishedMessage],
         now: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
-        let at = db_time(now);
+        let at = DbTime::new(now);
         let mut tx = self.begin().await?;
         let mut ledger = LedgerAppender::new();
         let mut marked = 0;
@@ -267,25 +253,24 @@ impl Store {
                 .collect();
             sql.push_str(&ids.join(", "));
             sql.push_str(") RETURNING id");
-            let mut query = sqlx::query(&sql).bind(&at);
-            for coordinates in chunk {
-                query = query
-                    .bind(coordinates.id)
-                    .bind(i64::from(coordinates.partition));
-            }
-            for coordinates in chunk {
-                query = query.bind(coordinates.id).bind(coordinates.offset);
-            }
-            query = query.bind(relay);
-            for coordinates in chunk {
-                query = query.bind(coordinates.id);
-            }
-            let ours: std::collections::HashSet<i64> = query
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|row| row.try_get("id"))
-                .collect::<Result<_, _>>()?;
+            let ours: std::collections::HashSet<i64> = on_backend!(tx.conn(), conn => {
+                let mut query = sqlx::query_scalar(&sql).bind(at);
+                for coordinates in chunk {
+                    query = query
+                        .bind(coordinates.id)
+                        .bind(i64::from(coordinates.partition));
+                }
+                for coordinates in chunk {
+                    query = query.bind(coordinates.id).bind(coordinates.offset);
+                }
+                query = query.bind(relay);
+                for coordinates in chunk {
+                    query = query.bind(coordinates.id);
+                }
+                query.fetch_all(&mut *conn).await
+            })?
+            .into_iter()
+            .collect();
             let done: Vec<(&ClaimedMessage, &PublishedMessage)> = chunk
                 .iter()
                 .filter(|c| ours.contains(&c.id))
@@ -295,7 +280,7 @@ impl Store {
             if done.is_empty() {
                 continue;
             }
-            owner.on_published(&mut tx, &done, &at).await?;
+            owner.on_published(&mut tx, &done, at).await?;
             for (message, coordinates) in done {
                 ledger.append(AuditEntry {
                     at: now,
@@ -329,17 +314,17 @@ impl Store {
         retry_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let error: String = error.chars().take(1000).collect();
-        sqlx::query(
+        on_backend!(self.db(), pool => sqlx::query(
             "UPDATE outbox SET attempts = attempts + 1, last_error = $1, next_attempt_at = $2, \
                     claimed_by = NULL, claimed_until = NULL \
              WHERE id = $3 AND claimed_by = $4 AND published_at IS NULL",
         )
-        .bind(error)
-        .bind(db_time(retry_at))
+        .bind(&error)
+        .bind(DbTime::new(retry_at))
         .bind(message.id)
         .bind(relay)
-        .execute(self.pool())
-        .await?;
+        .execute(pool)
+        .await.map(|done| done.rows_affected()))?;
         Ok(())
     }
 
@@ -356,21 +341,21 @@ impl Store {
         error: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let at = db_time(now);
+        let at = DbTime::new(now);
         let error: String = error.chars().take(1000).collect();
         let mut tx = self.begin().await?;
-        let updated = sqlx::query(
+        let updated = on_backend!(tx.conn(), conn => sqlx::query(
             "UPDATE outbox SET failed_at = $1, attempts = attempts + 1, last_error = $2, \
                     claimed_by = NULL, claimed_until = NULL \
              WHERE id = $3 AND claimed_by = $4 AND published_at IS NULL AND failed_at IS NULL",
         )
-        .bind(&at)
+        .bind(at)
         .bind(&error)
         .bind(message.id)
         .bind(relay)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .execute(&mut *conn)
+        .await
+        .map(|done| done.rows_affected()))?;
         if updated == 0 {
             tx.rollback().await?;
             return Ok(false);
@@ -382,7 +367,7 @@ impl Store {
             "event_id": message.event_id,
         });
         owner
-            .on_failed_permanently(&mut tx, message, &details, &at)
+            .on_failed_permanently(&mut tx, message, &details, at)
             .await?;
         let mut ledger = LedgerAppender::new();
         ledger.append(AuditEntry {
@@ -421,22 +406,25 @@ impl Store {
             Dialect::Postgres => format!("DELETE FROM outbox WHERE id = ANY(ARRAY({candidates}))"),
             Dialect::Sqlite => format!("DELETE FROM outbox WHERE id IN ({candidates})"),
         };
-        let deleted = sqlx::query(&sql)
-            .bind(db_time(cutoff))
+        let deleted = on_backend!(self.db(), pool => sqlx::query(&sql)
+            .bind(DbTime::new(cutoff))
             .bind(limit)
-            .execute(self.pool())
-            .await?
-            .rows_affected();
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))?;
         Ok(deleted)
     }
 
     /// How many messages wait to be published, and the creation time of the oldest. Messages
     /// that failed for good are not waiting.
-    pub async fn outbox_backlog(&self) -> Result<(i64, Option<String>), StoreError> {
-        let row = sqlx::query("SELECT COUNT(*) AS waiting, MIN(created_at) AS oldest FROM outbox WHERE published_at IS NULL AND failed_at IS NULL")
-            .fetch_one(self.pool())
-            .await?;
-        Ok((row.try_get("waiting")?, row.try_get("oldest")?))
+    pub async fn outbox_backlog(&self) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
+        on_backend!(self.db(), pool => {
+            let row = sqlx::query("SELECT COUNT(*) AS waiting, MIN(created_at) AS oldest FROM outbox WHERE published_at IS NULL AND failed_at IS NULL")
+                .fetch_one(pool)
+                .await?;
+            let oldest: Option<DbTime> = column(&row, "oldest", &"the outbox backlog")?;
+            Ok((column(&row, "waiting", &"the outbox backlog")?, oldest.map(DbTime::get)))
+        })
     }
 }
 

@@ -136,7 +136,7 @@ async fn a_kafka_broker_restart_loses_and_duplicates_nothing() {
     );
     let (received_receipts,): (i64,) =
         sqlx::query_as("SELECT COUNT(*) FROM feedback WHERE event = 'received_by_police'")
-            .fetch_one(app.store.pool())
+            .fetch_one(app.store.inspection_pool().await.unwrap())
             .await
             .unwrap();
     assert_eq!(

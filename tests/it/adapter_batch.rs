@@ -50,7 +50,7 @@ async fn post_leads(hub: &TestApp, count: usize) -> Vec<String> {
 async fn count_leads(app: &TestApp, status: &str) -> i64 {
     let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM leads WHERE status = $1")
         .bind(status)
-        .fetch_one(app.store.pool())
+        .fetch_one(app.store.inspection_pool().await.unwrap())
         .await
         .unwrap();
     count
@@ -107,7 +107,7 @@ async fn a_burst_of_leads_is_recorded_in_few_transactions_and_each_exactly_once(
     assert_eq!(lead_ids.len(), LEADS);
     let adapter = adapter_behind(&hub, LEADS).await;
     let police = adapter.police_store.clone().unwrap();
-    let pool = police.store().pool();
+    let pool = police.store().inspection_pool().await.unwrap();
     // The hub says `delivered` at a lead's first delivery; a high-priority lead's second unit
     // may still be on its way, so wait for the adapter's books too.
     eventually("every lead is delivered to every unit", || async {
@@ -123,7 +123,7 @@ async fn a_burst_of_leads_is_recorded_in_few_transactions_and_each_exactly_once(
     // Each lead recorded, delivered, and its receipt owed once. (The books hold one row per
     // lead and per lead and unit by constraint; the receipts count what was done.)
     let mut recorded: Vec<(String, i64)> =
-        sqlx::query_as("SELECT lead_id, revision FROM police_leads")
+        sqlx::query_as("SELECT CAST(lead_id AS TEXT) AS lead_id, revision FROM police_leads")
             .fetch_all(pool)
             .await
             .unwrap();
@@ -211,7 +211,7 @@ async fn a_lead_the_database_cannot_hold_is_dead_lettered_alone_out_of_its_batch
     }
     let police = adapter.police_store.clone().unwrap();
     let (recorded,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM police_leads")
-        .fetch_one(police.store().pool())
+        .fetch_one(police.store().inspection_pool().await.unwrap())
         .await
         .unwrap();
     assert_eq!(recorded, 20, "the valid leads, and not the NUL one");
@@ -258,7 +258,7 @@ async fn a_burst_of_receipts_is_applied_in_few_transactions_and_each_exactly_onc
     })
     .await;
 
-    let pool = hub.store.pool();
+    let pool = hub.store.inspection_pool().await.unwrap();
     let (applied,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM receipts_applied")
         .fetch_one(pool)
         .await

@@ -119,7 +119,7 @@ async fn a_replay_returns_the_first_receipt_and_changes_nothing() {
     assert_eq!(second, first, "the replay answers with the first receipt");
 
     let (outbox_rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox")
-        .fetch_one(app.store.pool())
+        .fetch_one(app.store.inspection_pool().await.unwrap())
         .await
         .unwrap();
     assert_eq!(outbox_rows, 1, "a replay publishes nothing new");
@@ -296,7 +296,7 @@ async fn an_invalid_lead_gets_every_problem_at_once_as_problem_json() {
     assert_eq!(checksum["message"], "check character should be 'E'");
 
     let (leads,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM leads")
-        .fetch_one(app.store.pool())
+        .fetch_one(app.store.inspection_pool().await.unwrap())
         .await
         .unwrap();
     assert_eq!(leads, 0, "nothing invalid is stored");
@@ -510,7 +510,7 @@ async fn a_batch_answers_each_lead_and_one_bad_lead_rejects_no_other() {
         .unwrap();
     assert_eq!(response.status(), 422);
     let (leads,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM leads")
-        .fetch_one(app.store.pool())
+        .fetch_one(app.store.inspection_pool().await.unwrap())
         .await
         .unwrap();
     assert_eq!(

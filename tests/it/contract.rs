@@ -60,7 +60,7 @@ fn control(pointer: &str) -> (String, String) {
 
 async fn stored_leads(app: &TestApp) -> i64 {
     let (leads,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM leads")
-        .fetch_one(app.store.pool())
+        .fetch_one(app.store.inspection_pool().await.unwrap())
         .await
         .unwrap();
     leads

@@ -189,9 +189,10 @@ async fn a_lead_acknowledged_before_sigkill_reaches_kafka_exactly_once_after_res
     // committed). Anything else, e.g. a copy published twice by one hub or a row marked with a
     // copy that was then published again, fails here.
     let rows: Vec<OutboxRow> = sqlx::query_as(
-        "SELECT event_id, lead_id, revision, kafka_partition, kafka_offset FROM outbox",
+        "SELECT event_id, CAST(lead_id AS TEXT) AS lead_id, revision, kafka_partition, \
+         kafka_offset FROM outbox",
     )
-    .fetch_all(store.pool())
+    .fetch_all(store.inspection_pool().await.unwrap())
     .await
     .unwrap();
     assert_eq!(

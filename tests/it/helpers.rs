@@ -20,7 +20,7 @@ use leadbridge::shared::config::{Secret, TlsSettings};
 use leadbridge::shared::identity::Principal;
 use leadbridge::shared::kafka::EmbeddedBroker;
 use leadbridge::shared::pki::DevCa;
-use leadbridge::shared::store::Store;
+use leadbridge::shared::store::{Dialect, Store};
 use leadbridge::shared::telemetry::Metrics;
 use leadbridge::{Application, Roles};
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -67,6 +67,16 @@ pub async fn fresh_postgres_database() -> String {
         .rsplit_once('/')
         .expect("the admin URL names a database");
     format!("{base}/{name}")
+}
+
+/// A bound text parameter as a value of a column that is native on PostgreSQL (`UUID`,
+/// `TIMESTAMPTZ`, `JSONB`) and text on SQLite: cast there, as it is here (a cast to
+/// TIMESTAMPTZ on SQLite would give the text numeric affinity).
+pub fn typed_param(dialect: Dialect, param: &str, native: &str) -> String {
+    match dialect {
+        Dialect::Postgres => format!("CAST({param} AS {native})"),
+        Dialect::Sqlite => param.to_owned(),
+    }
 }
 
 pub fn fresh_sqlite_url(dir: &std::path::Path) -> String {
@@ -271,11 +281,12 @@ impl TestApp {
         while self.store.outbox_backlog().await.unwrap().0 > 0 {
             if Instant::now() >= deadline {
                 let waiting: Vec<String> = sqlx::query(
-                    "SELECT id, lead_id, revision, topic, attempts, last_error, claimed_by, \
-                     claimed_until, next_attempt_at FROM outbox \
+                    "SELECT id, CAST(lead_id AS TEXT) AS lead_id, revision, topic, attempts, \
+                     last_error, claimed_by, CAST(claimed_until AS TEXT) AS claimed_until, \
+                     CAST(next_attempt_at AS TEXT) AS next_attempt_at FROM outbox \
                      WHERE published_at IS NULL AND failed_at IS NULL ORDER BY id LIMIT 20",
                 )
-                .fetch_all(self.store.pool())
+                .fetch_all(self.store.inspection_pool().await.unwrap())
                 .await
                 .unwrap()
                 .iter()
@@ -480,10 +491,11 @@ impl TestApp {
                 "reconsidered",
             ]
         };
-        let leads: Vec<(String, String)> = sqlx::query_as("SELECT lead_id, status FROM leads")
-            .fetch_all(self.store.pool())
-            .await
-            .expect("read the hub's leads");
+        let leads: Vec<(String, String)> =
+            sqlx::query_as("SELECT CAST(lead_id AS TEXT) AS lead_id, status FROM leads")
+                .fetch_all(self.store.inspection_pool().await.unwrap())
+                .await
+                .expect("read the hub's leads");
         let mut failed = Vec::new();
         for (lead_id, status) in leads {
             if !terminal.contains(&status.as_str()) {
@@ -513,7 +525,7 @@ impl TestApp {
                 "SELECT event_id, attempts, COALESCE(last_error, '') FROM outbox \
                  WHERE published_at IS NULL AND failed_at IS NULL",
             )
-            .fetch_all(store.pool())
+            .fetch_all(store.inspection_pool().await.unwrap())
             .await
             .expect("read the outbox");
             for (event_id, attempts, last_error) in pending {
@@ -524,10 +536,10 @@ impl TestApp {
         }
         if let Some(police) = &self.police_store {
             let pending: Vec<(String, i64, String, i64)> = sqlx::query_as(
-                "SELECT lead_id, revision, unit, attempts FROM police_deliveries \
-                 WHERE delivered_at IS NULL AND dead_lettered_at IS NULL",
+                "SELECT CAST(lead_id AS TEXT) AS lead_id, revision, unit, attempts \
+                 FROM police_deliveries WHERE delivered_at IS NULL AND dead_lettered_at IS NULL",
             )
-            .fetch_all(police.store().pool())
+            .fetch_all(police.store().inspection_pool().await.unwrap())
             .await
             .expect("read the police deliveries");
             for (lead_id, revision, unit, attempts) in pending {

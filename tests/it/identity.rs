@@ -313,8 +313,8 @@ async fn sqlite_journals_are_as_private_as_the_database() {
     let store = leadbridge::hub::store::connect(&format!("sqlite:{}", file.display()), 1)
         .await
         .unwrap();
-    sqlx::query("INSERT INTO receipts_applied (event_id, applied_at) VALUES ('e', 't')")
-        .execute(store.pool())
+    sqlx::query("INSERT INTO receipts_applied (event_id, applied_at) VALUES ('e', '2026-12-01T00:00:00.000000Z')")
+        .execute(store.inspection_pool().await.unwrap())
         .await
         .unwrap();
     assert_eq!(mode(&file), 0o600);

@@ -77,9 +77,10 @@ fn shape(answers: &[Value]) -> Vec<Value> {
 /// status and appends to the ledger, which `audit::verify` must not see halfway.
 async fn stored_rows(app: &TestApp, lead_id: &str) -> Value {
     app.wait_until_outbox_drained().await;
-    let pool = app.store.pool();
+    let pool = app.store.inspection_pool().await.unwrap();
     let revisions: Vec<Value> = sqlx::query(
-        "SELECT revision, status FROM lead_revisions WHERE lead_id = $1 ORDER BY revision",
+        "SELECT revision, status FROM lead_revisions WHERE CAST(lead_id AS TEXT) = $1 \
+         ORDER BY revision",
     )
     .bind(lead_id)
     .fetch_all(pool)
@@ -94,8 +95,8 @@ async fn stored_rows(app: &TestApp, lead_id: &str) -> Value {
     })
     .collect();
     let timeline: Vec<Value> = sqlx::query(
-        "SELECT event, revision, actor, details FROM timeline_events \
-         WHERE lead_id = $1 AND event IN ('received', 'superseded') ORDER BY id",
+        "SELECT event, revision, actor, CAST(details AS TEXT) AS details FROM timeline_events \
+         WHERE CAST(lead_id AS TEXT) = $1 AND event IN ('received', 'superseded') ORDER BY id",
     )
     .bind(lead_id)
     .fetch_all(pool)
@@ -107,12 +108,13 @@ async fn stored_rows(app: &TestApp, lead_id: &str) -> Value {
             row.get::<String, _>("event"),
             row.get::<i64, _>("revision"),
             row.get::<String, _>("actor"),
-            row.get::<String, _>("details"),
+            // jsonb's text form has its own spacing and key order: compare as JSON.
+            serde_json::from_str::<Value>(&row.get::<String, _>("details")).unwrap(),
         ])
     })
     .collect();
     let outbox: Vec<i64> =
-        sqlx::query("SELECT revision FROM outbox WHERE lead_id = $1 ORDER BY id")
+        sqlx::query("SELECT revision FROM outbox WHERE CAST(lead_id AS TEXT) = $1 ORDER BY id")
             .bind(lead_id)
             .fetch_all(pool)
             .await
@@ -121,7 +123,7 @@ async fn stored_rows(app: &TestApp, lead_id: &str) -> Value {
             .map(|row| row.get("revision"))
             .collect();
     let audit: Vec<Value> = sqlx::query(
-        "SELECT action, revision FROM audit_entries WHERE lead_id = $1 AND action = 'lead.received' ORDER BY seq",
+        "SELECT action, revision FROM audit_entries WHERE CAST(lead_id AS TEXT) = $1 AND action = 'lead.received' ORDER BY seq",
     )
     .bind(lead_id)
     .fetch_all(pool)
@@ -130,12 +132,13 @@ async fn stored_rows(app: &TestApp, lead_id: &str) -> Value {
     .iter()
     .map(|row| json!([row.get::<String, _>("action"), row.get::<i64, _>("revision")]))
     .collect();
-    let lead =
-        sqlx::query("SELECT current_revision, lead_type, kind FROM leads WHERE lead_id = $1")
-            .bind(lead_id)
-            .fetch_one(pool)
-            .await
-            .unwrap();
+    let lead = sqlx::query(
+        "SELECT current_revision, lead_type, kind FROM leads WHERE CAST(lead_id AS TEXT) = $1",
+    )
+    .bind(lead_id)
+    .fetch_one(pool)
+    .await
+    .unwrap();
     json!({
         "current_revision": lead.get::<i64, _>("current_revision"),
         "lead_type": lead.get::<String, _>("lead_type"),
@@ -260,7 +263,7 @@ async fn received_entries(app: &TestApp) -> i64 {
     app.wait_until_outbox_drained().await;
     audit::verify(&app.store).await.unwrap();
     sqlx::query("SELECT COUNT(*) AS n FROM audit_entries WHERE action = 'lead.received'")
-        .fetch_one(app.store.pool())
+        .fetch_one(app.store.inspection_pool().await.unwrap())
         .await
         .unwrap()
         .get("n")
@@ -301,7 +304,7 @@ async fn a_batch_of_500_takes_a_bounded_number_of_statements() {
         let superseded: i64 = sqlx::query(
             "SELECT COUNT(*) AS n FROM lead_revisions WHERE status = 'superseded' AND revision = 1",
         )
-        .fetch_one(app.store.pool())
+        .fetch_one(app.store.inspection_pool().await.unwrap())
         .await
         .unwrap()
         .get("n");
@@ -371,14 +374,14 @@ async fn refuse_poison(app: &TestApp) {
          IF NEW.document LIKE '%POISON%' THEN RAISE EXCEPTION 'poisoned' USING ERRCODE = '22023'; END IF; \
          RETURN NEW; END; $$ LANGUAGE plpgsql",
     )
-    .execute(app.store.pool())
+    .execute(app.store.inspection_pool().await.unwrap())
     .await
     .unwrap();
     sqlx::query(
         "CREATE TRIGGER refuse_poison BEFORE INSERT ON lead_revisions \
          FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
     )
-    .execute(app.store.pool())
+    .execute(app.store.inspection_pool().await.unwrap())
     .await
     .unwrap();
 }
@@ -429,7 +432,7 @@ async fn a_lead_the_database_refuses_fails_alone_in_a_batch_and_in_a_group() {
     }
     let poisoned: i64 =
         sqlx::query("SELECT COUNT(*) AS n FROM lead_revisions WHERE document LIKE '%POISON%'")
-            .fetch_one(app.store.pool())
+            .fetch_one(app.store.inspection_pool().await.unwrap())
             .await
             .unwrap()
             .get("n");

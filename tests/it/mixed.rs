@@ -393,7 +393,7 @@ async fn valid_leads_interleaved_with_every_hostile_case_are_all_delivered_on_po
     )
     .await;
     let (stored,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM leads")
-        .fetch_one(app.store.pool())
+        .fetch_one(app.store.inspection_pool().await.unwrap())
         .await
         .unwrap();
     assert_eq!(

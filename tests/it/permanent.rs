@@ -11,6 +11,7 @@ use leadbridge::hub::ingest::lead_event;
 use leadbridge::hub::store::leads::LeadToStore;
 use leadbridge::shared::kafka::{record_bytes, Interrupted, MessageLimits, Topics};
 use leadbridge::shared::outbox::OutboxMessage;
+use leadbridge::shared::store::Dialect;
 use leadbridge::{Application, Roles};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -146,10 +147,10 @@ async fn a_message_kafka_refuses_fails_for_good_and_blocks_nothing_behind_it(bac
         1
     );
     let (audited,): (i64,) = sqlx::query_as(
-        "SELECT COUNT(*) FROM audit_entries WHERE action = 'lead.publish_failed' AND lead_id = $1",
+        "SELECT COUNT(*) FROM audit_entries WHERE action = 'lead.publish_failed' AND CAST(lead_id AS TEXT) = $1",
     )
     .bind(&oversized)
-    .fetch_one(app.store.pool())
+    .fetch_one(app.store.inspection_pool().await.unwrap())
     .await
     .unwrap();
     assert_eq!(audited, 1, "the failure is on the audit ledger");
@@ -167,10 +168,10 @@ async fn a_message_kafka_refuses_fails_for_good_and_blocks_nothing_behind_it(bac
             .await;
     }
     let (failed_rows, attempts): (i64, i64) = sqlx::query_as(
-        "SELECT COUNT(*), MAX(attempts) FROM outbox WHERE failed_at IS NOT NULL AND lead_id = $1",
+        "SELECT COUNT(*), MAX(attempts) FROM outbox WHERE failed_at IS NOT NULL AND CAST(lead_id AS TEXT) = $1",
     )
     .bind(&oversized)
-    .fetch_one(app.store.pool())
+    .fetch_one(app.store.inspection_pool().await.unwrap())
     .await
     .unwrap();
     assert_eq!(
@@ -199,19 +200,26 @@ async fn insert_receipt_row(
     topic: &str,
     payload: Vec<u8>,
 ) {
-    let now = leadbridge::shared::store::db_time(Utc::now());
-    sqlx::query(
-        "INSERT INTO outbox (event_id, lead_id, revision, topic, payload, headers, created_at, next_attempt_at) \
-         VALUES ($1, $2, 1, $3, $4, '[]', $5, $5)",
-    )
-    .bind(uuid::Uuid::now_v7().to_string())
-    .bind(lead_id)
-    .bind(topic)
-    .bind(payload)
-    .bind(now)
-    .execute(store.pool())
-    .await
-    .unwrap();
+    let now = leadbridge::shared::store::DbTime::new(Utc::now()).text();
+    let sql = match store.dialect() {
+        Dialect::Postgres => {
+            "INSERT INTO outbox (event_id, lead_id, revision, topic, payload, headers, created_at, next_attempt_at) \
+             VALUES ($1, CAST($2 AS UUID), 1, $3, $4, CAST('[]' AS JSONB), CAST($5 AS TIMESTAMPTZ), CAST($5 AS TIMESTAMPTZ))"
+        }
+        Dialect::Sqlite => {
+            "INSERT INTO outbox (event_id, lead_id, revision, topic, payload, headers, created_at, next_attempt_at) \
+             VALUES ($1, $2, 1, $3, $4, '[]', $5, $5)"
+        }
+    };
+    sqlx::query(sql)
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(lead_id)
+        .bind(topic)
+        .bind(payload)
+        .bind(now)
+        .execute(store.inspection_pool().await.unwrap())
+        .await
+        .unwrap();
 }
 
 async fn a_receipt_kafka_refuses_fails_for_good_in_the_adapter_and_blocks_nothing(
@@ -241,15 +249,15 @@ async fn a_receipt_kafka_refuses_fails_for_good_in_the_adapter_and_blocks_nothin
         .await;
     let (failed,): (i64,) =
         sqlx::query_as("SELECT COUNT(*) FROM outbox WHERE failed_at IS NOT NULL")
-            .fetch_one(police.pool())
+            .fetch_one(police.inspection_pool().await.unwrap())
             .await
             .unwrap();
     assert_eq!(failed, 1);
     let (audited,): (i64,) = sqlx::query_as(
-        "SELECT COUNT(*) FROM audit_entries WHERE action = 'receipt.publish_failed' AND lead_id = $1",
+        "SELECT COUNT(*) FROM audit_entries WHERE action = 'receipt.publish_failed' AND CAST(lead_id AS TEXT) = $1",
     )
     .bind(&lead_id)
-    .fetch_one(police.pool())
+    .fetch_one(police.inspection_pool().await.unwrap())
     .await
     .unwrap();
     assert_eq!(audited, 1, "the failure is on the adapter's audit ledger");
@@ -570,7 +578,7 @@ async fn a_receipt_missing_a_field_is_dead_lettered_never_applied_with_defaults(
     let message = header(&letter, "error_message").unwrap();
     assert!(message.contains("revision"), "{message}");
     let (applied,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM receipts_applied")
-        .fetch_one(app.store.pool())
+        .fetch_one(app.store.inspection_pool().await.unwrap())
         .await
         .unwrap();
     assert_eq!(applied, 1, "only the complete receipt was applied");
@@ -951,7 +959,7 @@ async fn leads_that_fit_alone_are_published_though_together_they_exceed_the_topi
     }
     // `attempts` counts failed attempts: the producer's batches fit, none was refused.
     let (failed_attempts,): (i64,) = sqlx::query_as("SELECT MAX(attempts) FROM outbox")
-        .fetch_one(app.store.pool())
+        .fetch_one(app.store.inspection_pool().await.unwrap())
         .await
         .unwrap();
     assert_eq!(failed_attempts, 0, "each published at its first attempt");

@@ -396,10 +396,10 @@ async fn every_lead_type_reaches_the_right_inbox_with_its_assessment_and_decisio
     let police = app.police_store.as_ref().unwrap().store();
     let (requested,): (i64,) = sqlx::query_as(
         "SELECT COUNT(*) FROM audit_entries WHERE action = 'lead.reconsideration_requested' \
-         AND lead_id = $1 AND actor = 'agency:environment'",
+         AND CAST(lead_id AS TEXT) = $1 AND actor = 'agency:environment'",
     )
     .bind(not_filed_id)
-    .fetch_one(police.pool())
+    .fetch_one(police.inspection_pool().await.unwrap())
     .await
     .unwrap();
     assert_eq!(requested, 1, "the adapter's ledger has the request once");
@@ -463,10 +463,10 @@ async fn every_lead_type_reaches_the_right_inbox_with_its_assessment_and_decisio
     assert_eq!(full["status"], "filed");
     let police_store = app.police_store.clone().unwrap();
     let (reads,): (i64,) = sqlx::query_as(
-        "SELECT COUNT(*) FROM audit_entries WHERE action = 'lead.read' AND lead_id = $1",
+        "SELECT COUNT(*) FROM audit_entries WHERE action = 'lead.read' AND CAST(lead_id AS TEXT) = $1",
     )
     .bind(filed_id)
-    .fetch_one(police_store.store().pool())
+    .fetch_one(police_store.store().inspection_pool().await.unwrap())
     .await
     .unwrap();
     assert_eq!(reads, 1);

@@ -504,9 +504,10 @@ divisions = ["3703"]
     .unwrap();
     // What the killed adapter recorded as delivered; its commits are over once it is dead.
     let recorded_at_kill: HashSet<String> = sqlx::query_as::<_, (String, i64)>(
-        "SELECT lead_id, revision FROM police_deliveries WHERE delivered_at IS NOT NULL",
+        "SELECT CAST(lead_id AS TEXT) AS lead_id, revision FROM police_deliveries \
+         WHERE delivered_at IS NOT NULL",
     )
-    .fetch_all(store.pool())
+    .fetch_all(store.inspection_pool().await.unwrap())
     .await
     .unwrap()
     .into_iter()
@@ -571,9 +572,10 @@ divisions = ["3703"]
     // them shows nothing; what can differ is the case each row records, which must be the one
     // the CMS opened for its key.
     let books: Vec<(String, i64, Option<String>)> = sqlx::query_as(
-        "SELECT lead_id, revision, cms_ref FROM police_deliveries WHERE delivered_at IS NOT NULL",
+        "SELECT CAST(lead_id AS TEXT) AS lead_id, revision, cms_ref FROM police_deliveries \
+         WHERE delivered_at IS NOT NULL",
     )
-    .fetch_all(store.pool())
+    .fetch_all(store.inspection_pool().await.unwrap())
     .await
     .unwrap();
     assert_eq!(books.len(), 40, "every delivery is recorded as delivered");
@@ -587,7 +589,7 @@ divisions = ["3703"]
     }
     app.stop().await;
     // The adapter process's database is the test's own, not the app's.
-    store.pool().close().await;
+    store.close().await;
     drop_test_database(&police_db).await;
 }
 

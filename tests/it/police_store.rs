@@ -294,7 +294,7 @@ async fn a_claim_reads_its_deliveries_in_the_same_statements_for_one_as_for_many
         "SELECT (SELECT COUNT(*) FROM outbox), \
                 (SELECT COUNT(*) FROM police_deliveries WHERE cms_ref = 'CMS-' || id)",
     )
-    .fetch_one(store.store().pool())
+    .fetch_one(store.store().inspection_pool().await.unwrap())
     .await
     .unwrap();
     // One received_by_police receipt per recorded revision (30 leads, and two revisions of
@@ -305,7 +305,7 @@ async fn a_claim_reads_its_deliveries_in_the_same_statements_for_one_as_for_many
         .await
         .unwrap();
 
-    store.store().pool().close().await;
+    store.store().close().await;
     drop_test_database(&url).await;
 }
 
@@ -337,9 +337,9 @@ async fn a_delivery_whose_stored_lead_does_not_parse_is_set_aside_and_blocks_not
     let store = police_store(&fresh_sqlite_url(dir.path())).await;
     let recorded = record(&store, 3).await;
     let damaged = recorded[0].lead_id;
-    sqlx::query("UPDATE police_leads SET document = '{not json' WHERE lead_id = $1")
+    sqlx::query("UPDATE police_leads SET document = '{not json' WHERE CAST(lead_id AS TEXT) = $1")
         .bind(damaged.to_string())
-        .execute(store.store().pool())
+        .execute(store.store().inspection_pool().await.unwrap())
         .await
         .unwrap();
     let claim = || {
@@ -357,10 +357,10 @@ async fn a_delivery_whose_stored_lead_does_not_parse_is_set_aside_and_blocks_not
     assert!(claimed.iter().all(|d| d.lead_id != damaged));
     let (set_aside, reason): (i64, Option<String>) = sqlx::query_as(
         "SELECT COUNT(*), MAX(last_error) FROM police_deliveries \
-         WHERE lead_id = $1 AND dead_lettered_at IS NOT NULL",
+         WHERE CAST(lead_id AS TEXT) = $1 AND dead_lettered_at IS NOT NULL",
     )
     .bind(damaged.to_string())
-    .fetch_one(store.store().pool())
+    .fetch_one(store.store().inspection_pool().await.unwrap())
     .await
     .unwrap();
     assert!(
@@ -374,11 +374,12 @@ async fn a_delivery_whose_stored_lead_does_not_parse_is_set_aside_and_blocks_not
     );
     // Set aside for good: the next claim does not meet it again.
     let (waiting,): (i64,) = sqlx::query_as(
-        "SELECT COUNT(*) FROM police_deliveries WHERE lead_id = $1 AND dead_lettered_at IS NULL \
+        "SELECT COUNT(*) FROM police_deliveries WHERE CAST(lead_id AS TEXT) = $1 \
+         AND dead_lettered_at IS NULL \
          AND delivered_at IS NULL",
     )
     .bind(damaged.to_string())
-    .fetch_one(store.store().pool())
+    .fetch_one(store.store().inspection_pool().await.unwrap())
     .await
     .unwrap();
     let _ = claim().await.unwrap();

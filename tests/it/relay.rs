@@ -41,8 +41,8 @@ async fn three_relays_at_once_publish_every_message_exactly_once() {
 
     // What was accepted: one outbox row per lead, by event id.
     let accepted: Vec<(String, String)> =
-        sqlx::query_as("SELECT event_id, lead_id FROM outbox ORDER BY id")
-            .fetch_all(app.store.pool())
+        sqlx::query_as("SELECT event_id, CAST(lead_id AS TEXT) AS lead_id FROM outbox ORDER BY id")
+            .fetch_all(app.store.inspection_pool().await.unwrap())
             .await
             .unwrap();
     assert_eq!(accepted.len(), 150);
@@ -99,7 +99,7 @@ async fn three_relays_at_once_publish_every_message_exactly_once() {
     >(
         "SELECT event_id, kafka_partition, kafka_offset FROM outbox WHERE published_at IS NOT NULL",
     )
-    .fetch_all(app.store.pool())
+    .fetch_all(app.store.inspection_pool().await.unwrap())
     .await
     .unwrap()
     .into_iter()
@@ -147,9 +147,10 @@ async fn three_relays_at_once_publish_every_message_exactly_once() {
     eprintln!("publications per relay: {per_relay:?}");
 
     let published_entries: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT lead_id, COUNT(*) FROM audit_entries WHERE action = 'lead.published' GROUP BY lead_id",
+        "SELECT CAST(lead_id AS TEXT) AS lead_id, COUNT(*) FROM audit_entries \
+         WHERE action = 'lead.published' GROUP BY lead_id",
     )
-    .fetch_all(app.store.pool())
+    .fetch_all(app.store.inspection_pool().await.unwrap())
     .await
     .unwrap();
     assert_eq!(
@@ -196,7 +197,7 @@ async fn leads_accepted_while_kafka_is_down_are_published_when_it_returns() {
     loop {
         let (attempts, last_error): (i64, Option<String>) =
             sqlx::query_as("SELECT attempts, last_error FROM outbox")
-                .fetch_one(app.store.pool())
+                .fetch_one(app.store.inspection_pool().await.unwrap())
                 .await
                 .unwrap();
         if attempts >= 2 {
@@ -276,10 +277,10 @@ async fn a_lead_with_no_police_receipt_is_published_again() {
         "the same lead, unchanged"
     );
     let (republished,): (i64,) = sqlx::query_as(
-        "SELECT COUNT(*) FROM audit_entries WHERE action = 'lead.republished' AND lead_id = $1",
+        "SELECT COUNT(*) FROM audit_entries WHERE action = 'lead.republished' AND CAST(lead_id AS TEXT) = $1",
     )
     .bind(&lead_id)
-    .fetch_one(app.store.pool())
+    .fetch_one(app.store.inspection_pool().await.unwrap())
     .await
     .unwrap();
     assert!(
@@ -306,11 +307,12 @@ async fn a_lead_the_police_acknowledged_is_not_published_again() {
     app.wait_for_status(Agency::Environment, &lead_id, "delivered")
         .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (outbox_rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox WHERE lead_id = $1")
-        .bind(&lead_id)
-        .fetch_one(app.store.pool())
-        .await
-        .unwrap();
+    let (outbox_rows,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM outbox WHERE CAST(lead_id AS TEXT) = $1")
+            .bind(&lead_id)
+            .fetch_one(app.store.inspection_pool().await.unwrap())
+            .await
+            .unwrap();
     assert_eq!(outbox_rows, 1, "a received lead is not republished");
     app.stop().await;
 }

@@ -51,7 +51,7 @@ async fn second_instance(first: &TestApp) -> TestApp {
 
 async fn count(app: &TestApp, sql: &str) -> i64 {
     let (count,): (i64,) = sqlx::query_as(sql)
-        .fetch_one(app.store.pool())
+        .fetch_one(app.store.inspection_pool().await.unwrap())
         .await
         .unwrap();
     count
@@ -72,7 +72,7 @@ async fn two_hubs_and_two_adapters_deliver_every_lead_once_and_publish_every_row
         lead_ids.push(body["lead_id"].as_str().unwrap().to_owned());
     }
     let police = first.police_store.clone().unwrap();
-    let pool = police.store().pool();
+    let pool = police.store().inspection_pool().await.unwrap();
     // The hub says `delivered` at a lead's first delivery; a high-priority lead's second unit
     // may still be on its way, so wait for the adapters' books too.
     eventually("every lead is delivered to every unit", || async {
@@ -135,7 +135,7 @@ async fn two_hubs_and_two_adapters_deliver_every_lead_once_and_publish_every_row
     let relays: std::collections::BTreeSet<String> = sqlx::query_as::<_, (String,)>(
         "SELECT details FROM audit_entries WHERE action = 'lead.published'",
     )
-    .fetch_all(first.store.pool())
+    .fetch_all(first.store.inspection_pool().await.unwrap())
     .await
     .unwrap()
     .into_iter()

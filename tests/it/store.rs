@@ -12,7 +12,9 @@ use leadbridge::shared::outbox::PublishedMessage;
 use leadbridge::shared::store::{Dialect, Store};
 use serde_json::{json, Value};
 
-use crate::helpers::{fresh_postgres_database, fresh_sqlite_url, sample_lead, unique_case_id};
+use crate::helpers::{
+    fresh_postgres_database, fresh_sqlite_url, sample_lead, typed_param, unique_case_id,
+};
 
 async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().unwrap();
@@ -248,14 +250,14 @@ async fn the_audit_ledger_detects_edited_removed_and_reordered_entries() {
         );
 
         let refused = sqlx::query("UPDATE audit_entries SET actor = 'someone-else' WHERE seq = 2")
-            .execute(store.pool())
+            .execute(store.inspection_pool().await.unwrap())
             .await;
         assert!(
             refused.is_err(),
             "{dialect:?}: the database refuses edits to the ledger"
         );
         let refused = sqlx::query("DELETE FROM audit_entries WHERE seq = 2")
-            .execute(store.pool())
+            .execute(store.inspection_pool().await.unwrap())
             .await;
         assert!(
             refused.is_err(),
@@ -274,10 +276,13 @@ async fn the_audit_ledger_detects_edited_removed_and_reordered_entries() {
             ],
         };
         for statement in drop_guards {
-            sqlx::query(statement).execute(store.pool()).await.unwrap();
+            sqlx::query(statement)
+                .execute(store.inspection_pool().await.unwrap())
+                .await
+                .unwrap();
         }
         sqlx::query("UPDATE audit_entries SET actor = 'agency:water' WHERE seq = 2")
-            .execute(store.pool())
+            .execute(store.inspection_pool().await.unwrap())
             .await
             .unwrap();
         match audit::verify(&store).await {
@@ -285,7 +290,7 @@ async fn the_audit_ledger_detects_edited_removed_and_reordered_entries() {
             other => panic!("{dialect:?}: an edited entry went unnoticed: {other:?}"),
         }
         sqlx::query("UPDATE audit_entries SET actor = 'agency:environment' WHERE seq = 2")
-            .execute(store.pool())
+            .execute(store.inspection_pool().await.unwrap())
             .await
             .unwrap();
         assert!(
@@ -299,7 +304,7 @@ async fn the_audit_ledger_detects_edited_removed_and_reordered_entries() {
             sqlx::query_as::<_, (i64, String)>(
                 "SELECT seq, entry_hash FROM audit_entries ORDER BY seq",
             )
-            .fetch_all(store.pool())
+            .fetch_all(store.inspection_pool().await.unwrap())
             .await
             .unwrap()
         };
@@ -310,7 +315,10 @@ async fn the_audit_ledger_detects_edited_removed_and_reordered_entries() {
             "UPDATE audit_entries SET seq = 3 WHERE seq = -1",
         ];
         for statement in swap {
-            sqlx::query(statement).execute(store.pool()).await.unwrap();
+            sqlx::query(statement)
+                .execute(store.inspection_pool().await.unwrap())
+                .await
+                .unwrap();
         }
         let after = ledger_order().await;
         assert_eq!(
@@ -327,7 +335,10 @@ async fn the_audit_ledger_detects_edited_removed_and_reordered_entries() {
             other => panic!("{dialect:?}: reordered entries went unnoticed: {other:?}"),
         }
         for statement in swap {
-            sqlx::query(statement).execute(store.pool()).await.unwrap();
+            sqlx::query(statement)
+                .execute(store.inspection_pool().await.unwrap())
+                .await
+                .unwrap();
         }
         assert_eq!(ledger_order().await, before, "{dialect:?}");
         assert!(
@@ -336,7 +347,7 @@ async fn the_audit_ledger_detects_edited_removed_and_reordered_entries() {
         );
 
         sqlx::query("DELETE FROM audit_entries WHERE seq = 2")
-            .execute(store.pool())
+            .execute(store.inspection_pool().await.unwrap())
             .await
             .unwrap();
         // The gap shows at the entry after it.
@@ -364,18 +375,62 @@ async fn a_stored_value_that_does_not_parse_is_an_error_naming_its_row() {
         else {
             panic!("{label}: the lead is accepted");
         };
-        sqlx::query(
-            "UPDATE leads SET assessment = 'not json', status = 'not_filed' WHERE lead_id = $1",
-        )
+        let pool = store.inspection_pool().await.unwrap();
+        // Valid JSON of the wrong shape fits a native JSONB column too; the store still
+        // refuses to read it as a timeline event, and names the lead.
+        sqlx::query(&format!(
+            "UPDATE timeline_events SET details = {} WHERE CAST(lead_id AS TEXT) = $2",
+            typed_param(store.dialect(), "$1", "JSONB")
+        ))
+        .bind("[\"not\", \"an object\"]")
         .bind(lead_id.to_string())
-        .execute(store.pool())
+        .execute(pool)
         .await
         .unwrap();
-        let error = store.police_view(lead_id).await.unwrap_err().to_string();
+        let error = store
+            .lead_for_agency(lead_id, Agency::Environment)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(
-            error.contains(&lead_id.to_string()) && error.contains("assessment"),
+            error.contains(&lead_id.to_string()) && error.contains("details"),
             "{label}: {error}"
         );
+        let damage_assessment = sqlx::query(
+            "UPDATE leads SET assessment = 'not json' WHERE CAST(lead_id AS TEXT) = $1",
+        )
+        .bind(lead_id.to_string())
+        .execute(pool)
+        .await;
+        match store.dialect() {
+            // A native JSONB column: the database itself refuses what is not JSON.
+            Dialect::Postgres => {
+                let error =
+                    damage_assessment.expect_err("PostgreSQL refuses a non-JSON assessment");
+                assert!(error.to_string().contains("json"), "{label}: {error}");
+                assert_eq!(
+                    store.police_view(lead_id).await.unwrap().0,
+                    None,
+                    "{label}: the refused write left the assessment as it was"
+                );
+            }
+            // Text: the damage is stored, and reading it back is an error naming the row.
+            Dialect::Sqlite => {
+                assert_eq!(damage_assessment.unwrap().rows_affected(), 1, "{label}");
+                let error = store.police_view(lead_id).await.unwrap_err().to_string();
+                assert!(
+                    error.contains(&lead_id.to_string()) && error.contains("assessment"),
+                    "{label}: {error}"
+                );
+            }
+        }
+        let marked =
+            sqlx::query("UPDATE leads SET status = 'not_filed' WHERE CAST(lead_id AS TEXT) = $1")
+                .bind(lead_id.to_string())
+                .execute(pool)
+                .await
+                .unwrap();
+        assert_eq!(marked.rows_affected(), 1, "{label}");
 
         // A not_filed lead without its decision time: the reconsideration window cannot be
         // computed, and is not silently opened from now.
@@ -397,20 +452,31 @@ async fn a_stored_value_that_does_not_parse_is_an_error_naming_its_row() {
             other => panic!("{label}: expected a store error, got {other:?}"),
         }
 
-        sqlx::query(
+        let damage_feedback = sqlx::query(&format!(
             "INSERT INTO feedback (agency, lead_id, revision, event, at, body) \
-             VALUES ('environment', $1, 1, 'delivered', '2026-12-01T00:00:00.000000Z', '{broken')",
-        )
+             VALUES ('environment', {}, 1, 'delivered', '2026-12-01T00:00:00.000000Z', '{{broken')",
+            typed_param(store.dialect(), "$1", "UUID")
+        ))
         .bind(lead_id.to_string())
-        .execute(store.pool())
-        .await
-        .unwrap();
-        let error = store
-            .feedback(Agency::Environment, 0, 10)
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("feedback row"), "{label}: {error}");
+        .execute(pool)
+        .await;
+        match store.dialect() {
+            Dialect::Postgres => {
+                let error = damage_feedback.expect_err("PostgreSQL refuses a non-JSON body");
+                assert!(error.to_string().contains("json"), "{label}: {error}");
+                let (items, _) = store.feedback(Agency::Environment, 0, 10).await.unwrap();
+                assert!(items.is_empty(), "{label}: nothing was stored: {items:?}");
+            }
+            Dialect::Sqlite => {
+                damage_feedback.unwrap();
+                let error = store
+                    .feedback(Agency::Environment, 0, 10)
+                    .await
+                    .unwrap_err()
+                    .to_string();
+                assert!(error.contains("feedback row"), "{label}: {error}");
+            }
+        }
     }
 }
 
@@ -429,13 +495,13 @@ async fn a_database_with_an_unknown_schema_history_is_refused_not_migrated_over(
         let hub = leadbridge::hub::store::connect(&url, 2).await.unwrap();
         let versions: Vec<(i64,)> =
             sqlx::query_as("SELECT version FROM _sqlx_migrations ORDER BY version")
-                .fetch_all(hub.pool())
+                .fetch_all(hub.inspection_pool().await.unwrap())
                 .await
                 .unwrap();
         assert_eq!(versions, vec![(1,), (101,)], "{label}");
         for table in ["outbox", "audit_entries", "audit_head", "leads", "feedback"] {
             let (rows,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM {table}"))
-                .fetch_one(hub.pool())
+                .fetch_one(hub.inspection_pool().await.unwrap())
                 .await
                 .unwrap_or_else(|error| panic!("{label}: {table}: {error}"));
             assert!(rows <= 1, "{label}: {table}");
@@ -444,7 +510,7 @@ async fn a_database_with_an_unknown_schema_history_is_refused_not_migrated_over(
         // A migration that differs from this build's: refused, naming the version.
         sqlx::query("UPDATE _sqlx_migrations SET checksum = $1 WHERE version = 101")
             .bind(vec![0u8; 48])
-            .execute(hub.pool())
+            .execute(hub.inspection_pool().await.unwrap())
             .await
             .unwrap();
         hub.close().await;
@@ -453,10 +519,16 @@ async fn a_database_with_an_unknown_schema_history_is_refused_not_migrated_over(
             .err()
             .expect("a changed migration is refused");
         assert!(
-            matches!(error, leadbridge::shared::store::StoreError::UnknownSchema { version: 101 }),
+            matches!(
+                error,
+                leadbridge::shared::store::StoreError::UnknownSchema { version: 101 }
+            ),
             "{label}: {error}"
         );
-        assert!(error.to_string().contains("new database"), "{label}: {error}");
+        assert!(
+            error.to_string().contains("new database"),
+            "{label}: {error}"
+        );
 
         // A migration this build does not have at all (an old history's version 4).
         let police_url = match label {
@@ -468,7 +540,7 @@ async fn a_database_with_an_unknown_schema_history_is_refused_not_migrated_over(
             .unwrap();
         let versions: Vec<(i64,)> =
             sqlx::query_as("SELECT version FROM _sqlx_migrations ORDER BY version")
-                .fetch_all(police.pool())
+                .fetch_all(police.inspection_pool().await.unwrap())
                 .await
                 .unwrap();
         assert_eq!(versions, vec![(1,), (101,)], "{label}");
@@ -477,7 +549,7 @@ async fn a_database_with_an_unknown_schema_history_is_refused_not_migrated_over(
              VALUES (4, 'outbox claim and prune', TRUE, $1, 1)",
         )
         .bind(vec![0u8; 48])
-        .execute(police.pool())
+        .execute(police.inspection_pool().await.unwrap())
         .await
         .unwrap();
         police.close().await;
@@ -486,7 +558,10 @@ async fn a_database_with_an_unknown_schema_history_is_refused_not_migrated_over(
             .err()
             .expect("an unknown migration is refused");
         assert!(
-            matches!(error, leadbridge::shared::store::StoreError::UnknownSchema { version: 4 }),
+            matches!(
+                error,
+                leadbridge::shared::store::StoreError::UnknownSchema { version: 4 }
+            ),
             "{label}: {error}"
         );
     }

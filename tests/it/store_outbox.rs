@@ -8,12 +8,12 @@ use leadbridge::shared::config::RelaySettings;
 use leadbridge::shared::outbox::claim_statement;
 use leadbridge::shared::outbox::OutboxOwner;
 use leadbridge::shared::relay::Relay;
-use leadbridge::shared::store::{db_time, Dialect, Migrations, Store};
+use leadbridge::shared::store::{DbTime, Dialect, Migrations, Store};
 use leadbridge::shared::telemetry::Metrics;
 use serde_json::Value;
 use sqlx::{Connection, Row};
 
-use crate::helpers::{fresh_postgres_database, fresh_sqlite_url};
+use crate::helpers::{fresh_postgres_database, fresh_sqlite_url, typed_param};
 
 const BACKLOG: i64 = 12_000;
 const CLAIM: i64 = 500;
@@ -56,7 +56,8 @@ async fn a_claim_examines_rows_in_proportion_to_its_size_not_to_a_backlog_with_s
     let created = "2026-11-26T08:00:00.000000Z";
     sqlx::query(
         "INSERT INTO leads (lead_id, agency, case_id, lead_type, kind, current_revision, status, created_at, updated_at) \
-         SELECT gen_random_uuid()::text, 'environment', 'backlog-' || g, 'x', 'lead', 1, 'accepted', $1, $1 \
+         SELECT gen_random_uuid(), 'environment', 'backlog-' || g, 'x', 'lead', 1, 'accepted', \
+         $1::timestamptz, $1::timestamptz \
          FROM generate_series(1, $2::bigint) g",
     )
     .bind(created)
@@ -66,7 +67,8 @@ async fn a_claim_examines_rows_in_proportion_to_its_size_not_to_a_backlog_with_s
     .unwrap();
     sqlx::query(
         "INSERT INTO outbox (event_id, lead_id, revision, topic, payload, headers, created_at, next_attempt_at) \
-         SELECT gen_random_uuid()::text, lead_id, 1, 'test.leads.environment.v1', '\\x7b7d'::bytea, '[]', $1, $1 FROM leads",
+         SELECT gen_random_uuid()::text, lead_id, 1, 'test.leads.environment.v1', '\\x7b7d'::bytea, \
+         '[]'::jsonb, $1::timestamptz, $1::timestamptz FROM leads",
     )
     .bind(created)
     .execute(&mut db)
@@ -76,8 +78,11 @@ async fn a_claim_examines_rows_in_proportion_to_its_size_not_to_a_backlog_with_s
     let now = Utc::now();
     let statement = claim_statement(Dialect::Postgres)
         .replace("$1", "'explain'")
-        .replace("$2", &format!("'{}'", db_time(now + Duration::minutes(2))))
-        .replace("$3", &format!("'{}'", db_time(now)))
+        .replace(
+            "$2",
+            &format!("'{}'", DbTime::new(now + Duration::minutes(2)).text()),
+        )
+        .replace("$3", &format!("'{}'", DbTime::new(now).text()))
         .replace("$4", &CLAIM.to_string());
     let mut tx = db.begin().await.unwrap();
     let plan: String = sqlx::query_scalar("SELECT plan_of($1)")
@@ -113,13 +118,13 @@ async fn the_sqlite_claim_finds_earlier_messages_of_a_lead_through_the_waiting_i
         .await
         .unwrap();
     let sql = format!("EXPLAIN QUERY PLAN {}", claim_statement(Dialect::Sqlite));
-    let now = db_time(Utc::now());
+    let now = DbTime::new(Utc::now()).text();
     let details: Vec<String> = sqlx::query(&sql)
         .bind("explain")
         .bind(&now)
         .bind(&now)
         .bind(CLAIM)
-        .fetch_all(store.pool())
+        .fetch_all(store.inspection_pool().await.unwrap())
         .await
         .unwrap()
         .iter()
@@ -142,25 +147,36 @@ async fn lead_with_rows(
     rows: &[(i64, Option<String>, Option<String>)],
 ) -> String {
     let lead_id = uuid::Uuid::new_v4().to_string();
-    let created = db_time(Utc::now() - Duration::days(30));
+    let created = DbTime::new(Utc::now() - Duration::days(30)).text();
+    let dialect = store.dialect();
+    let [id, time] = [("$1", "UUID"), ("$4", "TIMESTAMPTZ")]
+        .map(|(param, native)| typed_param(dialect, param, native));
     if schema == Role::Hub {
-        sqlx::query(
+        sqlx::query(&format!(
             "INSERT INTO leads (lead_id, agency, case_id, lead_type, kind, current_revision, status, created_at, updated_at) \
-             VALUES ($1, 'environment', $1, 'x', 'lead', $2, $3, $4, $4)",
-        )
+             VALUES ({id}, 'environment', $1, 'x', 'lead', $2, $3, {time}, {time})",
+        ))
         .bind(&lead_id)
         .bind(current_revision)
         .bind(status)
         .bind(&created)
-        .execute(store.pool())
+        .execute(store.inspection_pool().await.unwrap())
         .await
         .unwrap();
     }
+    let [id, headers, created_at, published, failed] = [
+        ("$2", "UUID"),
+        ("$5", "JSONB"),
+        ("$6", "TIMESTAMPTZ"),
+        ("$7", "TIMESTAMPTZ"),
+        ("$8", "TIMESTAMPTZ"),
+    ]
+    .map(|(param, native)| typed_param(dialect, param, native));
     for (revision, published_at, failed_at) in rows {
-        sqlx::query(
+        sqlx::query(&format!(
             "INSERT INTO outbox (event_id, lead_id, revision, topic, payload, headers, created_at, next_attempt_at, published_at, failed_at) \
-             VALUES ($1, $2, $3, 'test.leads.environment.v1', $4, $5, $6, $6, $7, $8)",
-        )
+             VALUES ($1, {id}, $3, 'test.leads.environment.v1', $4, {headers}, {created_at}, {created_at}, {published}, {failed})",
+        ))
         .bind(uuid::Uuid::new_v4().to_string())
         .bind(&lead_id)
         .bind(revision)
@@ -169,7 +185,7 @@ async fn lead_with_rows(
         .bind(&created)
         .bind(published_at.clone())
         .bind(failed_at.clone())
-        .execute(store.pool())
+        .execute(store.inspection_pool().await.unwrap())
         .await
         .unwrap();
     }
@@ -177,9 +193,9 @@ async fn lead_with_rows(
 }
 
 async fn rows_of(store: &Store, lead_id: &str) -> Vec<i64> {
-    sqlx::query("SELECT revision FROM outbox WHERE lead_id = $1 ORDER BY id")
+    sqlx::query("SELECT revision FROM outbox WHERE CAST(lead_id AS TEXT) = $1 ORDER BY id")
         .bind(lead_id)
-        .fetch_all(store.pool())
+        .fetch_all(store.inspection_pool().await.unwrap())
         .await
         .unwrap()
         .iter()
@@ -209,8 +225,8 @@ async fn the_relay_prunes_old_published_rows_and_keeps_young_waiting_failed_and_
     for (schema, store) in stores {
         let label = format!("{:?} {schema:?}", store.dialect());
         let now = Utc::now();
-        let old = Some(db_time(now - Duration::days(8)));
-        let young = Some(db_time(now - Duration::days(6)));
+        let old = Some(DbTime::new(now - Duration::days(8)).text());
+        let young = Some(DbTime::new(now - Duration::days(6)).text());
         let receipted = "received_by_police";
         let gone = lead_with_rows(&store, schema, receipted, 1, &[(1, old.clone(), None)]).await;
         let kept_young =

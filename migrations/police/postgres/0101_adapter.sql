@@ -1,9 +1,10 @@
 -- The police adapter's own tables, after the shared outbox and ledger
 -- (`migrations/shared/postgres`; its outbox carries receipts to the hub). The adapter's database
 -- may run inside the police network: the leads it received and their deliveries to police
--- units. Times are stored as in the shared schema.
+-- units. Types as in the shared schema; `document`
+-- is the lead exactly as accepted (the bytes its content hash covers), so it stays TEXT.
 CREATE TABLE police_leads (
-    lead_id         TEXT NOT NULL,
+    lead_id         UUID NOT NULL,
     revision        BIGINT NOT NULL,
     agency          TEXT NOT NULL,
     lead_type       TEXT NOT NULL,
@@ -13,37 +14,37 @@ CREATE TABLE police_leads (
     summary         TEXT NOT NULL,
     document        TEXT NOT NULL,
     content_sha256  TEXT NOT NULL,
-    assessment      TEXT NOT NULL,
+    assessment      JSONB NOT NULL,
     priority        TEXT NOT NULL,
-    received_at     TEXT NOT NULL,
+    received_at     TIMESTAMPTZ NOT NULL,
     status          TEXT NOT NULL,
-    delivered_at    TEXT,
+    delivered_at    TIMESTAMPTZ,
     decision        TEXT,
     decision_reason TEXT,
     police_case_no  TEXT,
-    decided_at      TEXT,
+    decided_at      TIMESTAMPTZ,
     decided_by      TEXT,
     reconsideration_reason       TEXT,
-    reconsideration_requested_at TEXT,
-    reconsidered_at              TEXT,
+    reconsideration_requested_at TIMESTAMPTZ,
+    reconsidered_at              TIMESTAMPTZ,
     PRIMARY KEY (lead_id, revision)
 );
 
 CREATE TABLE police_deliveries (
     id               BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    lead_id          TEXT NOT NULL,
+    lead_id          UUID NOT NULL,
     revision         BIGINT NOT NULL,
     unit             TEXT NOT NULL,
     sink             TEXT NOT NULL,
-    created_at       TEXT NOT NULL,
+    created_at       TIMESTAMPTZ NOT NULL,
     attempts         BIGINT NOT NULL DEFAULT 0,
-    next_attempt_at  TEXT NOT NULL,
+    next_attempt_at  TIMESTAMPTZ NOT NULL,
     claimed_by       TEXT,
-    claimed_until    TEXT,
+    claimed_until    TIMESTAMPTZ,
     last_error       TEXT,
-    delivered_at     TEXT,
+    delivered_at     TIMESTAMPTZ,
     cms_ref          TEXT,
-    dead_lettered_at TEXT,
+    dead_lettered_at TIMESTAMPTZ,
     CONSTRAINT police_deliveries_once UNIQUE (lead_id, revision, unit)
 );
 CREATE INDEX police_deliveries_pending ON police_deliveries (id) WHERE delivered_at IS NULL AND dead_lettered_at IS NULL;

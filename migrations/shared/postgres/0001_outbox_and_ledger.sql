@@ -2,8 +2,9 @@
 -- police adapter's) by the same code, `shared::outbox` and `shared::audit`. A role's own
 -- tables come after it, from version 101 on (`migrations/<role>/postgres`).
 --
--- Times are RFC 3339 UTC text with exactly six fractional digits
--- ("2026-11-26T08:00:00.000000Z"), which sorts as it reads.
+-- Native types: ids are UUID, times TIMESTAMPTZ (microseconds), documents that are queried
+-- JSONB; a document whose exact bytes a hash covers stays TEXT. `shared::store::types` reads
+-- and writes them.
 
 -- Messages committed with the state they announce; relays lease, publish and mark them.
 -- `failed_at` is terminal: Kafka refused the data itself (e.g. too large), so the row is never
@@ -11,21 +12,21 @@
 CREATE TABLE outbox (
     id              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     event_id        TEXT NOT NULL UNIQUE,
-    lead_id         TEXT NOT NULL,
+    lead_id         UUID NOT NULL,
     revision        BIGINT NOT NULL,
     topic           TEXT NOT NULL,
     payload         BYTEA NOT NULL,
-    headers         TEXT NOT NULL,
-    created_at      TEXT NOT NULL,
+    headers         JSONB NOT NULL,
+    created_at      TIMESTAMPTZ NOT NULL,
     attempts        BIGINT NOT NULL DEFAULT 0,
-    next_attempt_at TEXT NOT NULL,
+    next_attempt_at TIMESTAMPTZ NOT NULL,
     claimed_by      TEXT,
-    claimed_until   TEXT,
+    claimed_until   TIMESTAMPTZ,
     last_error      TEXT,
-    published_at    TEXT,
+    published_at    TIMESTAMPTZ,
     kafka_partition BIGINT,
     kafka_offset    BIGINT,
-    failed_at       TEXT
+    failed_at       TIMESTAMPTZ
 );
 CREATE INDEX outbox_by_lead ON outbox (lead_id, id);
 CREATE INDEX outbox_unpublished ON outbox (id) WHERE published_at IS NULL AND failed_at IS NULL;
@@ -41,10 +42,10 @@ CREATE INDEX outbox_published ON outbox (published_at) WHERE published_at IS NOT
 -- the exact text that was hashed.
 CREATE TABLE audit_entries (
     seq        BIGINT PRIMARY KEY,
-    at         TEXT NOT NULL,
+    at         TIMESTAMPTZ NOT NULL,
     actor      TEXT NOT NULL,
     action     TEXT NOT NULL,
-    lead_id    TEXT,
+    lead_id    UUID,
     revision   BIGINT,
     details    TEXT NOT NULL,
     prev_hash  TEXT NOT NULL,

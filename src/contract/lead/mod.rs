@@ -39,6 +39,14 @@ impl LeadId {
     pub fn parse(text: &str) -> Option<Self> {
         Uuid::parse_str(text).ok().map(LeadId)
     }
+
+    pub fn from_uuid(uuid: Uuid) -> Self {
+        LeadId(uuid)
+    }
+
+    pub fn as_uuid(self) -> Uuid {
+        self.0
+    }
 }
 
 impl fmt::Display for LeadId {

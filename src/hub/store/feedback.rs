@@ -3,17 +3,15 @@
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
-use sqlx::Row;
 
 use super::leads::insert_timeline;
 use crate::contract::events::{ReceiptEvent, ReceiptStep};
 use crate::contract::lead::{Agency, LeadId};
+use crate::on_backend;
 use crate::shared::audit::{AuditEntry, LedgerAppender};
 use crate::shared::outbox::insert_message;
 use crate::shared::outbox::OutboxMessage;
-use crate::shared::store::{
-    db_time, required_json, required_time, stored_json, stored_lead_id, Store, StoreError, Tx,
-};
+use crate::shared::store::{column, required, DbJson, DbTime, DbUuid, Store, StoreError, Tx};
 
 /// The order of lead statuses; a receipt never moves a lead backwards.
 ///
@@ -106,25 +104,24 @@ impl Store {
         cursor: i64,
         limit: i64,
     ) -> Result<(Vec<Value>, i64), StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, body FROM feedback WHERE agency = $1 AND id > $2 ORDER BY id LIMIT $3",
-        )
-        .bind(agency.as_str())
-        .bind(cursor)
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await?;
-        let mut next = cursor;
-        let mut items = Vec::with_capacity(rows.len());
-        for row in rows {
-            next = row.try_get("id")?;
-            items.push(required_json(
-                &row,
-                "body",
-                &format_args!("feedback row {next}"),
-            )?);
-        }
-        Ok((items, next))
+        on_backend!(self.db(), pool => {
+            let rows = sqlx::query(
+                "SELECT id, body FROM feedback WHERE agency = $1 AND id > $2 ORDER BY id LIMIT $3",
+            )
+            .bind(agency.as_str())
+            .bind(cursor)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            let mut next = cursor;
+            let mut items = Vec::with_capacity(rows.len());
+            for row in &rows {
+                next = column(row, "id", &"feedback row")?;
+                let body: DbJson = required(row, "body", &format_args!("feedback row {next}"))?;
+                items.push(body.0);
+            }
+            Ok((items, next))
+        })
     }
 
     /// The assessment and deadlines the police sent for the lead, if any.
@@ -132,15 +129,16 @@ impl Store {
         &self,
         lead_id: LeadId,
     ) -> Result<(Option<Value>, Option<Value>), StoreError> {
-        let row = sqlx::query("SELECT assessment, deadlines FROM leads WHERE lead_id = $1")
-            .bind(lead_id.to_string())
-            .fetch_one(self.pool())
-            .await?;
         let which = format!("leads row {lead_id}");
-        Ok((
-            stored_json(&row, "assessment", &which)?,
-            stored_json(&row, "deadlines", &which)?,
-        ))
+        on_backend!(self.db(), pool => {
+            let row = sqlx::query("SELECT assessment, deadlines FROM leads WHERE lead_id = $1")
+                .bind(DbUuid::from(lead_id))
+                .fetch_one(pool)
+                .await?;
+            let assessment: Option<DbJson> = column(&row, "assessment", &which)?;
+            let deadlines: Option<DbJson> = column(&row, "deadlines", &which)?;
+            Ok((assessment.map(|json| json.0), deadlines.map(|json| json.0)))
+        })
     }
 
     /// Records the agency's reconsideration request and sends it to the police, if the lead was
@@ -157,41 +155,51 @@ impl Store {
         let mut tx = self.begin().await?;
         let mut ledger = LedgerAppender::new();
         ledger.lock(&mut tx).await.map_err(StoreError::from)?;
-        let row = sqlx::query("SELECT status, current_revision, decided_at FROM leads WHERE lead_id = $1 AND agency = $2")
-            .bind(lead_id.to_string())
-            .bind(agency.as_str())
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(ReconsiderationError::NotFound)?;
-        let status: String = row.try_get("status")?;
-        let revision: i64 = row.try_get("current_revision")?;
         let which = format!("leads row {lead_id}");
+        let lead: Option<(String, i64, Option<DbTime>)> = on_backend!(tx.conn(), conn => {
+            match sqlx::query("SELECT status, current_revision, decided_at FROM leads WHERE lead_id = $1 AND agency = $2")
+                .bind(DbUuid::from(lead_id))
+                .bind(agency.as_str())
+                .fetch_optional(&mut *conn)
+                .await?
+            {
+                Some(row) => Some((
+                    column(&row, "status", &which)?,
+                    column(&row, "current_revision", &which)?,
+                    column(&row, "decided_at", &which)?,
+                )),
+                None => None,
+            }
+        });
+        let (status, revision, decided_at) = lead.ok_or(ReconsiderationError::NotFound)?;
         if status != "not_filed" {
             return Err(ReconsiderationError::NotAllowed(format!(
                 "reconsideration can be requested only after a not_filed decision; the lead is {status}"
             )));
         }
         // A not_filed lead was decided; a missing decision time is damage, not "just now".
-        let closes = required_time(&row, "decided_at", &which)? + Duration::days(window_days);
+        let decided_at = decided_at
+            .ok_or_else(|| StoreError::Corrupt(format!("{which}: decided_at is NULL")))?;
+        let closes = decided_at.get() + Duration::days(window_days);
         if now > closes {
             return Err(ReconsiderationError::NotAllowed(format!(
                 "the {window_days}-day window for requesting reconsideration closed at {}",
                 closes.to_rfc3339()
             )));
         }
-        let at = db_time(now);
-        sqlx::query("UPDATE leads SET status = 'reconsideration_requested', updated_at = $1 WHERE lead_id = $2")
-            .bind(&at)
-            .bind(lead_id.to_string())
-            .execute(&mut *tx)
-            .await?;
+        let at = DbTime::new(now);
+        on_backend!(tx.conn(), conn => sqlx::query("UPDATE leads SET status = 'reconsideration_requested', updated_at = $1 WHERE lead_id = $2")
+            .bind(at)
+            .bind(DbUuid::from(lead_id))
+            .execute(&mut *conn)
+            .await.map(|done| done.rows_affected()))?;
         let actor = format!("agency:{agency}");
         insert_timeline(
             &mut tx,
             lead_id,
             revision,
             "reconsideration_requested",
-            &at,
+            at,
             &actor,
             json!({"reason": reason}),
         )
@@ -219,60 +227,72 @@ impl Store {
         after: Duration,
         now: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
-        let cutoff = db_time(now - after);
+        let cutoff = DbTime::new(now - after);
         // "No message of the lead still waiting" as a scalar subquery, not NOT EXISTS: it is
         // then one probe of `outbox_unpublished_by_lead` per lead, where an anti join planned
         // from stale statistics scans the whole backlog per lead (docs/benchmarks.md).
-        let stale = sqlx::query(
-            "SELECT l.lead_id, l.current_revision FROM leads l \
-             WHERE l.status = 'published' AND l.updated_at < $1 \
-               AND (SELECT MIN(o.id) FROM outbox o WHERE o.lead_id = l.lead_id \
-                    AND o.published_at IS NULL AND o.failed_at IS NULL) IS NULL \
-             ORDER BY l.updated_at LIMIT 100",
-        )
-        .bind(&cutoff)
-        .fetch_all(self.pool())
-        .await?;
-        let mut republished = 0;
-        for row in stale {
-            let lead_id_text: String = row.try_get("lead_id")?;
-            let revision: i64 = row.try_get("current_revision")?;
-            let lead_id = stored_lead_id(&row, "lead_id", &format!("leads row {lead_id_text}"))?;
-            let mut tx = self.begin().await?;
-            let Some(last) = sqlx::query(
-                // A copy Kafka acknowledged, never one it refused for good.
-                "SELECT topic, payload, headers FROM outbox WHERE lead_id = $1 AND revision = $2 \
-                 AND published_at IS NOT NULL ORDER BY id DESC LIMIT 1",
+        let stale: Vec<(LeadId, i64)> = on_backend!(self.db(), pool => {
+            sqlx::query(
+                "SELECT l.lead_id, l.current_revision FROM leads l \
+                 WHERE l.status = 'published' AND l.updated_at < $1 \
+                   AND (SELECT MIN(o.id) FROM outbox o WHERE o.lead_id = l.lead_id \
+                        AND o.published_at IS NULL AND o.failed_at IS NULL) IS NULL \
+                 ORDER BY l.updated_at LIMIT 100",
             )
-            .bind(&lead_id_text)
-            .bind(revision)
-            .fetch_optional(&mut *tx)
+            .bind(cutoff)
+            .fetch_all(pool)
             .await?
-            else {
+            .iter()
+            .map(|row| -> Result<_, StoreError> {
+                let lead_id: DbUuid = column(row, "lead_id", &"a published lead")?;
+                let which = format!("leads row {}", lead_id.0);
+                Ok((lead_id.into(), column(row, "current_revision", &which)?))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?
+        });
+        let mut republished = 0;
+        for (lead_id, revision) in stale {
+            let which = format!("outbox of lead {lead_id}");
+            let mut tx = self.begin().await?;
+            let last: Option<(String, Vec<u8>, DbJson)> = on_backend!(tx.conn(), conn => {
+                match sqlx::query(
+                    // A copy Kafka acknowledged, never one it refused for good.
+                    "SELECT topic, payload, headers FROM outbox WHERE lead_id = $1 AND revision = $2 \
+                     AND published_at IS NOT NULL ORDER BY id DESC LIMIT 1",
+                )
+                .bind(DbUuid::from(lead_id))
+                .bind(revision)
+                .fetch_optional(&mut *conn)
+                .await?
+                {
+                    Some(row) => Some((
+                        column(&row, "topic", &which)?,
+                        column(&row, "payload", &which)?,
+                        column(&row, "headers", &which)?,
+                    )),
+                    None => None,
+                }
+            });
+            let Some((topic, payload, headers)) = last else {
                 continue;
             };
             // Only if nothing changed since the SELECT above (another hub may have done it).
-            let claimed = sqlx::query("UPDATE leads SET updated_at = $1 WHERE lead_id = $2 AND status = 'published' AND updated_at < $3")
-                .bind(db_time(now))
-                .bind(&lead_id_text)
-                .bind(&cutoff)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let claimed = on_backend!(tx.conn(), conn => sqlx::query("UPDATE leads SET updated_at = $1 WHERE lead_id = $2 AND status = 'published' AND updated_at < $3")
+                .bind(DbTime::new(now))
+                .bind(DbUuid::from(lead_id))
+                .bind(cutoff)
+                .execute(&mut *conn)
+                .await.map(|done| done.rows_affected()))?;
             if claimed == 0 {
                 tx.rollback().await?;
                 continue;
             }
-            let headers: String = last.try_get("headers")?;
             let message = OutboxMessage {
                 event_id: uuid::Uuid::now_v7().to_string(),
-                topic: last.try_get("topic")?,
-                payload: last.try_get("payload")?,
-                headers: serde_json::from_str(&headers).map_err(|error| {
-                    StoreError::Corrupt(format!(
-                        "outbox headers of lead {lead_id} do not parse: {error}"
-                    ))
-                })?,
+                topic,
+                payload,
+                headers: serde_json::from_value(headers.0)
+                    .map_err(|error| StoreError::Corrupt(format!("{which}: headers: {error}")))?,
             };
             insert_message(&mut tx, &message, lead_id, revision, now).await?;
             let mut ledger = LedgerAppender::new();
@@ -305,32 +325,37 @@ async fn apply_one(
     let event_id = receipt.event_id.to_string();
     let event = receipt.step.name();
     let lead_id = receipt.lead_id;
-    let lead_id_text = lead_id.to_string();
+    let id = DbUuid::from(lead_id);
     let revision = receipt.revision;
-    let at = receipt.at;
+    let at = DbTime::new(receipt.at);
+    let which = format!("leads row {lead_id}");
     // The lead first: a receipt about an unknown lead must leave no trace, not even its
     // event id (the lead may still be on its way on another hub's relay).
-    let Some(lead) =
-        sqlx::query("SELECT agency, current_revision, status FROM leads WHERE lead_id = $1")
-            .bind(&lead_id_text)
-            .fetch_optional(&mut **tx)
+    let lead: Option<(String, i64, String)> = on_backend!(tx.conn(), conn => {
+        match sqlx::query("SELECT agency, current_revision, status FROM leads WHERE lead_id = $1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
             .await?
-    else {
+        {
+            Some(row) => Some((
+                column(&row, "agency", &which)?,
+                column(&row, "current_revision", &which)?,
+                column(&row, "status", &which)?,
+            )),
+            None => None,
+        }
+    });
+    let Some((agency, current_revision, status)) = lead else {
         return Ok(ReceiptOutcome::UnknownLead);
     };
-    let fresh = sqlx::query("INSERT INTO receipts_applied (event_id, applied_at) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING")
+    let fresh = on_backend!(tx.conn(), conn => sqlx::query("INSERT INTO receipts_applied (event_id, applied_at) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING")
             .bind(&event_id)
-            .bind(db_time(now))
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
+            .bind(DbTime::new(now))
+            .execute(&mut *conn)
+            .await.map(|done| done.rows_affected()))?;
     if fresh == 0 {
         return Ok(ReceiptOutcome::AlreadyApplied);
     }
-    let agency: String = lead.try_get("agency")?;
-    let current_revision: i64 = lead.try_get("current_revision")?;
-    let status: String = lead.try_get("status")?;
-    let at_text = db_time(at);
     let actor = receipt.actor.as_str();
 
     // The timeline keeps the step's own fields, not the bulky assessment and deadlines
@@ -346,7 +371,7 @@ async fn apply_one(
         lead_id,
         revision,
         event,
-        &at_text,
+        at,
         actor,
         Value::Object(details),
     )
@@ -356,36 +381,36 @@ async fn apply_one(
         let moves_forward =
             matches!((rank(event), rank(&status)), (Some(new), Some(old)) if new > old);
         if moves_forward {
-            sqlx::query("UPDATE leads SET status = $1, updated_at = $2 WHERE lead_id = $3")
+            on_backend!(tx.conn(), conn => sqlx::query("UPDATE leads SET status = $1, updated_at = $2 WHERE lead_id = $3")
                 .bind(event)
-                .bind(db_time(now))
-                .bind(&lead_id_text)
-                .execute(&mut **tx)
-                .await?;
+                .bind(DbTime::new(now))
+                .bind(id)
+                .execute(&mut *conn)
+                .await.map(|done| done.rows_affected()))?;
         }
         if let Some(assessment) = receipt.step.assessment().filter(|a| !a.is_null()) {
-            sqlx::query("UPDATE leads SET assessment = $1 WHERE lead_id = $2")
-                .bind(assessment.to_string())
-                .bind(&lead_id_text)
-                .execute(&mut **tx)
-                .await?;
+            on_backend!(tx.conn(), conn => sqlx::query("UPDATE leads SET assessment = $1 WHERE lead_id = $2")
+                .bind(DbJson(assessment.clone()))
+                .bind(id)
+                .execute(&mut *conn)
+                .await.map(|done| done.rows_affected()))?;
         }
         if let Some(deadlines) = receipt.step.deadlines().filter(|d| d.is_array()) {
-            sqlx::query("UPDATE leads SET deadlines = $1 WHERE lead_id = $2")
-                .bind(deadlines.to_string())
-                .bind(&lead_id_text)
-                .execute(&mut **tx)
-                .await?;
+            on_backend!(tx.conn(), conn => sqlx::query("UPDATE leads SET deadlines = $1 WHERE lead_id = $2")
+                .bind(DbJson(deadlines.clone()))
+                .bind(id)
+                .execute(&mut *conn)
+                .await.map(|done| done.rows_affected()))?;
         }
         if matches!(
             receipt.step,
             ReceiptStep::Filed(_) | ReceiptStep::NotFiled(_) | ReceiptStep::Returned(_)
         ) {
-            sqlx::query("UPDATE leads SET decided_at = $1 WHERE lead_id = $2")
-                .bind(&at_text)
-                .bind(&lead_id_text)
-                .execute(&mut **tx)
-                .await?;
+            on_backend!(tx.conn(), conn => sqlx::query("UPDATE leads SET decided_at = $1 WHERE lead_id = $2")
+                .bind(at)
+                .bind(id)
+                .execute(&mut *conn)
+                .await.map(|done| done.rows_affected()))?;
         }
     }
     // What the agency reads at /v1/feedback: the receipt without its wire schema.
@@ -393,22 +418,22 @@ async fn apply_one(
     if let Some(object) = body.as_object_mut() {
         object.remove("schema");
     }
-    sqlx::query("INSERT INTO feedback (agency, lead_id, revision, event, at, body) VALUES ($1, $2, $3, $4, $5, $6)")
+    on_backend!(tx.conn(), conn => sqlx::query("INSERT INTO feedback (agency, lead_id, revision, event, at, body) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(&agency)
-            .bind(&lead_id_text)
+            .bind(id)
             .bind(revision)
             .bind(event)
-            .bind(&at_text)
-            .bind(body.to_string())
-            .execute(&mut **tx)
-            .await?;
+            .bind(at)
+            .bind(DbJson(body))
+            .execute(&mut *conn)
+            .await.map(|done| done.rows_affected()))?;
     ledger.append(AuditEntry {
         at: now,
         actor: "hub".into(),
         action: "lead.receipt_applied",
         lead_id: Some(lead_id),
         revision: Some(revision),
-        details: json!({"event": event, "event_id": event_id, "at": at_text, "by": actor}),
+        details: json!({"event": event, "event_id": event_id, "at": at.text(), "by": actor}),
     });
     Ok(ReceiptOutcome::Applied)
 }

@@ -9,13 +9,16 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
-use sqlx::Row;
+use sqlx::postgres::PgConnection;
+use sqlx::sqlite::SqliteConnection;
 
 use crate::contract::lead::{Agency, LeadId, ValidatedLead};
+use crate::on_backend;
 use crate::shared::audit::{AuditEntry, AuditError, LedgerAppender};
 use crate::shared::outbox::{insert_messages, OutboxMessage};
 use crate::shared::store::{
-    db_time, parse_db_time, Dialect, IngestCounters, Store, StoreError, Tx, MAX_BIND_PARAMS,
+    column, Backend, DbJson, DbTime, DbUuid, Dialect, IngestCounters, Store, StoreError, Tx,
+    MAX_BIND_PARAMS,
 };
 
 /// What the store made of a validated lead.
@@ -141,48 +144,51 @@ impl Store {
         lead_id: LeadId,
         agency: Agency,
     ) -> Result<Option<LeadView>, StoreError> {
-        let Some(row) = sqlx::query(
-            "SELECT lead_type, kind, case_id, current_revision, status FROM leads WHERE lead_id = $1 AND agency = $2",
-        )
-        .bind(lead_id.to_string())
-        .bind(agency.as_str())
-        .fetch_optional(self.pool())
-        .await?
-        else {
-            return Ok(None);
-        };
-        let timeline = sqlx::query(
-            "SELECT event, at, actor, revision, details FROM timeline_events WHERE lead_id = $1 ORDER BY id",
-        )
-        .bind(lead_id.to_string())
-        .fetch_all(self.pool())
-        .await?
-        .into_iter()
-        .map(|event| -> Result<TimelineEvent, StoreError> {
-            let details: String = event.try_get("details")?;
-            Ok(TimelineEvent {
-                event: event.try_get("event")?,
-                at: event.try_get("at")?,
-                actor: event.try_get("actor")?,
-                revision: event.try_get("revision")?,
-                details: serde_json::from_str(&details).map_err(|error| {
-                    StoreError::Corrupt(format!(
-                        "stored timeline details of lead {lead_id} do not parse: {error}"
-                    ))
-                })?,
+        let which = format!("lead {lead_id}");
+        on_backend!(self.db(), pool => {
+            let Some(row) = sqlx::query(
+                "SELECT lead_type, kind, case_id, current_revision, status FROM leads WHERE lead_id = $1 AND agency = $2",
+            )
+            .bind(DbUuid::from(lead_id))
+            .bind(agency.as_str())
+            .fetch_optional(pool)
+            .await?
+            else {
+                return Ok(None);
+            };
+            let timeline = sqlx::query(
+                "SELECT event, at, actor, revision, details FROM timeline_events WHERE lead_id = $1 ORDER BY id",
+            )
+            .bind(DbUuid::from(lead_id))
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|event| -> Result<TimelineEvent, StoreError> {
+                let which = format!("timeline of lead {lead_id}");
+                let details: DbJson = column(event, "details", &which)?;
+                let Value::Object(details) = details.0 else {
+                    return Err(StoreError::Corrupt(format!("{which}: details is not an object")));
+                };
+                Ok(TimelineEvent {
+                    event: column(event, "event", &which)?,
+                    at: column::<_, DbTime>(event, "at", &which)?.text(),
+                    actor: column(event, "actor", &which)?,
+                    revision: column(event, "revision", &which)?,
+                    details,
+                })
             })
+            .collect::<Result<Vec<_>, _>>()?;
+            Ok(Some(LeadView {
+                lead_id,
+                agency,
+                lead_type: column(&row, "lead_type", &which)?,
+                kind: column(&row, "kind", &which)?,
+                case_id: column(&row, "case_id", &which)?,
+                revision: column(&row, "current_revision", &which)?,
+                status: column(&row, "status", &which)?,
+                timeline,
+            }))
         })
-        .collect::<Result<Vec<_>, _>>()?;
-        Ok(Some(LeadView {
-            lead_id,
-            agency,
-            lead_type: row.try_get("lead_type")?,
-            kind: row.try_get("kind")?,
-            case_id: row.try_get("case_id")?,
-            revision: row.try_get("current_revision")?,
-            status: row.try_get("status")?,
-            timeline,
-        }))
     }
 
     /// The stored document of one revision, exactly as accepted.
@@ -191,22 +197,22 @@ impl Store {
         lead_id: LeadId,
         revision: i64,
     ) -> Result<Option<Value>, StoreError> {
-        let row =
-            sqlx::query("SELECT document FROM lead_revisions WHERE lead_id = $1 AND revision = $2")
-                .bind(lead_id.to_string())
-                .bind(revision)
-                .fetch_optional(self.pool())
-                .await?;
-        Ok(match row {
-            Some(row) => Some(
-                serde_json::from_str(&row.try_get::<String, _>("document")?).map_err(|error| {
+        let document: Option<String> = on_backend!(self.db(), pool => sqlx::query_scalar(
+            "SELECT document FROM lead_revisions WHERE lead_id = $1 AND revision = $2",
+        )
+        .bind(DbUuid::from(lead_id))
+        .bind(revision)
+        .fetch_optional(pool)
+        .await)?;
+        document
+            .map(|document| {
+                serde_json::from_str(&document).map_err(|error| {
                     StoreError::Corrupt(format!(
                         "stored document of lead {lead_id} revision {revision} does not parse: {error}"
                     ))
-                })?,
-            ),
-            None => None,
-        })
+                })
+            })
+            .transpose()
     }
 }
 
@@ -218,9 +224,9 @@ struct CountedTx<'s> {
 }
 
 impl CountedTx<'_> {
-    fn conn(&mut self) -> &mut sqlx::AnyConnection {
+    fn conn(&mut self) -> Backend<&mut PgConnection, &mut SqliteConnection> {
         self.counters.add_statements(1);
-        &mut self.tx
+        self.tx.conn()
     }
 }
 
@@ -233,11 +239,6 @@ struct CaseState {
     current: i64,
     /// Content hash and receipt time of the revisions the batch sends that exist so far.
     revisions: HashMap<i64, (String, DateTime<Utc>)>,
-}
-
-fn parse_lead_id(text: &str) -> Result<LeadId, StoreError> {
-    LeadId::parse(text)
-        .ok_or_else(|| StoreError::Corrupt(format!("stored lead id {text} is not a UUID")))
 }
 
 /// `($2, $3<tail>), ($4, $5<tail>), …`: `rows` tuples of `columns` parameters numbered from
@@ -297,66 +298,91 @@ async fn known_cases(
             "SELECT lead_id, agency, case_id, current_revision FROM leads WHERE (agency, case_id) IN ({}){lock}",
             tuples(chunk.len(), 2, 1)
         );
-        let mut query = sqlx::query(&sql);
-        for (agency, case_id) in chunk {
-            query = query.bind(agency.as_str()).bind(case_id.as_str());
-        }
-        for row in query.fetch_all(tx.conn()).await? {
-            let agency_text: String = row.try_get("agency")?;
+        let rows: Vec<(LeadId, String, String, i64)> = on_backend!(tx.conn(), conn => {
+            let mut query = sqlx::query(&sql);
+            for (agency, case_id) in chunk {
+                query = query.bind(agency.as_str()).bind(case_id.as_str());
+            }
+            query
+                .fetch_all(&mut *conn)
+                .await?
+                .iter()
+                .map(|row| -> Result<_, StoreError> {
+                    let lead_id: DbUuid = column(row, "lead_id", &"a lead")?;
+                    let which = format!("lead {}", lead_id.0);
+                    Ok((
+                        lead_id.into(),
+                        column(row, "agency", &which)?,
+                        column(row, "case_id", &which)?,
+                        column(row, "current_revision", &which)?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()
+        })?;
+        for (lead_id, agency_text, case_id, current) in rows {
             let agency: Agency = agency_text.parse().map_err(|_| {
-                StoreError::Corrupt(format!("stored agency {agency_text} is not an agency"))
+                StoreError::Corrupt(format!(
+                    "lead {lead_id}: agency {agency_text:?} is not an agency"
+                ))
             })?;
-            let key = (agency, row.try_get::<String, _>("case_id")?);
             known.insert(
-                key,
+                (agency, case_id),
                 CaseState {
-                    lead_id: parse_lead_id(&row.try_get::<String, _>("lead_id")?)?,
-                    current: row.try_get("current_revision")?,
+                    lead_id,
+                    current,
                     revisions: HashMap::new(),
                 },
             );
         }
     }
-    let mut wanted: Vec<(String, i64)> = Vec::new();
+    let mut wanted: Vec<(LeadId, i64)> = Vec::new();
     let mut seen = HashSet::new();
     for item in leads {
         let key = (item.lead.agency(), item.lead.case_id().as_str().to_owned());
         if let Some(case) = known.get(&key) {
-            let pair = (case.lead_id.to_string(), item.lead.revision());
-            if seen.insert(pair.clone()) {
+            let pair = (case.lead_id, item.lead.revision());
+            if seen.insert(pair) {
                 wanted.push(pair);
             }
         }
     }
-    let by_id: HashMap<String, CaseKey> = known
+    let by_id: HashMap<LeadId, CaseKey> = known
         .iter()
-        .map(|(key, case)| (case.lead_id.to_string(), key.clone()))
+        .map(|(key, case)| (case.lead_id, key.clone()))
         .collect();
     for chunk in wanted.chunks(rows_per_statement(2)) {
         let sql = format!(
             "SELECT lead_id, revision, content_sha256, received_at FROM lead_revisions WHERE (lead_id, revision) IN ({})",
             tuples(chunk.len(), 2, 1)
         );
-        let mut query = sqlx::query(&sql);
-        for (lead_id, revision) in chunk {
-            query = query.bind(lead_id.as_str()).bind(*revision);
-        }
-        for row in query.fetch_all(tx.conn()).await? {
-            let lead_id: String = row.try_get("lead_id")?;
-            let received_at: String = row.try_get("received_at")?;
-            let received_at = parse_db_time(&received_at).ok_or_else(|| {
-                StoreError::Corrupt(format!(
-                    "stored receipt time {received_at:?} of lead {lead_id} does not parse"
-                ))
-            })?;
+        let rows: Vec<(LeadId, i64, String, DbTime)> = on_backend!(tx.conn(), conn => {
+            let mut query = sqlx::query(&sql);
+            for (lead_id, revision) in chunk {
+                query = query.bind(DbUuid::from(*lead_id)).bind(*revision);
+            }
+            query
+                .fetch_all(&mut *conn)
+                .await?
+                .iter()
+                .map(|row| -> Result<_, StoreError> {
+                    let lead_id: DbUuid = column(row, "lead_id", &"a lead revision")?;
+                    let which = format!("lead_revisions of lead {}", lead_id.0);
+                    Ok((
+                        lead_id.into(),
+                        column(row, "revision", &which)?,
+                        column(row, "content_sha256", &which)?,
+                        column(row, "received_at", &which)?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()
+        })?;
+        for (lead_id, revision, content_sha256, received_at) in rows {
             let case = by_id
                 .get(&lead_id)
                 .and_then(|key| known.get_mut(key))
                 .expect("revisions are read only for known leads");
-            case.revisions.insert(
-                row.try_get("revision")?,
-                (row.try_get("content_sha256")?, received_at),
-            );
+            case.revisions
+                .insert(revision, (content_sha256, received_at.get()));
         }
     }
     Ok(known)
@@ -364,22 +390,22 @@ async fn known_cases(
 
 /// The final state of a lead row the batch writes.
 struct LeadRow<'a> {
-    lead_id: String,
+    lead_id: LeadId,
     lead: &'a ValidatedLead,
 }
 
 struct RevisionRow<'a> {
-    lead_id: String,
+    lead_id: LeadId,
     lead: &'a ValidatedLead,
     superseded: bool,
 }
 
 struct TimelineRow {
-    lead_id: String,
+    lead_id: LeadId,
     revision: i64,
     event: &'static str,
     actor: String,
-    details: String,
+    details: Value,
 }
 
 /// Everything the batch writes, in the order the one-by-one version would have written it.
@@ -388,7 +414,7 @@ struct Plan<'a> {
     /// New leads and known leads with a new current revision, each once, in final state.
     leads: Vec<LeadRow<'a>>,
     /// Revisions stored before the batch that a revision of the batch supersedes.
-    superseded: Vec<(String, i64)>,
+    superseded: Vec<(LeadId, i64)>,
     revisions: Vec<RevisionRow<'a>>,
     timeline: Vec<TimelineRow>,
     outbox: Vec<(OutboxMessage, LeadId, i64)>,
@@ -464,14 +490,14 @@ fn resolve<'a>(
                 let previous = case.current;
                 match revision_rows.get(&(lead_id, previous)) {
                     Some(&row) => plan.revisions[row].superseded = true,
-                    None => plan.superseded.push((lead_id.to_string(), previous)),
+                    None => plan.superseded.push((lead_id, previous)),
                 }
                 plan.timeline.push(TimelineRow {
-                    lead_id: lead_id.to_string(),
+                    lead_id,
                     revision: previous,
                     event: "superseded",
                     actor: "hub".into(),
-                    details: json!({"superseded_by": revision}).to_string(),
+                    details: json!({"superseded_by": revision}),
                 });
                 case.current = revision;
                 case.revisions
@@ -483,25 +509,22 @@ fn resolve<'a>(
             Some(&row) => plan.leads[row].lead = lead,
             None => {
                 lead_rows.insert(lead_id, plan.leads.len());
-                plan.leads.push(LeadRow {
-                    lead_id: lead_id.to_string(),
-                    lead,
-                });
+                plan.leads.push(LeadRow { lead_id, lead });
             }
         }
         revision_rows.insert((lead_id, revision), plan.revisions.len());
         plan.revisions.push(RevisionRow {
-            lead_id: lead_id.to_string(),
+            lead_id,
             lead,
             superseded: false,
         });
         let actor = format!("agency:{}", lead.agency());
         plan.timeline.push(TimelineRow {
-            lead_id: lead_id.to_string(),
+            lead_id,
             revision,
             event: "received",
             actor: actor.clone(),
-            details: json!({}).to_string(),
+            details: json!({}),
         });
         let message = (item.message)(lead_id);
         plan.ledger.append(AuditEntry {
@@ -536,7 +559,7 @@ async fn write_plan(
     plan: &Plan<'_>,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let at = db_time(now);
+    let at = DbTime::new(now);
     // A known lead keeps its `created_at` (and everything the police side wrote); the rest
     // takes the batch's final revision, as the one-by-one UPDATE did.
     for chunk in plan.leads.chunks(rows_per_statement(6)) {
@@ -547,28 +570,32 @@ async fn write_plan(
              lead_type = excluded.lead_type, kind = excluded.kind, updated_at = excluded.updated_at",
             tuples_with(chunk.len(), 6, 2, ", 'accepted', $1, $1")
         );
-        let mut query = sqlx::query(&sql).bind(&at);
-        for row in chunk {
-            query = query
-                .bind(row.lead_id.as_str())
-                .bind(row.lead.agency().as_str())
-                .bind(row.lead.case_id().as_str())
-                .bind(row.lead.lead_type().as_str())
-                .bind(row.lead.kind().as_str())
-                .bind(row.lead.revision());
-        }
-        query.execute(tx.conn()).await?;
+        on_backend!(tx.conn(), conn => {
+            let mut query = sqlx::query(&sql).bind(at);
+            for row in chunk {
+                query = query
+                    .bind(DbUuid::from(row.lead_id))
+                    .bind(row.lead.agency().as_str())
+                    .bind(row.lead.case_id().as_str())
+                    .bind(row.lead.lead_type().as_str())
+                    .bind(row.lead.kind().as_str())
+                    .bind(row.lead.revision());
+            }
+            query.execute(&mut *conn).await.map(|done| done.rows_affected())
+        })?;
     }
     for chunk in plan.superseded.chunks(rows_per_statement(2)) {
         let sql = format!(
             "UPDATE lead_revisions SET status = 'superseded' WHERE (lead_id, revision) IN ({})",
             tuples(chunk.len(), 2, 1)
         );
-        let mut query = sqlx::query(&sql);
-        for (lead_id, revision) in chunk {
-            query = query.bind(lead_id.as_str()).bind(*revision);
-        }
-        query.execute(tx.conn()).await?;
+        on_backend!(tx.conn(), conn => {
+            let mut query = sqlx::query(&sql);
+            for (lead_id, revision) in chunk {
+                query = query.bind(DbUuid::from(*lead_id)).bind(*revision);
+            }
+            query.execute(&mut *conn).await.map(|done| done.rows_affected())
+        })?;
     }
     for chunk in plan.revisions.chunks(rows_per_statement(5)) {
         let sql = format!(
@@ -576,23 +603,25 @@ async fn write_plan(
              VALUES {}",
             tuples_with(chunk.len(), 5, 2, ", $1")
         );
-        let mut query = sqlx::query(&sql).bind(&at);
-        for row in chunk {
-            query = query
-                .bind(row.lead_id.as_str())
-                .bind(row.lead.revision())
-                .bind(row.lead.content_sha256())
-                .bind(
-                    std::str::from_utf8(row.lead.canonical_bytes())
-                        .expect("canonical JSON is UTF-8"),
-                )
-                .bind(if row.superseded {
-                    "superseded"
-                } else {
-                    "accepted"
-                });
-        }
-        query.execute(tx.conn()).await?;
+        on_backend!(tx.conn(), conn => {
+            let mut query = sqlx::query(&sql).bind(at);
+            for row in chunk {
+                query = query
+                    .bind(DbUuid::from(row.lead_id))
+                    .bind(row.lead.revision())
+                    .bind(row.lead.content_sha256())
+                    .bind(
+                        std::str::from_utf8(row.lead.canonical_bytes())
+                            .expect("canonical JSON is UTF-8"),
+                    )
+                    .bind(if row.superseded {
+                        "superseded"
+                    } else {
+                        "accepted"
+                    });
+            }
+            query.execute(&mut *conn).await.map(|done| done.rows_affected())
+        })?;
     }
     // Rows keep the plan's order, so timeline ids (and outbox ids below) ascend as the events
     // happened: readers order timelines by id and the relay publishes a lead's rows by id.
@@ -602,17 +631,19 @@ async fn write_plan(
              SELECT column1, column2, column3, column4, column5, $1 FROM (VALUES {}) AS v ORDER BY column6",
             tuples(chunk.len(), 6, 2)
         );
-        let mut query = sqlx::query(&sql).bind(&at);
-        for (ordinal, row) in chunk.iter().enumerate() {
-            query = query
-                .bind(row.lead_id.as_str())
-                .bind(row.revision)
-                .bind(row.event)
-                .bind(row.actor.as_str())
-                .bind(row.details.as_str())
-                .bind(ordinal as i64);
-        }
-        query.execute(tx.conn()).await?;
+        on_backend!(tx.conn(), conn => {
+            let mut query = sqlx::query(&sql).bind(at);
+            for (ordinal, row) in chunk.iter().enumerate() {
+                query = query
+                    .bind(DbUuid::from(row.lead_id))
+                    .bind(row.revision)
+                    .bind(row.event)
+                    .bind(row.actor.as_str())
+                    .bind(DbJson(row.details.clone()))
+                    .bind(ordinal as i64);
+            }
+            query.execute(&mut *conn).await.map(|done| done.rows_affected())
+        })?;
     }
     let statements = insert_messages(&mut tx.tx, &plan.outbox, now).await?;
     tx.counters.add_statements(statements as u64);
@@ -624,18 +655,18 @@ pub(super) async fn insert_timeline(
     lead_id: LeadId,
     revision: i64,
     event: &str,
-    at: &str,
+    at: DbTime,
     actor: &str,
     details: Value,
 ) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO timeline_events (lead_id, revision, event, at, actor, details) VALUES ($1, $2, $3, $4, $5, $6)")
-        .bind(lead_id.to_string())
+    on_backend!(tx.conn(), conn => sqlx::query("INSERT INTO timeline_events (lead_id, revision, event, at, actor, details) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(DbUuid::from(lead_id))
         .bind(revision)
         .bind(event)
         .bind(at)
         .bind(actor)
-        .bind(details.to_string())
-        .execute(&mut **tx)
-        .await?;
+        .bind(DbJson(details))
+        .execute(&mut *conn)
+        .await.map(|done| done.rows_affected()))?;
     Ok(())
 }

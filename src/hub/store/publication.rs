@@ -9,9 +9,10 @@ use serde_json::{json, Value};
 
 use super::leads::insert_timeline;
 use crate::contract::events::LEAD_EVENT_SCHEMA_URN_PREFIX;
+use crate::on_backend;
 use crate::shared::outbox::{ClaimedMessage, PublishedMessage};
 use crate::shared::outbox::{OutboxActions, OutboxOwner};
-use crate::shared::store::{Store, StoreError, Tx};
+use crate::shared::store::{DbJson, DbTime, DbUuid, Store, StoreError, Tx};
 
 /// The hub as the owner of its outbox.
 pub struct HubOutbox {
@@ -35,7 +36,7 @@ impl OutboxOwner for HubOutbox {
         &'a self,
         tx: &'a mut Tx,
         done: &'a [(&'a ClaimedMessage, &'a PublishedMessage)],
-        at: &'a str,
+        at: DbTime,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let lead_events: Vec<(&ClaimedMessage, &PublishedMessage)> = done
@@ -55,22 +56,24 @@ impl OutboxOwner for HubOutbox {
         tx: &'a mut Tx,
         message: &'a ClaimedMessage,
         details: &'a Value,
-        at: &'a str,
+        at: DbTime,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             if is_lead_event(message) {
-                let lead_id = message.lead_id.to_string();
-                sqlx::query("UPDATE lead_revisions SET status = 'publish_failed' WHERE status = 'accepted' AND lead_id = $1 AND revision = $2")
-                .bind(&lead_id)
-                .bind(message.revision)
-                .execute(&mut **tx)
-                .await?;
-                sqlx::query("UPDATE leads SET status = 'publish_failed', updated_at = $1 WHERE status = 'accepted' AND lead_id = $2 AND current_revision = $3")
-                .bind(at)
-                .bind(&lead_id)
-                .bind(message.revision)
-                .execute(&mut **tx)
-                .await?;
+                let lead_id = DbUuid::from(message.lead_id);
+                on_backend!(tx.conn(), conn => {
+                    sqlx::query("UPDATE lead_revisions SET status = 'publish_failed' WHERE status = 'accepted' AND lead_id = $1 AND revision = $2")
+                        .bind(lead_id)
+                        .bind(message.revision)
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("UPDATE leads SET status = 'publish_failed', updated_at = $1 WHERE status = 'accepted' AND lead_id = $2 AND current_revision = $3")
+                        .bind(at)
+                        .bind(lead_id)
+                        .bind(message.revision)
+                        .execute(&mut *conn)
+                        .await?;
+                });
             }
             insert_timeline(
                 tx,
@@ -122,7 +125,7 @@ fn is_lead_event(message: &ClaimedMessage) -> bool {
 async fn advance_leads_to_published(
     tx: &mut Tx,
     done: &[(&ClaimedMessage, &PublishedMessage)],
-    at: &str,
+    at: DbTime,
 ) -> Result<(), StoreError> {
     let pairs = |first: usize| -> String {
         (0..done.len())
@@ -133,24 +136,24 @@ async fn advance_leads_to_published(
     let mut query_revisions = String::from("UPDATE lead_revisions SET status = 'published' WHERE status = 'accepted' AND (lead_id, revision) IN (VALUES ");
     query_revisions.push_str(&pairs(1));
     query_revisions.push(')');
-    let mut query = sqlx::query(&query_revisions);
-    for (message, _) in done {
-        query = query
-            .bind(message.lead_id.to_string())
-            .bind(message.revision);
-    }
-    query.execute(&mut **tx).await?;
-
     let mut query_leads = String::from("UPDATE leads SET status = 'published', updated_at = $1 WHERE status = 'accepted' AND (lead_id, current_revision) IN (VALUES ");
     query_leads.push_str(&pairs(2));
     query_leads.push(')');
-    let mut query = sqlx::query(&query_leads).bind(at);
-    for (message, _) in done {
-        query = query
-            .bind(message.lead_id.to_string())
-            .bind(message.revision);
-    }
-    query.execute(&mut **tx).await?;
+    // The same (lead, revision) pairs for both; the leads' statement also takes the time.
+    on_backend!(tx.conn(), conn => {
+        for (sql, time) in [(&query_revisions, None), (&query_leads, Some(at))] {
+            let mut query = sqlx::query(sql);
+            if let Some(time) = time {
+                query = query.bind(time);
+            }
+            for (message, _) in done {
+                query = query
+                    .bind(DbUuid::from(message.lead_id))
+                    .bind(message.revision);
+            }
+            query.execute(&mut *conn).await?;
+        }
+    });
 
     let time = 3 * done.len() + 1;
     let rows: Vec<String> = (0..done.len())
@@ -167,14 +170,16 @@ async fn advance_leads_to_published(
         "INSERT INTO timeline_events (lead_id, revision, event, at, actor, details) VALUES {}",
         rows.join(", ")
     );
-    let mut query = sqlx::query(&sql);
-    for (message, coordinates) in done {
-        let details = json!({"topic": message.topic, "partition": coordinates.partition, "offset": coordinates.offset});
-        query = query
-            .bind(message.lead_id.to_string())
-            .bind(message.revision)
-            .bind(details.to_string());
-    }
-    query.bind(at).execute(&mut **tx).await?;
+    on_backend!(tx.conn(), conn => {
+        let mut query = sqlx::query(&sql);
+        for (message, coordinates) in done {
+            let details = json!({"topic": message.topic, "partition": coordinates.partition, "offset": coordinates.offset});
+            query = query
+                .bind(DbUuid::from(message.lead_id))
+                .bind(message.revision)
+                .bind(DbJson(details));
+        }
+        query.bind(at).execute(&mut *conn).await.map(|done| done.rows_affected())
+    })?;
     Ok(())
 }

@@ -11,13 +11,12 @@
 //! with the head row by someone who controls the database; signed checkpoints (a later
 //! capability) close that gap.
 
+use crate::contract::lead::{canonical_json, LeadId};
+use crate::on_backend;
+use crate::shared::store::{column, DbTime, DbUuid, Store, StoreError, Tx};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use sqlx::Row;
-
-use crate::contract::lead::{canonical_json, LeadId};
-use crate::shared::store::{db_time, Store, StoreError, Tx};
 
 /// The hash that precedes the first entry.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -82,12 +81,12 @@ impl LedgerAppender {
         if self.head.is_none() {
             // A no-op write takes the row lock (PostgreSQL) or the write lock (SQLite)
             // before the head is read, so no other appender can read the same head.
-            let row = sqlx::query(
+            let head: (i64, String) = on_backend!(tx.conn(), conn => sqlx::query_as(
                 "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, head_hash",
             )
-            .fetch_one(&mut **tx)
-            .await?;
-            self.head = Some((row.try_get("seq")?, row.try_get("head_hash")?));
+            .fetch_one(&mut *conn)
+            .await)?;
+            self.head = Some(head);
         }
         Ok(())
     }
@@ -112,16 +111,16 @@ impl LedgerAppender {
         let mut rows = Vec::with_capacity(self.pending.len());
         for entry in self.pending {
             seq += 1;
-            let at = db_time(entry.at);
-            let lead_id = entry.lead_id.map(|id| id.to_string());
+            let at = DbTime::new(entry.at);
+            let lead_id = entry.lead_id;
             let details =
                 String::from_utf8(canonical_json(&entry.details)).expect("canonical JSON is UTF-8");
             let hash = entry_hash(
                 seq,
-                &at,
+                at,
                 &entry.actor,
                 entry.action,
-                lead_id.as_deref(),
+                lead_id,
                 entry.revision,
                 &details,
                 &prev_hash,
@@ -161,27 +160,29 @@ impl LedgerAppender {
                 "INSERT INTO audit_entries (seq, at, actor, action, lead_id, revision, details, prev_hash, entry_hash) VALUES {}",
                 placeholders.join(", ")
             );
-            let mut query = sqlx::query(&sql);
-            for (seq, at, actor, action, lead_id, revision, details, prev, hash) in chunk {
-                query = query
-                    .bind(*seq)
-                    .bind(at)
-                    .bind(actor)
-                    .bind(*action)
-                    .bind(lead_id.clone())
-                    .bind(*revision)
-                    .bind(details)
-                    .bind(prev)
-                    .bind(hash);
-            }
-            query.execute(&mut **tx).await?;
+            on_backend!(tx.conn(), conn => {
+                let mut query = sqlx::query(&sql);
+                for (seq, at, actor, action, lead_id, revision, details, prev, hash) in chunk {
+                    query = query
+                        .bind(*seq)
+                        .bind(*at)
+                        .bind(actor)
+                        .bind(*action)
+                        .bind(lead_id.map(DbUuid::from))
+                        .bind(*revision)
+                        .bind(details)
+                        .bind(prev)
+                        .bind(hash);
+                }
+                query.execute(&mut *conn).await.map(|done| done.rows_affected())
+            })?;
             statements += 1;
         }
-        sqlx::query("UPDATE audit_head SET seq = $1, head_hash = $2 WHERE id = 1")
+        on_backend!(tx.conn(), conn => sqlx::query("UPDATE audit_head SET seq = $1, head_hash = $2 WHERE id = 1")
             .bind(seq)
-            .bind(prev_hash)
-            .execute(&mut **tx)
-            .await?;
+            .bind(&prev_hash)
+            .execute(&mut *conn)
+            .await.map(|done| done.rows_affected()))?;
         Ok(statements + 1)
     }
 }
@@ -189,20 +190,21 @@ impl LedgerAppender {
 #[allow(clippy::too_many_arguments)]
 fn entry_hash(
     seq: i64,
-    at: &str,
+    at: DbTime,
     actor: &str,
     action: &str,
-    lead_id: Option<&str>,
+    lead_id: Option<LeadId>,
     revision: Option<i64>,
     details: &str,
     prev_hash: &str,
 ) -> String {
+    // The hashed forms: the time as stored text, the id hyphenated in lowercase.
     let covered = json!({
         "seq": seq,
-        "at": at,
+        "at": at.text(),
         "actor": actor,
         "action": action,
-        "lead_id": lead_id,
+        "lead_id": lead_id.map(|id| id.to_string()),
         "revision": revision,
         "details": details,
         "prev_hash": prev_hash,
@@ -217,51 +219,82 @@ pub struct VerifiedLedger {
     pub head_hash: String,
 }
 
+/// A ledger entry as stored.
+struct StoredEntry {
+    seq: i64,
+    at: DbTime,
+    actor: String,
+    action: String,
+    lead_id: Option<LeadId>,
+    revision: Option<i64>,
+    details: String,
+    prev_hash: String,
+    entry_hash: String,
+}
+
 /// Recomputes the whole chain and compares it with the stored head.
 pub async fn verify(store: &Store) -> Result<VerifiedLedger, AuditError> {
-    let rows = sqlx::query(
-        "SELECT seq, at, actor, action, lead_id, revision, details, prev_hash, entry_hash \
-         FROM audit_entries ORDER BY seq",
-    )
-    .fetch_all(store.pool())
-    .await?;
+    let (rows, head): (Vec<StoredEntry>, (i64, String)) = on_backend!(store.db(), pool => {
+        let rows = sqlx::query(
+            "SELECT seq, at, actor, action, lead_id, revision, details, prev_hash, entry_hash \
+             FROM audit_entries ORDER BY seq",
+        )
+        .fetch_all(pool)
+        .await
+        .map_err(StoreError::from)?
+        .iter()
+        .map(|row| -> Result<StoredEntry, StoreError> {
+            let seq: i64 = column(row, "seq", &"audit entry")?;
+            let which = format!("audit entry {seq}");
+            Ok(StoredEntry {
+                seq,
+                at: column(row, "at", &which)?,
+                actor: column(row, "actor", &which)?,
+                action: column(row, "action", &which)?,
+                lead_id: column::<_, Option<DbUuid>>(row, "lead_id", &which)?.map(LeadId::from),
+                revision: column(row, "revision", &which)?,
+                details: column(row, "details", &which)?,
+                prev_hash: column(row, "prev_hash", &which)?,
+                entry_hash: column(row, "entry_hash", &which)?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+        let head = sqlx::query_as("SELECT seq, head_hash FROM audit_head WHERE id = 1")
+            .fetch_one(pool)
+            .await
+            .map_err(StoreError::from)?;
+        Ok::<_, StoreError>((rows, head))
+    })?;
     let mut expected_prev = GENESIS_HASH.to_owned();
     let mut expected_seq = 1;
     for row in &rows {
-        let seq: i64 = row.try_get("seq")?;
+        let seq = row.seq;
         let broken = |reason: String| AuditError::Broken { seq, reason };
         if seq != expected_seq {
             return Err(broken(format!(
                 "expected entry {expected_seq}: entries are missing or reordered"
             )));
         }
-        let prev_hash: String = row.try_get("prev_hash")?;
-        if prev_hash != expected_prev {
+        if row.prev_hash != expected_prev {
             return Err(broken("prev_hash does not match the previous entry".into()));
         }
-        let lead_id: Option<String> = row.try_get("lead_id")?;
-        let stored_hash: String = row.try_get("entry_hash")?;
         let recomputed = entry_hash(
             seq,
-            &row.try_get::<String, _>("at")?,
-            &row.try_get::<String, _>("actor")?,
-            &row.try_get::<String, _>("action")?,
-            lead_id.as_deref(),
-            row.try_get("revision")?,
-            &row.try_get::<String, _>("details")?,
-            &prev_hash,
+            row.at,
+            &row.actor,
+            &row.action,
+            row.lead_id,
+            row.revision,
+            &row.details,
+            &row.prev_hash,
         );
-        if recomputed != stored_hash {
+        if recomputed != row.entry_hash {
             return Err(broken("the entry's content does not match its hash".into()));
         }
-        expected_prev = stored_hash;
+        expected_prev = row.entry_hash.clone();
         expected_seq += 1;
     }
-    let head = sqlx::query("SELECT seq, head_hash FROM audit_head WHERE id = 1")
-        .fetch_one(store.pool())
-        .await?;
-    let head_seq: i64 = head.try_get("seq")?;
-    let head_hash: String = head.try_get("head_hash")?;
+    let (head_seq, head_hash) = head;
     if head_seq != expected_seq - 1 || head_hash != expected_prev {
         return Err(AuditError::Broken {
             seq: head_seq,

@@ -1,14 +1,22 @@
 //! Durable storage through sqlx: PostgreSQL in production, SQLite for the embedded default.
 //!
-//! Every query is written once and runs on both through sqlx's `Any` driver; the few places
-//! where the dialects differ ask [`Dialect`]. Migrations run at connect time, one tree per
-//! dialect: first the outbox and ledger every role shares (`migrations/shared/<dialect>`,
-//! versions below 100), then the role's own tables (`migrations/<role>/<dialect>`, from 101). Times are stored as fixed-width RFC 3339 UTC text (see
-//! [`db_time`]), which orders the same way in both databases.
+//! Promise: each backend stores values in its own types — on PostgreSQL `uuid`, `timestamptz`,
+//! `jsonb` and `bigint`, on SQLite fixed-form text (see [`types`]) — and a stored value that
+//! does not read back as what was written is [`StoreError::Corrupt`], naming its row, never a
+//! default. A query is written once and runs on the backend's own typed connection: the
+//! [`on_backend!`](crate::on_backend) macro expands its body once per backend, so each
+//! expansion binds and decodes through that backend's types; the few places where the dialects
+//! differ ask [`Dialect`]. Migrations run at connect time, one tree per dialect: first the
+//! outbox and ledger every role shares (`migrations/shared/<dialect>`, versions below 100),
+//! then the role's own tables (`migrations/<role>/<dialect>`, from 101).
 //!
 //! SQLite is opened with one connection, WAL and `synchronous=FULL`: the embedded hub is a
 //! single process, and one writer avoids lock-upgrade failures while keeping a committed
 //! lead durable across a crash or power loss.
+
+pub mod types;
+
+pub use types::{DbJson, DbTime, DbUuid};
 
 use std::path::Path;
 use std::str::FromStr;
@@ -16,8 +24,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions};
 use sqlx::{AnyPool, Connection, Executor};
 
 /// A role's own migrations, one tree per dialect under `migrations/<role>/`, numbered from
@@ -76,8 +85,56 @@ where
         })
 }
 
+/// One thing per backend: a pool, a connection, a transaction.
+#[derive(Clone, Debug)]
+pub enum Backend<P, S> {
+    Postgres(P),
+    Sqlite(S),
+}
+
+/// Runs `body` on whichever backend `target` (a [`Backend`]) holds, with `conn` bound to that
+/// backend's executor: the body is compiled once per backend, so its binds and decodes use that
+/// backend's types. With a transaction's `&mut` connection, write `&mut *conn` for each use.
+#[macro_export]
+macro_rules! on_backend {
+    ($target:expr, $conn:ident => $body:expr) => {
+        match $target {
+            $crate::shared::store::Backend::Postgres($conn) => $body,
+            $crate::shared::store::Backend::Sqlite($conn) => $body,
+        }
+    };
+}
+
 /// A transaction on a role's database.
-pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+pub struct Tx(
+    Backend<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Transaction<'static, sqlx::Sqlite>>,
+);
+
+impl Tx {
+    /// The transaction's connection, for [`on_backend!`](crate::on_backend).
+    pub fn conn(&mut self) -> Backend<&mut PgConnection, &mut SqliteConnection> {
+        match &mut self.0 {
+            Backend::Postgres(tx) => Backend::Postgres(&mut **tx),
+            Backend::Sqlite(tx) => Backend::Sqlite(&mut **tx),
+        }
+    }
+
+    pub async fn commit(self) -> Result<(), StoreError> {
+        match self.0 {
+            Backend::Postgres(tx) => tx.commit().await?,
+            Backend::Sqlite(tx) => tx.commit().await?,
+        }
+        Ok(())
+    }
+
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        match self.0 {
+            Backend::Postgres(tx) => tx.rollback().await?,
+            Backend::Sqlite(tx) => tx.rollback().await?,
+        }
+        Ok(())
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dialect {
@@ -133,7 +190,9 @@ impl StoreError {
             StoreError::Contended(error) => StoreError::Contended(text(error)),
             StoreError::Unstorable(error) => StoreError::Unstorable(text(error)),
             StoreError::Migration(error) => StoreError::Other(text(error)),
-            StoreError::UnknownSchema { version } => StoreError::UnknownSchema { version: *version },
+            StoreError::UnknownSchema { version } => {
+                StoreError::UnknownSchema { version: *version }
+            }
             StoreError::UnsupportedUrl(url) => StoreError::UnsupportedUrl(url.clone()),
             StoreError::Corrupt(detail) => StoreError::Corrupt(detail.clone()),
             StoreError::Other(error) => StoreError::Other(text(error)),
@@ -190,6 +249,8 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(db) if db.code().as_deref().is_some_and(is_unstorable_code) => {
                 StoreError::Unstorable(error)
             }
+            // A stored value that does not read back as its type.
+            sqlx::Error::ColumnDecode { .. } => StoreError::Corrupt(error.to_string()),
             _ => StoreError::Other(error),
         }
     }
@@ -230,8 +291,11 @@ impl IngestCounters {
 /// A role's database.
 #[derive(Clone)]
 pub struct Store {
-    pool: AnyPool,
-    dialect: Dialect,
+    pool: Backend<PgPool, SqlitePool>,
+    /// An untyped second pool on the same database, opened on first use, for tests and tools
+    /// that inspect tables with ad-hoc SQL; the roles never use it.
+    inspection: Arc<tokio::sync::OnceCell<AnyPool>>,
+    url: Arc<str>,
     ingest_counters: Arc<IngestCounters>,
 }
 
@@ -243,72 +307,95 @@ impl Store {
         max_connections: u32,
         migrations: &'static Migrations,
     ) -> Result<Store, StoreError> {
-        sqlx::any::install_default_drivers();
-        let dialect = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Dialect::Postgres
+        let acquire_timeout = Duration::from_secs(10);
+        let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let mut connection = PgConnection::connect(url).await?;
+            migrate(
+                &SHARED_MIGRATIONS.postgres,
+                &migrations.postgres,
+                &mut connection,
+            )
+            .await?;
+            connection.close().await?;
+            Backend::Postgres(
+                PgPoolOptions::new()
+                    .acquire_timeout(acquire_timeout)
+                    .max_connections(max_connections)
+                    .connect(url)
+                    .await?,
+            )
         } else if url.starts_with("sqlite:") {
-            Dialect::Sqlite
+            let options = sqlite_options(url)?.create_if_missing(true);
+            // The database holds names and ID numbers: owner-only from its first byte.
+            let file = options.get_filename();
+            if !file.as_os_str().is_empty() && file != Path::new(":memory:") {
+                crate::shared::private_fs::ensure_private_file(file)
+                    .map_err(|error| StoreError::Other(sqlx::Error::Io(error)))?;
+            }
+            let mut connection = SqliteConnection::connect_with(&options).await?;
+            migrate(
+                &SHARED_MIGRATIONS.sqlite,
+                &migrations.sqlite,
+                &mut connection,
+            )
+            .await?;
+            connection.close().await?;
+            Backend::Sqlite(
+                SqlitePoolOptions::new()
+                    .acquire_timeout(acquire_timeout)
+                    .max_connections(1)
+                    .connect_with(options)
+                    .await?,
+            )
         } else {
             return Err(StoreError::UnsupportedUrl(redact_url(url)));
         };
-        match dialect {
-            Dialect::Postgres => {
-                let mut connection = sqlx::PgConnection::connect(url).await?;
-                migrate(
-                    &SHARED_MIGRATIONS.postgres,
-                    &migrations.postgres,
-                    &mut connection,
-                )
-                .await?;
-                connection.close().await?;
-            }
-            Dialect::Sqlite => {
-                let options =
-                    sqlx::sqlite::SqliteConnectOptions::from_str(url)?.create_if_missing(true);
-                // The database holds names and ID numbers: owner-only from its first byte.
-                let file = options.get_filename();
-                if !file.as_os_str().is_empty() && file != Path::new(":memory:") {
-                    crate::shared::private_fs::ensure_private_file(file)
-                        .map_err(|error| StoreError::Other(sqlx::Error::Io(error)))?;
-                }
-                let mut connection = sqlx::SqliteConnection::connect_with(&options).await?;
-                migrate(&SHARED_MIGRATIONS.sqlite, &migrations.sqlite, &mut connection).await?;
-                connection.close().await?;
-            }
-        }
-        let options = AnyConnectOptions::from_str(url)?;
-        let pool_options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
-        let pool = match dialect {
-            Dialect::Postgres => pool_options.max_connections(max_connections),
-            Dialect::Sqlite => pool_options
-                .max_connections(1)
-                .after_connect(|connection, _| {
-                    Box::pin(async move {
-                        connection
-                            .execute(
-                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
-                            )
-                            .await?;
-                        Ok(())
-                    })
-                }),
-        }
-        .connect_with(options)
-        .await?;
         Ok(Store {
             pool,
-            dialect,
+            inspection: Arc::default(),
+            url: url.into(),
             ingest_counters: Arc::default(),
         })
     }
 
     pub fn dialect(&self) -> Dialect {
-        self.dialect
+        match self.pool {
+            Backend::Postgres(_) => Dialect::Postgres,
+            Backend::Sqlite(_) => Dialect::Sqlite,
+        }
     }
 
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
+    /// The typed pool, for [`on_backend!`](crate::on_backend).
+    pub fn db(&self) -> Backend<&PgPool, &SqlitePool> {
+        match &self.pool {
+            Backend::Postgres(pool) => Backend::Postgres(pool),
+            Backend::Sqlite(pool) => Backend::Sqlite(pool),
+        }
+    }
+
+    /// An untyped pool on the same database for tests and tools that inspect it with ad-hoc
+    /// SQL (stored times, ids and documents come back as the backend's own types, so such SQL
+    /// casts them to text). The roles' code goes through [`Store::db`] and [`Store::begin`].
+    pub async fn inspection_pool(&self) -> Result<&AnyPool, StoreError> {
+        self.inspection
+            .get_or_try_init(|| async {
+                sqlx::any::install_default_drivers();
+                let options = AnyConnectOptions::from_str(&self.url)?;
+                let pool = AnyPoolOptions::new()
+                    .max_connections(2)
+                    .after_connect(|connection, _| {
+                        Box::pin(async move {
+                            if connection.backend_name() == "SQLite" {
+                                connection.execute("PRAGMA busy_timeout = 10000;").await?;
+                            }
+                            Ok(())
+                        })
+                    })
+                    .connect_with(options)
+                    .await?;
+                Ok::<_, StoreError>(pool)
+            })
+            .await
     }
 
     /// Statements and commits of the ingest transactions (see [`IngestCounters`]).
@@ -317,94 +404,70 @@ impl Store {
     }
 
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        Ok(self.pool.begin().await?)
+        Ok(Tx(match &self.pool {
+            Backend::Postgres(pool) => Backend::Postgres(pool.begin().await?),
+            Backend::Sqlite(pool) => Backend::Sqlite(pool.begin().await?),
+        }))
     }
 
     /// A round trip to the database, for readiness.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        on_backend!(self.db(), pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))?;
         Ok(())
     }
 
     pub async fn close(&self) {
-        self.pool.close().await;
+        if let Some(pool) = self.inspection.get() {
+            pool.close().await;
+        }
+        on_backend!(self.db(), pool => pool.close().await)
     }
 }
 
-/// The stored form of a time: RFC 3339 UTC with exactly six fractional digits.
-pub fn db_time(time: DateTime<Utc>) -> String {
-    time.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+/// The embedded default's connection settings: WAL, full synchronous commits (a committed
+/// lead survives a crash or power loss), foreign keys, and a wait instead of an error when the
+/// database is busy.
+fn sqlite_options(url: &str) -> Result<SqliteConnectOptions, StoreError> {
+    Ok(SqliteConnectOptions::from_str(url)?
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+        .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(true))
 }
 
-/// Parses a time written by [`db_time`].
-pub fn parse_db_time(text: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text)
-        .ok()
-        .map(|time| time.with_timezone(&Utc))
-}
-
-/// Reads a stored time (as [`db_time`] wrote it); NULL is `None`. `row` names the row for
-/// the error, e.g. `police_leads (0193…, 2)`.
-pub fn stored_time(
-    row: &sqlx::any::AnyRow,
-    column: &str,
+/// Reads a column as `T`; a value that does not decode is [`StoreError::Corrupt`] naming `row`
+/// (e.g. `police_leads (0193…, 2)`) and the column.
+pub fn column<'r, R, T>(
+    row: &'r R,
+    name: &str,
     which: &dyn std::fmt::Display,
-) -> Result<Option<DateTime<Utc>>, StoreError> {
-    use sqlx::Row;
-    let text: Option<String> = row.try_get(column)?;
-    text.map(|text| {
-        parse_db_time(&text)
-            .ok_or_else(|| StoreError::Corrupt(format!("{which}: {column} {text:?} is not a time")))
+) -> Result<T, StoreError>
+where
+    R: sqlx::Row,
+    T: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'n> &'n str: sqlx::ColumnIndex<R>,
+{
+    row.try_get(name).map_err(|error| match error {
+        sqlx::Error::ColumnDecode { source, .. } => {
+            StoreError::Corrupt(format!("{which}: {name}: {source}"))
+        }
+        other => StoreError::from(other),
     })
-    .transpose()
 }
 
-/// Reads a stored time that must be there.
-pub fn required_time(
-    row: &sqlx::any::AnyRow,
-    column: &str,
+/// Reads a column that must not be NULL.
+pub fn required<'r, R, T>(
+    row: &'r R,
+    name: &str,
     which: &dyn std::fmt::Display,
-) -> Result<DateTime<Utc>, StoreError> {
-    stored_time(row, column, which)?
-        .ok_or_else(|| StoreError::Corrupt(format!("{which}: {column} is NULL")))
-}
-
-/// Reads a stored JSON document; NULL is `None`.
-pub fn stored_json(
-    row: &sqlx::any::AnyRow,
-    column: &str,
-    which: &dyn std::fmt::Display,
-) -> Result<Option<serde_json::Value>, StoreError> {
-    use sqlx::Row;
-    let text: Option<String> = row.try_get(column)?;
-    text.map(|text| {
-        serde_json::from_str(&text).map_err(|error| {
-            StoreError::Corrupt(format!("{which}: {column} is not JSON ({error})"))
-        })
-    })
-    .transpose()
-}
-
-/// Reads a stored JSON document that must be there.
-pub fn required_json(
-    row: &sqlx::any::AnyRow,
-    column: &str,
-    which: &dyn std::fmt::Display,
-) -> Result<serde_json::Value, StoreError> {
-    stored_json(row, column, which)?
-        .ok_or_else(|| StoreError::Corrupt(format!("{which}: {column} is NULL")))
-}
-
-/// Reads a stored lead id.
-pub fn stored_lead_id(
-    row: &sqlx::any::AnyRow,
-    column: &str,
-    which: &dyn std::fmt::Display,
-) -> Result<crate::contract::lead::LeadId, StoreError> {
-    use sqlx::Row;
-    let text: String = row.try_get(column)?;
-    crate::contract::lead::LeadId::parse(&text)
-        .ok_or_else(|| StoreError::Corrupt(format!("{which}: {column} {text:?} is not a UUID")))
+) -> Result<T, StoreError>
+where
+    R: sqlx::Row,
+    T: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'n> &'n str: sqlx::ColumnIndex<R>,
+{
+    column::<R, Option<T>>(row, name, which)?
+        .ok_or_else(|| StoreError::Corrupt(format!("{which}: {name} is NULL")))
 }
 
 /// A database URL without its password, for messages.
@@ -429,19 +492,6 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stored_times_sort_as_they_read() {
-        let early = DateTime::parse_from_rfc3339("2026-11-26T08:00:00.5Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        let late = DateTime::parse_from_rfc3339("2026-11-26T08:00:01Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        assert_eq!(db_time(early), "2026-11-26T08:00:00.500000Z");
-        assert!(db_time(early) < db_time(late));
-        assert_eq!(parse_db_time(&db_time(early)), Some(early));
-    }
 
     #[test]
     fn only_data_errors_are_unstorable() {
