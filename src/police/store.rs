@@ -3,6 +3,8 @@
 //! it happened, however the adapter stops. The one step without a receipt is an agency's
 //! reconsideration request: it came from the hub, which moved the lead itself.
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use sqlx::postgres::PgConnection;
@@ -18,7 +20,8 @@ use crate::shared::outbox::{
     insert_message, insert_messages, OutboxActions, OutboxMessage, OutboxOwner,
 };
 use crate::shared::store::{
-    column, required, Backend, DbJson, DbTime, DbUuid, Migrations, Store, StoreError, Tx,
+    column, required, rows_per_statement, tuples, tuples_with, Backend, DbJson, DbTime, DbUuid,
+    Migrations, Store, StoreError, Tx,
 };
 
 pub use crate::contract::events::RECEIPT_SCHEMA;
@@ -241,111 +244,185 @@ impl PoliceStore {
     /// [`record_lead`](Self::record_lead) would one by one. Returns, per lead, whether it was
     /// recorded now (false: this (lead, revision) was recorded before, or earlier in the
     /// batch). Either the whole batch commits or nothing does.
+    ///
+    /// The number of statements does not grow with the batch (up to the bind-parameter limit
+    /// of one statement per table): the batch's (lead, revision) pairs already stored are read
+    /// at once, what each lead's revisions supersede is resolved in memory in batch order, and
+    /// each table gets one multi-row write.
     pub async fn record_leads(
         &self,
         leads: &[(IncomingLead, Vec<Route>)],
         now: DateTime<Utc>,
     ) -> Result<Vec<bool>, StoreError> {
-        let mut tx = self.store.begin().await?;
-        let mut ledger = LedgerAppender::new();
-        let mut recorded = Vec::with_capacity(leads.len());
-        for (lead, routes) in leads {
-            let new = self
-                .record_one_lead(&mut tx, &mut ledger, lead, routes, now)
-                .await?;
-            recorded.push(new);
-        }
-        if recorded.iter().any(|new| *new) {
-            ledger.finish(&mut tx).await?;
-            tx.commit().await?;
-        } else {
-            tx.rollback().await?;
-        }
-        Ok(recorded)
-    }
-
-    async fn record_one_lead(
-        &self,
-        tx: &mut Tx,
-        ledger: &mut LedgerAppender,
-        lead: &IncomingLead,
-        routes: &[Route],
-        now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
         let at = DbTime::new(now);
-        let lead_id = DbUuid::from(lead.lead_id);
-        let inserted = on_backend!(tx.conn(), conn => sqlx::query(
-            "INSERT INTO police_leads (lead_id, revision, agency, lead_type, kind, case_id, division_code, summary, \
-                 document, content_sha256, assessment, priority, received_at, status) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'received') \
-             ON CONFLICT (lead_id, revision) DO NOTHING",
-        )
-        .bind(lead_id)
-        .bind(lead.revision)
-        .bind(&lead.agency)
-        .bind(&lead.lead_type)
-        .bind(&lead.kind)
-        .bind(&lead.case_id)
-        .bind(&lead.division_code)
-        .bind(&lead.summary)
-        .bind(lead.document.to_string())
-        .bind(&lead.content_sha256)
-        .bind(DbJson(lead.assessment.clone()))
-        .bind(&lead.priority)
-        .bind(at)
-        .execute(&mut *conn)
-        .await
-        .map(|done| done.rows_affected()))?;
-        if inserted == 0 {
-            return Ok(false);
+        let mut tx = self.store.begin().await?;
+        let mut pairs: Vec<(LeadId, i64)> = leads
+            .iter()
+            .map(|(lead, _)| (lead.lead_id, lead.revision))
+            .collect();
+        pairs.sort();
+        pairs.dedup();
+        let stored = stored_revisions(&mut tx, &pairs).await?;
+
+        // The first occurrence of each pair not stored yet is new, in batch order.
+        let mut recorded = vec![false; leads.len()];
+        let mut seen = HashSet::new();
+        for (index, (lead, _)) in leads.iter().enumerate() {
+            let pair = (lead.lead_id, lead.revision);
+            recorded[index] = !stored.contains(&pair) && seen.insert(pair);
         }
-        on_backend!(tx.conn(), conn => {
-            // A newer revision supersedes undecided older ones; decided ones keep their
-            // decision.
-            sqlx::query(
+        let new: Vec<usize> = (0..leads.len()).filter(|&i| recorded[i]).collect();
+        if new.is_empty() {
+            tx.rollback().await?;
+            return Ok(recorded);
+        }
+
+        // One by one, each new revision supersedes the undecided older ones stored before it:
+        // a new row is stored superseded when a later new row of its lead is newer, and the
+        // rows stored before the batch are superseded by their lead's newest new revision.
+        let mut newest_later: HashMap<LeadId, i64> = HashMap::new();
+        let mut superseded = vec![false; leads.len()];
+        for &index in new.iter().rev() {
+            let lead = &leads[index].0;
+            let newest = newest_later.entry(lead.lead_id).or_insert(lead.revision);
+            superseded[index] = *newest > lead.revision;
+            *newest = (*newest).max(lead.revision);
+        }
+        let newest: Vec<(LeadId, i64)> = newest_later.into_iter().collect();
+        for chunk in newest.chunks(rows_per_statement(2)) {
+            let sql = format!(
                 "UPDATE police_leads SET status = 'superseded' \
-                 WHERE lead_id = $1 AND revision < $2 AND status IN ('received', 'delivered')",
-            )
-            .bind(lead_id)
-            .bind(lead.revision)
-            .execute(&mut *conn)
-            .await?;
-            for route in routes {
-                sqlx::query(
-                    "INSERT INTO police_deliveries (lead_id, revision, unit, sink, created_at, next_attempt_at) \
-                     VALUES ($1, $2, $3, $4, $5, $5)",
-                )
-                .bind(lead_id)
-                .bind(lead.revision)
-                .bind(&route.unit)
-                .bind(route.sink)
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
+                 WHERE status IN ('received', 'delivered') AND EXISTS (SELECT 1 FROM (VALUES {}) AS v \
+                       WHERE v.column1 = police_leads.lead_id AND police_leads.revision < v.column2)",
+                tuples(chunk.len(), 2, 1)
+            );
+            on_backend!(tx.conn(), conn => {
+                let mut query = sqlx::query(&sql);
+                for (lead_id, revision) in chunk {
+                    query = query.bind(DbUuid::from(*lead_id)).bind(*revision);
+                }
+                query.execute(&mut *conn).await?;
+            });
+        }
+
+        // The leads; RETURNING says which this transaction stored (a concurrent adapter may
+        // have stored one since the read above: it is then not ours to deliver or announce).
+        let mut inserted = HashSet::new();
+        for chunk in new.chunks(rows_per_statement(13)) {
+            let sql = format!(
+                "INSERT INTO police_leads (lead_id, revision, agency, lead_type, kind, case_id, division_code, summary, \
+                     document, content_sha256, assessment, priority, status, received_at) \
+                 VALUES {} ON CONFLICT (lead_id, revision) DO NOTHING RETURNING lead_id, revision",
+                tuples_with(chunk.len(), 13, 2, ", $1")
+            );
+            let rows: Vec<(LeadId, i64)> = on_backend!(tx.conn(), conn => {
+                let mut query = sqlx::query(&sql).bind(at);
+                for &index in chunk {
+                    let lead = &leads[index].0;
+                    query = query
+                        .bind(DbUuid::from(lead.lead_id))
+                        .bind(lead.revision)
+                        .bind(&lead.agency)
+                        .bind(&lead.lead_type)
+                        .bind(&lead.kind)
+                        .bind(&lead.case_id)
+                        .bind(&lead.division_code)
+                        .bind(&lead.summary)
+                        .bind(lead.document.to_string())
+                        .bind(&lead.content_sha256)
+                        .bind(DbJson(lead.assessment.clone()))
+                        .bind(&lead.priority)
+                        .bind(if superseded[index] { "superseded" } else { "received" });
+                }
+                query
+                    .fetch_all(&mut *conn)
+                    .await?
+                    .iter()
+                    .map(|row| -> Result<_, StoreError> {
+                        let which = LeadRow::of(row);
+                        Ok((
+                            column::<_, DbUuid>(row, "lead_id", &which)?.into(),
+                            column(row, "revision", &which)?,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()?
+            });
+            inserted.extend(rows);
+        }
+        let mut ours = Vec::with_capacity(new.len());
+        for index in new {
+            let lead = &leads[index].0;
+            if inserted.contains(&(lead.lead_id, lead.revision)) {
+                ours.push(index);
+            } else {
+                recorded[index] = false;
             }
-        });
+        }
+        if ours.is_empty() {
+            tx.rollback().await?;
+            return Ok(recorded);
+        }
+
+        // Their deliveries, in batch order: ids ascend as one by one, so a unit is handed a
+        // lead's revisions in order.
+        let deliveries: Vec<(LeadId, i64, &str, &str)> = ours
+            .iter()
+            .flat_map(|&index| {
+                let (lead, routes) = &leads[index];
+                routes
+                    .iter()
+                    .map(|route| (lead.lead_id, lead.revision, route.unit.as_str(), route.sink))
+            })
+            .collect();
+        for chunk in deliveries.chunks(rows_per_statement(5)) {
+            let sql = format!(
+                "INSERT INTO police_deliveries (lead_id, revision, unit, sink, created_at, next_attempt_at) \
+                 SELECT column1, column2, column3, column4, $1, $1 FROM (VALUES {}) AS v ORDER BY column5",
+                tuples(chunk.len(), 5, 2)
+            );
+            on_backend!(tx.conn(), conn => {
+                let mut query = sqlx::query(&sql).bind(at);
+                for (ordinal, (lead_id, revision, unit, sink)) in chunk.iter().enumerate() {
+                    query = query
+                        .bind(DbUuid::from(*lead_id))
+                        .bind(*revision)
+                        .bind(*unit)
+                        .bind(*sink)
+                        .bind(ordinal as i64);
+                }
+                query.execute(&mut *conn).await?;
+            });
+        }
+
+        // One `received_by_police` receipt each, in batch order, and their ledger entries.
         let clocks = ClockInputs {
             received_at: Some(now),
             ..Default::default()
         };
-        let units: Vec<String> = routes.iter().map(|r| r.unit.clone()).collect();
-        self.send_receipt(
-            tx,
-            ledger,
-            Step {
-                lead_id: lead.lead_id,
-                revision: lead.revision,
-                at: now,
-                actor: "police-adapter",
-            },
-            ReceiptStep::ReceivedByPolice {
-                units,
-                assessment: lead.assessment.clone(),
-                deadlines: process::deadlines(&clocks, &self.deadlines),
-            },
-        )
-        .await?;
-        Ok(true)
+        let mut ledger = LedgerAppender::new();
+        let mut messages = Vec::with_capacity(ours.len());
+        for &index in &ours {
+            let (lead, routes) = &leads[index];
+            let (message, entry) = self.receipt_with_entry(
+                Step {
+                    lead_id: lead.lead_id,
+                    revision: lead.revision,
+                    at: now,
+                    actor: "police-adapter",
+                },
+                ReceiptStep::ReceivedByPolice {
+                    units: routes.iter().map(|route| route.unit.clone()).collect(),
+                    assessment: lead.assessment.clone(),
+                    deadlines: process::deadlines(&clocks, &self.deadlines),
+                },
+            );
+            messages.push((message, lead.lead_id, lead.revision));
+            ledger.append(entry);
+        }
+        insert_messages(&mut tx, &messages, now).await?;
+        ledger.finish(&mut tx).await?;
+        tx.commit().await?;
+        Ok(recorded)
     }
 
     /// Owes the hub a `dead_lettered` receipt for a consumed message that was dead-lettered
@@ -1010,6 +1087,40 @@ fn dead_letter_event_id(source: &DeadLetterSource<'_>) -> uuid::Uuid {
 /// Deliveries marked per round of statements: three parameters each, well inside both
 /// databases' limits.
 const MARK_DELIVERED_CHUNK: usize = 1_000;
+
+/// Which of `pairs` (lead, revision) are stored, read in one statement per chunk.
+async fn stored_revisions(
+    tx: &mut Tx,
+    pairs: &[(LeadId, i64)],
+) -> Result<HashSet<(LeadId, i64)>, StoreError> {
+    let mut stored = HashSet::new();
+    for chunk in pairs.chunks(rows_per_statement(2)) {
+        let sql = format!(
+            "SELECT lead_id, revision FROM police_leads WHERE (lead_id, revision) IN (VALUES {})",
+            tuples(chunk.len(), 2, 1)
+        );
+        let rows: Vec<(LeadId, i64)> = on_backend!(tx.conn(), conn => {
+            let mut query = sqlx::query(&sql);
+            for (lead_id, revision) in chunk {
+                query = query.bind(DbUuid::from(*lead_id)).bind(*revision);
+            }
+            query
+                .fetch_all(&mut *conn)
+                .await?
+                .iter()
+                .map(|row| -> Result<_, StoreError> {
+                    let which = LeadRow::of(row);
+                    Ok((
+                        column::<_, DbUuid>(row, "lead_id", &which)?.into(),
+                        column(row, "revision", &which)?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?
+        });
+        stored.extend(rows);
+    }
+    Ok(stored)
+}
 
 /// Names a `police_leads` row (or a row joined to one) in errors about its stored values.
 struct LeadRow {

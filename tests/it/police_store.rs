@@ -388,3 +388,148 @@ async fn a_delivery_whose_stored_lead_does_not_parse_is_set_aside_and_blocks_not
         "every delivery of the damaged lead was set aside"
     );
 }
+
+/// What the store holds of the leads it recorded: each lead revision's status, the deliveries
+/// in id order, and the receipts in outbox order, by (lead, revision) — ids and times aside.
+async fn recorded_state(
+    store: &PoliceStore,
+) -> (Vec<(String, i64, String)>, Vec<String>, Vec<String>) {
+    let pool = store.store().inspection_pool().await.unwrap();
+    let leads: Vec<(String, i64, String)> = sqlx::query_as(
+        "SELECT CAST(lead_id AS TEXT), revision, status FROM police_leads ORDER BY CAST(lead_id AS TEXT), revision",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let deliveries: Vec<(String, i64, String, String)> = sqlx::query_as(
+        "SELECT CAST(lead_id AS TEXT), revision, unit, sink FROM police_deliveries ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let receipts: Vec<(String, i64)> =
+        sqlx::query_as("SELECT CAST(lead_id AS TEXT), revision FROM outbox ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    (
+        leads,
+        deliveries
+            .into_iter()
+            .map(|(lead, revision, unit, sink)| format!("{lead}/{revision} → {unit} ({sink})"))
+            .collect(),
+        receipts
+            .into_iter()
+            .map(|(lead, revision)| format!("{lead}/{revision}"))
+            .collect(),
+    )
+}
+
+/// A batch is recorded exactly as its leads would be one after another — including a lead
+/// whose revisions come out of order, a pair sent twice in the batch, a pair stored before,
+/// and an older stored revision a new one supersedes — and, on PostgreSQL, in as many
+/// statements for many leads as for few.
+#[tokio::test]
+async fn a_batch_is_recorded_as_one_by_one_in_statements_that_do_not_grow_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_postgres_database().await;
+    let other_url = fresh_postgres_database().await;
+    let counter = StatementCounter::start(upstream(&url)).await;
+    let targets = [
+        (
+            police_store(&through(&url, counter.address)).await,
+            police_store(&other_url).await,
+        ),
+        (
+            police_store(&fresh_sqlite_url(dir.path())).await,
+            police_store(&fresh_sqlite_url(dir.path())).await,
+        ),
+    ];
+    for (batched, one_by_one) in targets {
+        let label = format!("{:?}", batched.store().dialect());
+        let stored_before = LeadId::generate();
+        let (revised, late, twice) = (LeadId::generate(), LeadId::generate(), LeadId::generate());
+        for store in [&batched, &one_by_one] {
+            assert!(store
+                .record_lead(&incoming(stored_before, 1), &routes(), Utc::now())
+                .await
+                .unwrap());
+            assert!(store
+                .record_lead(&incoming(revised, 1), &routes(), Utc::now())
+                .await
+                .unwrap());
+        }
+        let mut batch: Vec<IncomingLead> =
+            (0..20).map(|_| incoming(LeadId::generate(), 1)).collect();
+        batch.extend([
+            incoming(stored_before, 1),
+            incoming(revised, 2),
+            incoming(late, 3),
+            incoming(late, 2),
+            incoming(twice, 1),
+            incoming(twice, 1),
+            incoming(twice, 2),
+        ]);
+        let with_routes: Vec<(IncomingLead, Vec<Route>)> =
+            batch.iter().map(|lead| (lead.clone(), routes())).collect();
+
+        let before = counter.executed();
+        let recorded = batched
+            .record_leads(&with_routes, Utc::now())
+            .await
+            .unwrap();
+        let batch_statements = counter.executed() - before;
+        let mut expected = Vec::new();
+        for (lead, routes) in &with_routes {
+            expected.push(
+                one_by_one
+                    .record_lead(lead, routes, Utc::now())
+                    .await
+                    .unwrap(),
+            );
+        }
+        assert_eq!(recorded, expected, "{label}: what was recorded now");
+        assert_eq!(
+            recorded.iter().filter(|new| !**new).count(),
+            2,
+            "{label}: the pair stored before and the pair sent twice"
+        );
+        let state = recorded_state(&batched).await;
+        assert_eq!(state, recorded_state(&one_by_one).await, "{label}");
+        let revised_statuses: Vec<&str> = state
+            .0
+            .iter()
+            .filter(|(lead, _, _)| *lead == revised.to_string())
+            .map(|(_, _, status)| status.as_str())
+            .collect();
+        assert_eq!(revised_statuses, ["superseded", "received"], "{label}");
+        leadbridge::shared::audit::verify(batched.store())
+            .await
+            .unwrap();
+
+        if batched.store().dialect() == Dialect::Postgres {
+            // Three leads, then 300: the same statements.
+            let few: Vec<(IncomingLead, Vec<Route>)> = (0..3)
+                .map(|_| (incoming(LeadId::generate(), 1), routes()))
+                .collect();
+            let many: Vec<(IncomingLead, Vec<Route>)> = (0..300)
+                .map(|_| (incoming(LeadId::generate(), 1), routes()))
+                .collect();
+            let before = counter.executed();
+            batched.record_leads(&few, Utc::now()).await.unwrap();
+            let few_statements = counter.executed() - before;
+            let before = counter.executed();
+            batched.record_leads(&many, Utc::now()).await.unwrap();
+            let many_statements = counter.executed() - before;
+            println!(
+                "recording {} leads: {batch_statements} statements; 3: {few_statements}; 300: {many_statements}",
+                with_routes.len()
+            );
+            assert_eq!(many_statements, few_statements, "{label}");
+        }
+        batched.store().close().await;
+        one_by_one.store().close().await;
+    }
+    drop_test_database(&url).await;
+    drop_test_database(&other_url).await;
+}

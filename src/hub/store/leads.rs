@@ -17,8 +17,8 @@ use crate::on_backend;
 use crate::shared::audit::{AuditEntry, AuditError, LedgerAppender};
 use crate::shared::outbox::{insert_messages, OutboxMessage};
 use crate::shared::store::{
-    column, Backend, DbJson, DbTime, DbUuid, Dialect, IngestCounters, Store, StoreError, Tx,
-    MAX_BIND_PARAMS,
+    column, rows_per_statement, tuples, tuples_with, Backend, DbJson, DbTime, DbUuid, Dialect,
+    IngestCounters, Store, StoreError, Tx,
 };
 
 /// What the store made of a validated lead.
@@ -239,36 +239,6 @@ struct CaseState {
     current: i64,
     /// Content hash and receipt time of the revisions the batch sends that exist so far.
     revisions: HashMap<i64, (String, DateTime<Utc>)>,
-}
-
-/// `($2, $3<tail>), ($4, $5<tail>), …`: `rows` tuples of `columns` parameters numbered from
-/// `first`, each ending with `tail` (shared values and literals).
-fn tuples_with(rows: usize, columns: usize, first: usize, tail: &str) -> String {
-    let mut out = String::new();
-    for row in 0..rows {
-        if row > 0 {
-            out.push_str(", ");
-        }
-        out.push('(');
-        for column in 0..columns {
-            if column > 0 {
-                out.push_str(", ");
-            }
-            out.push_str(&format!("${}", first + row * columns + column));
-        }
-        out.push_str(tail);
-        out.push(')');
-    }
-    out
-}
-
-fn tuples(rows: usize, columns: usize, first: usize) -> String {
-    tuples_with(rows, columns, first, "")
-}
-
-/// Rows of `columns` parameters per statement, leaving room for one shared parameter.
-fn rows_per_statement(columns: usize) -> usize {
-    (MAX_BIND_PARAMS - 1) / columns
 }
 
 /// Reads the batch's cases that already exist, with their stored revisions among those the

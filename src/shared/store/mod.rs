@@ -260,6 +260,36 @@ impl From<sqlx::Error> for StoreError {
 /// (the bundled library is newer), below PostgreSQL's 65,535.
 pub(crate) const MAX_BIND_PARAMS: usize = 32_766;
 
+/// `($2, $3<tail>), ($4, $5<tail>), …`: `rows` tuples of `columns` parameters numbered from
+/// `first`, each ending with `tail` (shared values and literals).
+pub(crate) fn tuples_with(rows: usize, columns: usize, first: usize, tail: &str) -> String {
+    let mut out = String::new();
+    for row in 0..rows {
+        if row > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(&format!("${}", first + row * columns + column));
+        }
+        out.push_str(tail);
+        out.push(')');
+    }
+    out
+}
+
+pub(crate) fn tuples(rows: usize, columns: usize, first: usize) -> String {
+    tuples_with(rows, columns, first, "")
+}
+
+/// Rows of `columns` parameters per statement, leaving room for one shared parameter.
+pub(crate) fn rows_per_statement(columns: usize) -> usize {
+    (MAX_BIND_PARAMS - 1) / columns
+}
+
 /// What the ingest transactions sent to the database since the store was opened. Tests bound
 /// these per batch and per group commit; they count every statement `accept_leads` issues,
 /// `BEGIN` and `COMMIT` included.
