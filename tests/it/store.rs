@@ -566,3 +566,176 @@ async fn a_database_with_an_unknown_schema_history_is_refused_not_migrated_over(
         );
     }
 }
+
+/// The leads row, timeline and feedback a store holds of `lead_id`, times aside except the
+/// decision time.
+async fn receipt_state(store: &Store, lead_id: LeadId) -> (Value, Vec<String>, Vec<Value>) {
+    let lead = store
+        .lead_for_agency(lead_id, Agency::Environment)
+        .await
+        .unwrap()
+        .expect("the lead");
+    let (assessment, deadlines) = store.police_view(lead_id).await.unwrap();
+    let (feedback, _) = store.feedback(Agency::Environment, 0, 100).await.unwrap();
+    let decided: (Option<String>,) = sqlx::query_as(
+        "SELECT CAST(decided_at AS TEXT) FROM leads WHERE CAST(lead_id AS TEXT) = $1",
+    )
+    .bind(lead_id.to_string())
+    .fetch_one(store.inspection_pool().await.unwrap())
+    .await
+    .unwrap();
+    (
+        json!({
+            "status": lead.status,
+            "assessment": assessment,
+            "deadlines": deadlines,
+            "decided": decided.0.is_some(),
+        }),
+        lead.timeline
+            .iter()
+            .map(|event| {
+                format!(
+                    "{} r{} {}",
+                    event.event,
+                    event.revision,
+                    Value::Object(event.details.clone())
+                )
+            })
+            .collect(),
+        feedback
+            .into_iter()
+            .filter(|item| item["lead_id"] == json!(lead_id))
+            .collect(),
+    )
+}
+
+/// A poll's receipts applied together leave exactly what applying them one after another
+/// would — a step that does not move the status forward, a receipt about an older revision,
+/// an event id sent twice, a receipt about an unknown lead — on both databases.
+#[tokio::test]
+async fn receipts_applied_together_leave_what_one_by_one_would() {
+    use leadbridge::contract::events::{DecisionDetails, ReceiptEvent, ReceiptStep};
+    use leadbridge::hub::store::ReceiptOutcome;
+    for ((together, _a), (one_by_one, _b)) in stores().await.into_iter().zip(stores().await) {
+        let label = format!("{:?}", together.dialect());
+        let case_id = unique_case_id();
+        let mut revised = sample_lead(&case_id);
+        let mut lead_ids = Vec::new();
+        for store in [&together, &one_by_one] {
+            let Acceptance::Accepted { lead_id, .. } =
+                accept(store, &validated(sample_lead(&case_id))).await
+            else {
+                panic!("{label}: accepted");
+            };
+            revised["source"]["revision"] = json!(2);
+            accept(store, &validated(revised.clone())).await;
+            lead_ids.push(lead_id);
+        }
+        let receipt = |lead_id: LeadId, revision: i64, step: ReceiptStep| ReceiptEvent {
+            event_id: uuid::Uuid::now_v7(),
+            schema: leadbridge::contract::events::RECEIPT_SCHEMA.into(),
+            lead_id,
+            revision,
+            at: Utc::now(),
+            actor: "police-adapter".into(),
+            step,
+        };
+        let decision = |name: &str| DecisionDetails {
+            unit: "370303".into(),
+            decision: name.into(),
+            reason: Some("理由".into()),
+            police_case_no: None,
+            deadlines: json!([{"name": "reconsideration_request", "due": "2026-12-09T00:00:00Z"}]),
+        };
+        for (store, lead_id) in [(&together, lead_ids[0]), (&one_by_one, lead_ids[1])] {
+            let received = receipt(
+                lead_id,
+                2,
+                ReceiptStep::ReceivedByPolice {
+                    units: vec!["370303".into()],
+                    assessment: json!({"criminal": true}),
+                    deadlines: json!([{"name": "police_decision"}]),
+                },
+            );
+            let receipts = vec![
+                receipt(
+                    lead_id,
+                    1,
+                    ReceiptStep::Delivered {
+                        unit: "370303".into(),
+                        sink: "inbox".into(),
+                        cms_ref: "OLD".into(),
+                    },
+                ),
+                received.clone(),
+                receipt(
+                    lead_id,
+                    2,
+                    ReceiptStep::Delivered {
+                        unit: "370303".into(),
+                        sink: "inbox".into(),
+                        cms_ref: "CMS-1".into(),
+                    },
+                ),
+                received,
+                receipt(LeadId::generate(), 1, ReceiptStep::Filed(decision("filed"))),
+                receipt(lead_id, 2, ReceiptStep::NotFiled(decision("not_filed"))),
+                // Behind `not_filed`: recorded, but the status stays.
+                receipt(
+                    lead_id,
+                    2,
+                    ReceiptStep::Delivered {
+                        unit: "370300".into(),
+                        sink: "inbox".into(),
+                        cms_ref: "CMS-2".into(),
+                    },
+                ),
+            ];
+            let outcomes = if std::ptr::eq(store, &together) {
+                store.apply_receipts(&receipts, Utc::now()).await.unwrap()
+            } else {
+                let mut outcomes = Vec::new();
+                for receipt in &receipts {
+                    outcomes.push(store.apply_receipt(receipt, Utc::now()).await.unwrap());
+                }
+                outcomes
+            };
+            use ReceiptOutcome::*;
+            assert_eq!(
+                outcomes,
+                [
+                    Applied,
+                    Applied,
+                    Applied,
+                    AlreadyApplied,
+                    UnknownLead,
+                    Applied,
+                    Applied
+                ],
+                "{label}"
+            );
+        }
+        let (state, timeline, feedback) = receipt_state(&together, lead_ids[0]).await;
+        let (state_b, timeline_b, feedback_b) = receipt_state(&one_by_one, lead_ids[1]).await;
+        assert_eq!(state, state_b, "{label}");
+        assert_eq!(state["status"], "not_filed", "{label}");
+        assert_eq!(state["decided"], true, "{label}");
+        assert_eq!(timeline.len(), timeline_b.len(), "{label}");
+        let strip = |events: Vec<String>| -> Vec<String> {
+            events
+                .into_iter()
+                .map(|event| event.split(' ').take(2).collect::<Vec<_>>().join(" "))
+                .collect()
+        };
+        assert_eq!(strip(timeline), strip(timeline_b), "{label}");
+        let events = |items: &[Value]| -> Vec<(Value, Value)> {
+            items
+                .iter()
+                .map(|item| (item["event"].clone(), item["revision"].clone()))
+                .collect()
+        };
+        assert_eq!(events(&feedback), events(&feedback_b), "{label}");
+        assert_eq!(feedback.len(), 5, "{label}");
+        audit::verify(&together).await.unwrap();
+    }
+}

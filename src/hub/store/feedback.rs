@@ -1,6 +1,8 @@
 //! The hub's side of the police's answers: receipts applied to leads, the agency feedback
 //! feed, reconsideration requests, and republishing leads the police never acknowledged.
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 
@@ -11,7 +13,10 @@ use crate::on_backend;
 use crate::shared::audit::{AuditEntry, LedgerAppender};
 use crate::shared::outbox::insert_message;
 use crate::shared::outbox::OutboxMessage;
-use crate::shared::store::{column, required, DbJson, DbTime, DbUuid, Store, StoreError, Tx};
+use crate::shared::store::{
+    column, required, rows_per_statement, tuples, tuples_with, DbJson, DbTime, DbUuid, Store,
+    StoreError, Tx,
+};
 
 /// The order of lead statuses; a receipt never moves a lead backwards.
 ///
@@ -77,20 +82,174 @@ impl Store {
 
     /// Applies receipts in their order in one transaction, each once per event id, and says
     /// what became of each. A receipt about a lead the hub does not know changes nothing.
+    ///
+    /// The number of statements does not grow with the receipts (up to the bind-parameter
+    /// limit of one statement per table): the leads are read at once, the event ids claimed in
+    /// one insert, each lead's status, assessment, deadlines and decision time moved along in
+    /// memory in receipt order exactly as one receipt after another would, and each table gets
+    /// one multi-row write.
     pub async fn apply_receipts(
         &self,
         receipts: &[ReceiptEvent],
         now: DateTime<Utc>,
     ) -> Result<Vec<ReceiptOutcome>, StoreError> {
+        let at_now = DbTime::new(now);
         let mut tx = self.begin().await?;
-        let mut ledger = LedgerAppender::new();
-        let mut outcomes = Vec::with_capacity(receipts.len());
-        for receipt in receipts {
-            outcomes.push(apply_one(&mut tx, &mut ledger, receipt, now).await?);
+        let mut ids: Vec<LeadId> = receipts.iter().map(|receipt| receipt.lead_id).collect();
+        ids.sort();
+        ids.dedup();
+        let mut leads = receipt_leads(&mut tx, &ids).await?;
+
+        // The lead first: a receipt about an unknown lead must leave no trace, not even its
+        // event id (the lead may still be on its way on another hub's relay). Of the others,
+        // each event id once: the first time it comes, if it was never applied before.
+        let mut outcomes = vec![ReceiptOutcome::AlreadyApplied; receipts.len()];
+        let mut candidates: Vec<usize> = Vec::new();
+        let mut seen = HashSet::new();
+        for (index, receipt) in receipts.iter().enumerate() {
+            if !leads.contains_key(&receipt.lead_id) {
+                outcomes[index] = ReceiptOutcome::UnknownLead;
+            } else if seen.insert(receipt.event_id) {
+                candidates.push(index);
+            }
         }
-        if !outcomes.contains(&ReceiptOutcome::Applied) {
+        let mut fresh = HashSet::new();
+        for chunk in candidates.chunks(rows_per_statement(1)) {
+            let sql = format!(
+                "INSERT INTO receipts_applied (event_id, applied_at) VALUES {} \
+                 ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+                tuples_with(chunk.len(), 1, 2, ", $1")
+            );
+            let applied: Vec<String> = on_backend!(tx.conn(), conn => {
+                let mut query = sqlx::query_scalar(&sql).bind(at_now);
+                for &index in chunk {
+                    query = query.bind(receipts[index].event_id.to_string());
+                }
+                query.fetch_all(&mut *conn).await?
+            });
+            fresh.extend(applied);
+        }
+        let applied: Vec<usize> = candidates
+            .into_iter()
+            .filter(|&index| fresh.contains(&receipts[index].event_id.to_string()))
+            .collect();
+        if applied.is_empty() {
             tx.rollback().await?;
             return Ok(outcomes);
+        }
+
+        let mut ledger = LedgerAppender::new();
+        let mut timeline = Vec::with_capacity(applied.len());
+        let mut feedback = Vec::with_capacity(applied.len());
+        for &index in &applied {
+            outcomes[index] = ReceiptOutcome::Applied;
+            let receipt = &receipts[index];
+            let lead = leads.get_mut(&receipt.lead_id).expect("known leads only");
+            let event = receipt.step.name();
+            let at = DbTime::new(receipt.at);
+            // The timeline keeps the step's own fields, not the bulky assessment and deadlines
+            // (the lead's row holds the current ones).
+            let step = serde_json::to_value(&receipt.step).expect("events serialise");
+            let mut details = step.as_object().cloned().unwrap_or_default();
+            for key in ["event", "assessment", "deadlines"] {
+                details.remove(key);
+            }
+            details.retain(|_, value| !value.is_null());
+            timeline.push((receipt, event, at, Value::Object(details)));
+            if receipt.revision == lead.current_revision {
+                lead.apply(receipt);
+            }
+            // What the agency reads at /v1/feedback: the receipt without its wire schema.
+            let mut body = serde_json::to_value(receipt).expect("events serialise");
+            if let Some(object) = body.as_object_mut() {
+                object.remove("schema");
+            }
+            feedback.push((lead.agency.clone(), receipt, event, at, body));
+            ledger.append(AuditEntry {
+                at: now,
+                actor: "hub".into(),
+                action: "lead.receipt_applied",
+                lead_id: Some(receipt.lead_id),
+                revision: Some(receipt.revision),
+                details: json!({
+                    "event": event,
+                    "event_id": receipt.event_id.to_string(),
+                    "at": at.text(),
+                    "by": receipt.actor,
+                }),
+            });
+        }
+
+        // Rows keep the receipts' order, so timeline and feedback ids ascend as they came.
+        for chunk in timeline.chunks(rows_per_statement(7)) {
+            let sql = format!(
+                "INSERT INTO timeline_events (lead_id, revision, event, at, actor, details) \
+                 SELECT column1, column2, column3, column4, column5, column6 FROM (VALUES {}) AS v ORDER BY column7",
+                tuples(chunk.len(), 7, 1)
+            );
+            on_backend!(tx.conn(), conn => {
+                let mut query = sqlx::query(&sql);
+                for (ordinal, (receipt, event, at, details)) in chunk.iter().enumerate() {
+                    query = query
+                        .bind(DbUuid::from(receipt.lead_id))
+                        .bind(receipt.revision)
+                        .bind(*event)
+                        .bind(*at)
+                        .bind(receipt.actor.as_str())
+                        .bind(DbJson(details.clone()))
+                        .bind(ordinal as i64);
+                }
+                query.execute(&mut *conn).await?;
+            });
+        }
+        for chunk in feedback.chunks(rows_per_statement(7)) {
+            let sql = format!(
+                "INSERT INTO feedback (agency, lead_id, revision, event, at, body) \
+                 SELECT column1, column2, column3, column4, column5, column6 FROM (VALUES {}) AS v ORDER BY column7",
+                tuples(chunk.len(), 7, 1)
+            );
+            on_backend!(tx.conn(), conn => {
+                let mut query = sqlx::query(&sql);
+                for (ordinal, (agency, receipt, event, at, body)) in chunk.iter().enumerate() {
+                    query = query
+                        .bind(agency.as_str())
+                        .bind(DbUuid::from(receipt.lead_id))
+                        .bind(receipt.revision)
+                        .bind(*event)
+                        .bind(*at)
+                        .bind(DbJson(body.clone()))
+                        .bind(ordinal as i64);
+                }
+                query.execute(&mut *conn).await?;
+            });
+        }
+
+        // Each lead a receipt moved, once, in its final state.
+        let moved: Vec<(&LeadId, &ReceiptLead)> =
+            leads.iter().filter(|(_, lead)| lead.moved()).collect();
+        for chunk in moved.chunks(rows_per_statement(6)) {
+            let sql = format!(
+                "UPDATE leads SET status = COALESCE(v.column2, leads.status), \
+                        updated_at = COALESCE(v.column3, leads.updated_at), \
+                        assessment = COALESCE(v.column4, leads.assessment), \
+                        deadlines = COALESCE(v.column5, leads.deadlines), \
+                        decided_at = COALESCE(v.column6, leads.decided_at) \
+                 FROM (VALUES {}) AS v WHERE leads.lead_id = v.column1",
+                tuples(chunk.len(), 6, 1)
+            );
+            on_backend!(tx.conn(), conn => {
+                let mut query = sqlx::query(&sql);
+                for (lead_id, lead) in chunk {
+                    query = query
+                        .bind(DbUuid::from(**lead_id))
+                        .bind(lead.new_status.as_deref())
+                        .bind(lead.new_status.as_ref().map(|_| at_now))
+                        .bind(lead.assessment.clone().map(DbJson))
+                        .bind(lead.deadlines.clone().map(DbJson))
+                        .bind(lead.decided_at);
+                }
+                query.execute(&mut *conn).await?;
+            });
         }
         ledger.finish(&mut tx).await?;
         tx.commit().await?;
@@ -315,125 +474,90 @@ impl Store {
     }
 }
 
-/// Applies one receipt within the caller's transaction.
-async fn apply_one(
-    tx: &mut Tx,
-    ledger: &mut LedgerAppender,
-    receipt: &ReceiptEvent,
-    now: DateTime<Utc>,
-) -> Result<ReceiptOutcome, StoreError> {
-    let event_id = receipt.event_id.to_string();
-    let event = receipt.step.name();
-    let lead_id = receipt.lead_id;
-    let id = DbUuid::from(lead_id);
-    let revision = receipt.revision;
-    let at = DbTime::new(receipt.at);
-    let which = format!("leads row {lead_id}");
-    // The lead first: a receipt about an unknown lead must leave no trace, not even its
-    // event id (the lead may still be on its way on another hub's relay).
-    let lead: Option<(String, i64, String)> = on_backend!(tx.conn(), conn => {
-        match sqlx::query("SELECT agency, current_revision, status FROM leads WHERE lead_id = $1")
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?
-        {
-            Some(row) => Some((
-                column(&row, "agency", &which)?,
-                column(&row, "current_revision", &which)?,
-                column(&row, "status", &which)?,
-            )),
-            None => None,
-        }
-    });
-    let Some((agency, current_revision, status)) = lead else {
-        return Ok(ReceiptOutcome::UnknownLead);
-    };
-    let fresh = on_backend!(tx.conn(), conn => sqlx::query("INSERT INTO receipts_applied (event_id, applied_at) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING")
-            .bind(&event_id)
-            .bind(DbTime::new(now))
-            .execute(&mut *conn)
-            .await.map(|done| done.rows_affected()))?;
-    if fresh == 0 {
-        return Ok(ReceiptOutcome::AlreadyApplied);
-    }
-    let actor = receipt.actor.as_str();
+/// A lead as the receipts of one transaction move it: what was stored, and what changes.
+struct ReceiptLead {
+    agency: String,
+    current_revision: i64,
+    status: String,
+    new_status: Option<String>,
+    assessment: Option<Value>,
+    deadlines: Option<Value>,
+    decided_at: Option<DbTime>,
+}
 
-    // The timeline keeps the step's own fields, not the bulky assessment and deadlines
-    // (the lead's row holds the current ones).
-    let step = serde_json::to_value(&receipt.step).expect("events serialise");
-    let mut details = step.as_object().cloned().unwrap_or_default();
-    for key in ["event", "assessment", "deadlines"] {
-        details.remove(key);
-    }
-    details.retain(|_, value| !value.is_null());
-    insert_timeline(
-        tx,
-        lead_id,
-        revision,
-        event,
-        at,
-        actor,
-        Value::Object(details),
-    )
-    .await?;
-
-    if revision == current_revision {
+impl ReceiptLead {
+    /// A receipt about the lead's current revision: the status only moves forward; the
+    /// assessment and deadlines are the police's latest; a decision sets the decision time.
+    fn apply(&mut self, receipt: &ReceiptEvent) {
+        let event = receipt.step.name();
         let moves_forward =
-            matches!((rank(event), rank(&status)), (Some(new), Some(old)) if new > old);
+            matches!((rank(event), rank(&self.status)), (Some(new), Some(old)) if new > old);
         if moves_forward {
-            on_backend!(tx.conn(), conn => sqlx::query("UPDATE leads SET status = $1, updated_at = $2 WHERE lead_id = $3")
-                .bind(event)
-                .bind(DbTime::new(now))
-                .bind(id)
-                .execute(&mut *conn)
-                .await.map(|done| done.rows_affected()))?;
+            self.status = event.to_owned();
+            self.new_status = Some(event.to_owned());
         }
         if let Some(assessment) = receipt.step.assessment().filter(|a| !a.is_null()) {
-            on_backend!(tx.conn(), conn => sqlx::query("UPDATE leads SET assessment = $1 WHERE lead_id = $2")
-                .bind(DbJson(assessment.clone()))
-                .bind(id)
-                .execute(&mut *conn)
-                .await.map(|done| done.rows_affected()))?;
+            self.assessment = Some(assessment.clone());
         }
         if let Some(deadlines) = receipt.step.deadlines().filter(|d| d.is_array()) {
-            on_backend!(tx.conn(), conn => sqlx::query("UPDATE leads SET deadlines = $1 WHERE lead_id = $2")
-                .bind(DbJson(deadlines.clone()))
-                .bind(id)
-                .execute(&mut *conn)
-                .await.map(|done| done.rows_affected()))?;
+            self.deadlines = Some(deadlines.clone());
         }
         if matches!(
             receipt.step,
             ReceiptStep::Filed(_) | ReceiptStep::NotFiled(_) | ReceiptStep::Returned(_)
         ) {
-            on_backend!(tx.conn(), conn => sqlx::query("UPDATE leads SET decided_at = $1 WHERE lead_id = $2")
-                .bind(at)
-                .bind(id)
-                .execute(&mut *conn)
-                .await.map(|done| done.rows_affected()))?;
+            self.decided_at = Some(DbTime::new(receipt.at));
         }
     }
-    // What the agency reads at /v1/feedback: the receipt without its wire schema.
-    let mut body = serde_json::to_value(receipt).expect("events serialise");
-    if let Some(object) = body.as_object_mut() {
-        object.remove("schema");
+
+    fn moved(&self) -> bool {
+        self.new_status.is_some()
+            || self.assessment.is_some()
+            || self.deadlines.is_some()
+            || self.decided_at.is_some()
     }
-    on_backend!(tx.conn(), conn => sqlx::query("INSERT INTO feedback (agency, lead_id, revision, event, at, body) VALUES ($1, $2, $3, $4, $5, $6)")
-            .bind(&agency)
-            .bind(id)
-            .bind(revision)
-            .bind(event)
-            .bind(at)
-            .bind(DbJson(body))
-            .execute(&mut *conn)
-            .await.map(|done| done.rows_affected()))?;
-    ledger.append(AuditEntry {
-        at: now,
-        actor: "hub".into(),
-        action: "lead.receipt_applied",
-        lead_id: Some(lead_id),
-        revision: Some(revision),
-        details: json!({"event": event, "event_id": event_id, "at": at.text(), "by": actor}),
-    });
-    Ok(ReceiptOutcome::Applied)
+}
+
+/// The leads receipts are about, as stored, read in one statement per chunk.
+async fn receipt_leads(
+    tx: &mut Tx,
+    ids: &[LeadId],
+) -> Result<HashMap<LeadId, ReceiptLead>, StoreError> {
+    let mut leads = HashMap::new();
+    for chunk in ids.chunks(rows_per_statement(1)) {
+        let placeholders: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
+        let sql = format!(
+            "SELECT lead_id, agency, current_revision, status FROM leads WHERE lead_id IN ({})",
+            placeholders.join(", ")
+        );
+        let rows: Vec<(LeadId, ReceiptLead)> = on_backend!(tx.conn(), conn => {
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(DbUuid::from(*id));
+            }
+            query
+                .fetch_all(&mut *conn)
+                .await?
+                .iter()
+                .map(|row| -> Result<_, StoreError> {
+                    let lead_id: DbUuid = column(row, "lead_id", &"a lead")?;
+                    let which = format!("leads row {}", lead_id.0);
+                    Ok((
+                        lead_id.into(),
+                        ReceiptLead {
+                            agency: column(row, "agency", &which)?,
+                            current_revision: column(row, "current_revision", &which)?,
+                            status: column(row, "status", &which)?,
+                            new_status: None,
+                            assessment: None,
+                            deadlines: None,
+                            decided_at: None,
+                        },
+                    ))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?
+        });
+        leads.extend(rows);
+    }
+    Ok(leads)
 }
