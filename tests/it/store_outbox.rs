@@ -326,3 +326,45 @@ impl Role {
         }
     }
 }
+
+/// Relays never wait for each other nor take each other's rows: a row another relay's
+/// transaction holds is skipped. Shown without relying on two claims meeting by chance: an
+/// open transaction holds one lead's row, and a claim made meanwhile returns the other lead's
+/// row and comes back (a claim that waited for the held row would never return while it is
+/// held; the timeout only turns that wait into a failure).
+#[tokio::test]
+async fn a_claim_skips_rows_another_transaction_holds_instead_of_waiting_for_them() {
+    let url = fresh_postgres_database().await;
+    let store = leadbridge::hub::store::connect(&url, 4).await.unwrap();
+    let held = lead_with_rows(&store, Role::Hub, "accepted", 1, &[(1, None, None)]).await;
+    let free = lead_with_rows(&store, Role::Hub, "accepted", 1, &[(1, None, None)]).await;
+    let mut holder = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    let locked = sqlx::query("SELECT id FROM outbox WHERE CAST(lead_id AS TEXT) = $1 FOR UPDATE")
+        .bind(&held)
+        .fetch_all(&mut holder)
+        .await
+        .unwrap();
+    assert_eq!(locked.len(), 1);
+
+    let lease_until = Utc::now() + Duration::seconds(60);
+    let claimed = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        store.claim_outbox("relay-b", 10, Utc::now(), lease_until),
+    )
+    .await
+    .expect("the claim waited for a row another transaction holds")
+    .unwrap();
+    let leads: Vec<String> = claimed.iter().map(|m| m.lead_id.to_string()).collect();
+    assert_eq!(leads, vec![free.clone()], "only the row nobody holds");
+
+    // Released, the row is claimed by the next claim, and the other stays with relay-b.
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    let claimed = store
+        .claim_outbox("relay-c", 10, Utc::now(), lease_until)
+        .await
+        .unwrap();
+    let leads: Vec<String> = claimed.iter().map(|m| m.lead_id.to_string()).collect();
+    assert_eq!(leads, vec![held], "the released row, once");
+    store.close().await;
+}
