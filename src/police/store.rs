@@ -546,22 +546,7 @@ impl PoliceStore {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
-        let lock = match self.store.dialect() {
-            crate::shared::store::Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
-            crate::shared::store::Dialect::Sqlite => "",
-        };
-        let sql = format!(
-            "UPDATE police_deliveries SET claimed_by = $1, claimed_until = $2 \
-             WHERE id IN ( \
-                 SELECT d.id FROM police_deliveries d \
-                 WHERE d.delivered_at IS NULL AND d.dead_lettered_at IS NULL AND d.next_attempt_at <= $3 \
-                   AND (d.claimed_until IS NULL OR d.claimed_until < $3) \
-                   AND NOT EXISTS (SELECT 1 FROM police_deliveries e \
-                                   WHERE e.lead_id = d.lead_id AND e.unit = d.unit AND e.id < d.id \
-                                     AND e.delivered_at IS NULL AND e.dead_lettered_at IS NULL) \
-                 ORDER BY d.id LIMIT $4 {lock}) \
-             RETURNING id"
-        );
+        let sql = delivery_claim_statement(self.store.dialect());
         let ids: Vec<i64> = on_backend!(self.store.db(), pool => sqlx::query_scalar(&sql)
             .bind(worker)
             .bind(DbTime::new(lease_until))
@@ -1087,6 +1072,34 @@ fn dead_letter_event_id(source: &DeadLetterSource<'_>) -> uuid::Uuid {
 /// Deliveries marked per round of statements: three parameters each, well inside both
 /// databases' limits.
 const MARK_DELIVERED_CHUNK: usize = 1_000;
+
+/// The delivery claim (`$1` worker, `$2` lease end, `$3` now, `$4` limit); public so that tests
+/// can EXPLAIN exactly what the worker runs.
+///
+/// As in the outbox's claim, a delivery is due only as the oldest undelivered one of its lead
+/// to its unit, asked as a scalar subquery — one probe of `police_deliveries_waiting_by_lead`
+/// per candidate — not as NOT EXISTS: with the statistics of a table that was small when they
+/// were taken (as after any quiet period), PostgreSQL plans the anti join as a scan of every
+/// waiting delivery per candidate, and a backlog of 10,000 deliveries was claimed at 300 a
+/// second until autoanalyze ran (docs/benchmarks.md).
+pub fn delivery_claim_statement(dialect: crate::shared::store::Dialect) -> String {
+    let candidates = "SELECT d.id FROM police_deliveries d \
+         WHERE d.delivered_at IS NULL AND d.dead_lettered_at IS NULL AND d.next_attempt_at <= $3 \
+           AND (d.claimed_until IS NULL OR d.claimed_until < $3) \
+           AND d.id = (SELECT MIN(e.id) FROM police_deliveries e \
+                       WHERE e.lead_id = d.lead_id AND e.unit = d.unit \
+                         AND e.delivered_at IS NULL AND e.dead_lettered_at IS NULL) \
+         ORDER BY d.id LIMIT $4";
+    let ids = match dialect {
+        crate::shared::store::Dialect::Postgres => {
+            format!("= ANY(ARRAY({candidates} FOR UPDATE SKIP LOCKED))")
+        }
+        crate::shared::store::Dialect::Sqlite => format!("IN ({candidates})"),
+    };
+    format!(
+        "UPDATE police_deliveries SET claimed_by = $1, claimed_until = $2 WHERE id {ids} RETURNING id"
+    )
+}
 
 /// Which of `pairs` (lead, revision) are stored, read in one statement per chunk.
 async fn stored_revisions(

@@ -814,3 +814,24 @@ pub fn received_by_police() -> leadbridge::contract::events::ReceiptStep {
         deadlines: serde_json::json!([]),
     }
 }
+
+/// Rows every node of a plan produced or threw away, times its loops: what the executor
+/// examined.
+pub fn rows_examined(node: &serde_json::Value) -> f64 {
+    let number = |key: &str| {
+        node.get(key)
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(0.0)
+    };
+    let here = (number("Actual Rows")
+        + number("Rows Removed by Filter")
+        + number("Rows Removed by Join Filter")
+        + number("Rows Removed by Index Recheck"))
+        * number("Actual Loops");
+    let below: f64 = node
+        .get("Plans")
+        .and_then(serde_json::Value::as_array)
+        .map(|plans| plans.iter().map(rows_examined).sum())
+        .unwrap_or(0.0);
+    here + below
+}

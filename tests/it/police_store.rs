@@ -19,7 +19,9 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::helpers::{drop_test_database, fresh_postgres_database, fresh_sqlite_url};
+use crate::helpers::{
+    drop_test_database, fresh_postgres_database, fresh_sqlite_url, rows_examined,
+};
 
 /// A TCP proxy in front of PostgreSQL that counts the statements its clients have the server
 /// execute: the Execute messages of the extended protocol (what sqlx sends for each query) and
@@ -532,4 +534,83 @@ async fn a_batch_is_recorded_as_one_by_one_in_statements_that_do_not_grow_with_i
     }
     drop_test_database(&url).await;
     drop_test_database(&other_url).await;
+}
+
+/// The delivery claim's cost is bounded by what it claims, not by the backlog, even with the
+/// statistics of an empty table (as after any quiet period): counted as the rows the executor
+/// examined, from PostgreSQL's own EXPLAIN ANALYZE of exactly the worker's statement.
+#[tokio::test]
+async fn a_delivery_claim_examines_rows_in_proportion_to_its_size_not_to_a_backlog() {
+    use leadbridge::police::store::delivery_claim_statement;
+    use sqlx::Connection;
+    const BACKLOG: i64 = 12_000;
+    const CLAIM: i64 = 100;
+    let url = fresh_postgres_database().await;
+    let store = police_store(&url).await;
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    for sql in [
+        "ALTER TABLE police_deliveries SET (autovacuum_enabled = false)",
+        "ANALYZE police_deliveries",
+        "CREATE FUNCTION plan_of(statement text) RETURNS text LANGUAGE plpgsql AS $$ \
+         DECLARE plan text; BEGIN \
+         EXECUTE 'EXPLAIN (ANALYZE, FORMAT JSON) ' || statement INTO plan; \
+         RETURN plan; END $$",
+    ] {
+        sqlx::query(sql).execute(&mut db).await.unwrap();
+    }
+    // A backlog of deliveries to two units, and a second revision of each lead waiting behind
+    // its first.
+    sqlx::query(
+        "INSERT INTO police_deliveries (lead_id, revision, unit, sink, created_at, next_attempt_at) \
+         SELECT l.id, r.revision, u.unit, 'inbox', now() - interval '1 hour', now() - interval '1 hour' \
+         FROM (SELECT gen_random_uuid() AS id FROM generate_series(1, $1::bigint / 4)) l \
+         CROSS JOIN (VALUES (1::bigint), (2::bigint)) AS r(revision) \
+         CROSS JOIN (VALUES ('370303'), ('370300')) AS u(unit) \
+         ORDER BY r.revision, l.id",
+    )
+    .bind(BACKLOG)
+    .execute(&mut db)
+    .await
+    .unwrap();
+
+    let statement = delivery_claim_statement(Dialect::Postgres)
+        .replace("$1", "'explain'")
+        .replace("$2", "now() + interval '2 minutes'")
+        .replace("$3", "now()")
+        .replace("$4", &CLAIM.to_string());
+    let mut tx = db.begin().await.unwrap();
+    let plan: String = sqlx::query_scalar("SELECT plan_of($1)")
+        .bind(&statement)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    let plan: serde_json::Value = serde_json::from_str(&plan).unwrap();
+    let root = &plan[0]["Plan"];
+    assert_eq!(root["Actual Rows"], CLAIM, "the claim claims a full batch");
+    let examined = rows_examined(root);
+    // A few rows per claimed delivery (candidate, probe, update); the anti join planned from
+    // an empty table's statistics examined every waiting delivery once per candidate.
+    assert!(
+        examined <= (10 * CLAIM) as f64,
+        "the claim examined {examined} rows for {CLAIM} claimed out of {BACKLOG}: {plan:#}"
+    );
+
+    // What it claims: revision 1 of each lead and unit, never a revision 2 before its 1.
+    let mut tx = db.begin().await.unwrap();
+    let revisions: Vec<i64> = sqlx::query_scalar(&format!(
+        "WITH claimed AS ({statement}) \
+         SELECT d.revision FROM police_deliveries d JOIN claimed USING (id)"
+    ))
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(revisions.len() as i64, CLAIM);
+    assert!(
+        revisions.iter().all(|revision| *revision == 1),
+        "{revisions:?}"
+    );
+    store.store().close().await;
+    drop_test_database(&url).await;
 }

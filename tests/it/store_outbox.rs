@@ -13,27 +13,10 @@ use leadbridge::shared::telemetry::Metrics;
 use serde_json::Value;
 use sqlx::{Connection, Row};
 
-use crate::helpers::{fresh_postgres_database, fresh_sqlite_url, typed_param};
+use crate::helpers::{fresh_postgres_database, fresh_sqlite_url, rows_examined, typed_param};
 
 const BACKLOG: i64 = 12_000;
 const CLAIM: i64 = 500;
-
-/// Rows every node of a plan produced or threw away, times its loops: what the executor
-/// examined.
-fn rows_examined(node: &Value) -> f64 {
-    let number = |key: &str| node.get(key).and_then(Value::as_f64).unwrap_or(0.0);
-    let here = (number("Actual Rows")
-        + number("Rows Removed by Filter")
-        + number("Rows Removed by Join Filter")
-        + number("Rows Removed by Index Recheck"))
-        * number("Actual Loops");
-    let below: f64 = node
-        .get("Plans")
-        .and_then(Value::as_array)
-        .map(|plans| plans.iter().map(rows_examined).sum())
-        .unwrap_or(0.0);
-    here + below
-}
 
 #[tokio::test]
 async fn a_claim_examines_rows_in_proportion_to_its_size_not_to_a_backlog_with_stale_statistics() {

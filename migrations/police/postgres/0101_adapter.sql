@@ -49,3 +49,6 @@ CREATE TABLE police_deliveries (
 );
 CREATE INDEX police_deliveries_pending ON police_deliveries (id) WHERE delivered_at IS NULL AND dead_lettered_at IS NULL;
 CREATE INDEX police_deliveries_by_unit ON police_deliveries (unit, delivered_at);
+-- The claim asks, for each candidate, whether an earlier delivery of the same lead to the same
+-- unit still waits: one probe of exactly the waiting deliveries, keyed by lead and unit.
+CREATE INDEX police_deliveries_waiting_by_lead ON police_deliveries (lead_id, unit, id) WHERE delivered_at IS NULL AND dead_lettered_at IS NULL;
