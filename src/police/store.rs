@@ -338,13 +338,7 @@ impl PoliceStore {
                     .fetch_all(&mut *conn)
                     .await?
                     .iter()
-                    .map(|row| -> Result<_, StoreError> {
-                        let which = LeadRow::of(row);
-                        Ok((
-                            column::<_, DbUuid>(row, "lead_id", &which)?.into(),
-                            column(row, "revision", &which)?,
-                        ))
-                    })
+                    .map(lead_and_revision)
                     .collect::<Result<Vec<_>, StoreError>>()?
             });
             inserted.extend(rows);
@@ -1121,18 +1115,26 @@ async fn stored_revisions(
                 .fetch_all(&mut *conn)
                 .await?
                 .iter()
-                .map(|row| -> Result<_, StoreError> {
-                    let which = LeadRow::of(row);
-                    Ok((
-                        column::<_, DbUuid>(row, "lead_id", &which)?.into(),
-                        column(row, "revision", &which)?,
-                    ))
-                })
+                .map(lead_and_revision)
                 .collect::<Result<Vec<_>, StoreError>>()?
         });
         stored.extend(rows);
     }
     Ok(stored)
+}
+
+/// The (lead, revision) key of a `police_leads` row.
+fn lead_and_revision<R: Row>(row: &R) -> Result<(LeadId, i64), StoreError>
+where
+    for<'n> &'n str: ColumnIndex<R>,
+    DbUuid: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+    i64: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+{
+    let which = LeadRow::of(row);
+    Ok((
+        column::<R, DbUuid>(row, "lead_id", &which)?.into(),
+        column(row, "revision", &which)?,
+    ))
 }
 
 /// Names a `police_leads` row (or a row joined to one) in errors about its stored values.
