@@ -799,6 +799,20 @@ impl PoliceStore {
         error: &str,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        // A sink's error may quote what a case-management system answered: printable only,
+        // as every text the hub stores must be (PostgreSQL refuses U+0000 in JSON).
+        let error: String = error
+            .chars()
+            .map(|c| {
+                if c.is_control() && c != '\n' {
+                    '\u{FFFD}'
+                } else {
+                    c
+                }
+            })
+            .take(1000)
+            .collect();
+        let error = error.as_str();
         let mut tx = self.store.begin().await?;
         let updated = on_backend!(tx.conn(), conn => sqlx::query(
             "UPDATE police_deliveries SET dead_lettered_at = $1, last_error = $2, claimed_by = NULL, claimed_until = NULL \

@@ -224,18 +224,21 @@ impl Store {
             });
         }
 
-        // Each lead a receipt moved, once, in its final state.
+        // Each lead a receipt moved, once, in its final state — and only if its current
+        // revision is still the one those receipts were about (a revision accepted meanwhile
+        // is not overwritten by receipts about the one it replaced).
         let moved: Vec<(&LeadId, &ReceiptLead)> =
             leads.iter().filter(|(_, lead)| lead.moved()).collect();
-        for chunk in moved.chunks(rows_per_statement(6)) {
+        for chunk in moved.chunks(rows_per_statement(7)) {
             let sql = format!(
                 "UPDATE leads SET status = COALESCE(v.column2, leads.status), \
                         updated_at = COALESCE(v.column3, leads.updated_at), \
                         assessment = COALESCE(v.column4, leads.assessment), \
                         deadlines = COALESCE(v.column5, leads.deadlines), \
                         decided_at = COALESCE(v.column6, leads.decided_at) \
-                 FROM (VALUES {}) AS v WHERE leads.lead_id = v.column1",
-                tuples(chunk.len(), 6, 1)
+                 FROM (VALUES {}) AS v \
+                 WHERE leads.lead_id = v.column1 AND leads.current_revision = v.column7",
+                tuples(chunk.len(), 7, 1)
             );
             on_backend!(tx.conn(), conn => {
                 let mut query = sqlx::query(&sql);
@@ -246,7 +249,8 @@ impl Store {
                         .bind(lead.new_status.as_ref().map(|_| at_now))
                         .bind(lead.assessment.clone().map(DbJson))
                         .bind(lead.deadlines.clone().map(DbJson))
-                        .bind(lead.decided_at);
+                        .bind(lead.decided_at)
+                        .bind(lead.current_revision);
                 }
                 query.execute(&mut *conn).await?;
             });
