@@ -835,3 +835,17 @@ pub fn rows_examined(node: &serde_json::Value) -> f64 {
         .unwrap_or(0.0);
     here + below
 }
+
+/// The root node of PostgreSQL's EXPLAIN ANALYZE of `statement`, run in a transaction that is
+/// rolled back, so a claim or update explained this way changes nothing.
+pub async fn analyzed_plan(db: &mut sqlx::PgConnection, statement: &str) -> serde_json::Value {
+    use sqlx::Connection;
+    let mut tx = db.begin().await.unwrap();
+    let plan: sqlx::types::Json<serde_json::Value> =
+        sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, FORMAT JSON) {statement}"))
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    tx.rollback().await.unwrap();
+    plan.0[0]["Plan"].clone()
+}

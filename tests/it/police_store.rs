@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::helpers::{
-    drop_test_database, fresh_postgres_database, fresh_sqlite_url, rows_examined,
+    analyzed_plan, drop_test_database, fresh_postgres_database, fresh_sqlite_url, rows_examined,
 };
 
 /// A TCP proxy in front of PostgreSQL that counts the statements its clients have the server
@@ -591,10 +591,6 @@ async fn a_delivery_claim_examines_rows_in_proportion_to_its_size_not_to_a_backl
     for sql in [
         "ALTER TABLE police_deliveries SET (autovacuum_enabled = false)",
         "ANALYZE police_deliveries",
-        "CREATE FUNCTION plan_of(statement text) RETURNS text LANGUAGE plpgsql AS $$ \
-         DECLARE plan text; BEGIN \
-         EXECUTE 'EXPLAIN (ANALYZE, FORMAT JSON) ' || statement INTO plan; \
-         RETURN plan; END $$",
     ] {
         sqlx::query(sql).execute(&mut db).await.unwrap();
     }
@@ -627,15 +623,8 @@ async fn a_delivery_claim_examines_rows_in_proportion_to_its_size_not_to_a_backl
         .replace("$2", "now() + interval '2 minutes'")
         .replace("$3", "now()")
         .replace("$4", &CLAIM.to_string());
-    let mut tx = db.begin().await.unwrap();
-    let plan: String = sqlx::query_scalar("SELECT plan_of($1)")
-        .bind(&statement)
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-    tx.rollback().await.unwrap();
-    let plan: serde_json::Value = serde_json::from_str(&plan).unwrap();
-    let root = &plan[0]["Plan"];
+    let plan = analyzed_plan(&mut db, &statement).await;
+    let root = &plan;
     assert_eq!(root["Actual Rows"], CLAIM, "the claim claims a full batch");
     let examined = rows_examined(root);
     // A few rows per claimed delivery (candidate, probe, update, and the leased and waiting

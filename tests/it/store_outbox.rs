@@ -10,10 +10,11 @@ use leadbridge::shared::outbox::OutboxOwner;
 use leadbridge::shared::relay::Relay;
 use leadbridge::shared::store::{DbTime, Dialect, Migrations, Store};
 use leadbridge::shared::telemetry::Metrics;
-use serde_json::Value;
 use sqlx::{Connection, Row};
 
-use crate::helpers::{fresh_postgres_database, fresh_sqlite_url, rows_examined, typed_param};
+use crate::helpers::{
+    analyzed_plan, fresh_postgres_database, fresh_sqlite_url, rows_examined, typed_param,
+};
 
 const BACKLOG: i64 = 12_000;
 const CLAIM: i64 = 500;
@@ -29,10 +30,6 @@ async fn a_claim_examines_rows_in_proportion_to_its_size_not_to_a_backlog_with_s
         "ALTER TABLE leads SET (autovacuum_enabled = false)",
         "ANALYZE outbox",
         "ANALYZE leads",
-        "CREATE FUNCTION plan_of(statement text) RETURNS text LANGUAGE plpgsql AS $$ \
-         DECLARE plan text; BEGIN \
-         EXECUTE 'EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ' || statement INTO plan; \
-         RETURN plan; END $$",
     ] {
         sqlx::query(sql).execute(&mut db).await.unwrap();
     }
@@ -67,15 +64,8 @@ async fn a_claim_examines_rows_in_proportion_to_its_size_not_to_a_backlog_with_s
         )
         .replace("$3", &format!("'{}'", DbTime::new(now).text()))
         .replace("$4", &CLAIM.to_string());
-    let mut tx = db.begin().await.unwrap();
-    let plan: String = sqlx::query_scalar("SELECT plan_of($1)")
-        .bind(&statement)
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-    tx.rollback().await.unwrap();
-    let plan: Value = serde_json::from_str(&plan).unwrap();
-    let root = &plan[0]["Plan"];
+    let plan = analyzed_plan(&mut db, &statement).await;
+    let root = &plan;
     assert_eq!(root["Actual Rows"], CLAIM, "the claim claims a full batch");
     let examined = rows_examined(root);
     // A few rows per claimed row (candidate, probe, update); the quadratic plan examined
