@@ -5,6 +5,7 @@
 //! Promise: this module depends on nothing else in the crate, so the hub, the adapter and the
 //! connectors can share it without depending on each other.
 
+pub mod calendar;
 pub mod deadlines;
 pub mod events;
 pub mod lead;
