@@ -102,6 +102,10 @@ impl Application {
             )
         })?;
         let metrics = Metrics::new();
+        // Both roles count the Decree 310 clocks; a holiday file that is wrong stops start-up
+        // here, naming the file and line.
+        let clocks = crate::contract::deadlines::Clocks::load(&settings.police.deadlines)
+            .context("cannot set up the Decree 310 clocks (police.deadlines, holiday calendar)")?;
         let store = if roles.hub() {
             let database_url = settings.database_url();
             Some(
@@ -180,6 +184,7 @@ impl Application {
                 kafka: &settings.kafka,
                 relay: &settings.relay,
                 data_dir: &settings.data_dir,
+                clocks: &clocks,
             };
             Some(
                 PoliceAdapter::build(adapter_settings, &bootstrap_servers, &metrics, &limits)
@@ -189,6 +194,7 @@ impl Application {
             None
         };
         let police_store = police.as_ref().map(PoliceAdapter::store);
+        let police_routing = police.as_ref().map(PoliceAdapter::routing);
 
         let hub_api = match (&store, roles.hub_api) {
             (Some(store), true) => {
@@ -218,7 +224,7 @@ impl Application {
                     }),
                     store: store.clone(),
                     topics: topics.clone(),
-                    deadlines: settings.police.deadlines.clone(),
+                    clocks: clocks.clone(),
                     limits: settings.limits.clone(),
                     relay_wakeup,
                 })
@@ -246,11 +252,12 @@ impl Application {
                 stores.push(hub_api.store.clone());
                 roles_router = roles_router.merge(crate::hub::api::routes(Arc::new(hub_api)));
             }
-            if let Some(police_store) = &police_store {
+            if let (Some(police_store), Some(routing)) = (&police_store, &police_routing) {
                 stores.push(police_store.store().clone());
                 roles_router =
                     roles_router.merge(crate::police::api::routes(Arc::new(PoliceApi {
                         store: police_store.clone(),
+                        routing: routing.clone(),
                         limits: settings.limits.clone(),
                     })));
             }

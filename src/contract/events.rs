@@ -133,7 +133,14 @@ pub enum ReceiptStep {
         /// The Decree 310 deadlines now running.
         #[schema(value_type = Vec<Object>)]
         deadlines: Value,
+        /// Set when no unit covers the lead's division: the fallback unit that holds it as a
+        /// forwarding task (Decree 310 art 7), not as its own case.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        forwarding_task: Option<String>,
     },
+    /// A unit not competent for the lead forwarded it (Decree 310 art 7): to another unit of
+    /// this system (`to_unit`, which then receives it) or to an organ outside it (`to_organ`).
+    Forwarded(ForwardDetails),
     /// A unit's inbox or case-management system took the lead.
     Delivered {
         unit: String,
@@ -169,6 +176,23 @@ pub enum ReceiptStep {
     Reconsidered(DecisionDetails),
 }
 
+/// Where a lead was forwarded and why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ForwardDetails {
+    /// The unit that forwarded it.
+    pub from_unit: String,
+    /// The competent unit of this system that receives it now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_unit: Option<String>,
+    /// The competent organ outside this system, by name, when it left the system.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_organ: Option<String>,
+    pub reason: String,
+    /// The Decree 310 deadlines the forward leaves running.
+    #[schema(value_type = Vec<Object>)]
+    pub deadlines: Value,
+}
+
 /// A unit's decision on a lead.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DecisionDetails {
@@ -194,6 +218,7 @@ impl ReceiptStep {
             ReceiptStep::NotFiled(_) => "not_filed",
             ReceiptStep::Returned(_) => "returned",
             ReceiptStep::Reconsidered(_) => "reconsidered",
+            ReceiptStep::Forwarded(_) => "forwarded",
         }
     }
 
@@ -213,6 +238,7 @@ impl ReceiptStep {
             | ReceiptStep::NotFiled(d)
             | ReceiptStep::Returned(d)
             | ReceiptStep::Reconsidered(d) => Some(&d.deadlines),
+            ReceiptStep::Forwarded(f) => Some(&f.deadlines),
             _ => None,
         }
     }
@@ -415,7 +441,9 @@ mod tests {
     }
 
     fn every_step() -> Vec<ReceiptStep> {
-        let deadlines = json!([{"name": "police_decision", "due_at": "2026-12-04T16:00:00+00:00", "completed_at": null}]);
+        let deadlines = json!([{"name": "police_decision", "basis": "国务院令第310号 第八条", "legal": true,
+            "party": "police", "starts_at": "2026-12-01T16:30:00.123456+08:00", "length": "3 calendar days",
+            "due_at": "2026-12-04T23:59:59.999999+08:00", "last_day": "2026-12-04", "completed_at": null, "state": "running"}]);
         let decision = |decision: &str| DecisionDetails {
             unit: "370303".into(),
             decision: decision.into(),
@@ -428,7 +456,28 @@ mod tests {
                 units: vec!["370303".into()],
                 assessment: json!({"priority": "high", "suspected_offences": []}),
                 deadlines: deadlines.clone(),
+                forwarding_task: None,
             },
+            ReceiptStep::ReceivedByPolice {
+                units: vec!["370300".into()],
+                assessment: json!({"priority": "low", "suspected_offences": []}),
+                deadlines: deadlines.clone(),
+                forwarding_task: Some("370300".into()),
+            },
+            ReceiptStep::Forwarded(ForwardDetails {
+                from_unit: "370303".into(),
+                to_unit: Some("370305".into()),
+                to_organ: None,
+                reason: "案发地在临淄区".into(),
+                deadlines: deadlines.clone(),
+            }),
+            ReceiptStep::Forwarded(ForwardDetails {
+                from_unit: "370300".into(),
+                to_unit: None,
+                to_organ: Some("北京市公安局东城分局".into()),
+                reason: "案发地在北京市东城区".into(),
+                deadlines: deadlines.clone(),
+            }),
             ReceiptStep::Delivered {
                 unit: "370303".into(),
                 sink: "inbox".into(),
@@ -495,7 +544,11 @@ mod tests {
 
     #[test]
     fn the_receipt_schema_refuses_a_step_without_its_fields() {
-        let mut value = serde_json::to_value(receipt(every_step().remove(1))).unwrap();
+        let delivered = every_step()
+            .into_iter()
+            .find(|step| step.name() == "delivered")
+            .unwrap();
+        let mut value = serde_json::to_value(receipt(delivered)).unwrap();
         value.as_object_mut().unwrap().remove("cms_ref");
         assert!(!schema("receipt.v1").is_valid(&value));
         let error = ReceiptEvent::decode(&serde_json::to_vec(&value).unwrap()).unwrap_err();

@@ -41,9 +41,10 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::sync::{watch, Notify};
 
+use super::routing::Routed;
 use super::routing::Routing;
-use super::settings::{PoliceSettings, SinkSettings};
-use super::store::{DeadLetterSource, IncomingLead, PoliceStore, Route};
+use super::settings::PoliceSettings;
+use super::store::{DeadLetterSource, IncomingLead, PoliceStore};
 use crate::contract::events::{
     DeadLetterHeaders, DeadLetterOrigin, EventError, LeadEvent, LeadsTopicEvent,
     ReconsiderationRequest,
@@ -166,10 +167,7 @@ impl Adapter {
     }
 
     /// The message as a valid lead event with its routes, or None for anything else.
-    fn decode_lead_message(
-        &self,
-        message: &BorrowedMessage<'_>,
-    ) -> Option<(IncomingLead, Vec<Route>)> {
+    fn decode_lead_message(&self, message: &BorrowedMessage<'_>) -> Option<(IncomingLead, Routed)> {
         let LeadsTopicEvent::Lead(event) =
             LeadsTopicEvent::decode(message.payload().unwrap_or_default()).ok()?
         else {
@@ -333,40 +331,24 @@ impl Adapter {
 
     async fn process_lead(&self, event: &LeadEvent) -> Result<(), Failure> {
         let incoming = decode_lead_event(event, &self.rules).map_err(Failure::Poison)?;
-        let routes = self.routes(&incoming);
+        let routed = self.routes(&incoming);
         let new = self
             .store
-            .record_lead(&incoming, &routes, Utc::now())
+            .record_lead(&incoming, &routed, Utc::now())
             .await?;
-        self.recorded(&incoming, &routes, new);
+        self.recorded(&incoming, &routed, new);
         Ok(())
     }
 
-    /// Where a lead goes: its units and how each receives it.
-    fn routes(&self, incoming: &IncomingLead) -> Vec<Route> {
-        let high = incoming.priority == "high";
+    /// Where a lead goes: its units and how each receives it, the holder first.
+    fn routes(&self, incoming: &IncomingLead) -> Routed {
         self.routing
-            .route(&incoming.division_code, high)
-            .into_iter()
-            .map(|unit| {
-                let sink = match self
-                    .settings
-                    .units
-                    .iter()
-                    .find(|u| u.id == unit)
-                    .map(|u| &u.sink)
-                {
-                    Some(SinkSettings::Http(_)) => "http",
-                    _ => "inbox",
-                };
-                Route { unit, sink }
-            })
-            .collect()
+            .route(&incoming.division_code, incoming.priority == "high")
     }
 
     /// After a lead's transaction committed: counts it and wakes the delivery workers when it
     /// was recorded now (`new`), so a redelivery is not counted twice.
-    fn recorded(&self, incoming: &IncomingLead, routes: &[Route], new: bool) {
+    fn recorded(&self, incoming: &IncomingLead, routed: &Routed, new: bool) {
         if !new {
             tracing::debug!(lead_id = %incoming.lead_id, revision = incoming.revision, "Lead already received; redelivery ignored.");
             return;
@@ -386,7 +368,11 @@ impl Adapter {
             &incoming.priority,
             &offences,
         );
-        let units: Vec<&str> = routes.iter().map(|route| route.unit.as_str()).collect();
+        let units: Vec<&str> = routed
+            .routes
+            .iter()
+            .map(|route| route.unit.as_str())
+            .collect();
         events::police_lead_routed(&self.metrics, incoming.lead_id, incoming.revision, &units);
         self.delivery_wakeup.notify_one();
     }
@@ -451,7 +437,7 @@ impl Adapter {
 #[derive(Default)]
 struct Run<'b, 'm> {
     messages: Vec<&'b BorrowedMessage<'m>>,
-    leads: Vec<(IncomingLead, Vec<Route>)>,
+    leads: Vec<(IncomingLead, Routed)>,
 }
 
 /// The lead a message is about, when its JSON names one (`lead_id` and a positive

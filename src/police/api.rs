@@ -1,4 +1,6 @@
-//! `/police/v1`: the investigators' inbox, lead reads and decisions.
+//! `/police/v1`: the investigators' inbox, lead reads, forwards and decisions. An investigator
+//! acts for their unit (their certificate's), which sees its own leads and those of every unit
+//! below it (`police::routing`).
 
 use axum::body::Body;
 use std::sync::Arc;
@@ -13,11 +15,17 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::contract::lead::LeadId;
-use crate::police::process::{DecisionRequest, PoliceStatus};
+use crate::police::process::{
+    DecisionRequest, ForwardRequest, ForwardTarget, PoliceStatus, TransitionError,
+};
+use crate::police::routing::Routing;
 use crate::police::store::DecideError;
 use crate::police::PoliceStore;
 use crate::shared::config::LimitSettings;
 use crate::shared::http::body::{max_chars, read_typed, MAX_CASE_NO_CHARS, MAX_REASON_CHARS};
+
+/// The longest name of an outside organ a forward accepts.
+const MAX_ORGAN_CHARS: usize = 200;
 use crate::shared::http::extract::{Path, Query};
 use crate::shared::http::{ApiError, InvestigatorCaller};
 
@@ -37,7 +45,8 @@ pub struct InboxQuery {
 pub struct Inbox {
     /// The caller's police unit, from its certificate.
     unit: String,
-    /// Each lead with its summary, status, priority, assessment and running deadlines.
+    /// Each lead with its summary, status, priority, holder (the unit that decides it, and
+    /// whether it holds it only to forward it), assessment and Decree 310 clocks.
     #[schema(value_type = Vec<Object>)]
     leads: Vec<Value>,
 }
@@ -45,6 +54,7 @@ pub struct Inbox {
 /// What the investigators' API's handlers reach.
 pub struct PoliceApi {
     pub store: PoliceStore,
+    pub routing: Routing,
     pub limits: LimitSettings,
 }
 
@@ -57,10 +67,11 @@ pub fn routes(api: Arc<PoliceApi>) -> OpenApiRouter {
         .routes(routes!(inbox))
         .routes(routes!(lead))
         .routes(routes!(decide))
+        .routes(routes!(forward))
         .with_state(api)
 }
 
-/// Leads delivered to the caller's unit, newest first, with assessment and deadlines
+/// Leads of the caller's unit and of the units below it, newest first, with assessment and deadlines
 #[utoipa::path(
     get,
     path = "/police/v1/inbox",
@@ -81,10 +92,12 @@ async fn inbox(
     Query(query): Query<InboxQuery>,
 ) -> Result<Json<Inbox>, ApiError> {
     let limit = query.limit.unwrap_or(100).clamp(1, 500);
+    let visible = api.routing.visible_units(&caller.unit);
     let leads = api
         .store
         .inbox(
             &caller.unit,
+            &visible,
             query.status.as_deref(),
             limit,
             chrono::Utc::now(),
@@ -121,8 +134,9 @@ async fn lead(
 ) -> Result<Json<Value>, ApiError> {
     let lead_id = LeadId::parse(&lead_id).ok_or(ApiError::NotFound)?;
     let reader = format!("investigator:{}", caller.unit);
+    let visible = api.routing.visible_units(&caller.unit);
     api.store
-        .read_lead(lead_id, &caller.unit, &reader, chrono::Utc::now())
+        .read_lead(lead_id, &visible, &reader, chrono::Utc::now())
         .await?
         .map(Json)
         .ok_or(ApiError::NotFound)
@@ -141,8 +155,8 @@ async fn lead(
         (status = 400, description = "Malformed JSON (malformed_json), a repeated key (duplicate_key) or a body of the wrong shape, e.g. an unknown member (invalid_body)"),
         (status = 401, description = "No client certificate"),
         (status = 403, description = "Not an investigator"),
-        (status = 404, description = "Not delivered to the caller's unit"),
-        (status = 409, description = "Not allowed in the lead's state (already decided, superseded, …)"),
+        (status = 404, description = "Not delivered to the caller's unit or a unit below it"),
+        (status = 409, description = "Not allowed in the lead's state (already decided, superseded, forwarded to another unit or organ, which the answer names)"),
         (status = 413, description = "Body over 64 KiB (limits.max_small_body_bytes)"),
         (status = 415, description = "Content-Type is not application/json"),
         (status = 422, description = "A field the decision needs is missing; a reason over 2,000 characters (max_length), a control character (control_character)"),
@@ -186,14 +200,123 @@ async fn decide(
         )])
     })?;
     let actor = format!("investigator:{}", caller.unit);
-    match api
+    let visible = api.routing.visible_units(&caller.unit);
+    let outcome = api
         .store
-        .decide(lead_id, &caller.unit, &decision, &actor, chrono::Utc::now())
-        .await
-    {
+        .decide(
+            lead_id,
+            &caller.unit,
+            &visible,
+            &decision,
+            &actor,
+            chrono::Utc::now(),
+        )
+        .await;
+    answer(outcome)
+}
+
+fn answer(outcome: Result<Value, DecideError>) -> Result<Json<Value>, ApiError> {
+    match outcome {
         Ok(outcome) => Ok(Json(outcome)),
         Err(DecideError::NotFound(_)) => Err(ApiError::NotFound),
         Err(DecideError::Transition(error)) => Err(ApiError::StateConflict(error.to_string())),
         Err(DecideError::Store(error)) => Err(error.into()),
+    }
+}
+
+/// Forward a lead outside the caller's jurisdiction to the competent unit or organ (Decree 310 art 7)
+///
+/// Within 24 hours of receiving it (the `forwarding` clock); the agency is told through its
+/// feedback. A lead no unit covers reaches the fallback unit as such a forwarding task. To a
+/// unit of this system (`to_unit`), which then holds the lead, receives it and decides (its
+/// `police_decision` clock starts); or to an organ outside it (`to_organ`), which ends the
+/// police side here (status `forwarded`).
+#[utoipa::path(
+    post,
+    path = "/police/v1/leads/{lead_id}/forward",
+    operation_id = "forward",
+    tag = "investigators",
+    params(("lead_id" = String, Path, description = "A lead_id of the caller's inbox")),
+    request_body(content = ForwardRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Forwarded; the agency is told through its feedback", body = Object),
+        (status = 400, description = "Malformed JSON (malformed_json), a repeated key (duplicate_key) or a body of the wrong shape, e.g. an unknown member (invalid_body)"),
+        (status = 401, description = "No client certificate"),
+        (status = 403, description = "Not an investigator"),
+        (status = 404, description = "Not delivered to the caller's unit or a unit below it"),
+        (status = 409, description = "The lead is decided, superseded, or already forwarded away (the answer names where)"),
+        (status = 413, description = "Body over 64 KiB (limits.max_small_body_bytes)"),
+        (status = 415, description = "Content-Type is not application/json"),
+        (status = 422, description = "Neither or both of to_unit and to_organ (forward_target), an unknown unit or the unit holding it (to_unit), no reason (reason), text too long (max_length)"),
+        (status = 503, description = "Database unavailable, too many requests in progress or past the request deadline; retry"),
+    )
+)]
+async fn forward(
+    State(api): PoliceState,
+    caller: InvestigatorCaller,
+    Path(lead_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let request: ForwardRequest = read_typed(
+        &headers,
+        body,
+        api.limits.max_small_body_bytes,
+        "{\"to_unit\" or \"to_organ\", \"reason\"}",
+    )
+    .await?;
+    let problems: Vec<_> = [
+        max_chars("/reason", Some(&request.reason), MAX_REASON_CHARS),
+        max_chars("/to_organ", request.to_organ.as_deref(), MAX_ORGAN_CHARS),
+        max_chars("/to_unit", request.to_unit.as_deref(), MAX_CASE_NO_CHARS),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !problems.is_empty() {
+        return Err(ApiError::Invalid(problems));
+    }
+    let lead_id = LeadId::parse(&lead_id).ok_or(ApiError::NotFound)?;
+    let invalid = |pointer: &'static str, code: &'static str, error: TransitionError| {
+        ApiError::Invalid(vec![crate::contract::validate::Problem::new(
+            pointer,
+            code,
+            error.to_string(),
+        )])
+    };
+    let (target, reason) = request.parse().map_err(|error| match error {
+        TransitionError::ForwardReasonRequired => invalid("/reason", "reason", error),
+        error => invalid("", "forward_target", error),
+    })?;
+    let route = match &target {
+        ForwardTarget::Unit(unit) if !api.routing.is_unit(unit) => {
+            return Err(invalid(
+                "/to_unit",
+                "to_unit",
+                TransitionError::UnknownUnit(unit.clone()),
+            ))
+        }
+        ForwardTarget::Unit(unit) => Some(api.routing.route_to(unit.clone())),
+        ForwardTarget::Organ(_) => None,
+    };
+    let actor = format!("investigator:{}", caller.unit);
+    let visible = api.routing.visible_units(&caller.unit);
+    let outcome = api
+        .store
+        .forward(
+            lead_id,
+            &visible,
+            &target,
+            route.as_ref(),
+            &reason,
+            &actor,
+            chrono::Utc::now(),
+        )
+        .await;
+    match outcome {
+        Err(DecideError::Transition(error @ TransitionError::ForwardToHolder(_))) => {
+            Err(invalid("/to_unit", "to_unit", error))
+        }
+        outcome => answer(outcome),
     }
 }

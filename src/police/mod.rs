@@ -40,6 +40,7 @@ use crate::shared::telemetry::Metrics;
 /// The adapter's running parts.
 pub struct PoliceAdapter {
     store: PoliceStore,
+    routing: routing::Routing,
     adapter: adapter::Adapter,
     worker: deliver::DeliveryWorker,
     relay: Relay,
@@ -55,6 +56,8 @@ pub struct AdapterSettings<'a> {
     pub relay: &'a RelaySettings,
     /// Where the embedded adapter keeps its database when none is configured.
     pub data_dir: &'a std::path::Path,
+    /// The Decree 310 clocks (`police.deadlines` with the holiday calendar), loaded once.
+    pub clocks: &'a crate::contract::deadlines::Clocks,
 }
 
 impl PoliceAdapter {
@@ -89,7 +92,7 @@ impl PoliceAdapter {
         let routing = routing::Routing::new(police)?;
         let topics = Topics::new(settings.kafka.topic_prefix.clone());
         let police_store =
-            PoliceStore::new(store.clone(), topics.receipts(), police.deadlines.clone());
+            PoliceStore::new(store.clone(), topics.receipts(), settings.clocks.clone());
 
         let mut http_sinks: HashMap<String, Arc<dyn sink::DeliverySink>> = HashMap::new();
         for unit in &police.units {
@@ -123,7 +126,7 @@ impl PoliceAdapter {
         let adapter = adapter::Adapter {
             store: police_store.clone(),
             rules,
-            routing,
+            routing: routing.clone(),
             settings: police.clone(),
             consumer,
             producer: producer.clone(),
@@ -164,6 +167,7 @@ impl PoliceAdapter {
         .with_limits(limits.clone());
         Ok(PoliceAdapter {
             store: police_store,
+            routing,
             adapter,
             worker,
             relay,
@@ -173,6 +177,11 @@ impl PoliceAdapter {
 
     pub fn store(&self) -> PoliceStore {
         self.store.clone()
+    }
+
+    /// The unit table: who receives which lead, who sees whose.
+    pub fn routing(&self) -> routing::Routing {
+        self.routing.clone()
     }
 
     /// Starts the consumer, the delivery worker, the receipts relay and the lag monitor.

@@ -1,16 +1,15 @@
 //! The Decree 310 steps after a lead reaches the police, as a state machine, and their clocks.
 //!
-//! Promise: only the transitions of Decree 310 arts. 8–9 are possible — a decision (filed with
-//! a police case number, not filed with reasons, returned to the agency with reasons) on a
-//! received or delivered lead; a reconsideration request on a non-filing, within its window;
-//! one reconsidered decision (filed or not filed). Anything else is refused with the reason.
-//! Clocks run in calendar days from the police receipt (回执) and are shown with their state.
+//! Promise: only the transitions of Decree 310 arts. 7–9 and 13 are possible — a forward of an
+//! undecided lead to the competent unit or organ (art 7); a decision (filed with a police case
+//! number, not filed with reasons, returned to the agency with reasons) on a received or
+//! delivered lead that its unit still holds; a reconsideration request on a non-filing or a
+//! return (art 9 treats a return as a non-filing); one reconsidered decision (filed or not
+//! filed). Anything else is refused with the reason. The clocks are
+//! `crate::contract::deadlines`.
 
-use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-
-use super::settings::DeadlineSettings;
 
 /// Where a lead stands on the police side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -24,6 +23,8 @@ pub enum PoliceStatus {
     ReconsiderationRequested,
     Reconsidered,
     Superseded,
+    /// Forwarded to an organ outside this system (art 7); nothing is left to decide here.
+    Forwarded,
 }
 
 impl PoliceStatus {
@@ -37,6 +38,7 @@ impl PoliceStatus {
             PoliceStatus::ReconsiderationRequested => "reconsideration_requested",
             PoliceStatus::Reconsidered => "reconsidered",
             PoliceStatus::Superseded => "superseded",
+            PoliceStatus::Forwarded => "forwarded",
         }
     }
 
@@ -122,10 +124,20 @@ pub enum TransitionError {
     NotAReconsiderationOutcome(&'static str),
     #[error("the lead was superseded by a later revision")]
     Superseded,
-    #[error("reconsideration can be requested only after a not_filed decision; the lead is {0}")]
-    NotReconsiderable(String),
-    #[error("the {days}-day window for requesting reconsideration closed at {closed_at}")]
-    ReconsiderationWindowClosed { days: i64, closed_at: String },
+    #[error("the lead was forwarded to {to} on {at}; it is theirs to decide")]
+    ForwardedAway { to: String, at: String },
+    #[error("the lead is {0}; only an undecided lead can be forwarded")]
+    NotForwardable(&'static str),
+    #[error(
+        "forward to to_unit (a unit of this system) or to_organ (an organ outside it), not both"
+    )]
+    ForwardTarget,
+    #[error("{0} is not a police unit of this system; name an outside organ with to_organ")]
+    UnknownUnit(String),
+    #[error("the lead is held by {0} already")]
+    ForwardToHolder(String),
+    #[error("a forward needs its reason (the competent organ's jurisdiction)")]
+    ForwardReasonRequired,
 }
 
 impl DecisionRequest {
@@ -168,29 +180,51 @@ pub fn decide(current: PoliceStatus, decision: &Decision) -> Result<PoliceStatus
     }
 }
 
-/// Whether the agency may still request reconsideration of a non-filing decided at `decided_at`.
-pub fn check_reconsideration(
-    current: PoliceStatus,
-    decided_at: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-    settings: &DeadlineSettings,
-) -> Result<(), TransitionError> {
-    if current != PoliceStatus::NotFiled {
-        return Err(TransitionError::NotReconsiderable(
-            current.as_str().to_owned(),
-        ));
+/// Whether an undecided lead in `current` may be forwarded.
+pub fn forwardable(current: PoliceStatus) -> Result<(), TransitionError> {
+    match current {
+        PoliceStatus::Received | PoliceStatus::Delivered => Ok(()),
+        PoliceStatus::Superseded => Err(TransitionError::Superseded),
+        other => Err(TransitionError::NotForwardable(other.as_str())),
     }
-    let closes = decided_at.unwrap_or(now) + Duration::days(settings.reconsideration_request_days);
-    if now > closes {
-        return Err(TransitionError::ReconsiderationWindowClosed {
-            days: settings.reconsideration_request_days,
-            closed_at: closes.to_rfc3339(),
-        });
-    }
-    Ok(())
 }
 
-pub use crate::contract::deadlines::{deadlines, with_states, ClockInputs};
+/// A forward as posted: to a unit of this system or to an organ outside it, with reasons.
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardRequest {
+    /// The competent unit of this system (a configured unit id, e.g. `370305`).
+    #[serde(default)]
+    pub to_unit: Option<String>,
+    /// The competent organ outside this system, by name (at most 200 characters).
+    #[serde(default)]
+    #[schema(max_length = 200)]
+    pub to_organ: Option<String>,
+    /// Why the lead is outside the caller's jurisdiction (at most 2,000 characters).
+    #[schema(max_length = 2000)]
+    pub reason: String,
+}
+
+/// Where a forward goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ForwardTarget {
+    Unit(String),
+    Organ(String),
+}
+
+impl ForwardRequest {
+    pub fn parse(self) -> Result<(ForwardTarget, String), TransitionError> {
+        let text =
+            |value: Option<String>| value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let reason = text(Some(self.reason)).ok_or(TransitionError::ForwardReasonRequired)?;
+        let target = match (text(self.to_unit), text(self.to_organ)) {
+            (Some(unit), None) => ForwardTarget::Unit(unit),
+            (None, Some(organ)) => ForwardTarget::Organ(organ),
+            _ => return Err(TransitionError::ForwardTarget),
+        };
+        Ok((target, reason))
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -276,64 +310,45 @@ mod tests {
     }
 
     #[test]
-    fn reconsideration_is_open_for_three_days_after_a_non_filing() {
-        let settings = DeadlineSettings::default();
-        let decided = Utc::now() - Duration::days(2);
-        assert!(check_reconsideration(
-            PoliceStatus::NotFiled,
-            Some(decided),
-            Utc::now(),
-            &settings
-        )
-        .is_ok());
-        let decided = Utc::now() - Duration::days(3) - Duration::minutes(1);
-        assert!(matches!(
-            check_reconsideration(PoliceStatus::NotFiled, Some(decided), Utc::now(), &settings),
-            Err(TransitionError::ReconsiderationWindowClosed { days: 3, .. })
-        ));
+    fn only_undecided_leads_are_forwarded_and_a_forward_names_one_target() {
+        assert_eq!(forwardable(PoliceStatus::Delivered), Ok(()));
+        assert_eq!(forwardable(PoliceStatus::Received), Ok(()));
         assert_eq!(
-            check_reconsideration(PoliceStatus::Filed, Some(decided), Utc::now(), &settings),
-            Err(TransitionError::NotReconsiderable("filed".into()))
+            forwardable(PoliceStatus::Filed),
+            Err(TransitionError::NotForwardable("filed"))
         );
-    }
-
-    #[test]
-    fn clocks_show_running_overdue_and_met() {
-        let settings = DeadlineSettings::default();
-        let now = Utc::now();
-        let received = now - Duration::days(5);
-        let running = deadlines(
-            &ClockInputs {
-                received_at: Some(now),
-                ..Default::default()
-            },
-            &settings,
-        );
-        assert_eq!(with_states(&running, now).unwrap()[0]["state"], "running");
-        let overdue = deadlines(
-            &ClockInputs {
-                received_at: Some(received),
-                ..Default::default()
-            },
-            &settings,
-        );
-        assert_eq!(with_states(&overdue, now).unwrap()[0]["state"], "overdue");
-        let met = deadlines(
-            &ClockInputs {
-                received_at: Some(received),
-                // Decided four days ago: the agency's three days have passed.
-                decided_at: Some(now - Duration::days(4)),
-                not_filed: true,
-                ..Default::default()
-            },
-            &settings,
-        );
-        let states = with_states(&met, now).unwrap();
-        assert_eq!(states[0]["state"], "met");
-        assert_eq!(states[1]["name"], "reconsideration_request");
         assert_eq!(
-            states[1]["state"], "expired",
-            "the agency's window passed unused"
+            forwardable(PoliceStatus::Superseded),
+            Err(TransitionError::Superseded)
+        );
+        let request = |unit: Option<&str>, organ: Option<&str>, reason: &str| ForwardRequest {
+            to_unit: unit.map(Into::into),
+            to_organ: organ.map(Into::into),
+            reason: reason.into(),
+        };
+        assert_eq!(
+            request(Some("370305"), None, "案发地在临淄区").parse(),
+            Ok((
+                ForwardTarget::Unit("370305".into()),
+                "案发地在临淄区".into()
+            ))
+        );
+        assert_eq!(
+            request(None, Some(" 北京市公安局东城分局 "), "r").parse(),
+            Ok((
+                ForwardTarget::Organ("北京市公安局东城分局".into()),
+                "r".into()
+            ))
+        );
+        for (unit, organ) in [(Some("370305"), Some("x")), (None, None), (Some(" "), None)] {
+            assert_eq!(
+                request(unit, organ, "r").parse(),
+                Err(TransitionError::ForwardTarget)
+            );
+        }
+        assert_eq!(
+            request(Some("370305"), None, "  ").parse(),
+            Err(TransitionError::ForwardReasonRequired)
         );
     }
 }

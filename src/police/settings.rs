@@ -20,12 +20,14 @@ pub struct PoliceSettings {
     pub group_id: String,
     /// The city-level environmental crime unit: it also receives every high-priority lead.
     pub city_unit: String,
-    /// Where a lead goes when no unit covers its division, so no lead is unroutable.
+    /// Where a lead goes when no unit covers its division, so no lead is unroutable: as a
+    /// forwarding task (Decree 310 art 7), with its 24-hour clock, not as the unit's own case.
     pub fallback_unit: String,
     /// The police units and how each receives its leads.
     pub units: Vec<UnitSettings>,
     pub delivery: DeliverySettings,
-    /// Decree 310 clocks, in calendar days (the regulation's "日"; it defines no working days).
+    /// Decree 310 clocks: lengths, working-day counting per clock, the holiday calendar
+    /// (`crate::contract::deadlines`). The hub reads the same settings for the agency's clocks.
     pub deadlines: DeadlineSettings,
     /// Rule tables of the assessment; see `schemas/rules/README.md`.
     pub rules_file: Option<PathBuf>,
@@ -66,6 +68,10 @@ pub struct UnitSettings {
     pub name: String,
     /// GB/T 2260 codes the unit covers; the most specific prefix match routes a lead.
     pub divisions: Vec<String>,
+    /// The unit above this one (a district's city-level unit): it sees and may act on every
+    /// lead of this unit, besides its own.
+    #[serde(default)]
+    pub parent: Option<String>,
     /// How the unit receives leads.
     #[serde(default)]
     pub sink: SinkSettings,
@@ -113,6 +119,7 @@ fn zibo_units() -> Vec<UnitSettings> {
         id: id.into(),
         name: name.into(),
         divisions: vec![id.into()],
+        parent: Some("370300".into()),
         sink: SinkSettings::Inbox,
     };
     vec![
@@ -128,6 +135,7 @@ fn zibo_units() -> Vec<UnitSettings> {
             id: "370300".into(),
             name: "淄博市公安局环境犯罪侦查支队".into(),
             divisions: vec!["3703".into()],
+            parent: None,
             sink: SinkSettings::Inbox,
         },
     ]

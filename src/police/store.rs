@@ -11,9 +11,11 @@ use sqlx::postgres::PgConnection;
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
-use super::process::{self, ClockInputs, Decision, PoliceStatus, TransitionError};
-use super::settings::DeadlineSettings;
-use crate::contract::lead::LeadId;
+use super::process::{self, Decision, ForwardTarget, PoliceStatus, TransitionError};
+pub use super::routing::Route;
+use super::routing::Routed;
+use crate::contract::deadlines::{self, Answer, ClockFacts, Clocks, Outcome};
+use crate::contract::lead::{LeadId, LeadKind};
 use crate::on_backend;
 use crate::shared::audit::{AuditEntry, LedgerAppender};
 use crate::shared::outbox::{
@@ -25,7 +27,9 @@ use crate::shared::store::{
 };
 
 pub use crate::contract::events::RECEIPT_SCHEMA;
-use crate::contract::events::{DecisionDetails, ReceiptEvent, ReceiptStep, ReconsiderationRequest};
+use crate::contract::events::{
+    DecisionDetails, ForwardDetails, ReceiptEvent, ReceiptStep, ReconsiderationRequest,
+};
 
 /// The adapter's tables, with its own outbox and audit ledger.
 pub static MIGRATIONS: Migrations = Migrations {
@@ -71,14 +75,6 @@ pub struct IncomingLead {
     pub priority: String,
 }
 
-/// Where one delivery of a lead goes.
-#[derive(Clone, Debug)]
-pub struct Route {
-    pub unit: String,
-    /// `inbox` or `http`.
-    pub sink: &'static str,
-}
-
 /// A delivery leased to a worker, with what the sink needs.
 #[derive(Clone, Debug)]
 pub struct ClaimedDelivery {
@@ -94,6 +90,7 @@ pub struct ClaimedDelivery {
     pub deadlines: Value,
 }
 
+/// Why a decision or a forward was not recorded.
 #[derive(Debug, thiserror::Error)]
 pub enum DecideError {
     #[error("no lead {0} was delivered to this unit")]
@@ -130,15 +127,15 @@ struct Step<'a> {
 pub struct PoliceStore {
     store: Store,
     receipts_topic: String,
-    deadlines: DeadlineSettings,
+    clocks: Clocks,
 }
 
 impl PoliceStore {
-    pub fn new(store: Store, receipts_topic: String, deadlines: DeadlineSettings) -> Self {
+    pub fn new(store: Store, receipts_topic: String, clocks: Clocks) -> Self {
         PoliceStore {
             store,
             receipts_topic,
-            deadlines,
+            clocks,
         }
     }
 
@@ -146,8 +143,13 @@ impl PoliceStore {
         &self.store
     }
 
-    pub fn deadline_settings(&self) -> &DeadlineSettings {
-        &self.deadlines
+    pub fn clocks(&self) -> &Clocks {
+        &self.clocks
+    }
+
+    /// The police's clocks of a lead as JSON, with their states at `now`.
+    fn clocks_json(&self, facts: &ClockFacts, now: DateTime<Utc>) -> Value {
+        deadlines::to_json(&self.clocks.clocks(facts, now))
     }
 
     /// The outbox message of a receipt.
@@ -230,11 +232,11 @@ impl PoliceStore {
     pub async fn record_lead(
         &self,
         lead: &IncomingLead,
-        routes: &[Route],
+        routed: &Routed,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let recorded = self
-            .record_leads(&[(lead.clone(), routes.to_vec())], now)
+            .record_leads(&[(lead.clone(), routed.clone())], now)
             .await?;
         Ok(recorded[0])
     }
@@ -251,7 +253,7 @@ impl PoliceStore {
     /// each table gets one multi-row write.
     pub async fn record_leads(
         &self,
-        leads: &[(IncomingLead, Vec<Route>)],
+        leads: &[(IncomingLead, Routed)],
         now: DateTime<Utc>,
     ) -> Result<Vec<bool>, StoreError> {
         let at = DbTime::new(now);
@@ -308,17 +310,20 @@ impl PoliceStore {
         // The leads; RETURNING says which this transaction stored (a concurrent adapter may
         // have stored one since the read above: it is then not ours to deliver or announce).
         let mut inserted = HashSet::new();
-        for chunk in new.chunks(rows_per_statement(13)) {
+        // Each lead's holder is routing's first unit, since now; a lead no unit covers is the
+        // fallback unit's forwarding task from now (Decree 310 art 7).
+        for chunk in new.chunks(rows_per_statement(15)) {
             let sql = format!(
                 "INSERT INTO police_leads (lead_id, revision, agency, lead_type, kind, case_id, division_code, summary, \
-                     document, content_sha256, assessment, priority, status, received_at) \
+                     document, content_sha256, assessment, priority, status, assigned_unit, forwarding_since, \
+                     received_at, assigned_at) \
                  VALUES {} ON CONFLICT (lead_id, revision) DO NOTHING RETURNING lead_id, revision",
-                tuples_with(chunk.len(), 13, 2, ", $1")
+                tuples_with(chunk.len(), 15, 2, ", $1, $1")
             );
             let rows: Vec<(LeadId, i64)> = on_backend!(tx.conn(), conn => {
                 let mut query = sqlx::query(&sql).bind(at);
                 for &index in chunk {
-                    let lead = &leads[index].0;
+                    let (lead, routed) = &leads[index];
                     query = query
                         .bind(DbUuid::from(lead.lead_id))
                         .bind(lead.revision)
@@ -332,7 +337,9 @@ impl PoliceStore {
                         .bind(&lead.content_sha256)
                         .bind(DbJson(lead.assessment.clone()))
                         .bind(&lead.priority)
-                        .bind(if superseded[index] { "superseded" } else { "received" });
+                        .bind(if superseded[index] { "superseded" } else { "received" })
+                        .bind(routed.holder())
+                        .bind(routed.forwarding_task.then_some(at));
                 }
                 query
                     .fetch_all(&mut *conn)
@@ -362,8 +369,9 @@ impl PoliceStore {
         let deliveries: Vec<(LeadId, i64, &str, &str)> = ours
             .iter()
             .flat_map(|&index| {
-                let (lead, routes) = &leads[index];
-                routes
+                let (lead, routed) = &leads[index];
+                routed
+                    .routes
                     .iter()
                     .map(|route| (lead.lead_id, lead.revision, route.unit.as_str(), route.sink))
             })
@@ -389,14 +397,16 @@ impl PoliceStore {
         }
 
         // One `received_by_police` receipt each, in batch order, and their ledger entries.
-        let clocks = ClockInputs {
-            received_at: Some(now),
-            ..Default::default()
-        };
         let mut ledger = LedgerAppender::new();
         let mut messages = Vec::with_capacity(ours.len());
         for &index in &ours {
-            let (lead, routes) = &leads[index];
+            let (lead, routed) = &leads[index];
+            let facts = ClockFacts {
+                kind: lead.kind.parse().ok(),
+                police_received_at: Some(now),
+                forwarding_since: routed.forwarding_task.then_some(now),
+                ..Default::default()
+            };
             let (message, entry) = self.receipt_with_entry(
                 Step {
                     lead_id: lead.lead_id,
@@ -405,9 +415,14 @@ impl PoliceStore {
                     actor: "police-adapter",
                 },
                 ReceiptStep::ReceivedByPolice {
-                    units: routes.iter().map(|route| route.unit.clone()).collect(),
+                    units: routed
+                        .routes
+                        .iter()
+                        .map(|route| route.unit.clone())
+                        .collect(),
                     assessment: lead.assessment.clone(),
-                    deadlines: process::deadlines(&clocks, &self.deadlines),
+                    deadlines: self.clocks_json(&facts, now),
+                    forwarding_task: routed.forwarding_task.then(|| routed.holder().to_owned()),
                 },
             );
             messages.push((message, lead.lead_id, lead.revision));
@@ -487,8 +502,9 @@ impl PoliceStore {
         Ok(true)
     }
 
-    /// Records the agency's reconsideration request of a non-filing. Returns false when the
-    /// lead is not (or no longer) awaiting it, e.g. on a repeated event.
+    /// Records the agency's reconsideration request of a non-filing or a return (Decree 310
+    /// art 9 treats a return as a non-filing). Returns false when the lead is not (or no
+    /// longer) awaiting it, e.g. on a repeated event.
     pub async fn record_reconsideration_request(
         &self,
         request: &ReconsiderationRequest,
@@ -498,7 +514,7 @@ impl PoliceStore {
         let updated = on_backend!(tx.conn(), conn => sqlx::query(
             "UPDATE police_leads SET status = 'reconsideration_requested', reconsideration_reason = $1, \
                     reconsideration_requested_at = $2 \
-             WHERE lead_id = $3 AND revision = $4 AND status = 'not_filed'",
+             WHERE lead_id = $3 AND revision = $4 AND status IN ('not_filed', 'returned')",
         )
         .bind(&request.reason)
         .bind(DbTime::new(request.requested_at))
@@ -556,8 +572,7 @@ impl PoliceStore {
             let placeholders: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
             let sql = format!(
                 "SELECT d.id, d.lead_id, d.revision, d.unit, d.sink, d.attempts, d.created_at, \
-                        l.document, l.assessment, l.received_at, l.decided_at, l.status, \
-                        l.reconsideration_requested_at, l.reconsidered_at \
+                        l.document, l.assessment, {CLOCK_COLUMNS} \
                  FROM police_deliveries d JOIN police_leads l ON l.lead_id = d.lead_id AND l.revision = d.revision \
                  WHERE d.id IN ({})",
                 placeholders.join(", ")
@@ -616,7 +631,7 @@ impl PoliceStore {
             created_at: created_at.get(),
             document: document_column(row, &which)?,
             assessment: assessment.0,
-            deadlines: process::deadlines(&clock_inputs(row)?, &self.deadlines),
+            deadlines: self.clocks_json(&clock_facts(row)?, Utc::now()),
         })
     }
 
@@ -852,28 +867,47 @@ impl PoliceStore {
         Ok(())
     }
 
-    /// Leads delivered to `unit`'s inbox, newest first.
+    /// Leads `unit` sees, newest delivery first: those delivered to its own inbox and every
+    /// lead delivered to a unit below it (`visible`: the unit and the units below it, as
+    /// [`Routing::visible_units`](super::routing::Routing::visible_units) says). Each lead
+    /// revision appears once however many of those units received it.
     pub async fn inbox(
         &self,
         unit: &str,
+        visible: &[String],
         status: Option<&str>,
         limit: i64,
         now: DateTime<Utc>,
     ) -> Result<Vec<Value>, StoreError> {
+        let below: Vec<&String> = visible.iter().filter(|v| v.as_str() != unit).collect();
+        let below_condition = if below.is_empty() {
+            String::new()
+        } else {
+            let placeholders: Vec<String> =
+                (0..below.len()).map(|i| format!("${}", 4 + i)).collect();
+            format!(" OR d.unit IN ({})", placeholders.join(", "))
+        };
+        let sql = format!(
+            "SELECT l.lead_id, l.revision, l.agency, l.lead_type, l.case_id, l.division_code, l.summary, \
+                    l.assessment, l.priority, l.received_at, l.decision, l.assigned_unit, \
+                    l.forwarded_from, l.forward_reason, {CLOCK_COLUMNS}, x.delivered_at \
+             FROM (SELECT d.lead_id, d.revision, MAX(d.delivered_at) AS delivered_at, MAX(d.id) AS last_id \
+                   FROM police_deliveries d \
+                   WHERE d.delivered_at IS NOT NULL AND ((d.unit = $1 AND d.sink = 'inbox'){below_condition}) \
+                   GROUP BY d.lead_id, d.revision) x \
+             JOIN police_leads l ON l.lead_id = x.lead_id AND l.revision = x.revision \
+             WHERE ($2 = '' OR l.status = $2) \
+             ORDER BY x.delivered_at DESC, x.last_id DESC LIMIT $3"
+        );
         on_backend!(self.store.db(), pool => {
-            let rows = sqlx::query(
-                "SELECT l.lead_id, l.revision, l.agency, l.lead_type, l.kind, l.case_id, l.division_code, l.summary, \
-                        l.assessment, l.priority, l.status, l.received_at, l.decided_at, l.decision, \
-                        l.reconsideration_requested_at, l.reconsidered_at, d.delivered_at \
-                 FROM police_deliveries d JOIN police_leads l ON l.lead_id = d.lead_id AND l.revision = d.revision \
-                 WHERE d.unit = $1 AND d.sink = 'inbox' AND d.delivered_at IS NOT NULL AND ($2 = '' OR l.status = $2) \
-                 ORDER BY d.delivered_at DESC, d.id DESC LIMIT $3",
-            )
-            .bind(unit)
-            .bind(status.unwrap_or(""))
-            .bind(limit)
-            .fetch_all(pool)
-            .await?;
+            let mut query = sqlx::query(&sql)
+                .bind(unit)
+                .bind(status.unwrap_or(""))
+                .bind(limit);
+            for unit in &below {
+                query = query.bind(unit.as_str());
+            }
+            let rows = query.fetch_all(pool).await?;
             rows.iter()
                 .map(|row| {
                     let which = LeadRow::of(row);
@@ -881,6 +915,7 @@ impl PoliceStore {
                     let received_at: DbTime = required(row, "received_at", &which)?;
                     let delivered_at: Option<DbTime> = column(row, "delivered_at", &which)?;
                     let assessment: DbJson = required(row, "assessment", &which)?;
+                    let holding = Holding::of(row, &which)?;
                     Ok(json!({
                         "lead_id": LeadId::from(lead_id),
                         "revision": column::<_, i64>(row, "revision", &which)?,
@@ -895,24 +930,26 @@ impl PoliceStore {
                         "received_at": received_at.text(),
                         "delivered_at": delivered_at.map(DbTime::text),
                         "decision": column::<_, Option<String>>(row, "decision", &which)?,
+                        "holder": holding.json(),
                         "assessment": assessment.0,
-                        "deadlines": states_of(&process::deadlines(&clock_inputs(row)?, &self.deadlines), now),
+                        "deadlines": self.clocks_json(&clock_facts(row)?, now),
                     }))
                 })
                 .collect()
         })
     }
 
-    /// The whole lead as delivered to `unit` (latest revision), recording the read in the ledger.
+    /// The whole lead as delivered to one of the `visible` units (latest revision), recording
+    /// the read in the ledger.
     pub async fn read_lead(
         &self,
         lead_id: LeadId,
-        unit: &str,
+        visible: &[String],
         reader: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<Value>, StoreError> {
         let mut tx = self.store.begin().await?;
-        let Some(lead) = current_lead(tx.conn(), lead_id, unit).await? else {
+        let Some(lead) = current_lead(tx.conn(), lead_id, visible).await? else {
             tx.rollback().await?;
             return Ok(None);
         };
@@ -922,12 +959,13 @@ impl PoliceStore {
             "status": lead.status,
             "priority": lead.priority,
             "received_at": lead.received_at.text(),
+            "holder": lead.holding.json(),
             "decision": lead.decision,
             "decision_reason": lead.decision_reason,
             "police_case_no": lead.police_case_no,
             "reconsideration_reason": lead.reconsideration_reason,
             "assessment": lead.assessment,
-            "deadlines": states_of(&process::deadlines(&lead.clocks, &self.deadlines), now),
+            "deadlines": self.clocks_json(&lead.clocks, now),
             "lead": lead.document,
         });
         let mut ledger = LedgerAppender::new();
@@ -937,18 +975,20 @@ impl PoliceStore {
             action: "lead.read",
             lead_id: Some(lead_id),
             revision: Some(lead.revision),
-            details: json!({"unit": unit}),
+            details: json!({"unit": reader.strip_prefix("investigator:").unwrap_or(reader)}),
         });
         ledger.finish(&mut tx).await?;
         tx.commit().await?;
         Ok(Some(view))
     }
 
-    /// Applies an investigator's decision to the latest revision delivered to `unit`.
+    /// Applies a decision of `unit` (an investigator of it, `actor`) to the latest revision
+    /// delivered to one of the `visible` units, if that unit — or one below it — holds it.
     pub async fn decide(
         &self,
         lead_id: LeadId,
         unit: &str,
+        visible: &[String],
         decision: &Decision,
         actor: &str,
         now: DateTime<Utc>,
@@ -958,16 +998,12 @@ impl PoliceStore {
         // both read the undecided status.
         let mut ledger = LedgerAppender::new();
         ledger.lock(&mut tx).await.map_err(StoreError::from)?;
-        let lead = current_lead(tx.conn(), lead_id, unit)
+        let lead = current_lead(tx.conn(), lead_id, visible)
             .await?
             .ok_or(DecideError::NotFound(lead_id))?;
         let revision = lead.revision;
-        let current = PoliceStatus::parse(&lead.status).ok_or_else(|| {
-            StoreError::Corrupt(format!(
-                "police_leads row ({lead_id}, revision {revision}): unknown police status {:?}",
-                lead.status
-            ))
-        })?;
+        let current = lead.police_status(lead_id)?;
+        lead.holding.check_held_within(current, visible)?;
         let next = process::decide(current, decision)?;
         let at = DbTime::new(now);
         let id = DbUuid::from(lead_id);
@@ -1003,15 +1039,8 @@ impl PoliceStore {
             .await
             .map(|done| done.rows_affected()))?;
         }
-        let clocks = on_backend!(tx.conn(), conn => {
-            let row = sqlx::query("SELECT * FROM police_leads WHERE lead_id = $1 AND revision = $2")
-                .bind(id)
-                .bind(revision)
-                .fetch_one(&mut *conn)
-                .await?;
-            clock_inputs(&row)?
-        });
-        let deadlines = process::deadlines(&clocks, &self.deadlines);
+        let clocks = self.stored_clock_facts(&mut tx, lead_id, revision).await?;
+        let deadlines = self.clocks_json(&clocks, now);
         let details = DecisionDetails {
             unit: unit.to_owned(),
             decision: decision.name().to_owned(),
@@ -1047,14 +1076,141 @@ impl PoliceStore {
             "revision": revision,
             "status": next.as_str(),
             "decision": decision.name(),
-            "deadlines": states_of(&deadlines, now),
+            "deadlines": deadlines,
         }))
     }
-}
 
-/// The states of deadlines this adapter just computed from its own clock inputs.
-fn states_of(deadlines: &Value, now: DateTime<Utc>) -> Value {
-    process::with_states(deadlines, now).expect("deadlines computed here are well formed")
+    /// Forwards an undecided lead that `unit` (or a unit below it) holds to the competent
+    /// unit or organ (Decree 310 art 7), owing the hub a `forwarded` receipt, which the agency
+    /// reads in its feedback as the notice art 7 requires. A unit of this system (`to` with its
+    /// route) then holds the lead and receives it; an organ outside the system ends the
+    /// police side here. `to` is a configured unit: the caller checks.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn forward(
+        &self,
+        lead_id: LeadId,
+        visible: &[String],
+        to: &ForwardTarget,
+        route: Option<&Route>,
+        reason: &str,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Value, DecideError> {
+        let mut tx = self.store.begin().await?;
+        let mut ledger = LedgerAppender::new();
+        ledger.lock(&mut tx).await.map_err(StoreError::from)?;
+        let lead = current_lead(tx.conn(), lead_id, visible)
+            .await?
+            .ok_or(DecideError::NotFound(lead_id))?;
+        let revision = lead.revision;
+        let current = lead.police_status(lead_id)?;
+        lead.holding.check_held_within(current, visible)?;
+        process::forwardable(current)?;
+        let from = lead
+            .holding
+            .unit
+            .clone()
+            .unwrap_or_else(|| actor.trim_start_matches("investigator:").to_owned());
+        let at = DbTime::new(now);
+        let id = DbUuid::from(lead_id);
+        // The unit forwarding it held it since its receipt (or the forward that brought it):
+        // that is when its 24 hours began.
+        let (to_unit, to_organ, status) = match to {
+            ForwardTarget::Unit(unit) => {
+                if *unit == from {
+                    return Err(TransitionError::ForwardToHolder(from).into());
+                }
+                (Some(unit.as_str()), None, current.as_str())
+            }
+            ForwardTarget::Organ(organ) => {
+                (None, Some(organ.as_str()), PoliceStatus::Forwarded.as_str())
+            }
+        };
+        on_backend!(tx.conn(), conn => sqlx::query(
+            "UPDATE police_leads SET forwarding_since = COALESCE(assigned_at, received_at), forwarded_at = $1, \
+                    forwarded_from = $2, forward_reason = $3, forwarded_to_organ = $4, status = $5, \
+                    assigned_unit = COALESCE($6, assigned_unit), assigned_at = CASE WHEN $6 IS NULL THEN assigned_at ELSE $1 END \
+             WHERE lead_id = $7 AND revision = $8",
+        )
+        .bind(at)
+        .bind(&from)
+        .bind(reason)
+        .bind(to_organ)
+        .bind(status)
+        .bind(to_unit)
+        .bind(id)
+        .bind(revision)
+        .execute(&mut *conn)
+        .await
+        .map(|done| done.rows_affected()))?;
+        if let Some(route) = route {
+            // A unit that has the lead already (the city unit's copy of a high-priority lead)
+            // keeps its delivery.
+            on_backend!(tx.conn(), conn => sqlx::query(
+                "INSERT INTO police_deliveries (lead_id, revision, unit, sink, created_at, next_attempt_at) \
+                 VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (lead_id, revision, unit) DO NOTHING",
+            )
+            .bind(id)
+            .bind(revision)
+            .bind(&route.unit)
+            .bind(route.sink)
+            .bind(at)
+            .execute(&mut *conn)
+            .await
+            .map(|done| done.rows_affected()))?;
+        }
+        let clocks = self.stored_clock_facts(&mut tx, lead_id, revision).await?;
+        let deadlines = self.clocks_json(&clocks, now);
+        self.send_receipt(
+            &mut tx,
+            &mut ledger,
+            Step {
+                lead_id,
+                revision,
+                at: now,
+                actor,
+            },
+            ReceiptStep::Forwarded(ForwardDetails {
+                from_unit: from.clone(),
+                to_unit: to_unit.map(str::to_owned),
+                to_organ: to_organ.map(str::to_owned),
+                reason: reason.to_owned(),
+                deadlines: deadlines.clone(),
+            }),
+        )
+        .await?;
+        ledger.finish(&mut tx).await?;
+        tx.commit().await?;
+        Ok(json!({
+            "lead_id": lead_id,
+            "revision": revision,
+            "status": status,
+            "from_unit": from,
+            "to_unit": to_unit,
+            "to_organ": to_organ,
+            "deadlines": deadlines,
+        }))
+    }
+
+    /// The clock facts of a stored lead revision, read inside `tx` (after a change to it).
+    async fn stored_clock_facts(
+        &self,
+        tx: &mut Tx,
+        lead_id: LeadId,
+        revision: i64,
+    ) -> Result<ClockFacts, StoreError> {
+        let sql = format!(
+            "SELECT l.lead_id, l.revision, {CLOCK_COLUMNS} FROM police_leads l WHERE l.lead_id = $1 AND l.revision = $2"
+        );
+        on_backend!(tx.conn(), conn => {
+            let row = sqlx::query(&sql)
+                .bind(DbUuid::from(lead_id))
+                .bind(revision)
+                .fetch_one(&mut *conn)
+                .await?;
+            clock_facts(&row)
+        })
+    }
 }
 
 /// Where a dead-lettered message came from.
@@ -1187,8 +1343,15 @@ impl std::fmt::Display for LeadRow {
     }
 }
 
-/// The Decree 310 clock inputs of a `police_leads` row (or a row joined to one).
-fn clock_inputs<R: Row>(row: &R) -> Result<ClockInputs, StoreError>
+/// The `police_leads` columns (as `l`) [`clock_facts`] reads, besides `lead_id` and `revision`,
+/// which name the row in errors.
+const CLOCK_COLUMNS: &str = "l.kind, l.status, l.decision, l.received_at, l.assigned_at, l.forwarding_since, \
+     l.forwarded_at, l.forwarded_to_organ, l.decided_at, l.reconsideration_requested_at, l.reconsidered_at";
+
+/// The Decree 310 clock facts of a `police_leads` row (or a row joined to one), as far as the
+/// adapter knows them: not the hub's acceptance or the agency's receipt of an answer, so the
+/// transfer clock and the agency's windows are the hub's to show.
+fn clock_facts<R: Row>(row: &R) -> Result<ClockFacts, StoreError>
 where
     for<'n> &'n str: ColumnIndex<R>,
     DbUuid: for<'r> Decode<'r, R::Database> + Type<R::Database>,
@@ -1200,15 +1363,71 @@ where
     let time = |name: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
         Ok(column::<R, Option<DbTime>>(row, name, &which)?.map(DbTime::get))
     };
+    let kind_text: String = column(row, "kind", &which)?;
+    let kind: LeadKind = kind_text
+        .parse()
+        .map_err(|_| StoreError::Corrupt(format!("{which}: unknown kind {kind_text:?}")))?;
     let status: String = column(row, "status", &which)?;
-    let reconsideration_requested_at = time("reconsideration_requested_at")?;
-    Ok(ClockInputs {
-        received_at: time("received_at")?,
-        decided_at: time("decided_at")?,
-        // A reconsideration can only follow a non-filing, whose decision it then replaced.
-        not_filed: status == "not_filed" || reconsideration_requested_at.is_some(),
-        reconsideration_requested_at,
-        reconsidered_at: time("reconsidered_at")?,
+    let decision: Option<String> = column(row, "decision", &which)?;
+    let outcome = |text: &str| match text {
+        "filed" => Ok(Outcome::Filed),
+        "not_filed" | "returned" => Ok(Outcome::NotFiled),
+        other => Err(StoreError::Corrupt(format!(
+            "{which}: unknown decision {other:?}"
+        ))),
+    };
+    let decided_at = time("decided_at")?;
+    let requested = time("reconsideration_requested_at")?;
+    let reconsidered_at = time("reconsidered_at")?;
+    let answer = |outcome, at| Answer {
+        outcome,
+        at,
+        notified_at: None,
+    };
+    // After a reconsideration the decision columns hold its answer; the first decision was a
+    // non-filing (only one can be reconsidered).
+    let (first, second) = match (decided_at, reconsidered_at) {
+        (Some(decided), Some(reconsidered)) => {
+            let again = decision.as_deref().ok_or_else(|| {
+                StoreError::Corrupt(format!("{which}: reconsidered without a decision"))
+            })?;
+            (
+                Some(answer(Outcome::NotFiled, decided)),
+                Some(answer(outcome(again)?, reconsidered)),
+            )
+        }
+        (Some(decided), None) if requested.is_some() => {
+            (Some(answer(Outcome::NotFiled, decided)), None)
+        }
+        (Some(decided), None) => {
+            let first = decision.as_deref().ok_or_else(|| {
+                StoreError::Corrupt(format!("{which}: decided_at without a decision"))
+            })?;
+            (Some(answer(outcome(first)?, decided)), None)
+        }
+        (None, _) => (None, None),
+    };
+    let forwarded_out = column::<R, Option<String>>(row, "forwarded_to_organ", &which)?.is_some()
+        || status == "forwarded";
+    let forwarding_since = time("forwarding_since")?;
+    // A unit that held a lead as a forwarding task and decided it itself took it on: its
+    // decision ends the task.
+    let forwarded_at = time("forwarded_at")?.or(first
+        .map(|answer| answer.at)
+        .filter(|_| forwarding_since.is_some()));
+    Ok(ClockFacts {
+        kind: Some(kind),
+        forwarding_since,
+        forwarded_at,
+        police_received_at: if forwarded_out {
+            None
+        } else {
+            time("assigned_at")?.or(time("received_at")?)
+        },
+        decision: first,
+        reconsideration_requested_at: requested,
+        reconsidered: second,
+        ..Default::default()
     })
 }
 
@@ -1223,6 +1442,76 @@ where
         .map_err(|error| StoreError::Corrupt(format!("{which}: document is not JSON ({error})")))
 }
 
+/// Which unit holds a lead and how it got there.
+#[derive(Clone, Debug)]
+struct Holding {
+    /// None for a row recorded before units held leads: every unit it was delivered to acts.
+    unit: Option<String>,
+    forwarded_at: Option<DbTime>,
+    forwarded_from: Option<String>,
+    forwarded_to_organ: Option<String>,
+    forward_reason: Option<String>,
+    /// The unit holds it only to forward it (no unit covers its division).
+    forwarding_task: bool,
+}
+
+impl Holding {
+    fn of<R: Row>(row: &R, which: &LeadRow) -> Result<Holding, StoreError>
+    where
+        for<'n> &'n str: ColumnIndex<R>,
+        DbTime: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+        String: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+    {
+        let forwarding_since: Option<DbTime> = column(row, "forwarding_since", which)?;
+        let forwarded_at: Option<DbTime> = column(row, "forwarded_at", which)?;
+        Ok(Holding {
+            unit: column(row, "assigned_unit", which)?,
+            forwarding_task: forwarding_since.is_some() && forwarded_at.is_none(),
+            forwarded_at,
+            forwarded_from: column(row, "forwarded_from", which)?,
+            forwarded_to_organ: column(row, "forwarded_to_organ", which)?,
+            forward_reason: column(row, "forward_reason", which)?,
+        })
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "unit": self.unit,
+            "forwarding_task": self.forwarding_task,
+            "forwarded_at": self.forwarded_at.map(DbTime::text),
+            "forwarded_from": self.forwarded_from,
+            "forwarded_to_organ": self.forwarded_to_organ,
+            "forward_reason": self.forward_reason,
+        })
+    }
+
+    /// A lead forwarded away from the caller's units is no longer theirs to act on: the error
+    /// names where it went.
+    fn check_held_within(
+        &self,
+        status: PoliceStatus,
+        visible: &[String],
+    ) -> Result<(), TransitionError> {
+        let at = self.forwarded_at.map_or_else(
+            || "an unknown time".to_owned(),
+            |at| deadlines::local_text(at.get()),
+        );
+        if let (PoliceStatus::Forwarded, Some(organ)) = (status, &self.forwarded_to_organ) {
+            return Err(TransitionError::ForwardedAway {
+                to: organ.clone(),
+                at,
+            });
+        }
+        match &self.unit {
+            Some(unit) if !visible.contains(unit) => Err(TransitionError::ForwardedAway {
+                to: format!("unit {unit}"),
+                at,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The latest revision of a lead as delivered to a unit.
 struct CurrentLead {
     revision: i64,
@@ -1235,27 +1524,44 @@ struct CurrentLead {
     reconsideration_reason: Option<String>,
     assessment: Value,
     document: Value,
-    clocks: ClockInputs,
+    holding: Holding,
+    clocks: ClockFacts,
 }
 
-/// The latest revision of `lead_id` delivered to `unit`, if any.
+impl CurrentLead {
+    fn police_status(&self, lead_id: LeadId) -> Result<PoliceStatus, StoreError> {
+        PoliceStatus::parse(&self.status).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "police_leads row ({lead_id}, revision {}): unknown police status {:?}",
+                self.revision, self.status
+            ))
+        })
+    }
+}
+
+/// The latest revision of `lead_id` delivered to one of the `visible` units, if any.
 async fn current_lead(
     conn: Backend<&mut PgConnection, &mut SqliteConnection>,
     lead_id: LeadId,
-    unit: &str,
+    visible: &[String],
 ) -> Result<Option<CurrentLead>, StoreError> {
+    if visible.is_empty() {
+        return Ok(None);
+    }
+    let placeholders: Vec<String> = (0..visible.len()).map(|i| format!("${}", 2 + i)).collect();
+    let sql = format!(
+        "SELECT l.* FROM police_leads l \
+         WHERE l.lead_id = $1 AND EXISTS (SELECT 1 FROM police_deliveries d WHERE d.lead_id = l.lead_id \
+               AND d.revision = l.revision AND d.unit IN ({}) AND d.delivered_at IS NOT NULL) \
+         ORDER BY l.revision DESC LIMIT 1",
+        placeholders.join(", ")
+    );
     on_backend!(conn, conn => {
-        let Some(row) = sqlx::query(
-            "SELECT l.* FROM police_leads l \
-             WHERE l.lead_id = $1 AND EXISTS (SELECT 1 FROM police_deliveries d WHERE d.lead_id = l.lead_id \
-                   AND d.revision = l.revision AND d.unit = $2 AND d.delivered_at IS NOT NULL) \
-             ORDER BY l.revision DESC LIMIT 1",
-        )
-        .bind(DbUuid::from(lead_id))
-        .bind(unit)
-        .fetch_optional(&mut *conn)
-        .await?
-        else {
+        let mut query = sqlx::query(&sql).bind(DbUuid::from(lead_id));
+        for unit in visible {
+            query = query.bind(unit.as_str());
+        }
+        let Some(row) = query.fetch_optional(&mut *conn).await? else {
             return Ok(None);
         };
         let which = LeadRow::of(&row);
@@ -1271,7 +1577,8 @@ async fn current_lead(
             reconsideration_reason: column(&row, "reconsideration_reason", &which)?,
             assessment: assessment.0,
             document: document_column(&row, &which)?,
-            clocks: clock_inputs(&row)?,
+            holding: Holding::of(&row, &which)?,
+            clocks: clock_facts(&row)?,
         }))
     })
 }

@@ -812,6 +812,7 @@ pub fn received_by_police() -> leadbridge::contract::events::ReceiptStep {
         units: vec!["370302".into()],
         assessment: serde_json::json!({"priority": "low", "suspected_offences": []}),
         deadlines: serde_json::json!([]),
+        forwarding_task: None,
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod adapter_batch;
 mod api;
+mod clocks;
 mod connections;
 mod contract;
 mod crash;

@@ -168,8 +168,8 @@ async fn a_process_documents_the_routes_of_the_roles_it_runs() {
     let police = paths(document_of(&router_of(Roles::POLICE).await).await);
     let agency_api = |path: &String| path.starts_with("/v1/");
     let police_api = |path: &String| path.starts_with("/police/v1/");
-    assert_eq!(all.iter().filter(|p| agency_api(p)).count(), 7, "{all:?}");
-    assert_eq!(all.iter().filter(|p| police_api(p)).count(), 3, "{all:?}");
+    assert_eq!(all.iter().filter(|p| agency_api(p)).count(), 9, "{all:?}");
+    assert_eq!(all.iter().filter(|p| police_api(p)).count(), 4, "{all:?}");
     assert!(!hub.iter().any(police_api), "{hub:?}");
     assert!(!police.iter().any(agency_api), "{police:?}");
     for own in ["/openapi.json", "/healthz", "/readyz", "/metrics"] {

@@ -405,6 +405,133 @@ async fn every_lead_type_reaches_the_right_inbox_with_its_assessment_and_decisio
     assert_eq!(requested, 1, "the adapter's ledger has the request once");
     leadbridge::shared::audit::verify(police).await.unwrap();
 
+    // The agency's steps after an answer, over the wire: a hand-over once the police filed
+    // (here on reconsideration), a 立案监督 request after a return, once each; a return can be
+    // reconsidered too (art 9).
+    let agency_step = |lead_id: &str, step: &str, body: Value| {
+        app.client(Agency::Environment)
+            .post(app.url(&format!("/v1/leads/{lead_id}/{step}")))
+            .json(&body)
+            .send()
+    };
+    let handover = json!({"items": "涉案物品清单第1-4项", "received_by": "张警官"});
+    let response = agency_step(not_filed_id, "handover", handover.clone())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let recorded: Value = response.json().await.unwrap();
+    let handover_clock = recorded["deadlines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "handover")
+        .unwrap();
+    assert_eq!(handover_clock["state"], "met", "{recorded}");
+    assert_eq!(
+        agency_step(not_filed_id, "handover", handover)
+            .await
+            .unwrap()
+            .status(),
+        409
+    );
+    let supervision =
+        json!({"procuratorate": "淄博市博山区人民检察院", "reason": "不予立案理由不成立"});
+    assert_eq!(
+        agency_step(not_filed_id, "supervision-request", supervision.clone())
+            .await
+            .unwrap()
+            .status(),
+        409,
+        "filed on reconsideration: nothing to supervise"
+    );
+    let future =
+        json!({"procuratorate": "x", "reason": "y", "requested_at": "2099-01-01T00:00:00+08:00"});
+    let response = agency_step(returned_id, "supervision-request", future)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["code"], "future_time", "{problem}");
+    assert_eq!(
+        agency_step(returned_id, "handover", json!({"items": "x"}))
+            .await
+            .unwrap()
+            .status(),
+        409,
+        "no hand-over without a filing"
+    );
+    assert_eq!(
+        reconsider(returned_id).await.unwrap().status(),
+        202,
+        "a return is reconsidered like a non-filing"
+    );
+
+    // A unit forwards a lead outside its jurisdiction (art 7): the competent unit receives it
+    // and decides; the unit that forwarded it is told where it went.
+    let (_, covert_division, _, _, forwarded_id) = &submitted[3];
+    let forward = |unit: &str, body: Value| {
+        investigator(&app, unit)
+            .post(app.url(&format!("/police/v1/leads/{forwarded_id}/forward")))
+            .json(&body)
+            .send()
+    };
+    let response = forward(covert_division, json!({"to_unit": "379999", "reason": "r"}))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422, "an unknown unit");
+    let response = forward(
+        covert_division,
+        json!({"to_unit": "370321", "to_organ": "x", "reason": "r"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 422, "one target");
+    let response = forward(
+        covert_division,
+        json!({"to_unit": "370321", "reason": "暗管位于桓台县境内"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    let response = decide(
+        &app,
+        covert_division,
+        forwarded_id,
+        json!({"decision": "not_filed", "reason": "r"}),
+    )
+    .await;
+    assert_eq!(response.status(), 409);
+    let problem: Value = response.json().await.unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().contains("370321"),
+        "{problem}"
+    );
+    let status = app
+        .wait_for_status(Agency::Environment, forwarded_id, "forwarded")
+        .await;
+    eventually("the competent unit receives the forwarded lead", || async {
+        inbox(&app, "370321")
+            .await
+            .iter()
+            .any(|i| i["lead_id"] == *forwarded_id)
+    })
+    .await;
+    let forwarding = status["deadlines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "forwarding")
+        .unwrap_or_else(|| panic!("{status}"));
+    assert_eq!(forwarding["state"], "met", "{status}");
+    let response = decide(
+        &app,
+        "370321",
+        forwarded_id,
+        json!({"decision": "filed", "police_case_no": "桓公立字[2026]88号"}),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+
     // The agency's feedback: every receipt and decision on its own leads, oldest first.
     let feedback = all_feedback(&app, Agency::Environment).await;
     let about = |lead_id: &str| -> Vec<String> {
@@ -431,6 +558,10 @@ async fn every_lead_type_reaches_the_right_inbox_with_its_assessment_and_decisio
     assert_eq!(not_filed["reason"], "危废数量未达追诉标准");
     assert!(about(not_filed_id).contains(&"reconsidered".to_owned()));
     assert!(about(returned_id).contains(&"returned".to_owned()));
+    assert!(
+        about(forwarded_id).contains(&"forwarded".to_owned()),
+        "the agency is notified of the forward"
+    );
     assert!(
         feedback.iter().all(
             |item| submitted

@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
-use leadbridge::contract::deadlines::DeadlineSettings;
+use leadbridge::contract::deadlines::{Clocks, DeadlineSettings};
 use leadbridge::contract::lead::LeadId;
+use leadbridge::police::routing::Routed;
 use leadbridge::police::store::{ClaimedDelivery, IncomingLead, Route, MIGRATIONS};
 use leadbridge::police::PoliceStore;
 use leadbridge::shared::store::{Dialect, Store};
@@ -147,17 +148,20 @@ fn incoming(lead_id: LeadId, revision: i64) -> IncomingLead {
     }
 }
 
-fn routes() -> Vec<Route> {
-    vec![
-        Route {
-            unit: "370303".into(),
-            sink: "http",
-        },
-        Route {
-            unit: "370300".into(),
-            sink: "inbox",
-        },
-    ]
+fn routes() -> Routed {
+    Routed {
+        routes: vec![
+            Route {
+                unit: "370303".into(),
+                sink: "http",
+            },
+            Route {
+                unit: "370300".into(),
+                sink: "inbox",
+            },
+        ],
+        forwarding_task: false,
+    }
 }
 
 /// `leads` leads at revision 1, and one more lead at revisions 1 and 2, each to two units;
@@ -169,7 +173,7 @@ async fn record(store: &PoliceStore, leads: usize) -> Vec<IncomingLead> {
     let revised = LeadId::generate();
     recorded.push(incoming(revised, 1));
     recorded.push(incoming(revised, 2));
-    let batch: Vec<(IncomingLead, Vec<Route>)> = recorded
+    let batch: Vec<(IncomingLead, Routed)> = recorded
         .iter()
         .map(|lead| (lead.clone(), routes()))
         .collect();
@@ -200,9 +204,14 @@ fn assert_claimed_their_own_revisions(claimed: &[ClaimedDelivery], recorded: &[I
             "inbox"
         };
         assert_eq!(delivery.sink, sink, "{}", delivery.id);
-        // The lead's clock, read with it: the decision is due from its receipt.
+        // The lead's clock, read with it: a clue gets the configured review target from its
+        // receipt, marked as not a legal deadline (Decree 310 art 8 sets one for transfers).
         assert_eq!(
-            delivery.deadlines[0]["name"], "police_decision",
+            (
+                &delivery.deadlines[0]["name"],
+                &delivery.deadlines[0]["legal"]
+            ),
+            (&json!("police_review"), &json!(false)),
             "{}",
             delivery.deadlines
         );
@@ -214,7 +223,7 @@ async fn police_store(url: &str) -> PoliceStore {
     PoliceStore::new(
         store,
         "test.receipts.v1".into(),
-        DeadlineSettings::default(),
+        Clocks::load(&DeadlineSettings::default()).unwrap(),
     )
 }
 
@@ -472,7 +481,7 @@ async fn a_batch_is_recorded_as_one_by_one_in_statements_that_do_not_grow_with_i
             incoming(twice, 1),
             incoming(twice, 2),
         ]);
-        let with_routes: Vec<(IncomingLead, Vec<Route>)> =
+        let with_routes: Vec<(IncomingLead, Routed)> =
             batch.iter().map(|lead| (lead.clone(), routes())).collect();
 
         let before = counter.executed();
@@ -551,10 +560,10 @@ async fn a_batch_is_recorded_as_one_by_one_in_statements_that_do_not_grow_with_i
 
         if batched.store().dialect() == Dialect::Postgres {
             // Three leads, then 300: the same statements.
-            let few: Vec<(IncomingLead, Vec<Route>)> = (0..3)
+            let few: Vec<(IncomingLead, Routed)> = (0..3)
                 .map(|_| (incoming(LeadId::generate(), 1), routes()))
                 .collect();
-            let many: Vec<(IncomingLead, Vec<Route>)> = (0..300)
+            let many: Vec<(IncomingLead, Routed)> = (0..300)
                 .map(|_| (incoming(LeadId::generate(), 1), routes()))
                 .collect();
             let before = counter.executed();

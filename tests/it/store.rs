@@ -440,22 +440,35 @@ async fn a_stored_value_that_does_not_parse_is_an_error_naming_its_row() {
                 .unwrap();
         assert_eq!(marked.rows_affected(), 1, "{label}");
 
-        // A not_filed lead without its decision time: the reconsideration window cannot be
-        // computed, and is not silently opened from now.
+        // A not_filed lead without its decision on the timeline (repaired to read again): the
+        // reconsideration window cannot be computed, and is not silently opened from now.
+        sqlx::query(&format!(
+            "UPDATE timeline_events SET details = {} WHERE CAST(lead_id AS TEXT) = $2",
+            typed_param(store.dialect(), "$1", "JSONB")
+        ))
+        .bind("{}")
+        .bind(lead_id.to_string())
+        .execute(pool)
+        .await
+        .unwrap();
+        let clocks = leadbridge::contract::deadlines::Clocks::load(&Default::default()).unwrap();
         let refused = store
             .request_reconsideration(
                 lead_id,
                 Agency::Environment,
                 "理由",
                 Utc::now(),
-                3,
+                &clocks,
                 |_| panic!("nothing is sent"),
             )
             .await;
         match refused {
             Err(leadbridge::hub::store::ReconsiderationError::Store(error)) => {
                 let error = error.to_string();
-                assert!(error.contains("decided_at is NULL"), "{label}: {error}")
+                assert!(
+                    error.contains("its timeline holds no decision"),
+                    "{label}: {error}"
+                )
             }
             other => panic!("{label}: expected a store error, got {other:?}"),
         }
@@ -506,7 +519,7 @@ async fn a_database_with_an_unknown_schema_history_is_refused_not_migrated_over(
                 .fetch_all(hub.inspection_pool().await.unwrap())
                 .await
                 .unwrap();
-        assert_eq!(versions, vec![(1,), (101,)], "{label}");
+        assert_eq!(versions, vec![(1,), (101,), (102,)], "{label}");
         for table in ["outbox", "audit_entries", "audit_head", "leads", "feedback"] {
             let (rows,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM {table}"))
                 .fetch_one(hub.inspection_pool().await.unwrap())
@@ -551,7 +564,7 @@ async fn a_database_with_an_unknown_schema_history_is_refused_not_migrated_over(
                 .fetch_all(police.inspection_pool().await.unwrap())
                 .await
                 .unwrap();
-        assert_eq!(versions, vec![(1,), (101,)], "{label}");
+        assert_eq!(versions, vec![(1,), (101,), (102,)], "{label}");
         sqlx::query(
             "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
              VALUES (4, 'outbox claim and prune', TRUE, $1, 1)",
@@ -663,6 +676,7 @@ async fn receipts_applied_together_leave_what_one_by_one_would() {
                     units: vec!["370303".into()],
                     assessment: json!({"criminal": true}),
                     deadlines: json!([{"name": "police_decision"}]),
+                    forwarding_task: None,
                 },
             );
             let receipts = vec![
@@ -699,12 +713,14 @@ async fn receipts_applied_together_leave_what_one_by_one_would() {
                     },
                 ),
             ];
+            // One time for both, so that the hub's `notified_at` agrees too.
+            let now = Utc::now();
             let outcomes = if std::ptr::eq(store, &together) {
-                store.apply_receipts(&receipts, Utc::now()).await.unwrap()
+                store.apply_receipts(&receipts, now).await.unwrap()
             } else {
                 let mut outcomes = Vec::new();
                 for receipt in &receipts {
-                    outcomes.push(store.apply_receipt(receipt, Utc::now()).await.unwrap());
+                    outcomes.push(store.apply_receipt(receipt, now).await.unwrap());
                 }
                 outcomes
             };

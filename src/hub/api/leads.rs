@@ -240,7 +240,10 @@ pub struct LeadStatus {
     /// lead.
     #[schema(value_type = Option<Object>)]
     assessment: Option<Value>,
-    /// The Decree 310 deadlines and their states; empty before the police received the lead.
+    /// The Decree 310 clocks that apply to the lead (`lead-contract.md` §6), each with its
+    /// basis, start, end (`due_at`, the last instant on time, Asia/Shanghai), completion and
+    /// state (running, due_soon, overdue, met, missed; no_calendar when no holiday calendar
+    /// covers its end; invalid when it starts in the future).
     #[schema(value_type = Vec<Object>)]
     deadlines: Value,
 }
@@ -265,6 +268,8 @@ pub enum LeadState {
     Returned,
     ReconsiderationRequested,
     Reconsidered,
+    Forwarded,
+    SupervisionRequested,
 }
 
 /// One handoff of a lead's timeline, with the details of its event.
@@ -311,13 +316,11 @@ pub async fn status(
         .lead_for_agency(lead_id, caller.0)
         .await?
         .ok_or(ApiError::NotFound)?;
-    let (assessment, deadlines) = store.police_view(lead_id).await?;
-    let deadlines = deadlines
-        .map(|d| crate::contract::deadlines::with_states(&d, chrono::Utc::now()))
-        .transpose()
-        .map_err(|problem| {
-            crate::shared::store::StoreError::Corrupt(format!("leads row {lead_id}: {problem}"))
-        })?;
+    let (assessment, _) = store.police_view(lead_id).await?;
+    let facts =
+        crate::hub::store::clocks::clock_facts(lead_id, &view.kind, view.revision, &view.timeline)?;
+    let deadlines =
+        crate::contract::deadlines::to_json(&hub.clocks.clocks(&facts, chrono::Utc::now()));
     Ok(Json(LeadStatus {
         lead_id: view.lead_id,
         lead_type: view.lead_type,
@@ -327,7 +330,7 @@ pub async fn status(
         status: view.status,
         timeline: view.timeline.iter().map(|event| event.to_json()).collect(),
         assessment,
-        deadlines: deadlines.unwrap_or_else(|| Value::Array(Vec::new())),
+        deadlines,
     }))
 }
 

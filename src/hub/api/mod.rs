@@ -1,4 +1,5 @@
-//! The agency API (`/v1`): lead submission and status, feedback and reconsideration, and
+//! The agency API (`/v1`): lead submission and status, feedback, the agency's steps after the
+//! police's answer (reconsideration, 立案监督 request, hand-over), and
 //! the schemas in force. One file per resource, each handler with its OpenAPI operation;
 //! every route is listed in [`routes`].
 
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::contract::deadlines::DeadlineSettings;
+use crate::contract::deadlines::Clocks;
 use crate::contract::validate::ValidationError;
 use crate::hub::ingest::{Ingest, IngestError};
 use crate::hub::store::ConflictReason;
@@ -25,7 +26,8 @@ pub struct HubApi {
     pub ingest: Ingest,
     pub store: Store,
     pub topics: Topics,
-    pub deadlines: DeadlineSettings,
+    /// The Decree 310 clocks the agency's leads show and its windows follow.
+    pub clocks: Clocks,
     pub limits: LimitSettings,
     pub relay_wakeup: Arc<tokio::sync::Notify>,
 }
@@ -40,6 +42,8 @@ pub fn routes(api: Arc<HubApi>) -> OpenApiRouter {
         .routes(routes!(leads::submit_batch))
         .routes(routes!(leads::status))
         .routes(routes!(feedback::reconsideration))
+        .routes(routes!(feedback::supervision_request))
+        .routes(routes!(feedback::handover))
         .routes(routes!(feedback::feedback))
         .routes(routes!(schemas::schema_index))
         .routes(routes!(schemas::schema))

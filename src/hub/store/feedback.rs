@@ -4,6 +4,8 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
+
+use crate::contract::deadlines::{ClockName, ClockState, Clocks};
 use serde_json::{json, Value};
 
 use super::leads::insert_timeline;
@@ -33,9 +35,13 @@ fn rank(status: &str) -> Option<u8> {
         // it on to `delivered`, a give-up after a delivery leaves it `delivered`.
         "delivery_given_up" => 3,
         "delivered" => 4,
-        "filed" | "not_filed" | "returned" => 5,
-        "reconsideration_requested" => 6,
-        "reconsidered" => 7,
+        // A delivery to the unit it was forwarded to does not hide the forward.
+        "forwarded" => 5,
+        "filed" | "not_filed" | "returned" => 6,
+        "reconsideration_requested" => 7,
+        "reconsidered" => 8,
+        // Set by the agency's own report, never by a receipt.
+        "supervision_requested" => 9,
         _ => return None,
     })
 }
@@ -155,6 +161,9 @@ impl Store {
                 details.remove(key);
             }
             details.retain(|_, value| !value.is_null());
+            // The agency's windows (Decree 310 art 9) run from its receipt of the answer: the
+            // moment it reached the agency's feedback, now.
+            details.insert("notified_at".into(), json!(at_now.text()));
             timeline.push((receipt, event, at, Value::Object(details)));
             if receipt.revision == lead.current_revision {
                 lead.apply(receipt);
@@ -305,22 +314,24 @@ impl Store {
     }
 
     /// Records the agency's reconsideration request and sends it to the police, if the lead was
-    /// not filed and the window is open. `message` builds the event for the lead's topic.
+    /// not filed (or was returned, which art 9 treats alike) and the window — counted by
+    /// `clocks` from the agency's receipt of the answer — is open. `message` builds the event
+    /// for the lead's topic.
     pub async fn request_reconsideration(
         &self,
         lead_id: LeadId,
         agency: Agency,
         reason: &str,
         now: DateTime<Utc>,
-        window_days: i64,
+        clocks: &Clocks,
         message: impl Fn(i64) -> OutboxMessage,
     ) -> Result<i64, ReconsiderationError> {
         let mut tx = self.begin().await?;
         let mut ledger = LedgerAppender::new();
         ledger.lock(&mut tx).await.map_err(StoreError::from)?;
         let which = format!("leads row {lead_id}");
-        let lead: Option<(String, i64, Option<DbTime>)> = on_backend!(tx.conn(), conn => {
-            match sqlx::query("SELECT status, current_revision, decided_at FROM leads WHERE lead_id = $1 AND agency = $2")
+        let lead: Option<(String, i64, String)> = on_backend!(tx.conn(), conn => {
+            match sqlx::query("SELECT status, current_revision, kind FROM leads WHERE lead_id = $1 AND agency = $2")
                 .bind(DbUuid::from(lead_id))
                 .bind(agency.as_str())
                 .fetch_optional(&mut *conn)
@@ -329,25 +340,34 @@ impl Store {
                 Some(row) => Some((
                     column(&row, "status", &which)?,
                     column(&row, "current_revision", &which)?,
-                    column(&row, "decided_at", &which)?,
+                    column(&row, "kind", &which)?,
                 )),
                 None => None,
             }
         });
-        let (status, revision, decided_at) = lead.ok_or(ReconsiderationError::NotFound)?;
-        if status != "not_filed" {
+        let (status, revision, kind) = lead.ok_or(ReconsiderationError::NotFound)?;
+        if status != "not_filed" && status != "returned" {
             return Err(ReconsiderationError::NotAllowed(format!(
-                "reconsideration can be requested only after a not_filed decision; the lead is {status}"
+                "reconsideration can be requested only after a not_filed or returned decision; the lead is {status}"
             )));
         }
-        // A not_filed lead was decided; a missing decision time is damage, not "just now".
-        let decided_at = decided_at
-            .ok_or_else(|| StoreError::Corrupt(format!("{which}: decided_at is NULL")))?;
-        let closes = decided_at.get() + Duration::days(window_days);
-        if now > closes {
+        let timeline = Store::timeline_in(&mut tx, lead_id).await?;
+        let facts = super::clocks::clock_facts(lead_id, &kind, revision, &timeline)?;
+        let window = clocks
+            .clock_named(&facts, ClockName::ReconsiderationRequest, now)
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "lead {lead_id} is {status} but its timeline holds no decision"
+                ))
+            })?;
+        // A window whose end no holiday calendar covers is not known to be closed: the
+        // request is taken (its clock shows `no_calendar`).
+        if window.state == ClockState::Missed {
             return Err(ReconsiderationError::NotAllowed(format!(
-                "the {window_days}-day window for requesting reconsideration closed at {}",
-                closes.to_rfc3339()
+                "the {} window for requesting reconsideration closed at {} (the agency received the decision at {})",
+                window.length,
+                window.due_at.as_deref().unwrap_or("?"),
+                window.starts_at
             )));
         }
         let at = DbTime::new(now);

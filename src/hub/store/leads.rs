@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 use sqlx::postgres::PgConnection;
 use sqlx::sqlite::SqliteConnection;
+use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::contract::lead::{Agency, LeadId, ValidatedLead};
 use crate::on_backend;
@@ -67,11 +68,43 @@ pub struct LeadView {
 #[derive(Clone, Debug)]
 pub struct TimelineEvent {
     pub event: String,
+    /// `time` as stored text (RFC 3339, UTC, microseconds).
     pub at: String,
+    pub time: DateTime<Utc>,
     pub actor: String,
     pub revision: i64,
     /// Extra fields of the event (topic, partition, offset, unit, …).
     pub details: Map<String, Value>,
+}
+
+const TIMELINE_OF_LEAD: &str =
+    "SELECT event, at, actor, revision, details FROM timeline_events WHERE lead_id = $1 ORDER BY id";
+
+/// A `timeline_events` row.
+fn timeline_event<R: Row>(lead_id: LeadId, row: &R) -> Result<TimelineEvent, StoreError>
+where
+    for<'n> &'n str: ColumnIndex<R>,
+    DbTime: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+    DbJson: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+    i64: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+    String: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+{
+    let which = format!("timeline of lead {lead_id}");
+    let details: DbJson = column(row, "details", &which)?;
+    let Value::Object(details) = details.0 else {
+        return Err(StoreError::Corrupt(format!(
+            "{which}: details is not an object"
+        )));
+    };
+    let at: DbTime = column(row, "at", &which)?;
+    Ok(TimelineEvent {
+        event: column(row, "event", &which)?,
+        at: at.text(),
+        time: at.get(),
+        actor: column(row, "actor", &which)?,
+        revision: column(row, "revision", &which)?,
+        details,
+    })
 }
 
 impl TimelineEvent {
@@ -156,28 +189,13 @@ impl Store {
             else {
                 return Ok(None);
             };
-            let timeline = sqlx::query(
-                "SELECT event, at, actor, revision, details FROM timeline_events WHERE lead_id = $1 ORDER BY id",
-            )
-            .bind(DbUuid::from(lead_id))
-            .fetch_all(pool)
-            .await?
-            .iter()
-            .map(|event| -> Result<TimelineEvent, StoreError> {
-                let which = format!("timeline of lead {lead_id}");
-                let details: DbJson = column(event, "details", &which)?;
-                let Value::Object(details) = details.0 else {
-                    return Err(StoreError::Corrupt(format!("{which}: details is not an object")));
-                };
-                Ok(TimelineEvent {
-                    event: column(event, "event", &which)?,
-                    at: column::<_, DbTime>(event, "at", &which)?.text(),
-                    actor: column(event, "actor", &which)?,
-                    revision: column(event, "revision", &which)?,
-                    details,
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+            let timeline = sqlx::query(TIMELINE_OF_LEAD)
+                .bind(DbUuid::from(lead_id))
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|event| timeline_event(lead_id, event))
+                .collect::<Result<Vec<_>, _>>()?;
             Ok(Some(LeadView {
                 lead_id,
                 agency,
@@ -189,6 +207,20 @@ impl Store {
                 timeline,
             }))
         })
+    }
+
+    /// The timeline of a lead inside `tx`, oldest first.
+    pub(crate) async fn timeline_in(
+        tx: &mut Tx,
+        lead_id: LeadId,
+    ) -> Result<Vec<TimelineEvent>, StoreError> {
+        on_backend!(tx.conn(), conn => sqlx::query(TIMELINE_OF_LEAD)
+            .bind(DbUuid::from(lead_id))
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|event| timeline_event(lead_id, event))
+            .collect::<Result<Vec<_>, _>>())
     }
 
     /// The stored document of one revision, exactly as accepted.
@@ -489,12 +521,18 @@ fn resolve<'a>(
             superseded: false,
         });
         let actor = format!("agency:{}", lead.agency());
+        // The kind and approval time start the transfer clock (Decree 310 art 5: 24 hours from
+        // the approval to this acceptance).
+        let mut received = json!({"kind": lead.kind().as_str()});
+        if let Some(approved) = lead.document().pointer("/source/approved_at") {
+            received["approved_at"] = approved.clone();
+        }
         plan.timeline.push(TimelineRow {
             lead_id,
             revision,
             event: "received",
             actor: actor.clone(),
-            details: json!({}),
+            details: received,
         });
         let message = (item.message)(lead_id);
         plan.ledger.append(AuditEntry {

@@ -1,10 +1,12 @@
 //! The hub's own tables on the shared [`Store`](crate::shared::store::Store): leads, their
 //! revisions and timelines, and the police feedback agencies read.
 
+pub mod clocks;
 pub mod feedback;
 pub mod leads;
 pub mod publication;
 
+pub use clocks::{AgencyStep, AgencyStepError};
 pub use feedback::{ReceiptOutcome, ReconsiderationError};
 pub use leads::{Acceptance, ConflictReason, LeadView, TimelineEvent};
 
