@@ -795,7 +795,7 @@ fn an_operator_can_add_the_thallium_code_to_the_env3_group() {
 }
 
 #[test]
-fn five_mu_of_basic_farmland_is_3333_35_square_metres() {
+fn five_mu_of_basic_farmland_is_exactly_five_times_ten_thousand_fifteenths_of_a_square_metre() {
     let book = default_book();
     let lead = lead_type("land.farmland_occupation");
     let with_area = |m2: f64| {
@@ -803,14 +803,380 @@ fn five_mu_of_basic_farmland_is_3333_35_square_metres() {
         facts["basic_farmland_m2"] = json!(m2);
         book.assess(lead, LeadKind::Clue, &facts)
     };
-    let at = with_area(3333.35);
-    assert!(matches(&at, "LAND-1"), "{at:?}");
-    assert!((at.derived["basic_farmland_mu"] - 5.0).abs() < 1e-12);
-    assert!(matches(&with_area(3400.0), "LAND-1"));
-    assert!(!matches(&with_area(3333.34), "LAND-1"));
-    // 1 亩 is 666.67 m² here (domain.md §2.2), a hair more than 10000/15: the exact 5 亩
-    // (3333.333… m²) is 0.02 m² short.
-    assert!(!matches(&with_area(10000.0 / 15.0 * 5.0), "LAND-1"));
+    assert_eq!(M2_PER_MU, 10_000.0 / 15.0);
+    // 5 亩 as a connector converts it (5 × 10000/15 m², which is not exact in binary) is 5 亩.
+    let exact = with_area(5.0 * (10_000.0 / 15.0));
+    assert!(matches(&exact, "LAND-1"), "{exact:?}");
+    assert!((exact.derived["basic_farmland_mu"] - 5.0).abs() < 1e-12);
+    assert!(matches(&with_area(5.0 * 10_000.0 / 15.0), "LAND-1"));
+    // The legal edge stays where it is: 3333.33 m² is 4.999995 亩, 3333.34 m² 5.00001 亩.
+    let below = with_area(3333.33);
+    assert!(!matches(&below, "LAND-1"), "{below:?}");
+    assert!((below.derived["basic_farmland_mu"] - 4.999_995).abs() < 1e-9);
+    assert!(matches(&with_area(3333.34), "LAND-1"));
+    assert!(matches(&with_area(3333.35), "LAND-1"));
+    // Within 1e-6 亩 (0.000667 m²) of the edge counts as on it, farther below does not:
+    // 3333.3328 m² is 8e-7 亩 short, 3333.3323 m² 1.55e-6 亩.
+    assert!(matches(&with_area(3333.3328), "LAND-1"));
+    assert!(!matches(&with_area(3333.3323), "LAND-1"));
+}
+
+/// One numeric edge of the rule tables, written in the field's own unit.
+struct Edge {
+    rule: &'static str,
+    lead_type: &'static str,
+    /// What the values are, for messages.
+    what: &'static str,
+    /// The lead's facts with the value under test.
+    facts: Box<dyn Fn(f64) -> Value>,
+    below: f64,
+    at: f64,
+    above: f64,
+}
+
+fn edge(
+    rule: &'static str,
+    lead_type: &'static str,
+    what: &'static str,
+    (below, at, above): (f64, f64, f64),
+    facts: impl Fn(f64) -> Value + 'static,
+) -> Edge {
+    Edge {
+        rule,
+        lead_type,
+        what,
+        facts: Box::new(facts),
+        below,
+        at,
+        above,
+    }
+}
+
+fn farmland_with(field: &'static str, prior_penalties_2y: u32) -> impl Fn(f64) -> Value {
+    move |m2| {
+        let mut facts = farmland([0.0; 5], prior_penalties_2y);
+        facts[field] = json!(m2);
+        facts
+    }
+}
+
+fn with_fact(base: Value, field: &'static str) -> impl Fn(f64) -> Value {
+    move |value| {
+        let mut facts = base.clone();
+        facts[field] = if field.ends_with("_2y") || field == "deaths" || field == "serious_injuries"
+        {
+            json!(value as i64)
+        } else {
+            json!(value)
+        };
+        facts
+    }
+}
+
+/// Every numeric rule and tier at its threshold, just below and just above, with the values an
+/// agency would send: areas to the 0.01 m² (3333.33 m² against 3333.34 m²), tonnages to the
+/// kilogram, amounts to the 分, readings to four decimals, persons and penalties by one.
+fn edges() -> Vec<Edge> {
+    const MU: f64 = 10_000.0 / 15.0;
+    let waste = json!({"waste_code": "HW08", "quantity_t": 0, "disposal": "dump"});
+    let reading =
+        |code: &'static str, limit: f64| move |value: f64| discharge(&[(code, value, limit)]);
+    vec![
+        edge(
+            "ENV-2",
+            "environment.hazardous_waste",
+            "quantity_t",
+            (2.999, 3.0, 3.001),
+            with_fact(waste.clone(), "quantity_t"),
+        ),
+        edge(
+            "ENV-2",
+            "environment.hazardous_waste",
+            "kg / 1000",
+            (2_999.0 / 1000.0, 3_000.0 / 1000.0, 3_001.0 / 1000.0),
+            with_fact(waste.clone(), "quantity_t"),
+        ),
+        edge(
+            "ENV-T1",
+            "environment.hazardous_waste",
+            "quantity_t",
+            (99.999, 100.0, 100.001),
+            with_fact(waste, "quantity_t"),
+        ),
+        // 0.3 / 0.1 is 2.9999999999999996 in binary: three times the limit all the same.
+        edge(
+            "ENV-3",
+            "environment.discharge_exceedance",
+            "w20120 mg/L, limit 0.1",
+            (0.2999, 0.3, 0.3001),
+            reading("w20120", 0.1),
+        ),
+        edge(
+            "ENV-3",
+            "environment.discharge_exceedance",
+            "w20117 mg/L, limit 0.5",
+            (1.4999, 1.5, 1.5001),
+            reading("w20117", 0.5),
+        ),
+        edge(
+            "ENV-4",
+            "environment.discharge_exceedance",
+            "w20122 mg/L, limit 0.5",
+            (4.9999, 5.0, 5.0001),
+            reading("w20122", 0.5),
+        ),
+        edge(
+            "ENV-4",
+            "environment.discharge_exceedance",
+            "w20123 mg/L, limit 0.7",
+            (6.9999, 7.0, 7.0001),
+            reading("w20123", 0.7),
+        ),
+        edge(
+            "LAND-1",
+            "land.farmland_occupation",
+            "basic_farmland_m2",
+            (3333.33, 5.0 * MU, 3333.34),
+            farmland_with("basic_farmland_m2", 0),
+        ),
+        edge(
+            "LAND-2",
+            "land.farmland_occupation",
+            "other_cultivated_m2",
+            (6666.66, 10.0 * MU, 6666.67),
+            farmland_with("other_cultivated_m2", 0),
+        ),
+        edge(
+            "LAND-3",
+            "land.farmland_occupation",
+            "public_welfare_forest_m2",
+            (3333.33, 5.0 * MU, 3333.34),
+            farmland_with("public_welfare_forest_m2", 0),
+        ),
+        edge(
+            "LAND-4",
+            "land.farmland_occupation",
+            "commercial_forest_m2",
+            (6666.66, 10.0 * MU, 6666.67),
+            farmland_with("commercial_forest_m2", 0),
+        ),
+        // 3 亩 of public-welfare forest (0.6) and 4 亩 of commercial forest (0.4).
+        edge(
+            "LAND-5",
+            "land.farmland_occupation",
+            "commercial_forest_m2 beside 2000 m² 公益林",
+            (2666.66, 4.0 * MU, 2666.67),
+            move |m2| {
+                let mut facts = farmland([0.0; 5], 0);
+                facts["public_welfare_forest_m2"] = json!(2000.0);
+                facts["commercial_forest_m2"] = json!(m2);
+                facts
+            },
+        ),
+        // Half the standard after two penalties: 2.5 亩 of public-welfare forest.
+        edge(
+            "LAND-6",
+            "land.farmland_occupation",
+            "public_welfare_forest_m2, 2 penalties",
+            (1666.66, 2.5 * MU, 1666.67),
+            farmland_with("public_welfare_forest_m2", 2),
+        ),
+        edge(
+            "LAND-6",
+            "land.farmland_occupation",
+            "prior_penalties_2y, 2 亩 公益林 + 1 亩 商品林",
+            (1.0, 2.0, 3.0),
+            |count| {
+                let mut facts = farmland([0.0, 0.0, 2.0, 1.0, 0.0], count as u32);
+                facts["prior_penalties_2y"] = json!(count as i64);
+                facts
+            },
+        ),
+        edge(
+            "LAND-7",
+            "land.farmland_occupation",
+            "grassland_m2",
+            (13333.33, 20.0 * MU, 13333.34),
+            farmland_with("grassland_m2", 0),
+        ),
+        edge(
+            "MIN-1",
+            "land.illegal_mining",
+            "value_cny",
+            (99_999.99, 100_000.0, 100_000.01),
+            |value| mining(value, false),
+        ),
+        edge(
+            "MIN-1",
+            "land.illegal_mining",
+            "万元 × 10000",
+            (9.999_999 * 10_000.0, 10.0 * 10_000.0, 10.000_001 * 10_000.0),
+            |value| mining(value, false),
+        ),
+        edge(
+            "MIN-2",
+            "land.illegal_mining",
+            "value_cny in a restricted zone",
+            (49_999.99, 50_000.0, 50_000.01),
+            |value| mining(value, true),
+        ),
+        edge(
+            "MIN-3",
+            "land.illegal_mining",
+            "prior_penalties_2y",
+            (1.0, 2.0, 3.0),
+            with_fact(mining(1_000.0, false), "prior_penalties_2y"),
+        ),
+        edge(
+            "MIN-T1",
+            "land.illegal_mining",
+            "value_cny",
+            (499_999.99, 500_000.0, 500_000.01),
+            |value| mining(value, false),
+        ),
+        edge(
+            "MIN-T1",
+            "land.illegal_mining",
+            "value_cny in a restricted zone",
+            (249_999.99, 250_000.0, 250_000.01),
+            |value| mining(value, true),
+        ),
+        edge(
+            "SAND-1",
+            "water.illegal_sand_mining",
+            "value_cny",
+            (99_999.99, 100_000.0, 100_000.01),
+            |value| sand(value, false),
+        ),
+        edge(
+            "SAND-1",
+            "water.illegal_sand_mining",
+            "value_cny in a prohibited zone or period",
+            (49_999.99, 50_000.0, 50_000.01),
+            |value| sand(value, true),
+        ),
+        edge(
+            "SAND-1",
+            "water.illegal_sand_mining",
+            "prior_penalties_2y",
+            (1.0, 2.0, 3.0),
+            with_fact(sand(1_000.0, false), "prior_penalties_2y"),
+        ),
+        edge(
+            "MIN-T2",
+            "water.illegal_sand_mining",
+            "value_cny",
+            (499_999.99, 500_000.0, 500_000.01),
+            |value| sand(value, false),
+        ),
+        edge(
+            "SAF-1",
+            "safety.major_accident",
+            "deaths",
+            (0.0, 1.0, 2.0),
+            with_fact(accident(0, 0, 0.0), "deaths"),
+        ),
+        edge(
+            "SAF-2",
+            "safety.major_accident",
+            "serious_injuries",
+            (2.0, 3.0, 4.0),
+            with_fact(accident(0, 0, 0.0), "serious_injuries"),
+        ),
+        edge(
+            "SAF-3",
+            "safety.major_accident",
+            "direct_loss_cny",
+            (999_999.99, 1_000_000.0, 1_000_000.01),
+            with_fact(accident(0, 0, 0.0), "direct_loss_cny"),
+        ),
+        edge(
+            "SAF-3",
+            "safety.major_accident",
+            "万元 × 10000",
+            (
+                99.999_999 * 10_000.0,
+                100.0 * 10_000.0,
+                100.000_001 * 10_000.0,
+            ),
+            with_fact(accident(0, 0, 0.0), "direct_loss_cny"),
+        ),
+        edge(
+            "SAF-T1",
+            "safety.major_accident",
+            "deaths",
+            (2.0, 3.0, 4.0),
+            with_fact(accident(0, 0, 0.0), "deaths"),
+        ),
+        edge(
+            "SAF-T1",
+            "safety.major_accident",
+            "serious_injuries",
+            (9.0, 10.0, 11.0),
+            with_fact(accident(0, 0, 0.0), "serious_injuries"),
+        ),
+        edge(
+            "SAF-T1",
+            "safety.major_accident",
+            "direct_loss_cny",
+            (4_999_999.99, 5_000_000.0, 5_000_000.01),
+            with_fact(accident(0, 0, 0.0), "direct_loss_cny"),
+        ),
+    ]
+}
+
+/// Whether `rule` (a rule or a tier) is reached in `assessment`.
+fn reached(book: &RuleBook, assessment: &Assessment, rule: &str) -> bool {
+    match book.tiers.iter().find(|tier| tier.id == rule) {
+        Some(tier) => {
+            let offence = &book.offences[tier.offence].name;
+            tier_of(assessment, offence) == tier.tier.as_deref()
+        }
+        None => matches(assessment, rule),
+    }
+}
+
+#[test]
+fn every_numeric_edge_is_met_at_and_above_and_not_just_below() {
+    let book = default_book();
+    let edges = edges();
+    for edge in &edges {
+        let lead = lead_type(edge.lead_type);
+        for (label, value, expected) in [
+            ("just below", edge.below, false),
+            ("at", edge.at, true),
+            ("just above", edge.above, true),
+        ] {
+            let facts = (edge.facts)(value);
+            let context = format!(
+                "{} {} ({}) {label}: {value}",
+                edge.rule, edge.lead_type, edge.what
+            );
+            assert_schema_valid(lead, &facts, &context);
+            let assessment = book.assess(lead, LeadKind::Clue, &facts);
+            assert_eq!(
+                reached(&book, &assessment, edge.rule),
+                expected,
+                "{context}: {assessment:#?}"
+            );
+        }
+    }
+    // Every rule and tier with a numeric threshold has an edge here.
+    for rule in book.rules.iter().chain(&book.tiers) {
+        let mut numeric = false;
+        for condition in rule.condition.iter() {
+            condition.for_each_comparison(&mut |comparison| {
+                numeric |= matches!(comparison.operand, Operand::Number(_));
+            });
+        }
+        if numeric && rule.status == table::Status::Active {
+            assert!(
+                edges.iter().any(|edge| edge.rule == rule.id),
+                "{} has a numeric threshold and no edge test",
+                rule.id
+            );
+        }
+    }
 }
 
 #[test]
