@@ -618,10 +618,11 @@ fn the_built_in_file_has_every_rule_of_the_domain_tables() {
     for (prefix, count) in [
         ("ENV", 11),
         ("LAND", 8),
-        ("MIN", 4),
+        ("MIN", 5),
         ("SAND", 2),
-        ("SAF", 3),
+        ("SAF", 4),
         ("DANGER", 3),
+        ("WATER", 1),
     ] {
         expected.extend((1..=count).map(|n| format!("{prefix}-{n}")));
     }
@@ -632,9 +633,39 @@ fn the_built_in_file_has_every_rule_of_the_domain_tables() {
     for id in ["ENV-1", "ENV-6", "ENV-8", "ENV-9", "ENV-10", "LAND-8"] {
         assert_eq!(status(id), table::Status::NeedsInput, "{id}");
     }
-    for id in ["ENV-11", "MIN-4"] {
+    for id in ["ENV-11", "MIN-4", "MIN-5", "SAF-4", "WATER-1"] {
         assert_eq!(status(id), table::Status::Manual, "{id}");
     }
+    let citation = |id: &str| {
+        book.rules
+            .iter()
+            .find(|rule| rule.id == id)
+            .unwrap()
+            .citation
+            .as_str()
+    };
+    for (id, cited) in [
+        ("MIN-5", "法释〔2016〕25号 第三条第（五）项"),
+        ("SAF-4", "法释〔2015〕22号 第六条第一款第（三）项"),
+        ("LAND-3", "法释〔2023〕8号 第一条第二款第（一）项"),
+        ("LAND-4", "法释〔2023〕8号 第一条第二款第（二）项"),
+        ("LAND-5", "法释〔2023〕8号 第一条第二款第（三）项"),
+        ("LAND-6", "法释〔2023〕8号 第一条第二款第（四）项"),
+        ("SAF-1", "法释〔2015〕22号 第六条第一款第（一）项"),
+    ] {
+        assert_eq!(citation(id), cited, "{id}");
+    }
+    assert!(citation("WATER-1").contains("刑法第二百七十五条"));
+    let lead_types = |id: &str| -> Vec<String> {
+        let rule = book.rules.iter().find(|rule| rule.id == id).unwrap();
+        rule.lead_types.iter().map(|t| t.to_string()).collect()
+    };
+    assert_eq!(lead_types("WATER-1"), ["water.facility_damage"]);
+    assert_eq!(lead_types("SAF-4"), ["safety.major_accident"]);
+    assert_eq!(
+        lead_types("MIN-5"),
+        ["land.illegal_mining", "water.illegal_sand_mining"]
+    );
     let offence = |id: &str| {
         let rule = book.rules.iter().find(|rule| rule.id == id).unwrap();
         book.offences[rule.offence].name.as_str()
@@ -644,7 +675,8 @@ fn the_built_in_file_has_every_rule_of_the_domain_tables() {
     assert_eq!(offence("SAND-1"), "非法采矿罪");
     assert_eq!(offence("SAF-2"), "重大责任事故罪");
     assert_eq!(offence("DANGER-3"), "危险作业罪");
-    assert_eq!(book.version(), "1.0.0");
+    assert_eq!(offence("WATER-1"), "故意毁坏财物罪");
+    assert_eq!(book.version(), "1.1.0");
 }
 
 #[test]
@@ -781,7 +813,59 @@ fn ten_times_a_copper_limit_is_env4_and_codes_outside_the_groups_are_not() {
 }
 
 #[test]
-fn an_operator_can_add_the_thallium_code_to_the_env3_group() {
+fn thallium_antimony_and_the_variant_codes_are_env3_and_silver_vanadium_manganese_cobalt_env4() {
+    let book = default_book();
+    let lead = lead_type("environment.discharge_exceedance");
+    // Tl, Sb, 六价铬 and the variant codes of As/Hg/Cd/Pb: three times is ENV-3.
+    for code in [
+        "w20089", "w20004", "w20117", "w20141", "w20142", "w20143", "w20144",
+    ] {
+        let three = book.assess(lead, LeadKind::Clue, &discharge(&[(code, 3.0, 1.0)]));
+        assert_eq!(rule_ids(&three), ["ENV-3"], "{code}");
+        let under = book.assess(lead, LeadKind::Clue, &discharge(&[(code, 2.99, 1.0)]));
+        assert!(under.suspected_offences.is_empty(), "{code}");
+    }
+    // Ag, V, Mn, Co and the variant codes of Cu/Zn: ten times is ENV-4, three times is nothing.
+    for code in ["w20126", "w20101", "w20124", "w20038", "w20138", "w20139"] {
+        let ten = book.assess(lead, LeadKind::Clue, &discharge(&[(code, 10.0, 1.0)]));
+        assert_eq!(rule_ids(&ten), ["ENV-4"], "{code}");
+        let three = book.assess(lead, LeadKind::Clue, &discharge(&[(code, 9.99, 1.0)]));
+        assert!(three.suspected_offences.is_empty(), "{code}");
+    }
+}
+
+#[test]
+fn the_rule_file_names_every_default_pollutant_code_with_its_certainty() {
+    let text = std::fs::read_to_string(repo_path(BUILT_IN_RULES_FILE)).unwrap();
+    let file: Value = serde_json::from_str(&text).unwrap();
+    let note = |id: &str| -> String {
+        file["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|rule| rule["id"] == id)
+            .and_then(|rule| rule["note"].as_str())
+            .unwrap_or_else(|| panic!("{id} has a note"))
+            .to_owned()
+    };
+    let defaults = RulesSettings::default();
+    for (id, codes) in [
+        ("ENV-3", &defaults.env3_pollutant_codes),
+        ("ENV-4", &defaults.env4_pollutant_codes),
+    ] {
+        let note = note(id);
+        for code in codes {
+            assert!(
+                note.contains(code.as_str()),
+                "{id}'s note does not name {code}"
+            );
+        }
+        assert!(note.contains("NOT confirmed"), "{id}: {note}");
+    }
+}
+
+#[test]
+fn an_operator_can_add_a_pollutant_code_to_the_env3_group() {
     let settings = RulesSettings {
         env3_pollutant_codes: vec!["w20120".into(), "w20999".into()],
         ..RulesSettings::default()
@@ -1400,7 +1484,10 @@ fn rules_of_one_offence_are_sorted_naturally_with_their_citations() {
     let offence = &assessment.suspected_offences[0];
     assert_eq!(offence.rules, ["SAF-1", "SAF-2", "SAF-3"]);
     assert_eq!(offence.citations.len(), 3);
-    assert_eq!(offence.citations[2], "法释〔2015〕22号 第六条第（二）项");
+    assert_eq!(
+        offence.citations[2],
+        "法释〔2015〕22号 第六条第一款第（二）项"
+    );
 
     let mut ids = vec!["ENV-10", "ENV-2", "DANGER-1", "ENV-T1"];
     ids.sort_by_key(|id| natural_key(id));
@@ -1498,7 +1585,13 @@ fn the_aggravated_accident_tier_asks_who_bears_main_responsibility() {
     let below = book.assess(lead, LeadKind::Clue, &accident(2, 9, 4_999_999.0));
     assert_eq!(rule_ids(&below), ["SAF-1", "SAF-2", "SAF-3"]);
     assert_eq!(tier_of(&below, "重大责任事故罪"), None);
-    assert!(below.manual_checks.is_empty());
+    // Only the catch-all item (三), which is always a human's to judge.
+    let checks: Vec<&str> = below
+        .manual_checks
+        .iter()
+        .map(|c| c.rule.as_str())
+        .collect();
+    assert_eq!(checks, ["SAF-4"]);
 }
 
 #[test]
@@ -1509,15 +1602,18 @@ fn priority_is_high_for_a_match_medium_for_checks_or_a_transfer_and_low_otherwis
     let matched = book.assess(accident_lead, LeadKind::Penalty, &accident(1, 0, 0.0));
     assert_eq!(matched.priority, Priority::High);
 
-    let nothing = book.assess(accident_lead, LeadKind::Clue, &accident(0, 2, 999_999.0));
+    // SAF-4 (其他造成严重后果) is a manual check for every accident below the thresholds.
+    let below_thresholds = book.assess(accident_lead, LeadKind::Clue, &accident(0, 2, 999_999.0));
+    assert_eq!(below_thresholds.priority, Priority::Medium);
+    assert!(below_thresholds.suspected_offences.is_empty());
+    assert!(listed(&below_thresholds, "SAF-4"));
+
+    let land = lead_type("land.farmland_occupation");
+    let small = farmland([1.0, 1.0, 1.0, 1.0, 1.0], 0);
+    let nothing = book.assess(land, LeadKind::Clue, &small);
     assert_eq!(nothing.priority, Priority::Low);
     assert!(nothing.suspected_offences.is_empty() && nothing.manual_checks.is_empty());
-
-    let transfer = book.assess(
-        accident_lead,
-        LeadKind::Transfer,
-        &accident(0, 2, 999_999.0),
-    );
+    let transfer = book.assess(land, LeadKind::Transfer, &small);
     assert_eq!(transfer.priority, Priority::Medium);
 
     // ENV-11 (the catch-all) and the needs-input rules apply to every discharge lead.
@@ -1537,12 +1633,17 @@ fn priority_is_high_for_a_match_medium_for_checks_or_a_transfer_and_low_otherwis
         ["ENV-1", "ENV-6", "ENV-8", "ENV-9", "ENV-10", "ENV-11"]
     );
 
+    // Damage to a water facility is always an investigator's call (WATER-1).
     let damage = book.assess(
         lead_type("water.facility_damage"),
         LeadKind::Clue,
         &json!({"facility": "堤防", "direct_loss_cny": 62000}),
     );
-    assert_eq!(damage.priority, Priority::Low);
+    assert_eq!(damage.priority, Priority::Medium);
+    assert!(damage.suspected_offences.is_empty());
+    assert_eq!(damage.manual_checks.len(), 1);
+    assert_eq!(damage.manual_checks[0].rule, "WATER-1");
+    assert!(damage.manual_checks[0].reason.contains("决水罪"));
     assert!(Priority::High > Priority::Medium && Priority::Medium > Priority::Low);
 }
 
@@ -1556,7 +1657,7 @@ fn an_assessment_serialises_in_the_contract_shape_and_back() {
     );
     let value = serde_json::to_value(&assessment).unwrap();
     assert_eq!(value["priority"], "high");
-    assert_eq!(value["rulebook_version"], "1.0.0");
+    assert_eq!(value["rulebook_version"], "1.1.0");
     assert_eq!(
         value["suspected_offences"][0],
         json!({
@@ -1617,13 +1718,16 @@ fn every_valid_fixture_lead_assesses() {
         ),
         (
             "safety.major_accident.penalty.json",
-            (&[][..], Priority::Low),
+            (&[][..], Priority::Medium),
         ),
         (
             "safety.major_accident.transfer.json",
             (&["SAF-1", "SAF-3"][..], Priority::High),
         ),
-        ("water.facility_damage.clue.json", (&[][..], Priority::Low)),
+        (
+            "water.facility_damage.clue.json",
+            (&[][..], Priority::Medium),
+        ),
         (
             "water.illegal_sand_mining.transfer.json",
             (&["SAND-1"][..], Priority::High),
@@ -1889,7 +1993,7 @@ fn every_rule_lists_a_lead_type_whose_facts_it_names() {
 #[test]
 fn an_operator_rule_file_replaces_the_built_in_one() {
     let text = std::fs::read_to_string(repo_path(BUILT_IN_RULES_FILE)).unwrap();
-    let text = text.replace("\"version\": \"1.0.0\"", "\"version\": \"zibo-2027.1\"");
+    let text = text.replace("\"version\": \"1.1.0\"", "\"version\": \"zibo-2027.1\"");
     let (dir, settings) = with_rule_file(&text);
     let book = RuleBook::load(&settings).unwrap();
     assert_eq!(book.version(), "zibo-2027.1");
