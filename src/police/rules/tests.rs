@@ -1668,8 +1668,44 @@ fn an_assessment_serialises_in_the_contract_shape_and_back() {
         })
     );
     assert_eq!(value["derived"]["max_exceed_multiple_env3"], 3.2);
+    assert_eq!(value["settings"]["exceed_multiple"], "ratio");
+    assert_eq!(value["settings"]["mining_value_threshold_cny"], 100_000);
+    assert_eq!(value["settings"]["mining_restricted_threshold_cny"], 50_000);
+    assert_eq!(value["settings"]["env3_pollutant_codes"][0], "w20120");
     let back: Assessment = serde_json::from_value(value).unwrap();
     assert_eq!(back, assessment);
+}
+
+#[test]
+fn an_assessment_records_the_settings_it_was_made_with() {
+    let settings = RulesSettings {
+        exceed_multiple: ExceedMultipleFormula::Excess,
+        mining_value_threshold_cny: 300_000,
+        mining_restricted_threshold_cny: 120_000,
+        env7_pollutant_codes: vec!["w01018".into()],
+        ..RulesSettings::default()
+    };
+    let assessment = book_with(&settings).assess(
+        lead_type("land.illegal_mining"),
+        LeadKind::Clue,
+        &mining(200_000.0, false),
+    );
+    assert_eq!(
+        assessment.settings,
+        AssessedWith {
+            exceed_multiple: ExceedMultipleFormula::Excess,
+            mining_value_threshold_cny: 300_000,
+            mining_restricted_threshold_cny: 120_000,
+            env3_pollutant_codes: settings.env3_pollutant_codes.clone(),
+            env4_pollutant_codes: settings.env4_pollutant_codes.clone(),
+            env7_pollutant_codes: vec!["w01018".into()],
+        }
+    );
+    assert_eq!(assessment.rulebook_version, "1.1.0");
+    assert!(
+        assessment.suspected_offences.is_empty(),
+        "200000 < X = 300000"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
