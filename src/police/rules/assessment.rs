@@ -2,12 +2,17 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::settings::ExceedMultipleFormula;
+
 /// The hub's screening of one lead against the rule book: suspected offences, what a human
 /// must still check, and the figures the rules compared.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Assessment {
     /// `version` of the rule file that produced this assessment.
     pub rulebook_version: String,
+    /// The settings the rule file was resolved against: with the version and the lead's facts,
+    /// everything a reader needs to recompute this assessment.
+    pub settings: AssessedWith,
     pub priority: Priority,
     /// One entry per suspected offence, in the order of the rule file's offence table.
     pub suspected_offences: Vec<SuspectedOffence>,
@@ -17,6 +22,21 @@ pub struct Assessment {
     /// Figures computed from the facts (亩, exceed multiples, the forest ratio), so an
     /// investigator sees why a rule did or did not match.
     pub derived: BTreeMap<String, f64>,
+}
+
+/// The operator's choices an assessment depended on (`RulesSettings`, domain.md §2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssessedWith {
+    /// How the exceed multiples of ENV-3 and ENV-4 were computed: `ratio` or `excess`.
+    pub exceed_multiple: ExceedMultipleFormula,
+    /// MIN-1's amount X, in CNY.
+    pub mining_value_threshold_cny: u64,
+    /// MIN-2's amount Y, in CNY.
+    pub mining_restricted_threshold_cny: u64,
+    /// The pollutant codes of ENV-3, ENV-4 and ENV-7.
+    pub env3_pollutant_codes: Vec<String>,
+    pub env4_pollutant_codes: Vec<String>,
+    pub env7_pollutant_codes: Vec<String>,
 }
 
 /// How urgently a lead should be looked at.

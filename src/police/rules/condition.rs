@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::facts::{fact_kind, FactKind};
+use super::facts::{fact_kind, tolerance, FactKind};
 use crate::contract::lead::LeadType;
 
 /// A parsed, type-checked condition. Configuration references are already resolved.
@@ -26,6 +26,9 @@ pub(crate) struct Comparison {
     pub derived: bool,
     pub op: Op,
     pub operand: Operand,
+    /// How far a numeric fact may miss the threshold and still count as on it, in the fact's
+    /// (the law's) unit: `facts::tolerance`. Zero for other comparisons.
+    pub tolerance: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -223,7 +226,9 @@ impl Comparison {
             derived: false,
             op,
             operand,
+            tolerance: 0.0,
         };
+        let mut integer = true;
         for (index, &lead_type) in cx.lead_types.iter().enumerate() {
             let Some(kind) = fact_kind(lead_type, fact) else {
                 return Err(ConditionError::UnknownFact {
@@ -241,8 +246,17 @@ impl Comparison {
                 ));
             }
             comparison.derived = derived;
+            integer &= kind == FactKind::Integer;
             comparison.check(kind).map_err(|problem| {
                 invalid(at, &format!("{problem} (fact {fact} of {lead_type})"))
+            })?;
+        }
+        if matches!(comparison.operand, Operand::Number(_)) && !integer {
+            comparison.tolerance = tolerance(fact).ok_or_else(|| {
+                invalid(
+                    at,
+                    &format!("compares {fact}, whose unit has no tolerance in facts::tolerance"),
+                )
             })?;
         }
         Ok(comparison)
@@ -292,7 +306,9 @@ impl Comparison {
             facts.get(&self.fact)?
         };
         match &self.operand {
-            Operand::Number(threshold) => compare(fact.as_f64()?, self.op, *threshold),
+            Operand::Number(threshold) => {
+                compare(fact.as_f64()?, self.op, *threshold, self.tolerance)
+            }
             Operand::Bool(expected) => {
                 let actual = fact.as_bool()?;
                 match self.op {
@@ -326,13 +342,11 @@ impl Comparison {
     }
 }
 
-/// Relative tolerance of numeric comparisons, so that a derived figure that lands on a
-/// threshold up to rounding (say 3333.35 m² → 5 亩) counts as reaching it. Thresholds are
-/// inclusive (刑法第九十九条), so rounding must never push a boundary case below.
-pub(crate) const TOLERANCE: f64 = 1e-9;
-
-fn compare(actual: f64, op: Op, threshold: f64) -> Option<bool> {
-    let slack = TOLERANCE * threshold.abs().max(1.0);
+/// Compares in the fact's own unit with its absolute `slack` (`facts::tolerance`), so that a
+/// figure that lands on a threshold up to binary rounding (5 × 10000/15 m² → 5 亩) reaches it.
+/// Thresholds are inclusive (刑法第九十九条), so rounding must never push a boundary case below;
+/// the slack is far too small to pull a case that is really below (3333.33 m²) over it.
+fn compare(actual: f64, op: Op, threshold: f64, slack: f64) -> Option<bool> {
     let result = match op {
         Op::Ge => actual >= threshold - slack,
         Op::Gt => actual > threshold + slack,

@@ -13,8 +13,49 @@ use serde_json::Value;
 use super::settings::ExceedMultipleFormula;
 use crate::contract::lead::LeadType;
 
-/// Square metres in one 亩 (domain.md §2.2).
-pub const M2_PER_MU: f64 = 666.67;
+/// Square metres in one 亩: exactly 10000/15 (666.666… m²; 15 亩 = 1 公顷, domain.md §2.2).
+/// Areas are converted the other way, `m² × 15 / 10000`, see [`mu_from_m2`].
+pub const M2_PER_MU: f64 = 10_000.0 / 15.0;
+
+/// An area in m² in 亩, computed as `m² × 15 / 10000` (domain.md §2.2) rather than by dividing
+/// by the rounded [`M2_PER_MU`].
+pub fn mu_from_m2(m2: f64) -> f64 {
+    m2 * 15.0 / 10_000.0
+}
+
+/// How far below a threshold a figure may fall and still reach it, in the law's own unit: only
+/// enough to absorb binary floating-point error, never enough to move a legal edge.
+///
+/// - 亩: 1e-6 亩 (domain.md §2.2). 5 亩 sent as `5 × 10000/15` m² is 5 亩; 3333.33 m²
+///   (4.999995 亩) stays below it and 3333.34 m² (5.00001 亩) is above.
+/// - the forest ratio `公益林/5 + 商品林/10`: 1e-7, that is 1e-6 亩 of the 10 亩 商品林 standard.
+/// - exceed multiples: 1e-9 (`0.3 / 0.1` is 2.9999999999999996 in binary, and is 3 times).
+/// - tonnes: 1e-9 t (a milligram), so `3000 kg / 1000` and sums of decimal tonnages that land
+///   on 3 t reach it.
+/// - CNY: 1e-6 CNY (a ten-thousandth of a 分), so an amount in 万元 converted `× 10000`
+///   reaches its threshold.
+/// - counts (persons, penalties, every integer fact): exact.
+pub(crate) fn tolerance(fact: &str) -> Option<f64> {
+    if fact.ends_with("_mu") {
+        Some(MU_TOLERANCE)
+    } else if fact == FOREST_RATIO {
+        Some(MU_TOLERANCE / 10.0)
+    } else if fact.starts_with(MAX_EXCEED_MULTIPLE) || fact.ends_with("_t") {
+        Some(1e-9)
+    } else if fact.ends_with("_cny") {
+        Some(1e-6)
+    } else if fact == PRIOR_PENALTIES || fact.ends_with("_m2") {
+        // A count of penalties; the m² fields are compared through their 亩, but a rule may
+        // still ask whether one is above zero (`grassland_m2 > 0`), which is exact. (Integer
+        // facts are always compared exactly.)
+        Some(0.0)
+    } else {
+        None
+    }
+}
+
+/// The tolerance of areas in 亩 (domain.md §2.2).
+pub(crate) const MU_TOLERANCE: f64 = 1e-6;
 
 /// What kind of value a fact holds, which decides the operators a rule may use on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,8 +201,12 @@ pub(crate) const MAX_EXCEED_MULTIPLE_ENV3: &str = "max_exceed_multiple_env3";
 pub(crate) const MAX_EXCEED_MULTIPLE_ENV4: &str = "max_exceed_multiple_env4";
 /// Prefix of the informational per-pollutant maxima (`exceed_multiple.w20120`).
 pub(crate) const EXCEED_MULTIPLE_PREFIX: &str = "exceed_multiple.";
-/// `public_welfare_forest_mu / 5 + commercial_forest_mu / 10` (法释〔2023〕8号 art. 1(3)).
+/// `public_welfare_forest_mu / 5 + commercial_forest_mu / 10` (法释〔2023〕8号 第一条第二款第（三）项).
 pub(crate) const FOREST_RATIO: &str = "forest_ratio";
+/// The earlier administrative penalties a rule counts: the larger of the count the agency
+/// declared and the hub's own count (see `priors`). Only a rule with a `prior_penalties` block
+/// may name it, and its value is that rule's own.
+pub(crate) const PRIOR_PENALTIES: &str = "prior_penalties";
 
 /// The m² facts of a farmland lead and the 亩 fact derived from each.
 pub(crate) const AREAS: [(&str, &str); 5] = [
@@ -268,7 +313,7 @@ fn raise(derived: &mut BTreeMap<String, f64>, name: &str, value: f64) {
 fn areas_in_mu(facts: &Value, derived: &mut BTreeMap<String, f64>) {
     for (m2, mu) in AREAS {
         if let Some(area) = facts.get(m2).and_then(Value::as_f64) {
-            let area_mu = area / M2_PER_MU;
+            let area_mu = mu_from_m2(area);
             if area_mu.is_finite() {
                 derived.insert(mu.to_owned(), area_mu);
             }

@@ -10,7 +10,9 @@
 //! - rules the hub cannot decide (a human judgement, or an input no lead type carries yet)
 //!   are never silently dropped: they are listed in `manual_checks`;
 //! - the figures the rules compared (亩, exceed multiples, the forest ratio) are returned in
-//!   `derived`, and `rulebook_version` names the tables used;
+//!   `derived`, `rulebook_version` names the tables used and `settings` the choices they were
+//!   resolved against (exceed-multiple formula, mining amounts X and Y, pollutant groups), so
+//!   a reader can recompute the assessment;
 //! - [`RuleBook::assess`] never panics and never fails: a fact that is missing or of the
 //!   wrong type makes the rules that need it "not met".
 //!
@@ -38,9 +40,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-pub use assessment::{Assessment, ManualCheck, Priority, SuspectedOffence};
+pub use assessment::{AssessedWith, Assessment, ManualCheck, Priority, SuspectedOffence};
 pub use error::RulesError;
-pub use facts::M2_PER_MU;
+pub use facts::{mu_from_m2, M2_PER_MU};
 pub use settings::{
     ExceedMultipleFormula, RulesSettings, MINING_RESTRICTED_RANGE_CNY, MINING_VALUE_RANGE_CNY,
 };
@@ -63,6 +65,7 @@ pub struct RuleBook {
     rules: Vec<Rule>,
     tiers: Vec<Rule>,
     derivation: Derivation,
+    settings: AssessedWith,
 }
 
 impl RuleBook {
@@ -109,6 +112,14 @@ impl RuleBook {
                 formula: settings.exceed_multiple,
                 env3: settings.env3_pollutant_codes.iter().cloned().collect(),
                 env4: settings.env4_pollutant_codes.iter().cloned().collect(),
+            },
+            settings: AssessedWith {
+                exceed_multiple: settings.exceed_multiple,
+                mining_value_threshold_cny: settings.mining_value_threshold_cny,
+                mining_restricted_threshold_cny: settings.mining_restricted_threshold_cny,
+                env3_pollutant_codes: settings.env3_pollutant_codes.clone(),
+                env4_pollutant_codes: settings.env4_pollutant_codes.clone(),
+                env7_pollutant_codes: settings.env7_pollutant_codes.clone(),
             },
         })
     }
@@ -190,6 +201,7 @@ impl RuleBook {
 
         Assessment {
             rulebook_version: self.version.clone(),
+            settings: self.settings.clone(),
             priority,
             suspected_offences,
             manual_checks,

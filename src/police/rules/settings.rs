@@ -63,11 +63,16 @@ pub struct RulesSettings {
     pub mining_restricted_threshold_cny: u64,
     /// HJ 212-2017 codes of the pollutants of ENV-3 (Pb, Hg, Cd, Cr, As, Tl, Sb; three times the
     /// standard). Default: w20120 总铅, w20111 总汞, w20115 总镉, w20116 总铬, w20117 六价铬,
-    /// w20119 总砷. The codes of thallium and antimony were not found; add them here.
+    /// w20119 总砷 (domain.md §3.5); w20089 铊 and w20004 锑, from public code tables only and
+    /// not confirmed against the standard; and w20141–w20144, variant codes of As, Hg, Cd and
+    /// Pb (which is which was not confirmed), counted as the same metals. The rule file's ENV-3
+    /// note says the same.
     pub env3_pollutant_codes: Vec<String>,
     /// HJ 212-2017 codes of the pollutants of ENV-4 (Ni, Cu, Zn, Ag, V, Mn, Co; ten times the
-    /// standard). Default: w20121 总镍, w20122 总铜, w20123 总锌. The codes of silver,
-    /// vanadium, manganese and cobalt were not verified; add them here.
+    /// standard). Default: w20121 总镍, w20122 总铜, w20123 总锌 (domain.md §3.5); w20126 银,
+    /// w20101 钒, w20124 锰 and w20038 钴, from public code tables only and not confirmed
+    /// against the standard; and w20138 and w20139, variant codes of Cu and Zn, counted as the
+    /// same metals.
     pub env4_pollutant_codes: Vec<String>,
     /// HJ 212-2017 codes of the pollutants whose discharge with tampered monitoring meets ENV-7
     /// (化学需氧量、氨氮、二氧化硫、氮氧化物等). Default: w01018 COD, w21003 NH3-N, a21026 SO2,
@@ -84,15 +89,25 @@ impl Default for RulesSettings {
             exceed_multiple: ExceedMultipleFormula::Ratio,
             mining_value_threshold_cny: *MINING_VALUE_RANGE_CNY.start(),
             mining_restricted_threshold_cny: *MINING_RESTRICTED_RANGE_CNY.start(),
-            env3_pollutant_codes: codes(&[
-                "w20120", "w20111", "w20115", "w20116", "w20117", "w20119",
-            ]),
-            env4_pollutant_codes: codes(&["w20121", "w20122", "w20123"]),
+            env3_pollutant_codes: codes(ENV3_DEFAULT_CODES),
+            env4_pollutant_codes: codes(ENV4_DEFAULT_CODES),
             env7_pollutant_codes: codes(&["w01018", "w21003", "a21026", "a21002"]),
             rules_file: None,
         }
     }
 }
+
+/// The default ENV-3 group: Pb, Hg, Cd, 总铬, 六价铬, As (domain.md §3.5), Tl, Sb (unconfirmed
+/// codes), and the variant codes of As, Hg, Cd and Pb.
+pub(crate) const ENV3_DEFAULT_CODES: &[&str] = &[
+    "w20120", "w20111", "w20115", "w20116", "w20117", "w20119", "w20089", "w20004", "w20141",
+    "w20142", "w20143", "w20144",
+];
+/// The default ENV-4 group: Ni, Cu, Zn (domain.md §3.5), Ag, V, Mn, Co (unconfirmed codes), and
+/// the variant codes of Cu and Zn.
+pub(crate) const ENV4_DEFAULT_CODES: &[&str] = &[
+    "w20121", "w20122", "w20123", "w20126", "w20101", "w20124", "w20038", "w20138", "w20139",
+];
 
 fn codes(list: &[&str]) -> Vec<String> {
     list.iter().map(|code| (*code).to_owned()).collect()

@@ -618,10 +618,11 @@ fn the_built_in_file_has_every_rule_of_the_domain_tables() {
     for (prefix, count) in [
         ("ENV", 11),
         ("LAND", 8),
-        ("MIN", 4),
+        ("MIN", 5),
         ("SAND", 2),
-        ("SAF", 3),
+        ("SAF", 4),
         ("DANGER", 3),
+        ("WATER", 1),
     ] {
         expected.extend((1..=count).map(|n| format!("{prefix}-{n}")));
     }
@@ -632,9 +633,39 @@ fn the_built_in_file_has_every_rule_of_the_domain_tables() {
     for id in ["ENV-1", "ENV-6", "ENV-8", "ENV-9", "ENV-10", "LAND-8"] {
         assert_eq!(status(id), table::Status::NeedsInput, "{id}");
     }
-    for id in ["ENV-11", "MIN-4"] {
+    for id in ["ENV-11", "MIN-4", "MIN-5", "SAF-4", "WATER-1"] {
         assert_eq!(status(id), table::Status::Manual, "{id}");
     }
+    let citation = |id: &str| {
+        book.rules
+            .iter()
+            .find(|rule| rule.id == id)
+            .unwrap()
+            .citation
+            .as_str()
+    };
+    for (id, cited) in [
+        ("MIN-5", "法释〔2016〕25号 第三条第（五）项"),
+        ("SAF-4", "法释〔2015〕22号 第六条第一款第（三）项"),
+        ("LAND-3", "法释〔2023〕8号 第一条第二款第（一）项"),
+        ("LAND-4", "法释〔2023〕8号 第一条第二款第（二）项"),
+        ("LAND-5", "法释〔2023〕8号 第一条第二款第（三）项"),
+        ("LAND-6", "法释〔2023〕8号 第一条第二款第（四）项"),
+        ("SAF-1", "法释〔2015〕22号 第六条第一款第（一）项"),
+    ] {
+        assert_eq!(citation(id), cited, "{id}");
+    }
+    assert!(citation("WATER-1").contains("刑法第二百七十五条"));
+    let lead_types = |id: &str| -> Vec<String> {
+        let rule = book.rules.iter().find(|rule| rule.id == id).unwrap();
+        rule.lead_types.iter().map(|t| t.to_string()).collect()
+    };
+    assert_eq!(lead_types("WATER-1"), ["water.facility_damage"]);
+    assert_eq!(lead_types("SAF-4"), ["safety.major_accident"]);
+    assert_eq!(
+        lead_types("MIN-5"),
+        ["land.illegal_mining", "water.illegal_sand_mining"]
+    );
     let offence = |id: &str| {
         let rule = book.rules.iter().find(|rule| rule.id == id).unwrap();
         book.offences[rule.offence].name.as_str()
@@ -644,7 +675,8 @@ fn the_built_in_file_has_every_rule_of_the_domain_tables() {
     assert_eq!(offence("SAND-1"), "非法采矿罪");
     assert_eq!(offence("SAF-2"), "重大责任事故罪");
     assert_eq!(offence("DANGER-3"), "危险作业罪");
-    assert_eq!(book.version(), "1.0.0");
+    assert_eq!(offence("WATER-1"), "故意毁坏财物罪");
+    assert_eq!(book.version(), "1.1.0");
 }
 
 #[test]
@@ -781,7 +813,59 @@ fn ten_times_a_copper_limit_is_env4_and_codes_outside_the_groups_are_not() {
 }
 
 #[test]
-fn an_operator_can_add_the_thallium_code_to_the_env3_group() {
+fn thallium_antimony_and_the_variant_codes_are_env3_and_silver_vanadium_manganese_cobalt_env4() {
+    let book = default_book();
+    let lead = lead_type("environment.discharge_exceedance");
+    // Tl, Sb, 六价铬 and the variant codes of As/Hg/Cd/Pb: three times is ENV-3.
+    for code in [
+        "w20089", "w20004", "w20117", "w20141", "w20142", "w20143", "w20144",
+    ] {
+        let three = book.assess(lead, LeadKind::Clue, &discharge(&[(code, 3.0, 1.0)]));
+        assert_eq!(rule_ids(&three), ["ENV-3"], "{code}");
+        let under = book.assess(lead, LeadKind::Clue, &discharge(&[(code, 2.99, 1.0)]));
+        assert!(under.suspected_offences.is_empty(), "{code}");
+    }
+    // Ag, V, Mn, Co and the variant codes of Cu/Zn: ten times is ENV-4, three times is nothing.
+    for code in ["w20126", "w20101", "w20124", "w20038", "w20138", "w20139"] {
+        let ten = book.assess(lead, LeadKind::Clue, &discharge(&[(code, 10.0, 1.0)]));
+        assert_eq!(rule_ids(&ten), ["ENV-4"], "{code}");
+        let three = book.assess(lead, LeadKind::Clue, &discharge(&[(code, 9.99, 1.0)]));
+        assert!(three.suspected_offences.is_empty(), "{code}");
+    }
+}
+
+#[test]
+fn the_rule_file_names_every_default_pollutant_code_with_its_certainty() {
+    let text = std::fs::read_to_string(repo_path(BUILT_IN_RULES_FILE)).unwrap();
+    let file: Value = serde_json::from_str(&text).unwrap();
+    let note = |id: &str| -> String {
+        file["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|rule| rule["id"] == id)
+            .and_then(|rule| rule["note"].as_str())
+            .unwrap_or_else(|| panic!("{id} has a note"))
+            .to_owned()
+    };
+    let defaults = RulesSettings::default();
+    for (id, codes) in [
+        ("ENV-3", &defaults.env3_pollutant_codes),
+        ("ENV-4", &defaults.env4_pollutant_codes),
+    ] {
+        let note = note(id);
+        for code in codes {
+            assert!(
+                note.contains(code.as_str()),
+                "{id}'s note does not name {code}"
+            );
+        }
+        assert!(note.contains("NOT confirmed"), "{id}: {note}");
+    }
+}
+
+#[test]
+fn an_operator_can_add_a_pollutant_code_to_the_env3_group() {
     let settings = RulesSettings {
         env3_pollutant_codes: vec!["w20120".into(), "w20999".into()],
         ..RulesSettings::default()
@@ -795,7 +879,7 @@ fn an_operator_can_add_the_thallium_code_to_the_env3_group() {
 }
 
 #[test]
-fn five_mu_of_basic_farmland_is_3333_35_square_metres() {
+fn five_mu_of_basic_farmland_is_exactly_five_times_ten_thousand_fifteenths_of_a_square_metre() {
     let book = default_book();
     let lead = lead_type("land.farmland_occupation");
     let with_area = |m2: f64| {
@@ -803,14 +887,380 @@ fn five_mu_of_basic_farmland_is_3333_35_square_metres() {
         facts["basic_farmland_m2"] = json!(m2);
         book.assess(lead, LeadKind::Clue, &facts)
     };
-    let at = with_area(3333.35);
-    assert!(matches(&at, "LAND-1"), "{at:?}");
-    assert!((at.derived["basic_farmland_mu"] - 5.0).abs() < 1e-12);
-    assert!(matches(&with_area(3400.0), "LAND-1"));
-    assert!(!matches(&with_area(3333.34), "LAND-1"));
-    // 1 亩 is 666.67 m² here (domain.md §2.2), a hair more than 10000/15: the exact 5 亩
-    // (3333.333… m²) is 0.02 m² short.
-    assert!(!matches(&with_area(10000.0 / 15.0 * 5.0), "LAND-1"));
+    assert_eq!(M2_PER_MU, 10_000.0 / 15.0);
+    // 5 亩 as a connector converts it (5 × 10000/15 m², which is not exact in binary) is 5 亩.
+    let exact = with_area(5.0 * (10_000.0 / 15.0));
+    assert!(matches(&exact, "LAND-1"), "{exact:?}");
+    assert!((exact.derived["basic_farmland_mu"] - 5.0).abs() < 1e-12);
+    assert!(matches(&with_area(5.0 * 10_000.0 / 15.0), "LAND-1"));
+    // The legal edge stays where it is: 3333.33 m² is 4.999995 亩, 3333.34 m² 5.00001 亩.
+    let below = with_area(3333.33);
+    assert!(!matches(&below, "LAND-1"), "{below:?}");
+    assert!((below.derived["basic_farmland_mu"] - 4.999_995).abs() < 1e-9);
+    assert!(matches(&with_area(3333.34), "LAND-1"));
+    assert!(matches(&with_area(3333.35), "LAND-1"));
+    // Within 1e-6 亩 (0.000667 m²) of the edge counts as on it, farther below does not:
+    // 3333.3328 m² is 8e-7 亩 short, 3333.3323 m² 1.55e-6 亩.
+    assert!(matches(&with_area(3333.3328), "LAND-1"));
+    assert!(!matches(&with_area(3333.3323), "LAND-1"));
+}
+
+/// One numeric edge of the rule tables, written in the field's own unit.
+struct Edge {
+    rule: &'static str,
+    lead_type: &'static str,
+    /// What the values are, for messages.
+    what: &'static str,
+    /// The lead's facts with the value under test.
+    facts: Box<dyn Fn(f64) -> Value>,
+    below: f64,
+    at: f64,
+    above: f64,
+}
+
+fn edge(
+    rule: &'static str,
+    lead_type: &'static str,
+    what: &'static str,
+    (below, at, above): (f64, f64, f64),
+    facts: impl Fn(f64) -> Value + 'static,
+) -> Edge {
+    Edge {
+        rule,
+        lead_type,
+        what,
+        facts: Box::new(facts),
+        below,
+        at,
+        above,
+    }
+}
+
+fn farmland_with(field: &'static str, prior_penalties_2y: u32) -> impl Fn(f64) -> Value {
+    move |m2| {
+        let mut facts = farmland([0.0; 5], prior_penalties_2y);
+        facts[field] = json!(m2);
+        facts
+    }
+}
+
+fn with_fact(base: Value, field: &'static str) -> impl Fn(f64) -> Value {
+    move |value| {
+        let mut facts = base.clone();
+        facts[field] = if field.ends_with("_2y") || field == "deaths" || field == "serious_injuries"
+        {
+            json!(value as i64)
+        } else {
+            json!(value)
+        };
+        facts
+    }
+}
+
+/// Every numeric rule and tier at its threshold, just below and just above, with the values an
+/// agency would send: areas to the 0.01 m² (3333.33 m² against 3333.34 m²), tonnages to the
+/// kilogram, amounts to the 分, readings to four decimals, persons and penalties by one.
+fn edges() -> Vec<Edge> {
+    const MU: f64 = 10_000.0 / 15.0;
+    let waste = json!({"waste_code": "HW08", "quantity_t": 0, "disposal": "dump"});
+    let reading =
+        |code: &'static str, limit: f64| move |value: f64| discharge(&[(code, value, limit)]);
+    vec![
+        edge(
+            "ENV-2",
+            "environment.hazardous_waste",
+            "quantity_t",
+            (2.999, 3.0, 3.001),
+            with_fact(waste.clone(), "quantity_t"),
+        ),
+        edge(
+            "ENV-2",
+            "environment.hazardous_waste",
+            "kg / 1000",
+            (2_999.0 / 1000.0, 3_000.0 / 1000.0, 3_001.0 / 1000.0),
+            with_fact(waste.clone(), "quantity_t"),
+        ),
+        edge(
+            "ENV-T1",
+            "environment.hazardous_waste",
+            "quantity_t",
+            (99.999, 100.0, 100.001),
+            with_fact(waste, "quantity_t"),
+        ),
+        // 0.3 / 0.1 is 2.9999999999999996 in binary: three times the limit all the same.
+        edge(
+            "ENV-3",
+            "environment.discharge_exceedance",
+            "w20120 mg/L, limit 0.1",
+            (0.2999, 0.3, 0.3001),
+            reading("w20120", 0.1),
+        ),
+        edge(
+            "ENV-3",
+            "environment.discharge_exceedance",
+            "w20117 mg/L, limit 0.5",
+            (1.4999, 1.5, 1.5001),
+            reading("w20117", 0.5),
+        ),
+        edge(
+            "ENV-4",
+            "environment.discharge_exceedance",
+            "w20122 mg/L, limit 0.5",
+            (4.9999, 5.0, 5.0001),
+            reading("w20122", 0.5),
+        ),
+        edge(
+            "ENV-4",
+            "environment.discharge_exceedance",
+            "w20123 mg/L, limit 0.7",
+            (6.9999, 7.0, 7.0001),
+            reading("w20123", 0.7),
+        ),
+        edge(
+            "LAND-1",
+            "land.farmland_occupation",
+            "basic_farmland_m2",
+            (3333.33, 5.0 * MU, 3333.34),
+            farmland_with("basic_farmland_m2", 0),
+        ),
+        edge(
+            "LAND-2",
+            "land.farmland_occupation",
+            "other_cultivated_m2",
+            (6666.66, 10.0 * MU, 6666.67),
+            farmland_with("other_cultivated_m2", 0),
+        ),
+        edge(
+            "LAND-3",
+            "land.farmland_occupation",
+            "public_welfare_forest_m2",
+            (3333.33, 5.0 * MU, 3333.34),
+            farmland_with("public_welfare_forest_m2", 0),
+        ),
+        edge(
+            "LAND-4",
+            "land.farmland_occupation",
+            "commercial_forest_m2",
+            (6666.66, 10.0 * MU, 6666.67),
+            farmland_with("commercial_forest_m2", 0),
+        ),
+        // 3 亩 of public-welfare forest (0.6) and 4 亩 of commercial forest (0.4).
+        edge(
+            "LAND-5",
+            "land.farmland_occupation",
+            "commercial_forest_m2 beside 2000 m² 公益林",
+            (2666.66, 4.0 * MU, 2666.67),
+            move |m2| {
+                let mut facts = farmland([0.0; 5], 0);
+                facts["public_welfare_forest_m2"] = json!(2000.0);
+                facts["commercial_forest_m2"] = json!(m2);
+                facts
+            },
+        ),
+        // Half the standard after two penalties: 2.5 亩 of public-welfare forest.
+        edge(
+            "LAND-6",
+            "land.farmland_occupation",
+            "public_welfare_forest_m2, 2 penalties",
+            (1666.66, 2.5 * MU, 1666.67),
+            farmland_with("public_welfare_forest_m2", 2),
+        ),
+        edge(
+            "LAND-6",
+            "land.farmland_occupation",
+            "prior_penalties_2y, 2 亩 公益林 + 1 亩 商品林",
+            (1.0, 2.0, 3.0),
+            |count| {
+                let mut facts = farmland([0.0, 0.0, 2.0, 1.0, 0.0], count as u32);
+                facts["prior_penalties_2y"] = json!(count as i64);
+                facts
+            },
+        ),
+        edge(
+            "LAND-7",
+            "land.farmland_occupation",
+            "grassland_m2",
+            (13333.33, 20.0 * MU, 13333.34),
+            farmland_with("grassland_m2", 0),
+        ),
+        edge(
+            "MIN-1",
+            "land.illegal_mining",
+            "value_cny",
+            (99_999.99, 100_000.0, 100_000.01),
+            |value| mining(value, false),
+        ),
+        edge(
+            "MIN-1",
+            "land.illegal_mining",
+            "万元 × 10000",
+            (9.999_999 * 10_000.0, 10.0 * 10_000.0, 10.000_001 * 10_000.0),
+            |value| mining(value, false),
+        ),
+        edge(
+            "MIN-2",
+            "land.illegal_mining",
+            "value_cny in a restricted zone",
+            (49_999.99, 50_000.0, 50_000.01),
+            |value| mining(value, true),
+        ),
+        edge(
+            "MIN-3",
+            "land.illegal_mining",
+            "prior_penalties_2y",
+            (1.0, 2.0, 3.0),
+            with_fact(mining(1_000.0, false), "prior_penalties_2y"),
+        ),
+        edge(
+            "MIN-T1",
+            "land.illegal_mining",
+            "value_cny",
+            (499_999.99, 500_000.0, 500_000.01),
+            |value| mining(value, false),
+        ),
+        edge(
+            "MIN-T1",
+            "land.illegal_mining",
+            "value_cny in a restricted zone",
+            (249_999.99, 250_000.0, 250_000.01),
+            |value| mining(value, true),
+        ),
+        edge(
+            "SAND-1",
+            "water.illegal_sand_mining",
+            "value_cny",
+            (99_999.99, 100_000.0, 100_000.01),
+            |value| sand(value, false),
+        ),
+        edge(
+            "SAND-1",
+            "water.illegal_sand_mining",
+            "value_cny in a prohibited zone or period",
+            (49_999.99, 50_000.0, 50_000.01),
+            |value| sand(value, true),
+        ),
+        edge(
+            "SAND-1",
+            "water.illegal_sand_mining",
+            "prior_penalties_2y",
+            (1.0, 2.0, 3.0),
+            with_fact(sand(1_000.0, false), "prior_penalties_2y"),
+        ),
+        edge(
+            "MIN-T2",
+            "water.illegal_sand_mining",
+            "value_cny",
+            (499_999.99, 500_000.0, 500_000.01),
+            |value| sand(value, false),
+        ),
+        edge(
+            "SAF-1",
+            "safety.major_accident",
+            "deaths",
+            (0.0, 1.0, 2.0),
+            with_fact(accident(0, 0, 0.0), "deaths"),
+        ),
+        edge(
+            "SAF-2",
+            "safety.major_accident",
+            "serious_injuries",
+            (2.0, 3.0, 4.0),
+            with_fact(accident(0, 0, 0.0), "serious_injuries"),
+        ),
+        edge(
+            "SAF-3",
+            "safety.major_accident",
+            "direct_loss_cny",
+            (999_999.99, 1_000_000.0, 1_000_000.01),
+            with_fact(accident(0, 0, 0.0), "direct_loss_cny"),
+        ),
+        edge(
+            "SAF-3",
+            "safety.major_accident",
+            "万元 × 10000",
+            (
+                99.999_999 * 10_000.0,
+                100.0 * 10_000.0,
+                100.000_001 * 10_000.0,
+            ),
+            with_fact(accident(0, 0, 0.0), "direct_loss_cny"),
+        ),
+        edge(
+            "SAF-T1",
+            "safety.major_accident",
+            "deaths",
+            (2.0, 3.0, 4.0),
+            with_fact(accident(0, 0, 0.0), "deaths"),
+        ),
+        edge(
+            "SAF-T1",
+            "safety.major_accident",
+            "serious_injuries",
+            (9.0, 10.0, 11.0),
+            with_fact(accident(0, 0, 0.0), "serious_injuries"),
+        ),
+        edge(
+            "SAF-T1",
+            "safety.major_accident",
+            "direct_loss_cny",
+            (4_999_999.99, 5_000_000.0, 5_000_000.01),
+            with_fact(accident(0, 0, 0.0), "direct_loss_cny"),
+        ),
+    ]
+}
+
+/// Whether `rule` (a rule or a tier) is reached in `assessment`.
+fn reached(book: &RuleBook, assessment: &Assessment, rule: &str) -> bool {
+    match book.tiers.iter().find(|tier| tier.id == rule) {
+        Some(tier) => {
+            let offence = &book.offences[tier.offence].name;
+            tier_of(assessment, offence) == tier.tier.as_deref()
+        }
+        None => matches(assessment, rule),
+    }
+}
+
+#[test]
+fn every_numeric_edge_is_met_at_and_above_and_not_just_below() {
+    let book = default_book();
+    let edges = edges();
+    for edge in &edges {
+        let lead = lead_type(edge.lead_type);
+        for (label, value, expected) in [
+            ("just below", edge.below, false),
+            ("at", edge.at, true),
+            ("just above", edge.above, true),
+        ] {
+            let facts = (edge.facts)(value);
+            let context = format!(
+                "{} {} ({}) {label}: {value}",
+                edge.rule, edge.lead_type, edge.what
+            );
+            assert_schema_valid(lead, &facts, &context);
+            let assessment = book.assess(lead, LeadKind::Clue, &facts);
+            assert_eq!(
+                reached(&book, &assessment, edge.rule),
+                expected,
+                "{context}: {assessment:#?}"
+            );
+        }
+    }
+    // Every rule and tier with a numeric threshold has an edge here.
+    for rule in book.rules.iter().chain(&book.tiers) {
+        let mut numeric = false;
+        for condition in rule.condition.iter() {
+            condition.for_each_comparison(&mut |comparison| {
+                numeric |= matches!(comparison.operand, Operand::Number(_));
+            });
+        }
+        if numeric && rule.status == table::Status::Active {
+            assert!(
+                edges.iter().any(|edge| edge.rule == rule.id),
+                "{} has a numeric threshold and no edge test",
+                rule.id
+            );
+        }
+    }
 }
 
 #[test]
@@ -1034,7 +1484,10 @@ fn rules_of_one_offence_are_sorted_naturally_with_their_citations() {
     let offence = &assessment.suspected_offences[0];
     assert_eq!(offence.rules, ["SAF-1", "SAF-2", "SAF-3"]);
     assert_eq!(offence.citations.len(), 3);
-    assert_eq!(offence.citations[2], "法释〔2015〕22号 第六条第（二）项");
+    assert_eq!(
+        offence.citations[2],
+        "法释〔2015〕22号 第六条第一款第（二）项"
+    );
 
     let mut ids = vec!["ENV-10", "ENV-2", "DANGER-1", "ENV-T1"];
     ids.sort_by_key(|id| natural_key(id));
@@ -1132,7 +1585,13 @@ fn the_aggravated_accident_tier_asks_who_bears_main_responsibility() {
     let below = book.assess(lead, LeadKind::Clue, &accident(2, 9, 4_999_999.0));
     assert_eq!(rule_ids(&below), ["SAF-1", "SAF-2", "SAF-3"]);
     assert_eq!(tier_of(&below, "重大责任事故罪"), None);
-    assert!(below.manual_checks.is_empty());
+    // Only the catch-all item (三), which is always a human's to judge.
+    let checks: Vec<&str> = below
+        .manual_checks
+        .iter()
+        .map(|c| c.rule.as_str())
+        .collect();
+    assert_eq!(checks, ["SAF-4"]);
 }
 
 #[test]
@@ -1143,15 +1602,18 @@ fn priority_is_high_for_a_match_medium_for_checks_or_a_transfer_and_low_otherwis
     let matched = book.assess(accident_lead, LeadKind::Penalty, &accident(1, 0, 0.0));
     assert_eq!(matched.priority, Priority::High);
 
-    let nothing = book.assess(accident_lead, LeadKind::Clue, &accident(0, 2, 999_999.0));
+    // SAF-4 (其他造成严重后果) is a manual check for every accident below the thresholds.
+    let below_thresholds = book.assess(accident_lead, LeadKind::Clue, &accident(0, 2, 999_999.0));
+    assert_eq!(below_thresholds.priority, Priority::Medium);
+    assert!(below_thresholds.suspected_offences.is_empty());
+    assert!(listed(&below_thresholds, "SAF-4"));
+
+    let land = lead_type("land.farmland_occupation");
+    let small = farmland([1.0, 1.0, 1.0, 1.0, 1.0], 0);
+    let nothing = book.assess(land, LeadKind::Clue, &small);
     assert_eq!(nothing.priority, Priority::Low);
     assert!(nothing.suspected_offences.is_empty() && nothing.manual_checks.is_empty());
-
-    let transfer = book.assess(
-        accident_lead,
-        LeadKind::Transfer,
-        &accident(0, 2, 999_999.0),
-    );
+    let transfer = book.assess(land, LeadKind::Transfer, &small);
     assert_eq!(transfer.priority, Priority::Medium);
 
     // ENV-11 (the catch-all) and the needs-input rules apply to every discharge lead.
@@ -1171,12 +1633,17 @@ fn priority_is_high_for_a_match_medium_for_checks_or_a_transfer_and_low_otherwis
         ["ENV-1", "ENV-6", "ENV-8", "ENV-9", "ENV-10", "ENV-11"]
     );
 
+    // Damage to a water facility is always an investigator's call (WATER-1).
     let damage = book.assess(
         lead_type("water.facility_damage"),
         LeadKind::Clue,
         &json!({"facility": "堤防", "direct_loss_cny": 62000}),
     );
-    assert_eq!(damage.priority, Priority::Low);
+    assert_eq!(damage.priority, Priority::Medium);
+    assert!(damage.suspected_offences.is_empty());
+    assert_eq!(damage.manual_checks.len(), 1);
+    assert_eq!(damage.manual_checks[0].rule, "WATER-1");
+    assert!(damage.manual_checks[0].reason.contains("决水罪"));
     assert!(Priority::High > Priority::Medium && Priority::Medium > Priority::Low);
 }
 
@@ -1190,7 +1657,7 @@ fn an_assessment_serialises_in_the_contract_shape_and_back() {
     );
     let value = serde_json::to_value(&assessment).unwrap();
     assert_eq!(value["priority"], "high");
-    assert_eq!(value["rulebook_version"], "1.0.0");
+    assert_eq!(value["rulebook_version"], "1.1.0");
     assert_eq!(
         value["suspected_offences"][0],
         json!({
@@ -1201,8 +1668,44 @@ fn an_assessment_serialises_in_the_contract_shape_and_back() {
         })
     );
     assert_eq!(value["derived"]["max_exceed_multiple_env3"], 3.2);
+    assert_eq!(value["settings"]["exceed_multiple"], "ratio");
+    assert_eq!(value["settings"]["mining_value_threshold_cny"], 100_000);
+    assert_eq!(value["settings"]["mining_restricted_threshold_cny"], 50_000);
+    assert_eq!(value["settings"]["env3_pollutant_codes"][0], "w20120");
     let back: Assessment = serde_json::from_value(value).unwrap();
     assert_eq!(back, assessment);
+}
+
+#[test]
+fn an_assessment_records_the_settings_it_was_made_with() {
+    let settings = RulesSettings {
+        exceed_multiple: ExceedMultipleFormula::Excess,
+        mining_value_threshold_cny: 300_000,
+        mining_restricted_threshold_cny: 120_000,
+        env7_pollutant_codes: vec!["w01018".into()],
+        ..RulesSettings::default()
+    };
+    let assessment = book_with(&settings).assess(
+        lead_type("land.illegal_mining"),
+        LeadKind::Clue,
+        &mining(200_000.0, false),
+    );
+    assert_eq!(
+        assessment.settings,
+        AssessedWith {
+            exceed_multiple: ExceedMultipleFormula::Excess,
+            mining_value_threshold_cny: 300_000,
+            mining_restricted_threshold_cny: 120_000,
+            env3_pollutant_codes: settings.env3_pollutant_codes.clone(),
+            env4_pollutant_codes: settings.env4_pollutant_codes.clone(),
+            env7_pollutant_codes: vec!["w01018".into()],
+        }
+    );
+    assert_eq!(assessment.rulebook_version, "1.1.0");
+    assert!(
+        assessment.suspected_offences.is_empty(),
+        "200000 < X = 300000"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1251,13 +1754,16 @@ fn every_valid_fixture_lead_assesses() {
         ),
         (
             "safety.major_accident.penalty.json",
-            (&[][..], Priority::Low),
+            (&[][..], Priority::Medium),
         ),
         (
             "safety.major_accident.transfer.json",
             (&["SAF-1", "SAF-3"][..], Priority::High),
         ),
-        ("water.facility_damage.clue.json", (&[][..], Priority::Low)),
+        (
+            "water.facility_damage.clue.json",
+            (&[][..], Priority::Medium),
+        ),
         (
             "water.illegal_sand_mining.transfer.json",
             (&["SAND-1"][..], Priority::High),
@@ -1523,7 +2029,7 @@ fn every_rule_lists_a_lead_type_whose_facts_it_names() {
 #[test]
 fn an_operator_rule_file_replaces_the_built_in_one() {
     let text = std::fs::read_to_string(repo_path(BUILT_IN_RULES_FILE)).unwrap();
-    let text = text.replace("\"version\": \"1.0.0\"", "\"version\": \"zibo-2027.1\"");
+    let text = text.replace("\"version\": \"1.1.0\"", "\"version\": \"zibo-2027.1\"");
     let (dir, settings) = with_rule_file(&text);
     let book = RuleBook::load(&settings).unwrap();
     assert_eq!(book.version(), "zibo-2027.1");
