@@ -466,6 +466,51 @@ async fn the_forwarding_clock_counts_24_hours_and_restarts_the_decision_at_the_c
             .await
             .unwrap();
         assert_eq!(decided["status"], "filed", "{backend}: {decided}");
+
+        // Forwarded to an organ outside the system: the police side ends here, and no clock
+        // of the police's is left running.
+        let lead = transfer_to("370303");
+        received(
+            &store,
+            &lead,
+            &to_unit("370303", false),
+            local("2026-12-01T10:00:00"),
+        )
+        .await;
+        let outcome = store
+            .forward(
+                lead.lead_id,
+                &zhangdian,
+                &ForwardTarget::Organ("北京市公安局东城分局".into()),
+                None,
+                "案发地在北京市东城区",
+                "investigator:370303",
+                local("2026-12-01T11:00:00"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(outcome["status"], "forwarded", "{backend}: {outcome}");
+        assert_eq!(clock(&outcome["deadlines"], "forwarding")["state"], "met");
+        assert!(
+            !outcome["deadlines"].to_string().contains("police_decision"),
+            "{backend}: {outcome}"
+        );
+        let refused = store
+            .decide(
+                lead.lead_id,
+                "370303",
+                &zhangdian,
+                &Decision::NotFiled { reason: "r".into() },
+                "investigator:370303",
+                local("2026-12-01T12:00:00"),
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("北京市公安局东城分局"),
+            "{backend}: {refused}"
+        );
     }
 }
 
