@@ -28,6 +28,10 @@
 //! The receipt's event id derives from the message's coordinates, so a redelivered message
 //! owes no second receipt. If even the receipt cannot be stored, the dead-letter topic still
 //! holds the message and the failure is logged.
+//!
+//! Each lead is assessed when it is recorded, against the rule book and the penalty cases the
+//! adapter already holds for its subjects (`penalties`): one read for the whole run, the run's
+//! own penalty leads added in its order, so a run assesses exactly as its leads one by one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +45,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::sync::{watch, Notify};
 
+use super::penalties::{self, PenaltiesOnRecord};
 use super::routing::Routed;
 use super::routing::Routing;
 use super::settings::PoliceSettings;
@@ -49,8 +54,8 @@ use crate::contract::events::{
     DeadLetterHeaders, DeadLetterOrigin, EventError, LeadEvent, LeadsTopicEvent,
     ReconsiderationRequest,
 };
-use crate::contract::lead::{canonical_json, LeadId, LeadType};
-use crate::police::rules::RuleBook;
+use crate::contract::lead::{canonical_json, LeadId, LeadKind, LeadType};
+use crate::police::rules::{PenaltyHistory, PenaltyRecord, RuleBook};
 use crate::shared::store::StoreError;
 use crate::shared::telemetry::{events, Metrics};
 
@@ -68,6 +73,8 @@ pub enum PoisonMessage {
     UnknownLeadType(String),
     #[error("content does not match content_sha256 (expected {expected}, computed {computed})")]
     ContentMismatch { expected: String, computed: String },
+    #[error("the lead does not hold what the contract requires: {0}")]
+    MalformedLead(String),
 }
 
 impl From<EventError> for PoisonMessage {
@@ -86,6 +93,7 @@ impl PoisonMessage {
             PoisonMessage::UnknownSchema(_) => "unknown_schema",
             PoisonMessage::UnknownLeadType(_) => "unknown_lead_type",
             PoisonMessage::ContentMismatch { .. } => "content_mismatch",
+            PoisonMessage::MalformedLead(_) => "malformed_lead",
         }
     }
 }
@@ -166,16 +174,61 @@ impl Adapter {
         self.record_run(&mut run, shutdown).await;
     }
 
-    /// The message as a valid lead event with its routes, or None for anything else.
-    fn decode_lead_message(&self, message: &BorrowedMessage<'_>) -> Option<(IncomingLead, Routed)> {
+    /// The message as a valid lead event, or None for anything else.
+    fn decode_lead_message(&self, message: &BorrowedMessage<'_>) -> Option<CheckedLead> {
         let LeadsTopicEvent::Lead(event) =
             LeadsTopicEvent::decode(message.payload().unwrap_or_default()).ok()?
         else {
             return None;
         };
-        let incoming = decode_lead_event(&event, &self.rules).ok()?;
-        let routes = self.routes(&incoming);
-        Some((incoming, routes))
+        check_lead_event(&event).ok()
+    }
+
+    /// Assesses `leads` in their order — each against the penalty cases on record for its
+    /// subjects, those of the run before it included — routes them, and records them in one
+    /// transaction. Returns each with its routes and whether it was recorded now.
+    async fn assess_and_record(
+        &self,
+        leads: &[CheckedLead],
+    ) -> Result<Vec<(IncomingLead, Routed, bool)>, StoreError> {
+        let mut subjects: Vec<String> = leads
+            .iter()
+            .flat_map(|lead| lead.subjects.iter().cloned())
+            .collect();
+        subjects.sort();
+        subjects.dedup();
+        let stored = if subjects.is_empty() {
+            Vec::new()
+        } else {
+            self.store.penalties_naming(&subjects).await?
+        };
+        let mut known = PenaltiesOnRecord::stored(stored);
+        let assessed: Vec<(IncomingLead, Routed)> = leads
+            .iter()
+            .map(|lead| {
+                let records = known.naming(&lead.subjects, lead.lead_id);
+                let history = lead.act_on.map(|act_on| PenaltyHistory {
+                    act_on,
+                    records: &records,
+                });
+                let incoming = lead.assess(&self.rules, history.as_ref());
+                known.note(
+                    lead.lead_id,
+                    lead.revision,
+                    lead.penalty
+                        .clone()
+                        .map(|record| (record, lead.subjects.clone())),
+                );
+                let routed = self.routes(&incoming);
+                (incoming, routed)
+            })
+            .collect();
+        let recorded = self.store.record_leads(&assessed, Utc::now()).await?;
+        Ok(assessed
+            .into_iter()
+            .zip(recorded)
+            .map(|((incoming, routed), new)| (incoming, routed, new))
+            .collect())
     }
 
     /// Records a run of lead events in one transaction, then stores their offsets. Waits out
@@ -191,10 +244,10 @@ impl Adapter {
         }
         let mut backoff = Duration::from_millis(200);
         loop {
-            match self.store.record_leads(&run.leads, Utc::now()).await {
+            match self.assess_and_record(&run.leads).await {
                 Ok(recorded) => {
-                    for ((incoming, routes), new) in run.leads.iter().zip(recorded) {
-                        self.recorded(incoming, routes, new);
+                    for (incoming, routes, new) in &recorded {
+                        self.recorded(incoming, routes, *new);
                     }
                     // In order, so each partition's stored offset is its highest processed.
                     for message in &run.messages {
@@ -330,13 +383,10 @@ impl Adapter {
     }
 
     async fn process_lead(&self, event: &LeadEvent) -> Result<(), Failure> {
-        let incoming = decode_lead_event(event, &self.rules).map_err(Failure::Poison)?;
-        let routed = self.routes(&incoming);
-        let new = self
-            .store
-            .record_lead(&incoming, &routed, Utc::now())
-            .await?;
-        self.recorded(&incoming, &routed, new);
+        let checked = check_lead_event(event).map_err(Failure::Poison)?;
+        for (incoming, routed, new) in self.assess_and_record(&[checked]).await? {
+            self.recorded(&incoming, &routed, new);
+        }
         Ok(())
     }
 
@@ -437,7 +487,7 @@ impl Adapter {
 #[derive(Default)]
 struct Run<'b, 'm> {
     messages: Vec<&'b BorrowedMessage<'m>>,
-    leads: Vec<(IncomingLead, Routed)>,
+    leads: Vec<CheckedLead>,
 }
 
 /// The lead a message is about, when its JSON names one (`lead_id` and a positive
@@ -449,49 +499,93 @@ fn named_lead(payload: &[u8]) -> Option<(LeadId, i64)> {
     Some((lead_id, revision))
 }
 
-/// Checks and assesses a lead event.
-pub fn decode_lead_event(
-    event: &LeadEvent,
-    rules: &RuleBook,
-) -> Result<IncomingLead, PoisonMessage> {
+/// A lead event whose content matches its hash, read for assessment.
+#[derive(Clone, Debug)]
+pub struct CheckedLead {
+    pub lead_id: LeadId,
+    pub revision: i64,
+    pub agency: String,
+    pub lead_type: LeadType,
+    pub kind: LeadKind,
+    pub case_id: String,
+    pub document: Value,
+    pub content_sha256: String,
+    /// The lead's subjects as matching keys (`penalties::subject_keys`).
+    pub subjects: Vec<String>,
+    /// The local date of the act (`occurred_at`), from which earlier penalties are counted.
+    pub act_on: Option<chrono::NaiveDate>,
+    /// The lead as a penalty case, when it is one.
+    pub penalty: Option<PenaltyRecord>,
+}
+
+/// Checks a lead event: a known lead type, content matching its hash, and a readable
+/// `penalty` block when it is a penalty.
+pub fn check_lead_event(event: &LeadEvent) -> Result<CheckedLead, PoisonMessage> {
     let lead_type: LeadType = event
         .lead_type
         .parse()
         .map_err(|_| PoisonMessage::UnknownLeadType(event.lead_type.clone()))?;
-    let kind = event.kind;
     let lead = Value::Object(event.lead.clone());
     let expected = event.content_sha256.clone();
     let computed = hex::encode(Sha256::digest(canonical_json(&lead)));
     if computed != expected {
         return Err(PoisonMessage::ContentMismatch { expected, computed });
     }
-    let assessment = rules.assess(lead_type, kind, lead.get("facts").unwrap_or(&Value::Null));
-    let assessment = serde_json::to_value(&assessment).expect("assessments serialise");
-    let priority = assessment
-        .get("priority")
-        .and_then(Value::as_str)
-        .unwrap_or("low")
-        .to_owned();
-    let lead_text = |pointer: &str| {
-        lead.pointer(pointer)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
-    Ok(IncomingLead {
+    let penalty = penalties::penalty_record(
+        event.lead_id,
+        event.revision,
+        event.agency.as_str(),
+        &event.case_id,
+        lead_type,
+        event.kind,
+        &lead,
+    )
+    .map_err(PoisonMessage::MalformedLead)?;
+    Ok(CheckedLead {
         lead_id: event.lead_id,
         revision: event.revision,
         agency: event.agency.as_str().to_owned(),
-        lead_type: lead_type.as_str().to_owned(),
-        kind: kind.as_str().to_owned(),
+        lead_type,
+        kind: event.kind,
         case_id: event.case_id.clone(),
-        division_code: lead_text("/location/division_code"),
-        summary: lead_text("/summary"),
+        subjects: penalties::subject_keys(&lead),
+        act_on: penalties::act_date(&lead),
         document: lead,
         content_sha256: expected,
-        assessment,
-        priority,
+        penalty,
     })
+}
+
+impl CheckedLead {
+    /// Assesses the lead, counting earlier penalties also from `history` (None: the records
+    /// were not consulted).
+    pub fn assess(&self, rules: &RuleBook, history: Option<&PenaltyHistory<'_>>) -> IncomingLead {
+        let facts = self.document.get("facts").unwrap_or(&Value::Null);
+        let assessment = rules.assess_with_records(self.lead_type, self.kind, facts, history);
+        let priority = assessment.priority.as_str().to_owned();
+        let assessment = serde_json::to_value(&assessment).expect("assessments serialise");
+        let lead_text = |pointer: &str| {
+            self.document
+                .pointer(pointer)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        IncomingLead {
+            lead_id: self.lead_id,
+            revision: self.revision,
+            agency: self.agency.clone(),
+            lead_type: self.lead_type.as_str().to_owned(),
+            kind: self.kind.as_str().to_owned(),
+            case_id: self.case_id.clone(),
+            division_code: lead_text("/location/division_code"),
+            summary: lead_text("/summary"),
+            document: self.document.clone(),
+            content_sha256: self.content_sha256.clone(),
+            assessment,
+            priority,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod adapter;
 pub mod api;
 pub mod deliver;
 pub mod lag;
+pub mod penalties;
 pub mod process;
 pub mod routing;
 pub mod rules;

@@ -11,11 +11,13 @@ use sqlx::postgres::PgConnection;
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
+use super::penalties;
 use super::process::{self, Decision, ForwardTarget, PoliceStatus, TransitionError};
 pub use super::routing::Route;
 use super::routing::Routed;
+use super::rules::PenaltyRecord;
 use crate::contract::deadlines::{self, Answer, ClockFacts, Clocks, Outcome};
-use crate::contract::lead::{LeadId, LeadKind};
+use crate::contract::lead::{LeadId, LeadKind, LeadType};
 use crate::on_backend;
 use crate::shared::audit::{AuditEntry, LedgerAppender};
 use crate::shared::outbox::{
@@ -430,8 +432,50 @@ impl PoliceStore {
         }
         insert_messages(&mut tx, &messages, now).await?;
         ledger.finish(&mut tx).await?;
+        index_penalty_subjects(&mut tx, ours.iter().map(|&index| &leads[index].0)).await?;
         tx.commit().await?;
         Ok(recorded)
+    }
+
+    /// The penalty cases on record, at their latest revision, that name one of `subjects`
+    /// (`penalties::subject_keys`), each with the subjects of that list it names. A stored
+    /// penalty lead whose document or penalty block does not read back is an error naming its
+    /// row, never skipped.
+    pub async fn penalties_naming(
+        &self,
+        subjects: &[String],
+    ) -> Result<Vec<penalties::NamedPenalty>, StoreError> {
+        let mut found: HashMap<(LeadId, i64), penalties::NamedPenalty> = HashMap::new();
+        for chunk in subjects.chunks(rows_per_statement(1)) {
+            let sql = format!(
+                "SELECT p.subject, l.lead_id, l.revision, l.agency, l.case_id, l.lead_type, l.kind, l.document \
+                 FROM police_penalty_subjects p \
+                 JOIN police_leads l ON l.lead_id = p.lead_id AND l.revision = p.revision \
+                 WHERE p.subject IN ({}) \
+                   AND l.revision = (SELECT MAX(m.revision) FROM police_leads m WHERE m.lead_id = l.lead_id)",
+                (1..=chunk.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
+            );
+            on_backend!(self.store.db(), pool => {
+                let mut query = sqlx::query(&sql);
+                for subject in chunk {
+                    query = query.bind(subject);
+                }
+                for row in query.fetch_all(pool).await? {
+                    let which = LeadRow::of(&row);
+                    let subject: String = required(&row, "subject", &which)?;
+                    let (lead_id, revision) = lead_and_revision(&row)?;
+                    if let Some((_, named)) = found.get_mut(&(lead_id, revision)) {
+                        named.push(subject);
+                        continue;
+                    }
+                    let record = penalty_row(&row, &which, lead_id, revision)?;
+                    found.insert((lead_id, revision), (record, vec![subject]));
+                }
+            });
+        }
+        let mut records: Vec<penalties::NamedPenalty> = found.into_values().collect();
+        records.sort_by_key(|(record, _)| (record.decided_at, record.lead_id));
+        Ok(records)
     }
 
     /// Owes the hub a `dead_lettered` receipt for a consumed message that was dead-lettered
@@ -1428,6 +1472,68 @@ where
         reconsideration_requested_at: requested,
         reconsidered: second,
         ..Default::default()
+    })
+}
+
+/// Indexes the subjects of the penalty leads among `leads` (just stored in this transaction).
+async fn index_penalty_subjects<'a>(
+    tx: &mut Tx,
+    leads: impl Iterator<Item = &'a IncomingLead>,
+) -> Result<(), StoreError> {
+    let rows: Vec<(String, LeadId, i64)> = leads
+        .filter(|lead| lead.kind == LeadKind::Penalty.as_str())
+        .flat_map(|lead| {
+            penalties::subject_keys(&lead.document)
+                .into_iter()
+                .map(|subject| (subject, lead.lead_id, lead.revision))
+        })
+        .collect();
+    for chunk in rows.chunks(rows_per_statement(3)) {
+        let sql = format!(
+            "INSERT INTO police_penalty_subjects (subject, lead_id, revision) VALUES {}",
+            tuples(chunk.len(), 3, 1)
+        );
+        on_backend!(tx.conn(), conn => {
+            let mut query = sqlx::query(&sql);
+            for (subject, lead_id, revision) in chunk {
+                query = query.bind(subject).bind(DbUuid::from(*lead_id)).bind(*revision);
+            }
+            query.execute(&mut *conn).await?;
+        });
+    }
+    Ok(())
+}
+
+/// A stored penalty lead as a penalty case on record.
+fn penalty_row<R: Row>(
+    row: &R,
+    which: &LeadRow,
+    lead_id: LeadId,
+    revision: i64,
+) -> Result<PenaltyRecord, StoreError>
+where
+    for<'n> &'n str: ColumnIndex<R>,
+    String: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+{
+    let text = |name: &str| -> Result<String, StoreError> { required(row, name, which) };
+    let (agency, case_id) = (text("agency")?, text("case_id")?);
+    let lead_type_text = text("lead_type")?;
+    let lead_type: LeadType = lead_type_text.parse().map_err(|_| {
+        StoreError::Corrupt(format!("{which}: unknown lead type {lead_type_text:?}"))
+    })?;
+    let kind_text = text("kind")?;
+    let kind: LeadKind = kind_text
+        .parse()
+        .map_err(|_| StoreError::Corrupt(format!("{which}: unknown kind {kind_text:?}")))?;
+    let document = document_column(row, which)?;
+    penalties::penalty_record(
+        lead_id, revision, &agency, &case_id, lead_type, kind, &document,
+    )
+    .map_err(|problem| StoreError::Corrupt(format!("{which}: {problem}")))?
+    .ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "{which}: indexed as a penalty but its kind is {kind_text:?}"
+        ))
     })
 }
 

@@ -30,8 +30,13 @@ async fn hub_alone() -> TestApp {
 /// Posts `count` leads in one batch; their ids.
 async fn post_leads(hub: &TestApp, count: usize) -> Vec<String> {
     let leads: Vec<Value> = (0..count).map(|_| sample_lead(&unique_case_id())).collect();
+    post_batch(hub, Agency::Environment, &leads).await
+}
+
+/// Posts `leads` of `agency` in one batch; their ids, in order.
+async fn post_batch(hub: &TestApp, agency: Agency, leads: &[Value]) -> Vec<String> {
     let response = hub
-        .client(Agency::Environment)
+        .client(agency)
         .post(hub.url("/v1/leads/batch"))
         .json(&json!({ "leads": leads }))
         .send()
@@ -280,4 +285,29 @@ async fn a_burst_of_receipts_is_applied_in_few_transactions_and_each_exactly_onc
     );
     leadbridge::shared::audit::verify(&hub.store).await.unwrap();
     hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_counts_the_penalty_leads_before_a_lead_in_the_same_batch() {
+    use crate::priors::{min3, mining_clue, mining_penalty};
+    let hub = hub_alone().await;
+    // Two penalties and then a clue of the same company, in this order on one partition: the
+    // adapter takes them in one run, so the clue's count comes from the run itself.
+    let leads = [
+        mining_penalty("2025-03-01T10:00:00+08:00"),
+        mining_penalty("2026-06-30T09:30:00+08:00"),
+        mining_clue(),
+    ];
+    let ids = post_batch(&hub, Agency::Land, &leads).await;
+    let adapter = adapter_behind(&hub, 3).await;
+    let status = hub
+        .wait_for_status(Agency::Land, &ids[2], "delivered")
+        .await;
+    let count = min3(&status);
+    assert_eq!(
+        (&count["declared"], &count["on_record"], &count["used"]),
+        (&json!(1), &json!(2), &json!("on_record")),
+        "{count}"
+    );
+    stop(adapter, hub).await;
 }

@@ -20,6 +20,7 @@ mod police;
 mod police_faults;
 mod police_metrics;
 mod police_store;
+mod priors;
 mod relay;
 mod request_guard;
 mod scaled_out;

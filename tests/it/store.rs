@@ -564,7 +564,7 @@ async fn a_database_with_an_unknown_schema_history_is_refused_not_migrated_over(
                 .fetch_all(police.inspection_pool().await.unwrap())
                 .await
                 .unwrap();
-        assert_eq!(versions, vec![(1,), (101,), (102,)], "{label}");
+        assert_eq!(versions, vec![(1,), (101,), (102,), (103,)], "{label}");
         sqlx::query(
             "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
              VALUES (4, 'outbox claim and prune', TRUE, $1, 1)",

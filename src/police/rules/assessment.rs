@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::priors::PriorPenaltyCount;
 use super::settings::ExceedMultipleFormula;
 
 /// The hub's screening of one lead against the rule book: suspected offences, what a human
@@ -22,6 +23,10 @@ pub struct Assessment {
     /// Figures computed from the facts (亩, exceed multiples, the forest ratio), so an
     /// investigator sees why a rule did or did not match.
     pub derived: BTreeMap<String, f64>,
+    /// For each rule of this lead type that counts earlier administrative penalties: the
+    /// agency's count, the hub's records, and which one the rule compared.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prior_penalties: Vec<PriorPenaltyCount>,
 }
 
 /// The operator's choices an assessment depended on (`RulesSettings`, domain.md §2).

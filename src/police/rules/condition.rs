@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::facts::{fact_kind, tolerance, FactKind};
+use super::facts::{fact_kind, tolerance, FactKind, PRIOR_PENALTIES};
 use crate::contract::lead::LeadType;
 
 /// A parsed, type-checked condition. Configuration references are already resolved.
@@ -95,6 +95,9 @@ pub(crate) enum ConditionError {
 pub(crate) struct ParseContext<'a> {
     pub lead_types: &'a [LeadType],
     pub config: &'a BTreeMap<&'static str, ConfigValue>,
+    /// Whether the rule has a `prior_penalties` block, the only place the fact
+    /// `prior_penalties` means something.
+    pub prior_penalties: bool,
 }
 
 impl Condition {
@@ -169,7 +172,6 @@ impl Condition {
     }
 
     /// Calls `visit` on every comparison, depth first.
-    #[cfg(test)]
     pub(crate) fn for_each_comparison<'a>(&'a self, visit: &mut impl FnMut(&'a Comparison)) {
         match self {
             Condition::All(parts) | Condition::Any(parts) => {
@@ -228,6 +230,20 @@ impl Comparison {
             operand,
             tolerance: 0.0,
         };
+        if fact == PRIOR_PENALTIES {
+            if !cx.prior_penalties {
+                return Err(invalid(
+                    at,
+                    &format!("names {PRIOR_PENALTIES}, which only a rule with a \"prior_penalties\" block has"),
+                ));
+            }
+            // The rule's own count (`priors`), compared exactly as the integer it is.
+            comparison.derived = true;
+            comparison
+                .check(FactKind::Derived)
+                .map_err(|problem| invalid(at, &format!("{problem} (fact {fact})")))?;
+            return Ok(comparison);
+        }
         let mut integer = true;
         for (index, &lead_type) in cx.lead_types.iter().enumerate() {
             let Some(kind) = fact_kind(lead_type, fact) else {

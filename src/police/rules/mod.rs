@@ -30,6 +30,7 @@ mod assessment;
 mod condition;
 mod error;
 mod facts;
+mod priors;
 mod settings;
 mod table;
 
@@ -43,6 +44,7 @@ use serde_json::Value;
 pub use assessment::{AssessedWith, Assessment, ManualCheck, Priority, SuspectedOffence};
 pub use error::RulesError;
 pub use facts::{mu_from_m2, M2_PER_MU};
+pub use priors::{CountSource, CountedPenalty, PenaltyHistory, PenaltyRecord, PriorPenaltyCount};
 pub use settings::{
     ExceedMultipleFormula, RulesSettings, MINING_RESTRICTED_RANGE_CNY, MINING_VALUE_RANGE_CNY,
 };
@@ -135,21 +137,54 @@ impl RuleBook {
     }
 
     /// Screens one lead's `facts` (already valid against its schema; anything else only makes
-    /// rules "not met").
+    /// rules "not met") without the hub's penalty records: the rules that count earlier
+    /// penalties compare the agency's declared count only.
     pub fn assess(&self, lead_type: LeadType, kind: LeadKind, facts: &Value) -> Assessment {
+        self.assess_with_records(lead_type, kind, facts, None)
+    }
+
+    /// Screens one lead's `facts`, counting earlier penalties also from `history`, the penalty
+    /// cases on record for the lead's subjects (`priors`). None: the records were not
+    /// consulted, as in [`assess`](Self::assess).
+    pub fn assess_with_records(
+        &self,
+        lead_type: LeadType,
+        kind: LeadKind,
+        facts: &Value,
+        history: Option<&PenaltyHistory<'_>>,
+    ) -> Assessment {
         let derived = self.derivation.derive(lead_type, facts);
         let mut matched: BTreeMap<usize, Vec<&Rule>> = BTreeMap::new();
         let mut manual_checks = Vec::new();
+        let mut prior_penalties = Vec::new();
 
         for rule in self.rules.iter().filter(|rule| rule.applies_to(lead_type)) {
-            if rule.status == Status::Active {
-                if met(rule.condition.as_ref(), facts, &derived) {
-                    matched.entry(rule.offence).or_default().push(rule);
-                    manual_checks.extend(confirmation(rule));
+            let count = rule
+                .prior_penalties
+                .as_ref()
+                .map(|priors| priors.count(&rule.id, facts, history, &self.derivation));
+            // The rule's own `prior_penalties`, beside the lead's derived figures.
+            let with_count;
+            let figures = match count.as_ref().and_then(|count| count.compared) {
+                Some(compared) => {
+                    let mut figures = derived.clone();
+                    figures.insert(facts::PRIOR_PENALTIES.to_owned(), compared as f64);
+                    with_count = figures;
+                    &with_count
                 }
-            } else if may_apply(rule, facts, &derived) {
-                manual_checks.push(undecided(rule));
+                None => &derived,
+            };
+            // A needs_input rule with a condition is met only from the hub's records.
+            let decidable = rule.status == Status::Active
+                || (rule.status == Status::NeedsInput && rule.condition.is_some());
+            if decidable && met(rule.condition.as_ref(), facts, figures) {
+                matched.entry(rule.offence).or_default().push(rule);
+                manual_checks.extend(confirmation(rule));
+                manual_checks.extend(count.as_ref().and_then(|count| from_records(rule, count)));
+            } else if rule.status != Status::Active && may_apply(rule, facts, figures) {
+                manual_checks.push(undecided(rule, count.as_ref()));
             }
+            prior_penalties.extend(count);
         }
 
         // Tiers only matter for a suspected offence. They are listed from lower to higher, so
@@ -172,7 +207,7 @@ impl RuleBook {
         for tier in relevant.iter().filter(|tier| tier.status != Status::Active) {
             let reached = tiers.get(&tier.offence).copied() == tier.tier.as_deref();
             if !reached && may_apply(tier, facts, &derived) {
-                manual_checks.push(undecided(tier));
+                manual_checks.push(undecided(tier, None));
             }
         }
 
@@ -206,6 +241,7 @@ impl RuleBook {
             suspected_offences,
             manual_checks,
             derived,
+            prior_penalties,
         }
     }
 }
@@ -259,16 +295,33 @@ fn confirmation(rule: &Rule) -> Option<ManualCheck> {
     })
 }
 
-fn undecided(rule: &Rule) -> ManualCheck {
+/// A matched rule whose count of earlier penalties came from the hub's records rather than the
+/// agency: the records should be checked against the penalty decisions themselves.
+fn from_records(rule: &Rule, count: &PriorPenaltyCount) -> Option<ManualCheck> {
+    (count.used == Some(CountSource::OnRecord)).then(|| ManualCheck {
+        rule: rule.id.clone(),
+        reason: format!(
+            "Confirm: the count of earlier penalties ({}) is the hub's, above the agency's ({}); {} Check that each is an effective penalty for the same kind of act.",
+            count.compared.unwrap_or_default(),
+            count
+                .declared
+                .map_or("none declared".to_owned(), |declared| declared.to_string()),
+            count.sentence()
+        ),
+    })
+}
+
+fn undecided(rule: &Rule, count: Option<&PriorPenaltyCount>) -> ManualCheck {
     let note = rule.note.as_deref().unwrap_or_default();
+    let records = count.map_or(String::new(), |count| format!(" {}", count.sentence()));
     let reason = match rule.status {
         Status::NeedsInput => format!(
-            "{} — needs input no lead type carries ({}): {note}",
+            "{} — needs input no lead type carries ({}): {note}{records}",
             rule.summary,
             rule.missing_input.join(", ")
         ),
         Status::Manual | Status::Active => {
-            format!("{} — manual judgement: {note}", rule.summary)
+            format!("{} — manual judgement: {note}{records}", rule.summary)
         }
     };
     ManualCheck {

@@ -6,7 +6,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::condition::{Condition, ConditionError, ConfigValue, ParseContext};
-use super::facts::fact_kind;
+use super::facts::{fact_kind, FactKind, PRIOR_PENALTIES};
+use super::priors::{Counted, PriorPenalties};
 use super::RulesError;
 use crate::contract::lead::LeadType;
 
@@ -54,7 +55,26 @@ struct RuleEntry {
     note: Option<String>,
     #[serde(default)]
     confirm: Option<String>,
+    #[serde(default)]
+    prior_penalties: Option<PriorPenaltiesEntry>,
     citation: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PriorPenaltiesEntry {
+    #[serde(default)]
+    declared: Option<String>,
+    within_years: u32,
+    counts: Vec<CountedEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CountedEntry {
+    lead_types: Vec<String>,
+    #[serde(default, rename = "where")]
+    only_if: Option<Value>,
 }
 
 /// Whether the hub can decide a rule.
@@ -92,6 +112,8 @@ pub(crate) struct Rule {
     pub missing_input: Vec<String>,
     pub note: Option<String>,
     pub confirm: Option<String>,
+    /// Earlier penalties the rule counts; its condition then names `prior_penalties`.
+    pub prior_penalties: Option<PriorPenalties>,
     pub citation: String,
 }
 
@@ -260,7 +282,11 @@ fn compile_rule(
             }
         }
         Status::NeedsInput | Status::Manual => {
-            if entry.condition.is_some() {
+            // A needs_input rule whose missing input is a count of earlier penalties may still
+            // be met from the hub's own records: that is its condition.
+            let counted_by_records =
+                entry.status == Status::NeedsInput && entry.prior_penalties.is_some();
+            if entry.condition.is_some() && !counted_by_records {
                 return Err(problem(
                     "only an active rule has a condition; put what the facts can already decide in \"applies_when\"".to_owned(),
                 ));
@@ -300,12 +326,16 @@ fn compile_rule(
     let cx = ParseContext {
         lead_types: &lead_types,
         config,
+        prior_penalties: entry.prior_penalties.is_some(),
     };
-    let parse = |value: &Option<Value>, at: &str| -> Result<Option<Condition>, RulesError> {
+    let parse_in = |cx: &ParseContext<'_>,
+                    value: &Option<Value>,
+                    at: &str|
+     -> Result<Option<Condition>, RulesError> {
         value
             .as_ref()
             .map(|value| {
-                Condition::parse(value, at, &cx).map_err(|error| match error {
+                Condition::parse(value, at, cx).map_err(|error| match error {
                     ConditionError::UnknownFact { fact, lead_type } => RulesError::UnknownFact {
                         file: file.to_owned(),
                         rule: id.clone(),
@@ -322,8 +352,23 @@ fn compile_rule(
             })
             .transpose()
     };
+    let parse = |value: &Option<Value>, at: &str| parse_in(&cx, value, at);
     let condition = parse(&entry.condition, "condition")?;
     let applies_when = parse(&entry.applies_when, "applies_when")?;
+    let prior_penalties = match entry.prior_penalties {
+        None => None,
+        Some(block) => {
+            let mut names = Vec::new();
+            if let Some(condition) = &condition {
+                condition
+                    .for_each_comparison(&mut |comparison| names.push(comparison.fact.clone()));
+            }
+            let checked =
+                compile_prior_penalties(file, &id, block, &lead_types, config, &parse_in)?;
+            check_prior_penalties(&checked, is_tier, entry.status, &names).map_err(problem)?;
+            Some(checked)
+        }
+    };
 
     Ok(Rule {
         offence,
@@ -336,7 +381,134 @@ fn compile_rule(
         missing_input: entry.missing_input,
         note: entry.note,
         confirm: entry.confirm,
+        prior_penalties,
         citation: entry.citation,
         id,
     })
+}
+
+/// Parses an optional condition in a context, with the rule's error mapping.
+type ParseCondition<'a> =
+    dyn Fn(&ParseContext<'_>, &Option<Value>, &str) -> Result<Option<Condition>, RulesError> + 'a;
+
+/// Checks a `prior_penalties` block's own parts: its lead types, `where` conditions, period and
+/// declared fact.
+fn compile_prior_penalties(
+    file: &str,
+    rule: &str,
+    block: PriorPenaltiesEntry,
+    rule_lead_types: &[LeadType],
+    config: &BTreeMap<&'static str, ConfigValue>,
+    parse: &ParseCondition<'_>,
+) -> Result<PriorPenalties, RulesError> {
+    let invalid = |problem: String| RulesError::InvalidRule {
+        file: file.to_owned(),
+        rule: rule.to_owned(),
+        problem,
+    };
+    if !(1..=10).contains(&block.within_years) {
+        return Err(invalid(format!(
+            "prior_penalties.within_years must be 1 to 10 years, not {}",
+            block.within_years
+        )));
+    }
+    if let Some(fact) = &block.declared {
+        for &lead_type in rule_lead_types {
+            if fact_kind(lead_type, fact) != Some(FactKind::Integer) {
+                return Err(invalid(format!(
+                    "prior_penalties.declared names {fact}, which is not an integer fact of {lead_type}"
+                )));
+            }
+        }
+    }
+    if block.counts.is_empty() {
+        return Err(invalid(
+            "prior_penalties.counts must say which penalty leads count".to_owned(),
+        ));
+    }
+    let mut counts = Vec::new();
+    for (index, entry) in block.counts.into_iter().enumerate() {
+        if entry.lead_types.is_empty() {
+            return Err(invalid(format!(
+                "prior_penalties.counts[{index}] names no lead type"
+            )));
+        }
+        let lead_types = entry
+            .lead_types
+            .iter()
+            .map(|name| {
+                name.parse().map_err(|_| RulesError::UnknownLeadType {
+                    file: file.to_owned(),
+                    rule: rule.to_owned(),
+                    lead_type: name.clone(),
+                })
+            })
+            .collect::<Result<Vec<LeadType>, _>>()?;
+        let cx = ParseContext {
+            lead_types: &lead_types,
+            config,
+            prior_penalties: false,
+        };
+        let only_if = parse(
+            &cx,
+            &entry.only_if,
+            &format!("prior_penalties.counts[{index}].where"),
+        )?;
+        counts.push(Counted {
+            lead_types,
+            only_if,
+        });
+    }
+    Ok(PriorPenalties {
+        declared: block.declared,
+        within_years: block.within_years,
+        counts,
+    })
+}
+
+/// How a `prior_penalties` block must sit in its rule: an active rule compares the larger of
+/// its declared count and the records', so it names the declared fact and compares only
+/// `prior_penalties`; a needs_input rule has no declared count and may be met from the records.
+fn check_prior_penalties(
+    block: &PriorPenalties,
+    is_tier: bool,
+    status: Status,
+    condition_facts: &[String],
+) -> Result<(), String> {
+    if is_tier {
+        return Err("a tier does not count earlier penalties; only rules do".to_owned());
+    }
+    let names_count = condition_facts.iter().any(|fact| fact == PRIOR_PENALTIES);
+    match status {
+        Status::Manual => {
+            Err("a manual rule has no prior_penalties; make it needs_input".to_owned())
+        }
+        Status::Active => {
+            let Some(declared) = &block.declared else {
+                return Err("an active rule counting earlier penalties needs prior_penalties.declared, the agency's count".to_owned());
+            };
+            if condition_facts.iter().any(|fact| fact == declared) {
+                return Err(format!(
+                    "compares {declared} itself; compare {PRIOR_PENALTIES}, the larger of it and the hub's records"
+                ));
+            }
+            if !names_count {
+                return Err(format!(
+                    "has prior_penalties but its condition never compares {PRIOR_PENALTIES}"
+                ));
+            }
+            Ok(())
+        }
+        Status::NeedsInput => {
+            if block.declared.is_some() {
+                return Err("a needs_input rule's count is missing from its lead types; prior_penalties.declared belongs to active rules".to_owned());
+            }
+            if !condition_facts.is_empty() && !names_count {
+                return Err(format!(
+                    "its condition is met only from the hub's records, so it must compare {PRIOR_PENALTIES}"
+                ));
+            }
+            Ok(())
+        }
+    }
 }

@@ -4,8 +4,11 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Map, Value};
 
 use super::condition::{Comparison, Condition, Op, Operand};
-use super::facts::{contract_facts, derived_facts, fact_kind, FactKind, AREAS, FOREST_RATIO};
+use super::facts::{
+    contract_facts, derived_facts, fact_kind, FactKind, AREAS, FOREST_RATIO, PRIOR_PENALTIES,
+};
 use super::*;
+use crate::contract::lead::LeadId;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -235,7 +238,8 @@ fn holds(comparison: &Comparison, value: &Value) -> bool {
 }
 
 fn is_integer(lead_type: LeadType, fact: &str) -> bool {
-    fact_kind(lead_type, fact) == Some(FactKind::Integer)
+    // A rule's `prior_penalties` is a count, like the declared fact it stands for.
+    fact == PRIOR_PENALTIES || fact_kind(lead_type, fact) == Some(FactKind::Integer)
 }
 
 /// Values worth trying for a comparison's fact: its threshold and the values next to it.
@@ -504,7 +508,15 @@ fn walk_condition(
             let mut derived_assigned = BTreeMap::new();
             let mut touched = Vec::new();
             for (fact, assigned) in &solver.assigned {
-                if fact_kind(lead_type, fact) == Some(FactKind::Derived) {
+                if fact == PRIOR_PENALTIES {
+                    // Without the hub's records, the rule's count is the agency's declared one.
+                    let declared = rule
+                        .prior_penalties
+                        .as_ref()
+                        .and_then(|priors| priors.declared.clone())
+                        .expect("an active rule comparing prior_penalties declares its fact");
+                    facts.insert(declared, assigned.clone());
+                } else if fact_kind(lead_type, fact) == Some(FactKind::Derived) {
                     let number = assigned.as_f64().expect("a derived fact is a number");
                     derived_assigned.insert(fact.clone(), number);
                     apply_derived(lead_type, &mut facts, fact, number, settings, &mut touched);
@@ -676,7 +688,7 @@ fn the_built_in_file_has_every_rule_of_the_domain_tables() {
     assert_eq!(offence("SAF-2"), "重大责任事故罪");
     assert_eq!(offence("DANGER-3"), "危险作业罪");
     assert_eq!(offence("WATER-1"), "故意毁坏财物罪");
-    assert_eq!(book.version(), "1.1.0");
+    assert_eq!(book.version(), "1.2.0");
 }
 
 #[test]
@@ -693,19 +705,26 @@ fn the_thresholds_are_those_of_the_domain_tables_and_all_inclusive() {
         ("LAND-5", vec![("forest_ratio", 1.0)]),
         (
             "LAND-6",
-            vec![("prior_penalties_2y", 2.0), ("forest_ratio", 0.5)],
+            vec![("prior_penalties", 2.0), ("forest_ratio", 0.5)],
         ),
         ("LAND-7", vec![("grassland_mu", 20.0)]),
-        ("LAND-8", vec![("grassland_mu", 10.0)]),
+        (
+            "LAND-8",
+            vec![
+                ("grassland_mu", 10.0),
+                ("prior_penalties", 1.0),
+                ("grassland_mu", 10.0),
+            ],
+        ),
         ("MIN-1", vec![("value_cny", 100_000.0)]),
         ("MIN-2", vec![("value_cny", 50_000.0)]),
-        ("MIN-3", vec![("prior_penalties_2y", 2.0)]),
+        ("MIN-3", vec![("prior_penalties", 2.0)]),
         (
             "SAND-1",
             vec![
                 ("value_cny", 100_000.0),
                 ("value_cny", 50_000.0),
-                ("prior_penalties_2y", 2.0),
+                ("prior_penalties", 2.0),
             ],
         ),
         ("SAF-1", vec![("deaths", 1.0)]),
@@ -1657,7 +1676,7 @@ fn an_assessment_serialises_in_the_contract_shape_and_back() {
     );
     let value = serde_json::to_value(&assessment).unwrap();
     assert_eq!(value["priority"], "high");
-    assert_eq!(value["rulebook_version"], "1.1.0");
+    assert_eq!(value["rulebook_version"], "1.2.0");
     assert_eq!(
         value["suspected_offences"][0],
         json!({
@@ -1701,7 +1720,7 @@ fn an_assessment_records_the_settings_it_was_made_with() {
             env7_pollutant_codes: vec!["w01018".into()],
         }
     );
-    assert_eq!(assessment.rulebook_version, "1.1.0");
+    assert_eq!(assessment.rulebook_version, "1.2.0");
     assert!(
         assessment.suspected_offences.is_empty(),
         "200000 < X = 300000"
@@ -2010,6 +2029,10 @@ fn every_rule_lists_a_lead_type_whose_facts_it_names() {
     for rule in book.rules.iter().chain(&book.tiers) {
         for condition in rule.condition.iter().chain(&rule.applies_when) {
             condition.for_each_comparison(&mut |comparison| {
+                if comparison.fact == PRIOR_PENALTIES {
+                    assert!(rule.prior_penalties.is_some(), "{}", rule.id);
+                    return;
+                }
                 for lead_type in &rule.lead_types {
                     assert!(
                         fact_kind(*lead_type, &comparison.fact).is_some(),
@@ -2029,7 +2052,7 @@ fn every_rule_lists_a_lead_type_whose_facts_it_names() {
 #[test]
 fn an_operator_rule_file_replaces_the_built_in_one() {
     let text = std::fs::read_to_string(repo_path(BUILT_IN_RULES_FILE)).unwrap();
-    let text = text.replace("\"version\": \"1.1.0\"", "\"version\": \"zibo-2027.1\"");
+    let text = text.replace("\"version\": \"1.2.0\"", "\"version\": \"zibo-2027.1\"");
     let (dir, settings) = with_rule_file(&text);
     let book = RuleBook::load(&settings).unwrap();
     assert_eq!(book.version(), "zibo-2027.1");
@@ -2286,4 +2309,407 @@ fn settings_deserialise_with_defaults_and_reject_unknown_keys() {
     assert!(
         serde_json::from_value::<RulesSettings>(json!({"exceed_multiple": "difference"})).is_err()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Earlier penalties from the hub's own records
+// ---------------------------------------------------------------------------------------------
+
+fn penalty(lead_type_name: &str, case: &str, decided_at: &str, facts: Value) -> PenaltyRecord {
+    PenaltyRecord {
+        lead_id: LeadId::generate(),
+        revision: 1,
+        agency: lead_type_name.split('.').next().unwrap().to_owned(),
+        case_id: case.to_owned(),
+        lead_type: lead_type(lead_type_name),
+        decision_no: format!("罚字〔{case}〕"),
+        decided_at: chrono::DateTime::parse_from_rfc3339(decided_at).unwrap(),
+        facts,
+    }
+}
+
+fn on(date: &str) -> chrono::NaiveDate {
+    date.parse().unwrap()
+}
+
+fn count_of<'a>(assessment: &'a Assessment, rule: &str) -> &'a PriorPenaltyCount {
+    assessment
+        .prior_penalties
+        .iter()
+        .find(|count| count.rule == rule)
+        .unwrap_or_else(|| panic!("no count for {rule}: {:?}", assessment.prior_penalties))
+}
+
+fn with_declared(mut facts: Value, count: u64) -> Value {
+    facts["prior_penalties_2y"] = json!(count);
+    facts
+}
+
+#[test]
+fn the_larger_of_the_declared_and_the_recorded_count_decides_and_says_which() {
+    let book = default_book();
+    let mining_lead = lead_type("land.illegal_mining");
+    let records = [
+        penalty(
+            "land.illegal_mining",
+            "A-1",
+            "2025-05-01T10:00:00+08:00",
+            json!({}),
+        ),
+        penalty(
+            "land.illegal_mining",
+            "A-2",
+            "2026-01-10T10:00:00+08:00",
+            json!({}),
+        ),
+    ];
+    let history = PenaltyHistory {
+        act_on: on("2026-11-18"),
+        records: &records,
+    };
+    // The agency declares one; the hub holds two: MIN-3 is met from the records, and says so.
+    let facts = with_declared(mining(1_000.0, false), 1);
+    let assessed =
+        book.assess_with_records(mining_lead, LeadKind::Transfer, &facts, Some(&history));
+    assert!(matches(&assessed, "MIN-3"), "{assessed:?}");
+    let count = count_of(&assessed, "MIN-3");
+    assert_eq!(
+        (count.declared, count.on_record, count.compared, count.used),
+        (Some(1), Some(2), Some(2), Some(CountSource::OnRecord))
+    );
+    assert_eq!(
+        (count.since.as_deref(), count.until.as_deref()),
+        (Some("2024-11-18"), Some("2026-11-18"))
+    );
+    let numbers: Vec<&str> = count
+        .records
+        .iter()
+        .map(|r| r.decision_no.as_str())
+        .collect();
+    assert_eq!(numbers, ["罚字〔A-1〕", "罚字〔A-2〕"]);
+    let confirm = assessed
+        .manual_checks
+        .iter()
+        .find(|check| check.rule == "MIN-3")
+        .expect("a match from the records asks for them to be checked");
+    assert!(confirm.reason.contains("罚字〔A-2〕"), "{}", confirm.reason);
+
+    // Without the records, the same lead is not MIN-3: the count came from them.
+    let alone = book.assess(mining_lead, LeadKind::Transfer, &facts);
+    assert!(!matches(&alone, "MIN-3"));
+    assert_eq!(count_of(&alone, "MIN-3").on_record, None);
+
+    // A declared count above the records' is never lowered by them.
+    let declared = with_declared(mining(1_000.0, false), 3);
+    let none = PenaltyHistory {
+        act_on: on("2026-11-18"),
+        records: &[],
+    };
+    let assessed =
+        book.assess_with_records(mining_lead, LeadKind::Transfer, &declared, Some(&none));
+    assert!(matches(&assessed, "MIN-3"));
+    let count = count_of(&assessed, "MIN-3");
+    assert_eq!(
+        (count.compared, count.used, count.on_record),
+        (Some(3), Some(CountSource::Declared), Some(0))
+    );
+    assert!(!assessed
+        .manual_checks
+        .iter()
+        .any(|check| check.rule == "MIN-3"));
+}
+
+#[test]
+fn a_penalty_counts_from_the_same_day_years_before_the_act_to_the_act_in_shanghai_time() {
+    let book = default_book();
+    let mining_lead = lead_type("land.illegal_mining");
+    let assess = |act_on: &str, decided: &[&str]| {
+        let records: Vec<PenaltyRecord> = decided
+            .iter()
+            .enumerate()
+            .map(|(n, at)| penalty("land.illegal_mining", &format!("W-{n}"), at, json!({})))
+            .collect();
+        let history = PenaltyHistory {
+            act_on: on(act_on),
+            records: &records,
+        };
+        let facts = with_declared(mining(1_000.0, false), 0);
+        let assessed =
+            book.assess_with_records(mining_lead, LeadKind::Clue, &facts, Some(&history));
+        (
+            count_of(&assessed, "MIN-3").on_record,
+            matches(&assessed, "MIN-3"),
+        )
+    };
+    let inside = "2025-06-01T09:00:00+08:00";
+    // 2024-11-18 00:00 local is the first instant of the window; 23:59 the day before is out.
+    assert_eq!(
+        assess("2026-11-18", &[inside, "2024-11-18T00:00:00+08:00"]),
+        (Some(2), true)
+    );
+    assert_eq!(
+        assess("2026-11-18", &[inside, "2024-11-17T23:59:00+08:00"]),
+        (Some(1), false)
+    );
+    // 16:30 UTC on the 17th is 00:30 on the 18th in Shanghai: inside.
+    assert_eq!(
+        assess("2026-11-18", &[inside, "2024-11-17T16:30:00Z"]),
+        (Some(2), true)
+    );
+    // A penalty decided after the act is not an earlier one; one on the act's day is.
+    assert_eq!(
+        assess("2026-11-18", &[inside, "2026-11-19T08:00:00+08:00"]),
+        (Some(1), false)
+    );
+    assert_eq!(
+        assess("2026-11-18", &[inside, "2026-11-18T08:00:00+08:00"]),
+        (Some(2), true)
+    );
+    // Two years before 29 February is 28 February.
+    let inside = "2027-06-01T09:00:00+08:00";
+    assert_eq!(
+        assess("2028-02-29", &[inside, "2026-02-28T00:00:00+08:00"]),
+        (Some(2), true)
+    );
+    assert_eq!(
+        assess("2028-02-29", &[inside, "2026-02-27T23:59:00+08:00"]),
+        (Some(1), false)
+    );
+}
+
+#[test]
+fn only_the_penalties_of_the_kind_a_rule_names_count() {
+    let book = default_book();
+    let act_on = on("2026-11-18");
+    // MIN-3 counts illegal-mining penalties, not sand-mining or farmland ones; SAND-1 counts
+    // both kinds of mining.
+    let records = [
+        penalty(
+            "water.illegal_sand_mining",
+            "S-1",
+            "2026-01-01T10:00:00+08:00",
+            json!({}),
+        ),
+        penalty(
+            "land.illegal_mining",
+            "M-1",
+            "2026-02-01T10:00:00+08:00",
+            json!({}),
+        ),
+        penalty(
+            "land.farmland_occupation",
+            "F-1",
+            "2026-03-01T10:00:00+08:00",
+            json!({}),
+        ),
+    ];
+    let history = PenaltyHistory {
+        act_on,
+        records: &records,
+    };
+    let mining_assessed = book.assess_with_records(
+        lead_type("land.illegal_mining"),
+        LeadKind::Clue,
+        &mining(1_000.0, false),
+        Some(&history),
+    );
+    assert_eq!(count_of(&mining_assessed, "MIN-3").on_record, Some(1));
+    assert!(!matches(&mining_assessed, "MIN-3"));
+    let sand_assessed = book.assess_with_records(
+        lead_type("water.illegal_sand_mining"),
+        LeadKind::Clue,
+        &sand(1_000.0, false),
+        Some(&history),
+    );
+    assert_eq!(count_of(&sand_assessed, "SAND-1").on_record, Some(2));
+    assert!(matches(&sand_assessed, "SAND-1"), "{sand_assessed:?}");
+
+    // ENV-8 counts hazardous-waste penalties and covert discharges of toxic, radioactive or
+    // pathogenic substances, and stays a manual check that names them.
+    let records = [
+        penalty(
+            "environment.covert_discharge",
+            "E-1",
+            "2026-01-01T10:00:00+08:00",
+            json!({"method": "hidden_pipe", "substance_class": "toxic"}),
+        ),
+        penalty(
+            "environment.covert_discharge",
+            "E-2",
+            "2026-02-01T10:00:00+08:00",
+            json!({"method": "hidden_pipe", "substance_class": "other"}),
+        ),
+        penalty(
+            "environment.hazardous_waste",
+            "E-3",
+            "2026-03-01T10:00:00+08:00",
+            json!({"waste_code": "HW08", "quantity_t": 1.0, "disposal": "dump"}),
+        ),
+    ];
+    let history = PenaltyHistory {
+        act_on,
+        records: &records,
+    };
+    let assessed = book.assess_with_records(
+        lead_type("environment.covert_discharge"),
+        LeadKind::Clue,
+        &json!({"method": "hidden_pipe", "substance_class": "toxic"}),
+        Some(&history),
+    );
+    let count = count_of(&assessed, "ENV-8");
+    let cases: Vec<&str> = count.records.iter().map(|r| r.case_id.as_str()).collect();
+    assert_eq!(cases, ["E-1", "E-3"]);
+    let check = assessed
+        .manual_checks
+        .iter()
+        .find(|check| check.rule == "ENV-8")
+        .expect("ENV-8 stays a manual check");
+    assert!(
+        check.reason.contains("罚字〔E-1〕") && check.reason.contains("罚字〔E-3〕"),
+        "{}",
+        check.reason
+    );
+    assert!(!check.reason.contains("罚字〔E-2〕"), "{}", check.reason);
+}
+
+#[test]
+fn an_earlier_grassland_penalty_on_record_meets_land_8_and_none_leaves_it_a_manual_check() {
+    let book = default_book();
+    let farmland_lead = lead_type("land.farmland_occupation");
+    let grass = farmland([0.0, 0.0, 0.0, 0.0, 10.0], 0);
+    let assess = |records: &[PenaltyRecord]| {
+        let history = PenaltyHistory {
+            act_on: on("2026-11-18"),
+            records,
+        };
+        book.assess_with_records(farmland_lead, LeadKind::Clue, &grass, Some(&history))
+    };
+    let grassland = farmland([0.0, 0.0, 0.0, 0.0, 0.5], 0);
+    let cultivated = farmland([0.0, 1.0, 0.0, 0.0, 0.0], 0);
+    // Within three years, not two: LAND-8's own period.
+    let met = assess(&[penalty(
+        "land.farmland_occupation",
+        "G-1",
+        "2024-01-05T10:00:00+08:00",
+        grassland,
+    )]);
+    assert!(matches(&met, "LAND-8"), "{met:?}");
+    assert_eq!(count_of(&met, "LAND-8").within_years, 3);
+    assert_eq!(count_of(&met, "LAND-8").used, Some(CountSource::OnRecord));
+
+    let not_grass = assess(&[penalty(
+        "land.farmland_occupation",
+        "G-2",
+        "2025-01-05T10:00:00+08:00",
+        cultivated,
+    )]);
+    assert!(!matches(&not_grass, "LAND-8"));
+    let check = not_grass
+        .manual_checks
+        .iter()
+        .find(|check| check.rule == "LAND-8")
+        .expect("without a grassland penalty on record LAND-8 is still checked by hand");
+    assert!(
+        check.reason.contains("holds no penalty"),
+        "{}",
+        check.reason
+    );
+
+    // Below 10 亩 of grassland the rule does not apply, records or not.
+    let small = farmland([0.0, 0.0, 0.0, 0.0, 9.0], 0);
+    let grassland = farmland([0.0, 0.0, 0.0, 0.0, 0.5], 0);
+    let records = [penalty(
+        "land.farmland_occupation",
+        "G-3",
+        "2025-01-05T10:00:00+08:00",
+        grassland,
+    )];
+    let history = PenaltyHistory {
+        act_on: on("2026-11-18"),
+        records: &records,
+    };
+    let assessed = book.assess_with_records(farmland_lead, LeadKind::Clue, &small, Some(&history));
+    assert!(!matches(&assessed, "LAND-8") && !listed(&assessed, "LAND-8"));
+}
+
+#[test]
+fn a_rule_file_that_misuses_prior_penalties_is_rejected_naming_the_rule() {
+    let mining_rule = |extra: Value| {
+        let mut rule = json!({
+            "id": "MIN-X",
+            "offence": "非法采矿罪",
+            "lead_types": ["land.illegal_mining"],
+            "status": "active",
+            "summary": "test",
+            "condition": {"fact": "prior_penalties", "op": ">=", "value": 2},
+            "prior_penalties": {"declared": "prior_penalties_2y", "within_years": 2, "counts": [{"lead_types": ["land.illegal_mining"]}]},
+            "citation": "test citation",
+        });
+        for (key, value) in extra.as_object().unwrap() {
+            if value.is_null() {
+                rule.as_object_mut().unwrap().remove(key);
+            } else {
+                rule[key] = value.clone();
+            }
+        }
+        json!({
+            "format": 1,
+            "version": "test-1",
+            "offences": [{"name": "非法采矿罪", "article": "刑法第三百四十三条"}],
+            "rules": [rule],
+        })
+        .to_string()
+    };
+    let (_dir, settings) = with_rule_file(&mining_rule(json!({})));
+    RuleBook::load(&settings).expect("the well-formed rule loads");
+
+    let cases = [
+        (
+            json!({"prior_penalties": null}),
+            "only a rule with a \"prior_penalties\" block",
+        ),
+        (
+            json!({"condition": {"all": [{"fact": "prior_penalties", "op": ">=", "value": 2}, {"fact": "prior_penalties_2y", "op": ">=", "value": 2}]}}),
+            "compares prior_penalties_2y itself",
+        ),
+        (
+            json!({"condition": {"fact": "value_cny", "op": ">=", "value": 1}}),
+            "never compares prior_penalties",
+        ),
+        (
+            json!({"prior_penalties": {"within_years": 2, "counts": [{"lead_types": ["land.illegal_mining"]}]}}),
+            "needs prior_penalties.declared",
+        ),
+        (
+            json!({"prior_penalties": {"declared": "value_cny", "within_years": 2, "counts": [{"lead_types": ["land.illegal_mining"]}]}}),
+            "not an integer fact",
+        ),
+        (
+            json!({"prior_penalties": {"declared": "prior_penalties_2y", "within_years": 0, "counts": [{"lead_types": ["land.illegal_mining"]}]}}),
+            "1 to 10 years",
+        ),
+        (
+            json!({"prior_penalties": {"declared": "prior_penalties_2y", "within_years": 2, "counts": []}}),
+            "must say which penalty leads count",
+        ),
+        (
+            json!({"prior_penalties": {"declared": "prior_penalties_2y", "within_years": 2, "counts": [{"lead_types": ["land.illegal_mining"], "where": {"fact": "grassland_m2", "op": ">", "value": 0}}]}}),
+            "grassland_m2",
+        ),
+        (
+            json!({"prior_penalties": {"declared": "prior_penalties_2y", "within_years": 2, "counts": [{"lead_types": ["land.mining"]}]}}),
+            "land.mining",
+        ),
+        (
+            json!({"status": "manual", "condition": null, "note": "n"}),
+            "a manual rule has no prior_penalties",
+        ),
+    ];
+    for (change, expected) in cases {
+        let error = load_error(&mining_rule(change.clone())).to_string();
+        assert!(
+            error.contains("MIN-X") && error.contains(expected),
+            "{change}: {error}"
+        );
+    }
 }
