@@ -49,9 +49,26 @@ enum Command {
     },
     /// Verify the audit ledger's hash chain.
     VerifyAudit(DataArgs),
+    /// Supervisors' checks of the transparency logs.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// The embedded default's development PKI.
     #[command(subcommand)]
     Pki(PkiCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check an evidence bundle offline (supervision contract §4): every entry's hash, its
+    /// inclusion proof and the logs' signed checkpoints, with only the public keys. Exits
+    /// non-zero naming the first entry that does not verify.
+    VerifyEvidence {
+        /// The bundle (`GET /supervise/v1/leads/{lead_id}/evidence`).
+        file: PathBuf,
+        /// The logs' public keys (`GET /supervise/v1/keys`).
+        #[arg(long)]
+        keys: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -142,6 +159,7 @@ async fn main() -> anyhow::Result<()> {
             let settings = settings(&cli, &args.data, None)?;
             issue_certificate(&settings, args)
         }
+        Command::Audit(AuditCommand::VerifyEvidence { file, keys }) => verify_evidence(file, keys),
         Command::VerifyAudit(data) => {
             let settings = settings(&cli, data, None)?;
             let store = leadbridge::hub::store::connect(&settings.database_url(), 2).await?;
@@ -153,6 +171,31 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn verify_evidence(file: &std::path::Path, keys: &std::path::Path) -> anyhow::Result<()> {
+    use leadbridge::shared::tlog::evidence::{verify_bundle, Bundle, Keys};
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let bundle: Bundle = serde_json::from_str(&read(file)?)
+        .with_context(|| format!("{} is not an evidence bundle", file.display()))?;
+    let keys: Keys = serde_json::from_str(&read(keys)?)
+        .with_context(|| format!("{} is not the keys document", keys.display()))?;
+    let verified = verify_bundle(&bundle, &keys)
+        .with_context(|| format!("{} does not verify", file.display()))?;
+    let sizes: Vec<String> = verified
+        .checkpoints
+        .iter()
+        .map(|(log, checkpoint)| format!("{log} log at size {}", checkpoint.size))
+        .collect();
+    println!(
+        "evidence verified: lead {}, {} entries, against the {}",
+        verified.lead_id,
+        verified.entries,
+        sizes.join(" and the ")
+    );
+    Ok(())
 }
 
 async fn run(cli: &Cli, args: &ServeArgs, roles: Roles) -> anyhow::Result<()> {

@@ -8,6 +8,7 @@ mod connections;
 mod contract;
 mod crash;
 mod embedded;
+mod evidence;
 mod fake_cms;
 mod helpers;
 mod identity;
