@@ -59,6 +59,22 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
+    /// Recompute a transparency log from its stored entries and check every stored tree hash
+    /// and checkpoint; exits non-zero naming the first bad entry or checkpoint.
+    Verify {
+        /// Which log: hub or police.
+        #[arg(long, default_value = "hub", value_parser = ["hub", "police"])]
+        log: String,
+        /// The log's database (default: the configured one, or the embedded default's).
+        #[arg(long)]
+        database_url: Option<String>,
+        /// The log's verifier key (`<name>+<key id>+<base64>`, as `GET /supervise/v1/keys`
+        /// gives it); default: the public half of the role's configured key.
+        #[arg(long)]
+        key: Option<String>,
+        #[command(flatten)]
+        data: DataArgs,
+    },
     /// Check an evidence bundle offline (supervision contract §4): every entry's hash, its
     /// inclusion proof and the logs' signed checkpoints, with only the public keys. Exits
     /// non-zero naming the first entry that does not verify.
@@ -159,6 +175,15 @@ async fn main() -> anyhow::Result<()> {
             let settings = settings(&cli, &args.data, None)?;
             issue_certificate(&settings, args)
         }
+        Command::Audit(AuditCommand::Verify {
+            log,
+            database_url,
+            key,
+            data,
+        }) => {
+            let settings = settings(&cli, data, None)?;
+            verify_log(&settings, log, database_url.clone(), key.as_deref()).await
+        }
         Command::Audit(AuditCommand::VerifyEvidence { file, keys }) => verify_evidence(file, keys),
         Command::VerifyAudit(data) => {
             let settings = settings(&cli, data, None)?;
@@ -171,6 +196,48 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn verify_log(
+    settings: &Settings,
+    log: &str,
+    database_url: Option<String>,
+    key: Option<&str>,
+) -> anyhow::Result<()> {
+    use leadbridge::shared::tlog::{LogKey, VerifierKey};
+    let transparency = &settings.transparency;
+    let key = match key {
+        Some(text) => VerifierKey::parse(text)?,
+        None => {
+            let configured = if log == "hub" {
+                &transparency.hub_key_file
+            } else {
+                &transparency.police_key_file
+            };
+            let path = configured
+                .clone()
+                .unwrap_or_else(|| settings.data_dir.join("keys").join(format!("{log}.key")));
+            VerifierKey::parse(&LogKey::load(&path)?.verifier_key())?
+        }
+    };
+    let store = if log == "hub" {
+        let url = database_url.unwrap_or_else(|| settings.database_url());
+        leadbridge::hub::store::connect(&url, 2).await?
+    } else {
+        let url = database_url.unwrap_or_else(|| settings.police.database_url(&settings.data_dir));
+        leadbridge::shared::store::Store::connect(&url, 2, &leadbridge::police::store::MIGRATIONS)
+            .await?
+    };
+    let origin = leadbridge::shared::tlog::origin(&transparency.deployment, log);
+    let verified = leadbridge::shared::audit::log::verify(&store, &key, &origin)
+        .await
+        .with_context(|| format!("the {log} log does not verify"))?;
+    store.close().await;
+    println!(
+        "{log} log verified: {} entries, {} checkpoints (latest at size {}), {} queued",
+        verified.entries, verified.checkpoints, verified.checkpointed, verified.queued
+    );
+    Ok(())
 }
 
 fn verify_evidence(file: &std::path::Path, keys: &std::path::Path) -> anyhow::Result<()> {

@@ -91,6 +91,8 @@ pub struct Application {
     relay: Option<Relay>,
     receipts: Option<ReceiptsConsumer>,
     police: Option<PoliceAdapter>,
+    /// The transparency logs this process keeps current: (store, signer) of each role's.
+    sequencers: Vec<(Store, crate::shared::audit::log::LogSigner)>,
 }
 
 impl Application {
@@ -196,6 +198,23 @@ impl Application {
         let police_store = police.as_ref().map(PoliceAdapter::store);
         let police_routing = police.as_ref().map(PoliceAdapter::routing);
 
+        // Each role signs its own log's checkpoints; a missing key stops start-up here.
+        let mut sequencers = Vec::new();
+        if let (Some(store), true) = (&store, roles.hub_workers) {
+            let signer = settings
+                .transparency
+                .signer("hub", &settings.data_dir)
+                .context("cannot load the hub's transparency-log key")?;
+            sequencers.push((store.clone(), signer));
+        }
+        if let Some(police_store) = &police_store {
+            let signer = settings
+                .transparency
+                .signer("police", &settings.data_dir)
+                .context("cannot load the police adapter's transparency-log key")?;
+            sequencers.push((police_store.store().clone(), signer));
+        }
+
         let hub_api = match (&store, roles.hub_api) {
             (Some(store), true) => {
                 let schemas = match &settings.schema_dir {
@@ -288,6 +307,7 @@ impl Application {
             relay,
             receipts,
             police,
+            sequencers,
         })
     }
 
@@ -346,6 +366,16 @@ impl Application {
         }
         if let Some(police) = self.police {
             police.spawn(&mut tasks, &shutdown);
+        }
+        let transparency = &self.settings.transparency;
+        for (store, signer) in self.sequencers {
+            tasks.spawn(crate::shared::audit::log::run_sequencer(
+                store,
+                signer,
+                Duration::from_millis(transparency.sequence_interval_ms.max(1)),
+                Duration::from_secs(transparency.checkpoint_interval_secs.max(1)),
+                shutdown.clone(),
+            ));
         }
         if let (Some((listener, tls)), Some(router)) = (self.listener, self.router) {
             tasks.spawn(api::tls::serve(

@@ -31,6 +31,8 @@ pub struct Settings {
     /// Choices the law leaves open in the criminal-threshold rules (`schemas/rules/README.md`).
     pub rules: RulesSettings,
     pub log: LogSettings,
+    /// The transparency logs' keys and checkpoints (supervision contract §2).
+    pub transparency: crate::shared::audit::log::TransparencySettings,
 }
 
 impl Default for Settings {
@@ -46,6 +48,7 @@ impl Default for Settings {
             police: PoliceSettings::default(),
             rules: RulesSettings::default(),
             log: LogSettings::default(),
+            transparency: Default::default(),
         }
     }
 }

@@ -71,10 +71,7 @@ impl PoliceAdapter {
         limits: &kafka::MessageLimits,
     ) -> anyhow::Result<PoliceAdapter> {
         let police = settings.police;
-        let url = match &police.database_url {
-            Some(url) => url.expose().to_owned(),
-            None => format!("sqlite:{}", settings.data_dir.join("police.db").display()),
-        };
+        let url = police.database_url(settings.data_dir);
         let store = Store::connect(&url, police.max_connections, &store::MIGRATIONS)
             .await
             .with_context(|| {

@@ -40,6 +40,16 @@ pub struct PoliceSettings {
     pub consume_batch_max: usize,
 }
 
+impl PoliceSettings {
+    /// The adapter's database: the configured URL, or `police.db` in the data directory.
+    pub fn database_url(&self, data_dir: &std::path::Path) -> String {
+        match &self.database_url {
+            Some(url) => url.expose().to_owned(),
+            None => format!("sqlite:{}", data_dir.join("police.db").display()),
+        }
+    }
+}
+
 impl Default for PoliceSettings {
     fn default() -> Self {
         PoliceSettings {

@@ -28,3 +28,4 @@ mod scaled_out;
 mod sink;
 mod store;
 mod store_outbox;
+mod transparency;

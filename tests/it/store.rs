@@ -519,8 +519,17 @@ async fn a_database_with_an_unknown_schema_history_is_refused_not_migrated_over(
                 .fetch_all(hub.inspection_pool().await.unwrap())
                 .await
                 .unwrap();
-        assert_eq!(versions, vec![(1,), (101,)], "{label}");
-        for table in ["outbox", "audit_entries", "audit_head", "leads", "feedback"] {
+        assert_eq!(versions, vec![(1,), (2,), (101,)], "{label}");
+        for table in [
+            "outbox",
+            "audit_entries",
+            "audit_head",
+            "log_queue",
+            "log_entries",
+            "log_head",
+            "leads",
+            "feedback",
+        ] {
             let (rows,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM {table}"))
                 .fetch_one(hub.inspection_pool().await.unwrap())
                 .await
@@ -564,7 +573,11 @@ async fn a_database_with_an_unknown_schema_history_is_refused_not_migrated_over(
                 .fetch_all(police.inspection_pool().await.unwrap())
                 .await
                 .unwrap();
-        assert_eq!(versions, vec![(1,), (101,), (102,), (103,)], "{label}");
+        assert_eq!(
+            versions,
+            vec![(1,), (2,), (101,), (102,), (103,)],
+            "{label}"
+        );
         sqlx::query(
             "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
              VALUES (4, 'outbox claim and prune', TRUE, $1, 1)",

@@ -135,9 +135,7 @@ impl From<AuditError> for StoreError {
     fn from(error: AuditError) -> Self {
         match error {
             AuditError::Store(error) => error,
-            broken @ AuditError::Broken { .. } => {
-                StoreError::Other(sqlx::Error::Protocol(broken.to_string()))
-            }
+            other => StoreError::Other(sqlx::Error::Protocol(other.to_string())),
         }
     }
 }

@@ -7,9 +7,15 @@
 //! updates and deletes of entries (triggers), and appenders serialise on the single
 //! `audit_head` row, so sequence numbers follow commit order without gaps.
 //!
+//! Every entry is also queued, in the same transaction, for the role's transparency log
+//! ([`log`]): the RFC 9162 tree with signed checkpoints that supervisors check. The chain
+//! stays while the readers of `audit_entries` move to the log; it is the older of the two.
+//!
 //! Limits: a hash chain alone cannot show that the newest entries were not truncated together
-//! with the head row by someone who controls the database; signed checkpoints (a later
-//! capability) close that gap.
+//! with the head row by someone who controls the database; the log's signed checkpoints close
+//! that gap.
+
+pub mod log;
 
 use crate::contract::lead::{canonical_json, LeadId};
 use crate::on_backend;
@@ -28,6 +34,14 @@ pub enum AuditError {
     /// The ledger does not verify: the first broken entry and why.
     #[error("audit ledger broken at entry {seq}: {reason}")]
     Broken { seq: i64, reason: String },
+    /// The transparency log does not verify: its first bad entry and why.
+    #[error("transparency log broken at entry {index}: {reason}")]
+    Log { index: u64, reason: String },
+    /// A stored checkpoint does not match the log or its key.
+    #[error("transparency log checkpoint at size {size} does not verify: {reason}")]
+    Checkpoint { size: u64, reason: String },
+    #[error("transparency log tree: {0}")]
+    Tree(String),
 }
 
 impl AuditError {
@@ -102,7 +116,8 @@ impl LedgerAppender {
         if self.pending.is_empty() {
             return Ok(0);
         }
-        let mut statements = 0;
+        // The transparency log's copy, queued in the same transaction (`log`).
+        let mut statements = log::queue(tx, &self.pending).await?;
         if self.head.is_none() {
             statements += 1;
         }

@@ -144,6 +144,58 @@ pub fn append_leaves(
     Ok(size)
 }
 
+/// Stored hashes below `start` from `base`, from `start` on from `new`.
+struct Overlay<'a> {
+    base: &'a dyn HashReader,
+    start: u64,
+    new: &'a HashMap<u64, Digest32>,
+}
+
+impl HashReader for Overlay<'_> {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
+        indexes
+            .iter()
+            .map(|index| {
+                if *index >= self.start {
+                    self.new
+                        .get(index)
+                        .map(|hash| Hash(*hash))
+                        .ok_or(tlog_tiles::Error::IndexesNotInTree)
+                } else {
+                    self.base.read_hashes(&[*index]).map(|hashes| hashes[0])
+                }
+            })
+            .collect()
+    }
+}
+
+/// The stored hashes that appending `leaf_hashes` after the first `size` leaves adds, by
+/// index, reading the earlier ones from `base`.
+pub fn append_over(
+    size: u64,
+    leaf_hashes: &[Digest32],
+    base: &dyn HashReader,
+) -> Result<Vec<(u64, Digest32)>, TreeError> {
+    let start = stored_count(size);
+    let mut new: HashMap<u64, Digest32> = HashMap::new();
+    let mut added = Vec::new();
+    for (offset, leaf) in leaf_hashes.iter().enumerate() {
+        let index = size + offset as u64;
+        let overlay = Overlay {
+            base,
+            start,
+            new: &new,
+        };
+        let hashes = hashes_for_leaf(index, *leaf, &overlay)?;
+        let first = stored_count(index);
+        for (position, hash) in hashes.into_iter().enumerate() {
+            new.insert(first + position as u64, hash);
+            added.push((first + position as u64, hash));
+        }
+    }
+    Ok(added)
+}
+
 /// The root of the first `size` leaves.
 pub fn root(size: u64, hashes: &dyn HashReader) -> Result<Digest32, TreeError> {
     tree_hash(size, &Dyn(hashes))
@@ -233,6 +285,38 @@ mod tests {
                 );
                 verify_consistency(m as u64, size, &root_of(&tree[..m]), &expected, &proof)
                     .unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn appending_a_batch_over_stored_hashes_adds_what_one_by_one_would() {
+        let all = leaves(300);
+        let mut one_by_one = StoredHashes::new();
+        append_leaves(0, &all, &mut one_by_one).unwrap();
+        for split in [0usize, 1, 7, 128, 255, 299] {
+            let mut earlier = StoredHashes::new();
+            append_leaves(0, &all[..split], &mut earlier).unwrap();
+            let needed = needed_for(|reader| append_over(split as u64, &all[split..], reader));
+            assert!(needed
+                .iter()
+                .all(|index| *index < stored_count(split as u64)));
+            let only = StoredHashes::from_pairs(
+                needed
+                    .iter()
+                    .map(|i| (*i, earlier.read_hashes(&[*i]).unwrap()[0].0)),
+            );
+            let added = append_over(split as u64, &all[split..], &only).unwrap();
+            assert_eq!(
+                added.len() as u64,
+                stored_count(300) - stored_count(split as u64)
+            );
+            for (index, hash) in added {
+                assert_eq!(
+                    one_by_one.read_hashes(&[index]).unwrap()[0].0,
+                    hash,
+                    "{split}: {index}"
+                );
             }
         }
     }

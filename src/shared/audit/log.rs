@@ -1,0 +1,585 @@
+//! The role's transparency log in its database (supervision contract §2): every ledger entry
+//! as a log entry, in an RFC 9162 tree whose checkpoints the role signs with its own key.
+//!
+//! What it promises:
+//! - an entry is queued in the same transaction as the state change it records
+//!   ([`queue`], called by `LedgerAppender::finish`), so no change is without its entry and no
+//!   entry without its change; writers never wait for one another to queue;
+//! - [`sequence`] moves queued entries into the log in batches, in queue order, each batch in
+//!   one transaction that takes the log head: indexes are gap-free, and an entry's canonical
+//!   bytes, leaf hash and the tree's new subtree hashes are written together;
+//! - [`sign_checkpoint`] signs the tree as it is, once per size;
+//! - [`verify`] recomputes the whole log from its stored entries and checks every stored hash
+//!   and checkpoint against it, naming the first entry that does not verify when one was
+//!   edited, removed, reordered or inserted, or a checkpoint that does not match.
+//!
+//! What it does not: the database refuses updates and deletes of entries, hashes and
+//! checkpoints (triggers), but someone who controls the database can drop those; what they
+//! can never do is change an entry under a checkpoint a supervisor holds without [`verify`]
+//! (or the supervisor's own consistency check) seeing it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio::sync::watch;
+
+use super::{AuditEntry, AuditError};
+use crate::contract::lead::{canonical_json, LeadId};
+use crate::on_backend;
+use crate::shared::store::{column, DbTime, DbUuid, Store, StoreError, Tx};
+use crate::shared::tlog::checkpoint::{self, Checkpoint, LogKey, VerifierKey};
+use crate::shared::tlog::entry::{jcs, leaf_hash, LogEntry};
+use crate::shared::tlog::tree::{self, StoredHashes};
+use crate::shared::tlog::Digest32;
+
+/// At most this many queued entries go into one sequencing transaction.
+pub const SEQUENCE_BATCH: usize = 1_000;
+
+/// Rows per INSERT: under both databases' bind-parameter limit.
+const QUEUE_ROWS: usize = crate::shared::store::MAX_BIND_PARAMS / 6;
+const ENTRY_ROWS: usize = crate::shared::store::MAX_BIND_PARAMS / 8;
+const HASH_ROWS: usize = crate::shared::store::MAX_BIND_PARAMS / 2;
+
+/// Queues entries in the caller's transaction; returns the statements it took.
+pub(crate) async fn queue(tx: &mut Tx, entries: &[AuditEntry]) -> Result<u64, AuditError> {
+    let mut statements = 0;
+    for chunk in entries.chunks(QUEUE_ROWS) {
+        let sql = format!(
+            "INSERT INTO log_queue (at, actor, action, lead_id, revision, details) VALUES {}",
+            placeholders(chunk.len(), 6)
+        );
+        on_backend!(tx.conn(), conn => {
+            let mut query = sqlx::query(&sql);
+            for entry in chunk {
+                query = query
+                    .bind(DbTime::new(entry.at))
+                    .bind(entry.actor.as_str())
+                    .bind(entry.action)
+                    .bind(entry.lead_id.map(DbUuid::from))
+                    .bind(entry.revision)
+                    .bind(String::from_utf8(canonical_json(&entry.details)).expect("JSON is UTF-8"));
+            }
+            query.execute(&mut *conn).await.map(|_| ())
+        })?;
+        statements += 1;
+    }
+    Ok(statements)
+}
+
+fn placeholders(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|row| {
+            let cells: Vec<String> = (1..=columns)
+                .map(|column| format!("${}", row * columns + column))
+                .collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn hex_hash(text: &str, which: &str) -> Result<Digest32, StoreError> {
+    crate::shared::tlog::evidence::parse_hash(text)
+        .ok_or_else(|| StoreError::Corrupt(format!("{which}: {text:?} is not a hash")))
+}
+
+/// Reads the stored hashes at `indexes`.
+async fn stored_hashes(store_tx: &mut Tx, indexes: &[u64]) -> Result<StoredHashes, AuditError> {
+    let mut hashes = StoredHashes::new();
+    for chunk in indexes.chunks(HASH_ROWS) {
+        let list: Vec<String> = chunk.iter().map(u64::to_string).collect();
+        let sql = format!(
+            "SELECT idx, hash FROM log_hashes WHERE idx IN ({})",
+            list.join(", ")
+        );
+        let rows: Vec<(i64, String)> = on_backend!(store_tx.conn(), conn => sqlx::query_as(&sql)
+            .fetch_all(&mut *conn)
+            .await)?;
+        for (index, hash) in rows {
+            hashes.insert(index as u64, hex_hash(&hash, &format!("log hash {index}"))?);
+        }
+    }
+    Ok(hashes)
+}
+
+/// Moves up to `max` queued entries into the log; returns how many it moved.
+pub async fn sequence(store: &Store, max: usize) -> Result<usize, AuditError> {
+    let mut tx = store.begin().await?;
+    let size: i64 = on_backend!(tx.conn(), conn => sqlx::query_scalar(
+        "UPDATE log_head SET size = size WHERE id = 1 RETURNING size",
+    )
+    .fetch_one(&mut *conn)
+    .await)?;
+    let size = size as u64;
+    let sql = format!(
+        "SELECT id, at, actor, action, lead_id, revision, details FROM log_queue ORDER BY id LIMIT {max}"
+    );
+    let queued: Vec<(i64, LogEntry)> = on_backend!(tx.conn(), conn => {
+        let rows = sqlx::query(&sql).fetch_all(&mut *conn).await.map_err(StoreError::from)?;
+        rows.iter()
+            .enumerate()
+            .map(|(offset, row)| -> Result<(i64, LogEntry), StoreError> {
+                let id: i64 = column(row, "id", &"log queue row")?;
+                let which = format!("log queue row {id}");
+                let details: String = column(row, "details", &which)?;
+                let details: Value = serde_json::from_str(&details).map_err(|error| {
+                    StoreError::Corrupt(format!("{which}: details are not JSON ({error})"))
+                })?;
+                Ok((id, LogEntry {
+                    index: size + offset as u64,
+                    at: column::<_, DbTime>(row, "at", &which)?.get(),
+                    actor: column(row, "actor", &which)?,
+                    action: column(row, "action", &which)?,
+                    lead_id: column::<_, Option<DbUuid>>(row, "lead_id", &which)?.map(LeadId::from),
+                    revision: column(row, "revision", &which)?,
+                    details,
+                }))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()
+    })?;
+    if queued.is_empty() {
+        tx.rollback().await?;
+        return Ok(0);
+    }
+    let leaves: Vec<(Vec<u8>, Digest32)> = queued
+        .iter()
+        .map(|(_, entry)| {
+            let bytes = entry.canonical_bytes();
+            let hash = leaf_hash(&bytes);
+            (bytes, hash)
+        })
+        .collect();
+    let leaf_hashes: Vec<Digest32> = leaves.iter().map(|(_, hash)| *hash).collect();
+    // Which earlier subtree hashes the new ones combine with depends only on the sizes.
+    let needed = tree::needed_for(|reader| tree::append_over(size, &leaf_hashes, reader));
+    let earlier = stored_hashes(&mut tx, &needed).await?;
+    let new_hashes = tree::append_over(size, &leaf_hashes, &earlier)
+        .map_err(|error| AuditError::Tree(error.to_string()))?;
+
+    for chunk in queued
+        .iter()
+        .zip(&leaves)
+        .collect::<Vec<_>>()
+        .chunks(ENTRY_ROWS)
+    {
+        let sql = format!(
+            "INSERT INTO log_entries (idx, at, actor, action, lead_id, revision, entry, leaf_hash) VALUES {}",
+            placeholders(chunk.len(), 8)
+        );
+        on_backend!(tx.conn(), conn => {
+            let mut query = sqlx::query(&sql);
+            for ((_, entry), (bytes, hash)) in chunk {
+                query = query
+                    .bind(entry.index as i64)
+                    .bind(DbTime::new(entry.at))
+                    .bind(entry.actor.as_str())
+                    .bind(entry.action.as_str())
+                    .bind(entry.lead_id.map(DbUuid::from))
+                    .bind(entry.revision)
+                    .bind(String::from_utf8(bytes.clone()).expect("canonical JSON is UTF-8"))
+                    .bind(hex::encode(hash));
+            }
+            query.execute(&mut *conn).await.map(|_| ())
+        })?;
+    }
+    for chunk in new_hashes.chunks(HASH_ROWS) {
+        let sql = format!(
+            "INSERT INTO log_hashes (idx, hash) VALUES {}",
+            placeholders(chunk.len(), 2)
+        );
+        on_backend!(tx.conn(), conn => {
+            let mut query = sqlx::query(&sql);
+            for (index, hash) in chunk {
+                query = query.bind(*index as i64).bind(hex::encode(hash));
+            }
+            query.execute(&mut *conn).await.map(|_| ())
+        })?;
+    }
+    let ids: Vec<String> = queued.iter().map(|(id, _)| id.to_string()).collect();
+    let delete = format!("DELETE FROM log_queue WHERE id IN ({})", ids.join(", "));
+    on_backend!(tx.conn(), conn => sqlx::query(&delete).execute(&mut *conn).await.map(|_| ()))?;
+    let new_size = (size + queued.len() as u64) as i64;
+    on_backend!(tx.conn(), conn => sqlx::query("UPDATE log_head SET size = $1 WHERE id = 1")
+        .bind(new_size)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ()))?;
+    tx.commit().await?;
+    Ok(queued.len())
+}
+
+/// Moves every queued entry into the log.
+pub async fn sequence_all(store: &Store) -> Result<usize, AuditError> {
+    let mut moved = 0;
+    loop {
+        let batch = sequence(store, SEQUENCE_BATCH).await?;
+        if batch == 0 {
+            return Ok(moved);
+        }
+        moved += batch;
+    }
+}
+
+/// A role's signing identity: its key and its checkpoints' origin line.
+#[derive(Debug)]
+pub struct LogSigner {
+    pub key: LogKey,
+    pub origin: String,
+}
+
+/// A stored checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub size: u64,
+    pub root: Digest32,
+    pub note: String,
+    pub signed_at: DateTime<Utc>,
+}
+
+/// Signs and stores a checkpoint of the log as it is, unless one of this size exists.
+/// Returns the latest checkpoint (None for an empty log never signed).
+pub async fn sign_checkpoint(
+    store: &Store,
+    signer: &LogSigner,
+    now: DateTime<Utc>,
+) -> Result<Option<StoredCheckpoint>, AuditError> {
+    let mut tx = store.begin().await?;
+    let size: i64 = on_backend!(tx.conn(), conn => sqlx::query_scalar("SELECT size FROM log_head WHERE id = 1")
+        .fetch_one(&mut *conn)
+        .await)?;
+    let latest = latest_checkpoint_in(&mut tx).await?;
+    if latest
+        .as_ref()
+        .is_some_and(|latest| latest.size >= size as u64)
+        || size == 0
+    {
+        tx.rollback().await?;
+        return Ok(latest);
+    }
+    let size = size as u64;
+    let needed = tree::needed_for(|reader| tree::root(size, reader));
+    let hashes = stored_hashes(&mut tx, &needed).await?;
+    let root = tree::root(size, &hashes).map_err(|error| AuditError::Tree(error.to_string()))?;
+    let checkpoint = Checkpoint {
+        origin: signer.origin.clone(),
+        size,
+        root,
+    };
+    let note = signer.key.sign(&checkpoint);
+    let signed_at = DbTime::new(now);
+    on_backend!(tx.conn(), conn => sqlx::query(
+        "INSERT INTO log_checkpoints (size, root, note, signed_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(size as i64)
+    .bind(hex::encode(root))
+    .bind(&note)
+    .bind(signed_at)
+    .execute(&mut *conn)
+    .await
+    .map(|_| ()))?;
+    tx.commit().await?;
+    Ok(Some(StoredCheckpoint {
+        size,
+        root,
+        note,
+        signed_at: signed_at.get(),
+    }))
+}
+
+async fn latest_checkpoint_in(tx: &mut Tx) -> Result<Option<StoredCheckpoint>, AuditError> {
+    let row: Option<(i64, String, String, DbTime)> = on_backend!(tx.conn(), conn => sqlx::query_as(
+        "SELECT size, root, note, signed_at FROM log_checkpoints ORDER BY size DESC LIMIT 1",
+    )
+    .fetch_optional(&mut *conn)
+    .await)?;
+    row.map(|(size, root, note, signed_at)| {
+        Ok(StoredCheckpoint {
+            size: size as u64,
+            root: hex_hash(&root, &format!("log checkpoint {size}"))?,
+            note,
+            signed_at: signed_at.get(),
+        })
+    })
+    .transpose()
+}
+
+/// Keeps the log current until `shutdown`: sequences what is queued every `tick`, signs a
+/// checkpoint every `interval` while the log grows, and does both once more on the way out.
+pub async fn run_sequencer(
+    store: Store,
+    signer: LogSigner,
+    tick: Duration,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut last_signed = std::time::Instant::now() - interval;
+    loop {
+        let stopping = *shutdown.borrow();
+        if let Err(error) = sequence_all(&store).await {
+            tracing::warn!(%error, "Cannot sequence the transparency log yet; retrying.");
+        }
+        if stopping || last_signed.elapsed() >= interval {
+            match sign_checkpoint(&store, &signer, Utc::now()).await {
+                Ok(_) => last_signed = std::time::Instant::now(),
+                Err(error) => {
+                    tracing::warn!(%error, "Cannot sign a checkpoint yet; retrying.")
+                }
+            }
+        }
+        if stopping {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// What [`verify`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedLog {
+    pub entries: u64,
+    pub checkpoints: usize,
+    /// The latest checkpoint's size (0 when none).
+    pub checkpointed: u64,
+    /// Entries queued, not yet in the tree.
+    pub queued: u64,
+}
+
+/// A stored `log_entries` row: idx, at, actor, action, lead_id, revision, entry, leaf_hash.
+type EntryRow = (
+    i64,
+    DbTime,
+    String,
+    String,
+    Option<DbUuid>,
+    Option<i64>,
+    String,
+    String,
+);
+
+/// Everything of a log as stored, for [`verify`].
+struct StoredLog {
+    rows: Vec<EntryRow>,
+    hashes: Vec<(i64, String)>,
+    head: i64,
+    /// (size, root, note)
+    checkpoints: Vec<(i64, String, String)>,
+    queued: i64,
+}
+
+async fn read_stored_log(store: &Store) -> Result<StoredLog, StoreError> {
+    on_backend!(store.db(), pool => {
+        let rows = sqlx::query_as(
+            "SELECT idx, at, actor, action, lead_id, revision, entry, leaf_hash FROM log_entries ORDER BY idx",
+        )
+        .fetch_all(pool)
+        .await?;
+        let hashes = sqlx::query_as("SELECT idx, hash FROM log_hashes ORDER BY idx")
+            .fetch_all(pool)
+            .await?;
+        let head = sqlx::query_scalar("SELECT size FROM log_head WHERE id = 1")
+            .fetch_one(pool)
+            .await?;
+        let checkpoints = sqlx::query_as("SELECT size, root, note FROM log_checkpoints ORDER BY size")
+            .fetch_all(pool)
+            .await?;
+        let queued = sqlx::query_scalar("SELECT COUNT(*) FROM log_queue")
+            .fetch_one(pool)
+            .await?;
+        Ok(StoredLog { rows, hashes, head, checkpoints, queued })
+    })
+}
+
+/// Recomputes the whole log from its stored entries and checks every stored hash, the head
+/// and every checkpoint (its root, and its signature by `key` under `origin`).
+pub async fn verify(
+    store: &Store,
+    key: &VerifierKey,
+    origin: &str,
+) -> Result<VerifiedLog, AuditError> {
+    let StoredLog {
+        rows,
+        hashes: stored,
+        head,
+        checkpoints,
+        queued,
+    } = read_stored_log(store).await?;
+
+    let mut hashes = StoredHashes::new();
+    let mut entries = 0u64;
+    let mut roots: HashMap<u64, Digest32> = HashMap::new();
+    let wanted: std::collections::HashSet<u64> = checkpoints
+        .iter()
+        .map(|(size, _, _)| *size as u64)
+        .collect();
+    let stored: HashMap<u64, String> = stored
+        .into_iter()
+        .map(|(index, hash)| (index as u64, hash))
+        .collect();
+    for (position, (idx, at, actor, action, lead_id, revision, text, leaf)) in
+        rows.into_iter().enumerate()
+    {
+        let position = position as u64;
+        let broken = |reason: String| AuditError::Log {
+            index: position,
+            reason,
+        };
+        if idx != position as i64 {
+            return Err(broken(format!(
+                "the next stored entry has index {idx}: entries are missing, reordered or inserted"
+            )));
+        }
+        let parsed: Value = serde_json::from_str(&text)
+            .map_err(|error| broken(format!("the entry is not JSON ({error})")))?;
+        if jcs(&parsed) != text.as_bytes() {
+            return Err(broken("the entry is not in canonical form".into()));
+        }
+        let expected = LogEntry {
+            index: position,
+            at: at.get(),
+            actor,
+            action,
+            lead_id: lead_id.map(LeadId::from),
+            revision,
+            details: parsed.get("details").cloned().unwrap_or(Value::Null),
+        };
+        if expected.to_value() != parsed {
+            return Err(broken(
+                "the entry's fields differ from its columns, or its index from its position".into(),
+            ));
+        }
+        let computed = leaf_hash(text.as_bytes());
+        if hex::encode(computed) != leaf {
+            return Err(broken("the leaf hash is not the hash of the entry".into()));
+        }
+        let start = tree::stored_count(position);
+        let new = tree::hashes_for_leaf(position, computed, &hashes)
+            .map_err(|error| broken(error.to_string()))?;
+        for (offset, hash) in new.into_iter().enumerate() {
+            let index = start + offset as u64;
+            if stored.get(&index) != Some(&hex::encode(hash)) {
+                return Err(broken(format!(
+                    "stored tree hash {index} is missing or does not match the entries"
+                )));
+            }
+            hashes.insert(index, hash);
+        }
+        let size = position + 1;
+        entries = size;
+        if wanted.contains(&size) {
+            roots.insert(
+                size,
+                tree::root(size, &hashes).map_err(|error| broken(error.to_string()))?,
+            );
+        }
+    }
+    if stored.len() as u64 != tree::stored_count(entries) {
+        return Err(AuditError::Log {
+            index: entries,
+            reason: format!(
+                "the store holds {} tree hashes, {entries} entries make {}",
+                stored.len(),
+                tree::stored_count(entries)
+            ),
+        });
+    }
+    if head as u64 != entries {
+        return Err(AuditError::Log {
+            index: entries.min(head as u64),
+            reason: format!("the log head says {head} entries, the log holds {entries}"),
+        });
+    }
+    for (size, root, note) in &checkpoints {
+        let size = *size as u64;
+        let bad = |reason: String| AuditError::Checkpoint { size, reason };
+        let recomputed = roots
+            .get(&size)
+            .ok_or_else(|| bad(format!("it is beyond the log's {entries} entries")))?;
+        if hex::encode(recomputed) != *root {
+            return Err(bad("its root is not the root of the entries".into()));
+        }
+        let signed =
+            checkpoint::verify(note, key, origin).map_err(|error| bad(error.to_string()))?;
+        if signed.size != size || signed.root != *recomputed {
+            return Err(bad("its signed note is of another tree".into()));
+        }
+    }
+    Ok(VerifiedLog {
+        entries,
+        checkpoints: checkpoints.len(),
+        checkpointed: checkpoints.last().map_or(0, |(size, _, _)| *size as u64),
+        queued: queued as u64,
+    })
+}
+
+/// Where each role's signing key lives and how often the log is checkpointed
+/// (`[transparency]`).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransparencySettings {
+    /// The deployment's name in checkpoint origins (`leadbridge/<deployment>/<log>`) and key
+    /// names (`leadbridge-<deployment>-<log>`).
+    pub deployment: String,
+    /// The hub's Ed25519 key (signed-note private key form). Unset: the embedded default's
+    /// `<data-dir>/keys/hub.key`, created on first start.
+    pub hub_key_file: Option<std::path::PathBuf>,
+    /// The police adapter's key; unset: `<data-dir>/keys/police.key`, created on first start.
+    pub police_key_file: Option<std::path::PathBuf>,
+    /// A checkpoint is signed at least this often while the log grows.
+    pub checkpoint_interval_secs: u64,
+    /// How often queued entries are moved into the log.
+    pub sequence_interval_ms: u64,
+}
+
+impl Default for TransparencySettings {
+    fn default() -> Self {
+        TransparencySettings {
+            deployment: "local".to_owned(),
+            hub_key_file: None,
+            police_key_file: None,
+            checkpoint_interval_secs: 60,
+            sequence_interval_ms: 200,
+        }
+    }
+}
+
+impl TransparencySettings {
+    /// The signer of `log` (`hub` or `police`): the configured key file, which must exist, or
+    /// the embedded default's, created when missing. A missing or unreadable key is an error
+    /// naming its path.
+    pub fn signer(
+        &self,
+        log: &str,
+        data_dir: &std::path::Path,
+    ) -> Result<LogSigner, checkpoint::CheckpointError> {
+        let deployment = &self.deployment;
+        if deployment.is_empty()
+            || deployment
+                .chars()
+                .any(|c| c == '/' || c == '+' || c.is_whitespace())
+        {
+            return Err(checkpoint::CheckpointError::Malformed(format!(
+                "transparency.deployment {deployment:?} must be a name without '/', '+' or spaces"
+            )));
+        }
+        let configured = match log {
+            "hub" => &self.hub_key_file,
+            _ => &self.police_key_file,
+        };
+        let key = match configured {
+            Some(path) => LogKey::load(path)?,
+            None => LogKey::load_or_create(
+                &data_dir.join("keys").join(format!("{log}.key")),
+                &format!("leadbridge-{deployment}-{log}"),
+            )?,
+        };
+        Ok(LogSigner {
+            key,
+            origin: crate::shared::tlog::origin(deployment, log),
+        })
+    }
+}
