@@ -108,6 +108,10 @@ struct IssueArgs {
     /// The supervisor's name, for `--role supervisor`.
     #[arg(long, required_if_eq("role", "supervisor"))]
     name: Option<String>,
+    /// Whom a supervisor supervises for (the certificate's O): procuratorate (the default),
+    /// reform_office, or an agency for that agency's head.
+    #[arg(long)]
+    scope: Option<String>,
     /// Replace existing files of the same name.
     #[arg(long)]
     force: bool,
@@ -316,7 +320,12 @@ fn issue_certificate(settings: &Settings, args: &IssueArgs) -> anyhow::Result<()
             if name.trim().is_empty() || name.chars().any(|c| c.is_control() || c == '/') {
                 anyhow::bail!("--name must be a non-empty name without control characters or '/'");
             }
-            Principal::Supervisor { name }
+            let scope = args.scope.as_deref().unwrap_or("procuratorate");
+            let scope =
+                leadbridge::shared::identity::SupervisorScope::parse(scope).with_context(|| {
+                    format!("--scope {scope:?} is not procuratorate, reform_office or an agency")
+                })?;
+            Principal::Supervisor { name, scope }
         }
     };
     let dir = settings.data_dir.join("pki");

@@ -207,11 +207,13 @@ impl Application {
                 .context("cannot load the hub's transparency-log key")?;
             sequencers.push((store.clone(), signer));
         }
+        let mut police_signer_key = None;
         if let Some(police_store) = &police_store {
             let signer = settings
                 .transparency
                 .signer("police", &settings.data_dir)
                 .context("cannot load the police adapter's transparency-log key")?;
+            police_signer_key = Some(signer.key.verifier_key());
             sequencers.push((police_store.store().clone(), signer));
         }
 
@@ -269,7 +271,18 @@ impl Application {
             let mut stores = Vec::new();
             if let Some(hub_api) = hub_api {
                 stores.push(hub_api.store.clone());
-                roles_router = roles_router.merge(crate::hub::api::routes(Arc::new(hub_api)));
+                // Supervisors reach the hub's log where agencies reach the hub.
+                let supervise = crate::hub::supervise::SuperviseApi {
+                    store: hub_api.store.clone(),
+                    hub_signer: settings
+                        .transparency
+                        .signer("hub", &settings.data_dir)
+                        .context("cannot load the hub's transparency-log key")?,
+                    police_key: police_signer_key.clone(),
+                };
+                roles_router = roles_router
+                    .merge(crate::hub::api::routes(Arc::new(hub_api)))
+                    .merge(crate::hub::supervise::routes(Arc::new(supervise)));
             }
             if let (Some(police_store), Some(routing)) = (&police_store, &police_routing) {
                 stores.push(police_store.store().clone());

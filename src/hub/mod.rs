@@ -8,3 +8,4 @@ pub mod api;
 pub mod ingest;
 pub mod receipts;
 pub mod store;
+pub mod supervise;

@@ -28,4 +28,5 @@ mod scaled_out;
 mod sink;
 mod store;
 mod store_outbox;
+mod supervise;
 mod transparency;

@@ -583,3 +583,108 @@ impl TransparencySettings {
         })
     }
 }
+
+/// The number of entries in the tree.
+pub async fn size(store: &Store) -> Result<u64, AuditError> {
+    let size: i64 = on_backend!(store.db(), pool => sqlx::query_scalar("SELECT size FROM log_head WHERE id = 1")
+        .fetch_one(pool)
+        .await)?;
+    Ok(size as u64)
+}
+
+/// The latest signed checkpoint, if any.
+pub async fn latest_checkpoint(store: &Store) -> Result<Option<StoredCheckpoint>, AuditError> {
+    let mut tx = store.begin().await?;
+    let latest = latest_checkpoint_in(&mut tx).await?;
+    tx.rollback().await?;
+    Ok(latest)
+}
+
+/// The signed notes of the checkpoints larger than `after`, oldest first, at most `limit`.
+pub async fn checkpoints_after(
+    store: &Store,
+    after: u64,
+    limit: u32,
+) -> Result<Vec<String>, AuditError> {
+    let notes: Vec<String> = on_backend!(store.db(), pool => sqlx::query_scalar(
+        "SELECT note FROM log_checkpoints WHERE size > $1 ORDER BY size LIMIT $2",
+    )
+    .bind(after as i64)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await)?;
+    Ok(notes)
+}
+
+/// The entries `[start, end)` as stored: each entry's JSON and its leaf hash (hex). An entry
+/// whose stored text is not JSON is an error naming it.
+pub async fn entries(
+    store: &Store,
+    start: u64,
+    end: u64,
+) -> Result<Vec<(Value, String)>, AuditError> {
+    let rows: Vec<(i64, String, String)> = on_backend!(store.db(), pool => sqlx::query_as(
+        "SELECT idx, entry, leaf_hash FROM log_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx",
+    )
+    .bind(start as i64)
+    .bind(end as i64)
+    .fetch_all(pool)
+    .await)?;
+    rows.into_iter()
+        .map(|(index, text, leaf)| {
+            let entry = serde_json::from_str(&text).map_err(|error| {
+                StoreError::Corrupt(format!("log entry {index}: not JSON ({error})"))
+            })?;
+            Ok((entry, leaf))
+        })
+        .collect()
+}
+
+/// Runs a tree computation over the stored hashes it needs, read in one statement.
+async fn over_stored<T>(
+    store: &Store,
+    compute: impl Fn(&dyn tlog_tiles::HashReader) -> Result<T, tree::TreeError>,
+) -> Result<T, AuditError> {
+    let needed = tree::needed_for(|reader| compute(reader));
+    let mut tx = store.begin().await?;
+    let hashes = stored_hashes(&mut tx, &needed).await?;
+    tx.rollback().await?;
+    compute(&hashes).map_err(|error| AuditError::Tree(error.to_string()))
+}
+
+/// The inclusion proof of entry `index` in the tree of `size` entries.
+pub async fn inclusion_proof(
+    store: &Store,
+    index: u64,
+    size: u64,
+) -> Result<Vec<Digest32>, AuditError> {
+    over_stored(store, |reader| tree::inclusion_proof(index, size, reader)).await
+}
+
+/// The consistency proof from the tree of `first` entries to the tree of `second`.
+pub async fn consistency_proof(
+    store: &Store,
+    first: u64,
+    second: u64,
+) -> Result<Vec<Digest32>, AuditError> {
+    over_stored(store, |reader| {
+        tree::consistency_proof(first, second, reader)
+    })
+    .await
+}
+
+/// The leaf hash of entry `index`, as stored.
+pub async fn leaf_hash_at(store: &Store, index: u64) -> Result<Option<String>, AuditError> {
+    let hash: Option<String> = on_backend!(store.db(), pool => sqlx::query_scalar(
+        "SELECT leaf_hash FROM log_entries WHERE idx = $1",
+    )
+    .bind(index as i64)
+    .fetch_optional(pool)
+    .await)?;
+    Ok(hash)
+}
+
+/// The root of the tree of the first `size` entries, from the stored hashes.
+pub async fn root_at(store: &Store, size: u64) -> Result<Digest32, AuditError> {
+    over_stored(store, |reader| tree::root(size, reader)).await
+}

@@ -33,6 +33,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("not found")]
     NotFound,
+    /// Not found, saying what is missing (an index beyond a log, a log not served).
+    #[error("{0}")]
+    NotFoundDetail(String),
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("the request body is larger than {limit} bytes")]
@@ -91,7 +94,7 @@ impl ApiError {
                 StatusCode::UNAUTHORIZED
             }
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::NotFoundDetail(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -125,7 +128,7 @@ impl ApiError {
                 "The client certificate names no principal",
             ),
             ApiError::Forbidden(_) => ("forbidden", "Not yours to do"),
-            ApiError::NotFound => ("not-found", "Not found"),
+            ApiError::NotFound | ApiError::NotFoundDetail(_) => ("not-found", "Not found"),
             ApiError::MethodNotAllowed => ("method-not-allowed", "Method not allowed"),
             ApiError::PayloadTooLarge { .. } => ("payload-too-large", "Request body too large"),
             ApiError::UnsupportedMediaType => {
@@ -294,7 +297,7 @@ mod tests {
                 ApiError::Unauthenticated => "unauthenticated",
                 ApiError::UnusableCertificate(_) => "unusable_certificate",
                 ApiError::Forbidden(_) => "forbidden",
-                ApiError::NotFound => "not_found",
+                ApiError::NotFound | ApiError::NotFoundDetail(_) => "not_found",
                 ApiError::MethodNotAllowed => "method_not_allowed",
                 ApiError::PayloadTooLarge { .. } => "payload_too_large",
                 ApiError::UnsupportedMediaType => "unsupported_media_type",
@@ -321,6 +324,7 @@ mod tests {
             ApiError::UnusableCertificate("two CNs".into()),
             ApiError::Forbidden("no".into()),
             ApiError::NotFound,
+            ApiError::NotFoundDetail("no entry 9".into()),
             ApiError::MethodNotAllowed,
             ApiError::PayloadTooLarge { limit: 1 },
             ApiError::UnsupportedMediaType,

@@ -197,6 +197,28 @@ impl<S: Send + Sync> FromRequestParts<S> for InvestigatorCaller {
     }
 }
 
+/// An authenticated supervisor and whom they supervise for (supervision contract §1).
+pub struct SupervisorCaller {
+    pub name: String,
+    pub scope: crate::shared::identity::SupervisorScope,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for SupervisorCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        match principal(parts)? {
+            Principal::Supervisor { name, scope } => Ok(SupervisorCaller {
+                name: name.clone(),
+                scope: *scope,
+            }),
+            other => Err(ApiError::Forbidden(format!(
+                "{other} may not use the supervision API"
+            ))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,9 +6,13 @@
 //! (`CN=370300`), or the supervisor's name. The TLS layer has already verified the chain
 //! against the client CA; this module only reads the subject.
 //!
-//! Promise: a subject names a principal only when it is unambiguous — exactly one `O` equal to
-//! the configured organisation, exactly one `OU` naming a known role and exactly one non-empty
-//! `CN` valid for that role. Anything else (`CN=land,CN=environment`, `OU=supervisor,OU=agency`,
+//! A supervisor's `O` is instead the body it supervises for (supervision contract §1):
+//! `procuratorate` or `reform_office` (reads everything) or an agency (`O=land`: that agency's
+//! head, who reads only that agency's leads).
+//!
+//! Promise: a subject names a principal only when it is unambiguous — exactly one `O` (the
+//! configured organisation, or a supervisor's body), exactly one `OU` naming a known role and
+//! exactly one non-empty `CN` valid for that role. Anything else (`CN=land,CN=environment`, `OU=supervisor,OU=agency`,
 //! a missing or foreign organisation) is refused with the reason, never resolved by taking the
 //! first value.
 
@@ -24,8 +28,50 @@ pub const ORGANIZATION: &str = "LeadBridge";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Principal {
     Agency(Agency),
-    Investigator { unit: String },
-    Supervisor { name: String },
+    Investigator {
+        unit: String,
+    },
+    Supervisor {
+        name: String,
+        scope: SupervisorScope,
+    },
+}
+
+/// Whom a supervisor supervises for, from the certificate's `O`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SupervisorScope {
+    /// 检察院: reads everything.
+    Procuratorate,
+    /// The reform office: reads everything.
+    ReformOffice,
+    /// An agency's head: reads that agency's leads, reports and screenings only.
+    Agency(Agency),
+}
+
+impl SupervisorScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SupervisorScope::Procuratorate => "procuratorate",
+            SupervisorScope::ReformOffice => "reform_office",
+            SupervisorScope::Agency(agency) => agency.as_str(),
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<SupervisorScope> {
+        match text {
+            "procuratorate" => Some(SupervisorScope::Procuratorate),
+            "reform_office" => Some(SupervisorScope::ReformOffice),
+            other => other.parse().ok().map(SupervisorScope::Agency),
+        }
+    }
+
+    /// The agency this scope is limited to, if any.
+    pub fn agency(self) -> Option<Agency> {
+        match self {
+            SupervisorScope::Agency(agency) => Some(agency),
+            _ => None,
+        }
+    }
 }
 
 /// Why a verified certificate names no principal.
@@ -42,6 +88,8 @@ pub enum IdentityError {
     AttributeEncoding { attribute: &'static str },
     #[error("the certificate belongs to organisation {found:?}, not {expected:?}")]
     ForeignOrganization { found: String, expected: String },
+    #[error("a supervisor's O={0:?} is not procuratorate, reform_office or an agency")]
+    UnknownSupervisorScope(String),
     #[error("OU={0:?} is not a role of this hub (agency, investigator, supervisor)")]
     UnknownRole(String),
     #[error("CN={0:?} is not an agency (environment, land, safety, water)")]
@@ -56,7 +104,15 @@ impl Principal {
         match self {
             Principal::Agency(agency) => ("agency", agency.as_str().to_owned()),
             Principal::Investigator { unit } => ("investigator", unit.clone()),
-            Principal::Supervisor { name } => ("supervisor", name.clone()),
+            Principal::Supervisor { name, .. } => ("supervisor", name.clone()),
+        }
+    }
+
+    /// The subject's `O`: a supervisor's body, else the deployment's `organization`.
+    pub fn organization<'a>(&self, organization: &'a str) -> &'a str {
+        match self {
+            Principal::Supervisor { scope, .. } => scope.as_str(),
+            _ => organization,
         }
     }
 
@@ -68,15 +124,15 @@ impl Principal {
         let found = single(subject, "O", |name| {
             name.iter_organization().collect::<Vec<_>>()
         })?;
-        if found != organization {
+        let role = single(subject, "OU", |name| {
+            name.iter_organizational_unit().collect::<Vec<_>>()
+        })?;
+        if role != "supervisor" && found != organization {
             return Err(IdentityError::ForeignOrganization {
                 found,
                 expected: organization.to_owned(),
             });
         }
-        let role = single(subject, "OU", |name| {
-            name.iter_organizational_unit().collect::<Vec<_>>()
-        })?;
         let common_name = single(subject, "CN", |name| {
             name.iter_common_name().collect::<Vec<_>>()
         })?;
@@ -89,7 +145,11 @@ impl Principal {
                 .map(Principal::Agency)
                 .map_err(|_| IdentityError::UnknownAgency(common_name)),
             "investigator" => Ok(Principal::Investigator { unit: common_name }),
-            "supervisor" => Ok(Principal::Supervisor { name: common_name }),
+            "supervisor" => Ok(Principal::Supervisor {
+                name: common_name,
+                scope: SupervisorScope::parse(&found)
+                    .ok_or(IdentityError::UnknownSupervisorScope(found))?,
+            }),
             _ => Err(IdentityError::UnknownRole(role)),
         }
     }
@@ -231,6 +291,43 @@ mod tests {
                 attribute: "O",
                 count: 2
             })
+        );
+    }
+
+    #[test]
+    fn a_supervisors_organisation_is_the_body_it_supervises_for() {
+        let supervisor = |organization: &'static str| {
+            identity_of(&[
+                (DnType::OrganizationName, organization),
+                (DnType::OrganizationalUnitName, "supervisor"),
+                (DnType::CommonName, "张检察官"),
+            ])
+        };
+        assert_eq!(
+            supervisor("procuratorate"),
+            Ok(Principal::Supervisor {
+                name: "张检察官".into(),
+                scope: SupervisorScope::Procuratorate
+            })
+        );
+        assert_eq!(
+            supervisor("land"),
+            Ok(Principal::Supervisor {
+                name: "张检察官".into(),
+                scope: SupervisorScope::Agency(Agency::Land)
+            })
+        );
+        assert_eq!(
+            supervisor("reform_office").map(|p| p.organization(ORGANIZATION).to_owned()),
+            Ok("reform_office".into())
+        );
+        assert_eq!(
+            supervisor(ORGANIZATION),
+            Err(IdentityError::UnknownSupervisorScope(ORGANIZATION.into()))
+        );
+        assert_eq!(
+            supervisor("police"),
+            Err(IdentityError::UnknownSupervisorScope("police".into()))
         );
     }
 

@@ -140,7 +140,10 @@ impl DevCa {
     pub fn issue_client(&self, principal: &Principal) -> Result<IssuedCert, PkiError> {
         let (role, common_name) = principal.subject();
         self.issue_client_with_subject(&[
-            (DnType::OrganizationName, ORGANIZATION),
+            (
+                DnType::OrganizationName,
+                principal.organization(ORGANIZATION),
+            ),
             (DnType::OrganizationalUnitName, role),
             (DnType::CommonName, &common_name),
         ])
@@ -217,6 +220,7 @@ pub fn demo_principals() -> Vec<(&'static str, Principal)> {
         "supervisor",
         Principal::Supervisor {
             name: "supervisor".into(),
+            scope: crate::shared::identity::SupervisorScope::Procuratorate,
         },
     ));
     principals
