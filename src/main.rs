@@ -47,8 +47,6 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Verify the audit ledger's hash chain.
-    VerifyAudit(DataArgs),
     /// Supervisors' checks of the transparency logs.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -189,16 +187,6 @@ async fn main() -> anyhow::Result<()> {
             verify_log(&settings, log, database_url.clone(), key.as_deref()).await
         }
         Command::Audit(AuditCommand::VerifyEvidence { file, keys }) => verify_evidence(file, keys),
-        Command::VerifyAudit(data) => {
-            let settings = settings(&cli, data, None)?;
-            let store = leadbridge::hub::store::connect(&settings.database_url(), 2).await?;
-            let verified = leadbridge::shared::audit::verify(&store).await?;
-            println!(
-                "audit ledger verified: {} entries, head {}",
-                verified.entries, verified.head_hash
-            );
-            Ok(())
-        }
     }
 }
 

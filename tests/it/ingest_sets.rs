@@ -123,7 +123,7 @@ async fn stored_rows(app: &TestApp, lead_id: &str) -> Value {
             .map(|row| row.get("revision"))
             .collect();
     let audit: Vec<Value> = sqlx::query(
-        "SELECT action, revision FROM audit_entries WHERE CAST(lead_id AS TEXT) = $1 AND action = 'lead.received' ORDER BY seq",
+        "SELECT action, revision FROM log_trail WHERE CAST(lead_id AS TEXT) = $1 AND action = 'lead.received' ORDER BY at",
     )
     .bind(lead_id)
     .fetch_all(pool)
@@ -262,7 +262,7 @@ async fn a_batch_with_a_case_twice_answers_and_stores_as_sequential_submissions_
 async fn received_entries(app: &TestApp) -> i64 {
     app.wait_until_outbox_drained().await;
     audit::verify(&app.store).await.unwrap();
-    sqlx::query("SELECT COUNT(*) AS n FROM audit_entries WHERE action = 'lead.received'")
+    sqlx::query("SELECT COUNT(*) AS n FROM log_trail WHERE action = 'lead.received'")
         .fetch_one(app.store.inspection_pool().await.unwrap())
         .await
         .unwrap()

@@ -147,7 +147,7 @@ async fn a_message_kafka_refuses_fails_for_good_and_blocks_nothing_behind_it(bac
         1
     );
     let (audited,): (i64,) = sqlx::query_as(
-        "SELECT COUNT(*) FROM audit_entries WHERE action = 'lead.publish_failed' AND CAST(lead_id AS TEXT) = $1",
+        "SELECT COUNT(*) FROM log_trail WHERE action = 'lead.publish_failed' AND CAST(lead_id AS TEXT) = $1",
     )
     .bind(&oversized)
     .fetch_one(app.store.inspection_pool().await.unwrap())
@@ -254,7 +254,7 @@ async fn a_receipt_kafka_refuses_fails_for_good_in_the_adapter_and_blocks_nothin
             .unwrap();
     assert_eq!(failed, 1);
     let (audited,): (i64,) = sqlx::query_as(
-        "SELECT COUNT(*) FROM audit_entries WHERE action = 'receipt.publish_failed' AND CAST(lead_id AS TEXT) = $1",
+        "SELECT COUNT(*) FROM log_trail WHERE action = 'receipt.publish_failed' AND CAST(lead_id AS TEXT) = $1",
     )
     .bind(&lead_id)
     .fetch_one(police.inspection_pool().await.unwrap())

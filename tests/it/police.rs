@@ -395,7 +395,7 @@ async fn every_lead_type_reaches_the_right_inbox_with_its_assessment_and_decisio
     // The request's arrival is on the adapter's ledger, where its clock starts.
     let police = app.police_store.as_ref().unwrap().store();
     let (requested,): (i64,) = sqlx::query_as(
-        "SELECT COUNT(*) FROM audit_entries WHERE action = 'lead.reconsideration_requested' \
+        "SELECT COUNT(*) FROM log_trail WHERE action = 'lead.reconsideration_requested' \
          AND CAST(lead_id AS TEXT) = $1 AND actor = 'agency:environment'",
     )
     .bind(not_filed_id)
@@ -594,7 +594,7 @@ async fn every_lead_type_reaches_the_right_inbox_with_its_assessment_and_decisio
     assert_eq!(full["status"], "filed");
     let police_store = app.police_store.clone().unwrap();
     let (reads,): (i64,) = sqlx::query_as(
-        "SELECT COUNT(*) FROM audit_entries WHERE action = 'lead.read' AND CAST(lead_id AS TEXT) = $1",
+        "SELECT COUNT(*) FROM log_trail WHERE action = 'lead.read' AND CAST(lead_id AS TEXT) = $1",
     )
     .bind(filed_id)
     .fetch_one(police_store.store().inspection_pool().await.unwrap())

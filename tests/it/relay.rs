@@ -147,7 +147,7 @@ async fn three_relays_at_once_publish_every_message_exactly_once() {
     eprintln!("publications per relay: {per_relay:?}");
 
     let published_entries: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT CAST(lead_id AS TEXT) AS lead_id, COUNT(*) FROM audit_entries \
+        "SELECT CAST(lead_id AS TEXT) AS lead_id, COUNT(*) FROM log_trail \
          WHERE action = 'lead.published' GROUP BY lead_id",
     )
     .fetch_all(app.store.inspection_pool().await.unwrap())
@@ -277,7 +277,7 @@ async fn a_lead_with_no_police_receipt_is_published_again() {
         "the same lead, unchanged"
     );
     let (republished,): (i64,) = sqlx::query_as(
-        "SELECT COUNT(*) FROM audit_entries WHERE action = 'lead.republished' AND CAST(lead_id AS TEXT) = $1",
+        "SELECT COUNT(*) FROM log_trail WHERE action = 'lead.republished' AND CAST(lead_id AS TEXT) = $1",
     )
     .bind(&lead_id)
     .fetch_one(app.store.inspection_pool().await.unwrap())

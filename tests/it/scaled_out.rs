@@ -103,7 +103,7 @@ async fn two_hubs_and_two_adapters_deliver_every_lead_once_and_publish_every_row
     assert_eq!(
         count(
             &first,
-            "SELECT COUNT(*) FROM audit_entries WHERE action = 'lead.published'"
+            "SELECT COUNT(*) FROM log_trail WHERE action = 'lead.published'"
         )
         .await,
         LEADS as i64,
@@ -133,7 +133,7 @@ async fn two_hubs_and_two_adapters_deliver_every_lead_once_and_publish_every_row
     );
     // Both hubs' relays took part (each is woken by its own hub's ingest).
     let relays: std::collections::BTreeSet<String> = sqlx::query_as::<_, (String,)>(
-        "SELECT details FROM audit_entries WHERE action = 'lead.published'",
+        "SELECT details FROM log_trail WHERE action = 'lead.published'",
     )
     .fetch_all(first.store.inspection_pool().await.unwrap())
     .await
