@@ -102,7 +102,7 @@ async fn main() {
         queued += count;
     }
     rate(
-        "(q) queue + old chain, 500 per transaction",
+        "(q) queueing, 500 per transaction",
         entries,
         started.elapsed(),
     );
