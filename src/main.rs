@@ -73,6 +73,20 @@ enum AuditCommand {
         #[command(flatten)]
         data: DataArgs,
     },
+    /// Write the evidence bundle of one lead from the hub's log (supervision contract §4),
+    /// signing a checkpoint for it; the same bundle `GET /supervise/v1/leads/{id}/evidence`
+    /// serves.
+    Evidence {
+        lead_id: String,
+        /// Write it here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The hub's database (default: the configured one, or the embedded default's).
+        #[arg(long)]
+        database_url: Option<String>,
+        #[command(flatten)]
+        data: DataArgs,
+    },
     /// Check an evidence bundle offline (supervision contract §4): every entry's hash, its
     /// inclusion proof and the logs' signed checkpoints, with only the public keys. Exits
     /// non-zero naming the first entry that does not verify.
@@ -187,6 +201,15 @@ async fn main() -> anyhow::Result<()> {
             verify_log(&settings, log, database_url.clone(), key.as_deref()).await
         }
         Command::Audit(AuditCommand::VerifyEvidence { file, keys }) => verify_evidence(file, keys),
+        Command::Audit(AuditCommand::Evidence {
+            lead_id,
+            out,
+            database_url,
+            data,
+        }) => {
+            let settings = settings(&cli, data, None)?;
+            write_evidence(&settings, lead_id, out.as_deref(), database_url.clone()).await
+        }
     }
 }
 
@@ -229,6 +252,41 @@ async fn verify_log(
         "{log} log verified: {} entries, {} checkpoints (latest at size {}), {} queued",
         verified.entries, verified.checkpoints, verified.checkpointed, verified.queued
     );
+    Ok(())
+}
+
+async fn write_evidence(
+    settings: &Settings,
+    lead_id: &str,
+    out: Option<&std::path::Path>,
+    database_url: Option<String>,
+) -> anyhow::Result<()> {
+    let lead = leadbridge::contract::lead::LeadId::parse(lead_id)
+        .with_context(|| format!("{lead_id:?} is not a lead id"))?;
+    let signer = settings
+        .transparency
+        .signer("hub", &settings.data_dir)
+        .context("cannot load the hub's transparency-log key")?;
+    let url = database_url.unwrap_or_else(|| settings.database_url());
+    let store = leadbridge::hub::store::connect(&url, 2).await?;
+    if store.lead_agency(lead).await?.is_none() {
+        anyhow::bail!("the hub knows no lead {lead}");
+    }
+    let bundle = leadbridge::shared::audit::log::bundle(&store, &signer, "hub", lead).await?;
+    store.close().await;
+    let text = serde_json::to_string_pretty(&bundle)?;
+    match out {
+        Some(path) => {
+            std::fs::write(path, format!("{text}\n"))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!(
+                "evidence of lead {lead}: {} entries, written to {}",
+                bundle.entries.len(),
+                path.display()
+            );
+        }
+        None => println!("{text}"),
+    }
     Ok(())
 }
 

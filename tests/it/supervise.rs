@@ -8,7 +8,7 @@
 use leadbridge::contract::lead::Agency;
 use leadbridge::shared::identity::{Principal, SupervisorScope};
 use leadbridge::shared::tlog::entry::{jcs, leaf_hash};
-use leadbridge::shared::tlog::evidence::parse_hash;
+use leadbridge::shared::tlog::evidence::{parse_hash, verify_bundle, Bundle, Keys};
 use leadbridge::shared::tlog::{checkpoint, verify_consistency, verify_inclusion, VerifierKey};
 use leadbridge::Roles;
 use serde_json::Value;
@@ -206,6 +206,70 @@ async fn the_hub_log_is_provable_with_its_key_alone(backend: Backend) {
             "{path}"
         );
     }
+    // The evidence of the first lead: every hub entry about it, proven against a checkpoint
+    // signed for it, verifiable with the served keys alone; any change breaks it.
+    let lead_id = entries[0]["entry"]["lead_id"].as_str().unwrap().to_owned();
+    let (status, bundle) = get(
+        &client,
+        &app,
+        &format!("/supervise/v1/leads/{lead_id}/evidence"),
+    )
+    .await;
+    assert_eq!(status, 200, "{bundle}");
+    let bundle: Value = serde_json::from_str(&bundle).unwrap();
+    let check = |bundle: &Value| {
+        let bundle: Bundle = serde_json::from_value(bundle.clone()).unwrap();
+        let keys: Keys = serde_json::from_value(keys.clone()).unwrap();
+        verify_bundle(&bundle, &keys)
+    };
+    let verified = check(&bundle).unwrap();
+    let actions: Vec<&str> = bundle["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["entry"]["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions.starts_with(&["lead.received", "lead.published"]) && verified.entries >= 3,
+        "{actions:?}"
+    );
+    let mut altered = bundle.clone();
+    altered["entries"][1]["entry"]["actor"] = Value::String("someone else".into());
+    assert!(check(&altered).is_err());
+    let head = |scope| {
+        app.pki.client(Some(&Principal::Supervisor {
+            name: "局长".into(),
+            scope,
+        }))
+    };
+    let path = format!("/supervise/v1/leads/{lead_id}/evidence");
+    assert_eq!(
+        get(
+            &head(SupervisorScope::Agency(Agency::Environment)),
+            &app,
+            &path
+        )
+        .await
+        .0,
+        200
+    );
+    let (status, refused) = get(&head(SupervisorScope::Agency(Agency::Land)), &app, &path).await;
+    assert_eq!(
+        status, 404,
+        "another agency's lead is not the land head's: {refused}"
+    );
+    let unknown = format!(
+        "/supervise/v1/leads/{}/evidence",
+        leadbridge::contract::lead::LeadId::generate()
+    );
+    assert_eq!(get(&client, &app, &unknown).await.0, 404);
+    assert_eq!(
+        get(&client, &app, "/supervise/v1/leads/not-a-lead/evidence")
+            .await
+            .0,
+        400
+    );
+
     let agency = app.client(Agency::Environment);
     let response = agency
         .get(app.url("/supervise/v1/logs/hub/checkpoint"))

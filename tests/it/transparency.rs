@@ -343,6 +343,56 @@ async fn a_running_hub_keeps_both_logs_and_the_command_verifies_them_and_names_a
         );
     }
 
+    // The lead's evidence, written by the command and checked offline by the other.
+    let bundle_file = data_dir.path().join("evidence.json");
+    let written = Command::new(env!("CARGO_BIN_EXE_leadbridge"))
+        .args([
+            "audit",
+            "evidence",
+            &lead_id,
+            "--database-url",
+            &hub_url,
+            "--out",
+        ])
+        .arg(&bundle_file)
+        .arg("--data-dir")
+        .arg(data_dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        written.status.success(),
+        "{}",
+        String::from_utf8_lossy(&written.stderr)
+    );
+    let key_of = |log: &str| {
+        LogKey::load(&data_dir.path().join("keys").join(format!("{log}.key")))
+            .unwrap()
+            .verifier_key()
+    };
+    let keys_file = data_dir.path().join("KEYS.json");
+    std::fs::write(
+        &keys_file,
+        json!({"hub": key_of("hub"), "police": key_of("police"), "witnesses": []}).to_string(),
+    )
+    .unwrap();
+    let checked = Command::new(env!("CARGO_BIN_EXE_leadbridge"))
+        .args(["audit", "verify-evidence"])
+        .arg(&bundle_file)
+        .arg("--keys")
+        .arg(&keys_file)
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&checked.stdout).contains(&format!("lead {lead_id}")),
+        "{}",
+        String::from_utf8_lossy(&checked.stdout)
+    );
+
     // The hub's lead.received entry, edited behind the guard's back.
     let store = leadbridge::hub::store::connect(&hub_url, 1).await.unwrap();
     run(&store, "DROP TRIGGER log_entries_no_update").await;

@@ -207,6 +207,24 @@ impl Store {
         })
     }
 
+    /// The agency that sent the lead, if the hub knows it. A stored agency that is not one is
+    /// an error naming the lead.
+    pub async fn lead_agency(&self, lead_id: LeadId) -> Result<Option<Agency>, StoreError> {
+        let agency: Option<String> = on_backend!(self.db(), pool => sqlx::query_scalar(
+            "SELECT agency FROM leads WHERE lead_id = $1",
+        )
+        .bind(DbUuid::from(lead_id))
+        .fetch_optional(pool)
+        .await)?;
+        agency
+            .map(|text| {
+                text.parse().map_err(|_| {
+                    StoreError::Corrupt(format!("lead {lead_id}: unknown agency {text:?}"))
+                })
+            })
+            .transpose()
+    }
+
     /// The timeline of a lead inside `tx`, oldest first.
     pub(crate) async fn timeline_in(
         tx: &mut Tx,

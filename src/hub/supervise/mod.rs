@@ -2,11 +2,12 @@
 //! the reform office and agency heads reach, with a supervisor's certificate only.
 //!
 //! Served so far: the hub's transparency log — its keys, checkpoints (latest, earlier ones,
-//! one signed on demand), entries, and inclusion and consistency proofs. The police log's
-//! copy, evidence bundles, the deadline board, screening, reports, spot audits, witness
-//! cosignatures and the access log are not served yet. Supervisors change nothing, except
+//! one signed on demand), entries, and inclusion and consistency proofs — and the evidence
+//! bundle of a lead from it. The police log's copy, the deadline board, screening, reports,
+//! spot audits, witness cosignatures and the access log are not served yet. Supervisors change nothing, except
 //! asking for a fresh checkpoint.
 
+mod evidence;
 mod logs;
 
 use std::sync::Arc;
@@ -38,5 +39,6 @@ pub fn routes(api: Arc<SuperviseApi>) -> OpenApiRouter {
         .routes(routes!(logs::entries))
         .routes(routes!(logs::inclusion))
         .routes(routes!(logs::consistency))
+        .routes(routes!(evidence::evidence))
         .with_state(api)
 }

@@ -705,3 +705,64 @@ pub async fn leaf_hash_at(store: &Store, index: u64) -> Result<Option<String>, A
 pub async fn root_at(store: &Store, size: u64) -> Result<Digest32, AuditError> {
     over_stored(store, |reader| tree::root(size, reader)).await
 }
+
+/// The log's entries about `lead` in the tree of the first `size` entries, each with its
+/// inclusion proof against that tree: the log's part of an evidence bundle.
+pub async fn evidence_for(
+    store: &Store,
+    log_name: &str,
+    lead: LeadId,
+    size: u64,
+) -> Result<Vec<crate::shared::tlog::evidence::BundleEntry>, AuditError> {
+    use crate::shared::tlog::evidence::{BundleEntry, InclusionProof};
+    let rows: Vec<(i64, String, String)> = on_backend!(store.db(), pool => sqlx::query_as(
+        "SELECT idx, entry, leaf_hash FROM log_entries WHERE lead_id = $1 AND idx < $2 ORDER BY idx",
+    )
+    .bind(DbUuid::from(lead))
+    .bind(size as i64)
+    .fetch_all(pool)
+    .await)?;
+    let mut items = Vec::with_capacity(rows.len());
+    for (index, text, leaf_hash) in rows {
+        let entry: Value = serde_json::from_str(&text).map_err(|error| {
+            StoreError::Corrupt(format!("log entry {index}: not JSON ({error})"))
+        })?;
+        let path = inclusion_proof(store, index as u64, size).await?;
+        items.push(BundleEntry {
+            log: log_name.to_owned(),
+            entry,
+            leaf_hash,
+            proof: InclusionProof {
+                leaf_index: index as u64,
+                tree_size: size,
+                path: path.iter().map(hex::encode).collect(),
+            },
+        });
+    }
+    Ok(items)
+}
+
+/// The evidence bundle of `lead` from this store's log (supervision contract §4): every entry
+/// about the lead with its proof against a checkpoint signed now, so the entries still queued
+/// are in it too.
+pub async fn bundle(
+    store: &Store,
+    signer: &LogSigner,
+    log_name: &str,
+    lead: LeadId,
+) -> Result<crate::shared::tlog::evidence::Bundle, AuditError> {
+    sequence_all(store).await?;
+    let checkpoint = sign_checkpoint(store, signer, Utc::now()).await?;
+    let mut entries = Vec::new();
+    let mut checkpoints = std::collections::BTreeMap::new();
+    if let Some(checkpoint) = checkpoint {
+        entries = evidence_for(store, log_name, lead, checkpoint.size).await?;
+        checkpoints.insert(log_name.to_owned(), checkpoint.note);
+    }
+    crate::shared::tlog::evidence::sort_in_time_order(&mut entries);
+    Ok(crate::shared::tlog::evidence::Bundle {
+        lead_id: lead.to_string(),
+        entries,
+        checkpoints,
+    })
+}
