@@ -290,6 +290,74 @@ async fn the_hub_log_is_provable_with_its_key_alone(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(response.status(), 401);
+
+    // Every refusal and export is on the hub's log: who, what, the outcome.
+    let trail: Vec<(String, String, Option<String>, String)> = sqlx::query_as(
+        "SELECT actor, action, CAST(lead_id AS TEXT), details FROM log_trail \
+         WHERE action IN ('access.denied', 'access.export')",
+    )
+    .fetch_all(app.store.inspection_pool().await.unwrap())
+    .await
+    .unwrap();
+    // `details` is JSON text, spaced differently once sequenced (PostgreSQL's jsonb): compare
+    // values, not text.
+    let has = |actor: &str, action: &str, lead: Option<&str>, key: &str, value: Value| {
+        trail.iter().any(|(a, b, l, d)| {
+            let details: Value = serde_json::from_str(d).unwrap();
+            a == actor && b == action && l.as_deref() == lead && details[key] == value
+        })
+    };
+    let refused_path = Value::from("/supervise/v1/logs/hub/checkpoint");
+    assert!(
+        has(
+            "agency:environment",
+            "access.denied",
+            None,
+            "path",
+            refused_path
+        ),
+        "{trail:?}"
+    );
+    assert!(
+        has(
+            "agency:environment",
+            "access.denied",
+            None,
+            "status",
+            Value::from(403)
+        ),
+        "{trail:?}"
+    );
+    assert!(
+        has(
+            "anonymous",
+            "access.denied",
+            None,
+            "status",
+            Value::from(401)
+        ),
+        "{trail:?}"
+    );
+    assert!(
+        has(
+            "supervisor:张检察官",
+            "access.export",
+            Some(&lead_id),
+            "export",
+            Value::from("evidence")
+        ),
+        "{trail:?}"
+    );
+    assert!(
+        has(
+            "supervisor:局长",
+            "access.denied",
+            Some(&lead_id),
+            "scope",
+            Value::from("land")
+        ),
+        "{trail:?}"
+    );
     app.stop().await;
 }
 

@@ -1,16 +1,19 @@
 //! `GET /supervise/v1/leads/{lead_id}/evidence` (supervision contract §4): every entry about
 //! one lead with its inclusion proof against a checkpoint signed for it, verifiable offline
 //! with `leadbridge audit verify-evidence`. An agency head gets only their agency's leads;
-//! another agency's lead answers 404, as a lead the hub does not know.
+//! another agency's lead answers 404, as a lead the hub does not know. Each export is an
+//! `access.export` entry of the hub's log, and each such refusal an `access.denied` one.
 //!
 //! So far the bundle holds the hub's log only: the police log's entries join it once its
 //! copy reaches the hub.
 
 use axum::Json;
+use chrono::Utc;
+use serde_json::json;
 
 use super::SuperviseState;
 use crate::contract::lead::LeadId;
-use crate::shared::audit::{log, AuditError};
+use crate::shared::audit::{self, log, AuditEntry, AuditError};
 use crate::shared::http::extract::Path;
 use crate::shared::http::{ApiError, SupervisorCaller};
 use crate::shared::tlog::evidence::Bundle;
@@ -44,17 +47,42 @@ pub async fn evidence(
         (Some(_), None) => true,
         (Some(agency), Some(head_of)) => agency == head_of,
     };
+    let principal = format!("supervisor:{}", caller.name);
+    let access = |action: &'static str, details: serde_json::Value| AuditEntry {
+        at: Utc::now(),
+        actor: principal.clone(),
+        action,
+        lead_id: Some(lead),
+        revision: None,
+        details,
+    };
+    let audit = |error: AuditError| match error {
+        AuditError::Store(error) => ApiError::from(error),
+        other => ApiError::Internal(other.to_string()),
+    };
     if !in_scope {
+        // Another party's lead is refused as if unknown, and recorded as the refusal it is.
+        if agency.is_some() {
+            let denied = access(
+                "access.denied",
+                json!({"path": format!("/supervise/v1/leads/{lead}/evidence"), "status": 404, "scope": caller.scope.as_str()}),
+            );
+            audit::record(&state.store, denied).await.map_err(audit)?;
+        }
         return Err(ApiError::NotFoundDetail(format!(
             "no lead {lead} among {}'s",
             caller.scope.as_str()
         )));
     }
+    // The export is recorded before the bundle is made, so a checkpoint signed for the
+    // bundle already covers it.
+    let export = access(
+        "access.export",
+        json!({"export": "evidence", "scope": caller.scope.as_str()}),
+    );
+    audit::record(&state.store, export).await.map_err(audit)?;
     let bundle = log::bundle(&state.store, &state.hub_signer, "hub", lead)
         .await
-        .map_err(|error| match error {
-            AuditError::Store(error) => ApiError::from(error),
-            other => ApiError::Internal(other.to_string()),
-        })?;
+        .map_err(audit)?;
     Ok(Json(bundle))
 }

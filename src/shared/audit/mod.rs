@@ -93,6 +93,17 @@ impl LedgerAppender {
     }
 }
 
+/// Records one entry that goes with no other change (an access, a refusal), in a transaction
+/// of its own.
+pub async fn record(store: &Store, entry: AuditEntry) -> Result<(), AuditError> {
+    let mut tx = store.begin().await?;
+    let mut ledger = LedgerAppender::new();
+    ledger.append(entry);
+    ledger.finish(&mut tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Moves everything queued into the log and recomputes it from its stored entries (tree
 /// hashes, head, checkpoint roots; not the checkpoints' signatures, which
 /// [`log::verify`] checks against the role's key).

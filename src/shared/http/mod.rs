@@ -73,12 +73,49 @@ pub fn router(edge: EdgeState, roles: OpenApiRouter) -> Router {
         .layer(Extension(meta::OpenApiDocument(openapi::finish(document))))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(edge.clone(), audit_refusals))
         .layer(middleware::from_fn_with_state(
             edge.0.guard.clone(),
             guard::guard_request,
         ))
         .layer(middleware::from_fn(problem_safety_net))
         .layer(middleware::from_fn_with_state(edge, record_request))
+}
+
+/// Records every refused authorisation (401, 403) in the transparency log of the process's
+/// first role (the hub's when it runs): who, when, what and the outcome (supervision contract
+/// §6). A refusal that cannot be recorded is still answered, and logged as an error.
+async fn audit_refusals(State(edge): State<EdgeState>, request: Request, next: Next) -> Response {
+    let actor = match request.extensions().get::<ClientIdentity>() {
+        Some(ClientIdentity::Principal(principal)) => principal.to_string(),
+        Some(ClientIdentity::Refused(_)) => "unusable-certificate".to_owned(),
+        Some(ClientIdentity::Anonymous) | None => "anonymous".to_owned(),
+    };
+    let method = request.method().as_str().to_owned();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let status = response.status();
+    if status == axum::http::StatusCode::UNAUTHORIZED || status == axum::http::StatusCode::FORBIDDEN
+    {
+        if let Some(store) = edge.0.stores.first() {
+            let entry = crate::shared::audit::AuditEntry {
+                at: chrono::Utc::now(),
+                actor,
+                action: "access.denied",
+                lead_id: None,
+                revision: None,
+                details: serde_json::json!({
+                    "method": method,
+                    "path": path,
+                    "status": status.as_u16(),
+                }),
+            };
+            if let Err(error) = crate::shared::audit::record(store, entry).await {
+                tracing::error!(%error, %path, "Cannot record a refused request in the log.");
+            }
+        }
+    }
+    response
 }
 
 /// Counts every request and its latency by matched route (never by raw path, which would let
