@@ -251,6 +251,7 @@ pub fn ensure_dev_pki(dir: &Path) -> Result<TlsSettings, PkiError> {
         source,
     })?;
     if expected.iter().all(|path| path.exists()) {
+        refresh_demo_certificates(dir)?;
         return Ok(settings);
     }
     let ca = DevCa::generate("LeadBridge development CA")?;
@@ -266,6 +267,34 @@ pub fn ensure_dev_pki(dir: &Path) -> Result<TlsSettings, PkiError> {
     }
     tracing::info!(dir = %dir.display(), "Generated the development PKI.");
     Ok(settings)
+}
+
+/// Re-issues, with the existing CA, each demo client certificate that no longer names its
+/// principal as this build reads it (a supervisor's certificate from before supervisors'
+/// `O` named their body), so an older data directory keeps working.
+fn refresh_demo_certificates(dir: &Path) -> Result<(), PkiError> {
+    let mut ca: Option<DevCa> = None;
+    for (file, principal) in demo_principals() {
+        let cert = dir.join(format!("{file}.pem"));
+        let current = crate::shared::pki::pem::read_certificates(&cert)
+            .ok()
+            .and_then(|certificates| certificates.into_iter().next())
+            .map(|der| Principal::from_certificate(&der, ORGANIZATION));
+        if matches!(current, Some(Ok(ref named)) if *named == principal) {
+            continue;
+        }
+        if ca.is_none() {
+            ca = Some(DevCa::load(&dir.join("ca.pem"), &dir.join("ca.key"))?);
+        }
+        let issued = ca
+            .as_ref()
+            .expect("loaded above")
+            .issue_client(&principal)?;
+        write(&cert, &issued.cert_pem, false)?;
+        write(&dir.join(format!("{file}.key")), &issued.key_pem, true)?;
+        tracing::info!(file = %cert.display(), "Re-issued a demo certificate this build reads differently.");
+    }
+    Ok(())
 }
 
 /// Issues a client certificate for `principal` with the development CA in `dir`, as
@@ -323,6 +352,41 @@ mod tests {
                 Ok(principal)
             );
         }
+    }
+
+    #[test]
+    fn a_demo_certificate_this_build_reads_differently_is_reissued_with_the_same_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        ensure_dev_pki(dir.path()).unwrap();
+        let ca = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
+        let investigator = std::fs::read_to_string(dir.path().join("investigator.pem")).unwrap();
+        // A supervisor certificate as older builds wrote it: O=LeadBridge.
+        let old = DevCa::load(&dir.path().join("ca.pem"), &dir.path().join("ca.key"))
+            .unwrap()
+            .issue_client_with_subject(&[
+                (DnType::OrganizationName, ORGANIZATION),
+                (DnType::OrganizationalUnitName, "supervisor"),
+                (DnType::CommonName, "supervisor"),
+            ])
+            .unwrap();
+        std::fs::write(dir.path().join("supervisor.pem"), &old.cert_pem).unwrap();
+        ensure_dev_pki(dir.path()).unwrap();
+        let der = crate::shared::pki::pem::read_certificates(&dir.path().join("supervisor.pem"))
+            .unwrap()
+            .remove(0);
+        assert!(matches!(
+            Principal::from_certificate(&der, ORGANIZATION),
+            Ok(Principal::Supervisor { .. })
+        ));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("ca.pem")).unwrap(),
+            ca
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("investigator.pem")).unwrap(),
+            investigator,
+            "a certificate that still names its principal is kept"
+        );
     }
 
     #[test]
