@@ -389,7 +389,7 @@ async fn a_database_with_an_unknown_schema_history_is_refused_not_migrated_over(
                 .fetch_all(hub.inspection_pool().await.unwrap())
                 .await
                 .unwrap();
-        assert_eq!(versions, vec![(1,), (2,), (3,), (101,)], "{label}");
+        assert_eq!(versions, vec![(1,), (2,), (3,), (4,), (101,)], "{label}");
         for table in [
             "outbox",
             "audit_head",
@@ -444,12 +444,12 @@ async fn a_database_with_an_unknown_schema_history_is_refused_not_migrated_over(
                 .unwrap();
         assert_eq!(
             versions,
-            vec![(1,), (2,), (3,), (101,), (102,), (103,)],
+            vec![(1,), (2,), (3,), (4,), (101,), (102,), (103,)],
             "{label}"
         );
         sqlx::query(
             "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
-             VALUES (4, 'outbox claim and prune', TRUE, $1, 1)",
+             VALUES (99, 'a migration of a future build', TRUE, $1, 1)",
         )
         .bind(vec![0u8; 48])
         .execute(police.inspection_pool().await.unwrap())
@@ -463,7 +463,7 @@ async fn a_database_with_an_unknown_schema_history_is_refused_not_migrated_over(
         assert!(
             matches!(
                 error,
-                leadbridge::shared::store::StoreError::UnknownSchema { version: 4 }
+                leadbridge::shared::store::StoreError::UnknownSchema { version: 99 }
             ),
             "{label}: {error}"
         );

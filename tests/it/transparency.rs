@@ -122,12 +122,54 @@ async fn the_log_holds_every_entry_and_verify_names_the_first_tampered_one_on_bo
             entry.0
         );
 
-        for statement in [
+        let mut refused = vec![
             "UPDATE log_entries SET actor = 'someone-else' WHERE idx = 2",
             "DELETE FROM log_entries WHERE idx = 2",
+            "DELETE FROM log_entries",
             "UPDATE log_checkpoints SET note = 'x' WHERE size = 7",
             "DELETE FROM log_hashes WHERE idx = 0",
-        ] {
+        ];
+        if dialect == Dialect::Postgres {
+            // Not even the owner may, without first granting itself the privilege; and the
+            // row triggers do not see TRUNCATE, so a statement trigger refuses it.
+            refused.extend([
+                "TRUNCATE log_entries",
+                "TRUNCATE log_hashes",
+                "TRUNCATE log_checkpoints",
+            ]);
+            // The test's role is a superuser, which privileges do not bind, so read the
+            // table's access list: its owner (the role that ran the migrations) holds no
+            // UPDATE, DELETE or TRUNCATE.
+            for table in ["log_entries", "log_hashes", "log_checkpoints"] {
+                let held: Vec<(String,)> = sqlx::query_as(&format!(
+                    "SELECT a.privilege_type FROM pg_class c, aclexplode(c.relacl) a \
+                     WHERE c.relname = '{table}' AND a.grantee = c.relowner"
+                ))
+                .fetch_all(store.inspection_pool().await.unwrap())
+                .await
+                .unwrap();
+                let held: Vec<&str> = held.iter().map(|(p,)| p.as_str()).collect();
+                assert!(
+                    held.contains(&"INSERT") && held.contains(&"SELECT"),
+                    "{table}: {held:?}"
+                );
+                for forbidden in ["UPDATE", "DELETE", "TRUNCATE"] {
+                    assert!(
+                        !held.contains(&forbidden),
+                        "{table}'s owner holds {forbidden}: {held:?}"
+                    );
+                }
+            }
+            run(&store, "GRANT TRUNCATE ON log_entries TO CURRENT_USER").await;
+            assert!(
+                sqlx::query("TRUNCATE log_entries")
+                    .execute(store.inspection_pool().await.unwrap())
+                    .await
+                    .is_err(),
+                "with the privilege granted back, the trigger still refuses TRUNCATE"
+            );
+        }
+        for statement in refused {
             assert!(
                 sqlx::query(statement)
                     .execute(store.inspection_pool().await.unwrap())
@@ -140,6 +182,7 @@ async fn the_log_holds_every_entry_and_verify_names_the_first_tampered_one_on_bo
         // Someone with full control of the database removes the guards.
         let guards: &[&str] = match dialect {
             Dialect::Postgres => &[
+                "GRANT UPDATE, DELETE ON log_entries, log_checkpoints TO CURRENT_USER",
                 "ALTER TABLE log_entries DISABLE TRIGGER log_entries_append_only",
                 "ALTER TABLE log_checkpoints DISABLE TRIGGER log_checkpoints_append_only",
             ],
