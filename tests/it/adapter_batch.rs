@@ -323,5 +323,16 @@ async fn a_batch_counts_the_penalty_leads_before_a_lead_in_the_same_batch() {
         (&json!(1), &json!(2), &json!("on_record")),
         "{count}"
     );
+    // And the three were one run: their received_by_police entries, still queued, share one
+    // transaction, so the clue's count came from the run itself, not from the store.
+    let police = adapter.police_store.clone().unwrap();
+    let (queued, transactions): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COUNT(DISTINCT xmin::text) FROM log_queue \
+         WHERE action = 'lead.received_by_police'",
+    )
+    .fetch_one(police.store().inspection_pool().await.unwrap())
+    .await
+    .unwrap();
+    assert_eq!((queued, transactions), (3, 1));
     stop(adapter, hub).await;
 }

@@ -258,6 +258,17 @@ async fn the_hub_log_is_provable_with_its_key_alone(backend: Backend) {
         status, 404,
         "another agency's lead is not the land head's: {refused}"
     );
+    // The whole log names every agency's leads: not an agency head's to read.
+    for whole in [
+        "/supervise/v1/logs/hub/entries?start=0&end=1".to_owned(),
+        format!(
+            "/supervise/v1/logs/hub/proof/inclusion?index=0&tree_size={}",
+            first.size
+        ),
+    ] {
+        let (status, body) = get(&head(SupervisorScope::Agency(Agency::Land)), &app, &whole).await;
+        assert_eq!(status, 403, "{whole}: {body}");
+    }
     let unknown = format!(
         "/supervise/v1/leads/{}/evidence",
         leadbridge::contract::lead::LeadId::generate()

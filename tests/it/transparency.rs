@@ -247,6 +247,52 @@ async fn the_log_holds_every_entry_and_verify_names_the_first_tampered_one_on_bo
         .await;
         expect_sound(&store, &signer, "the restored leaf hash").await;
 
+        // The tree's own rows: a stored hash changed, one too many, the head moved on.
+        let hash_guards: &[&str] = match dialect {
+            Dialect::Postgres => &[
+                "GRANT UPDATE, DELETE ON log_hashes, log_head TO CURRENT_USER",
+                "ALTER TABLE log_hashes DISABLE TRIGGER log_hashes_append_only",
+            ],
+            Dialect::Sqlite => &[
+                "DROP TRIGGER log_hashes_no_update",
+                "DROP TRIGGER log_hashes_no_delete",
+            ],
+        };
+        for statement in hash_guards {
+            run(&store, statement).await;
+        }
+        let (stored,): (String,) = sqlx::query_as("SELECT hash FROM log_hashes WHERE idx = 4")
+            .fetch_one(store.inspection_pool().await.unwrap())
+            .await
+            .unwrap();
+        run(
+            &store,
+            &format!(
+                "UPDATE log_hashes SET hash = '{}' WHERE idx = 4",
+                "0".repeat(64)
+            ),
+        )
+        .await;
+        // Stored hash 4 is the node over entries 2 and 3, written with entry 3.
+        expect_broken(&store, &signer, 3, "an edited tree hash").await;
+        run(
+            &store,
+            &format!("UPDATE log_hashes SET hash = '{stored}' WHERE idx = 4"),
+        )
+        .await;
+        expect_sound(&store, &signer, "the restored tree hash").await;
+        run(
+            &store,
+            &format!("INSERT INTO log_hashes (idx, hash) VALUES (100000, '{stored}')"),
+        )
+        .await;
+        expect_broken(&store, &signer, 9, "an extra tree hash").await;
+        run(&store, "DELETE FROM log_hashes WHERE idx = 100000").await;
+        run(&store, "UPDATE log_head SET size = 10 WHERE id = 1").await;
+        expect_broken(&store, &signer, 9, "a head past the entries").await;
+        run(&store, "UPDATE log_head SET size = 9 WHERE id = 1").await;
+        expect_sound(&store, &signer, "the restored head").await;
+
         // Reordered: entries 4 and 5 swap places.
         run(&store, "UPDATE log_entries SET idx = -1 WHERE idx = 4").await;
         run(&store, "UPDATE log_entries SET idx = 4 WHERE idx = 5").await;
@@ -381,7 +427,7 @@ async fn a_running_hub_keeps_both_logs_and_the_command_verifies_them_and_names_a
             "{log}: the last checkpoint covers the whole log: {stdout}"
         );
         assert!(
-            stdout.contains("0 queued"),
+            stdout.contains(", 0 queued"),
             "{log}: stopping sequenced everything: {stdout}"
         );
     }

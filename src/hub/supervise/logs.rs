@@ -27,6 +27,17 @@ fn audit_error(error: AuditError) -> ApiError {
     }
 }
 
+/// The whole log names every agency's leads: it is the procuratorate's and the reform
+/// office's to read; an agency head reads their own agency's evidence bundles instead.
+fn whole_log_reader(caller: &SupervisorCaller) -> Result<(), ApiError> {
+    match caller.scope.agency() {
+        None => Ok(()),
+        Some(agency) => Err(ApiError::Forbidden(format!(
+            "the whole log is the procuratorate's and the reform office's to read; the head of {agency} reads their agency's leads' evidence"
+        ))),
+    }
+}
+
 /// Only the hub's own log is served so far.
 fn hub_log(log: &str) -> Result<(), ApiError> {
     match log {
@@ -219,17 +230,18 @@ pub struct EntryWithHash {
         (status = 200, description = "The entries of [start, end)", body = Entries),
         (status = 400, description = "An empty or too large range, or a malformed query"),
         (status = 401, description = "No client certificate"),
-        (status = 403, description = "The caller is not a supervisor"),
+        (status = 403, description = "The caller is not a supervisor, or is an agency head"),
         (status = 404, description = "No such log, or the range reaches past the latest checkpoint"),
         (status = 503, description = "Database unavailable; retry"),
     )
 )]
 pub async fn entries(
-    _caller: SupervisorCaller,
+    caller: SupervisorCaller,
     state: SuperviseState,
     Path(log): Path<String>,
     Query(range): Query<Range>,
 ) -> Result<Json<Entries>, ApiError> {
+    whole_log_reader(&caller)?;
     hub_log(&log)?;
     if range.end <= range.start || range.end - range.start > MAX_ENTRIES {
         return Err(ApiError::InvalidQuery(format!(
@@ -289,17 +301,18 @@ async fn signed_size(state: &SuperviseState, size: u64, name: &str) -> Result<()
         (status = 200, description = "The RFC 9162 inclusion proof of the entry in the tree of that size", body = InclusionProof),
         (status = 400, description = "A tree size beyond the latest checkpoint, or a malformed query"),
         (status = 401, description = "No client certificate"),
-        (status = 403, description = "The caller is not a supervisor"),
+        (status = 403, description = "The caller is not a supervisor, or is an agency head"),
         (status = 404, description = "No such log, or no such entry in a tree of that size"),
         (status = 503, description = "Database unavailable; retry"),
     )
 )]
 pub async fn inclusion(
-    _caller: SupervisorCaller,
+    caller: SupervisorCaller,
     state: SuperviseState,
     Path(log): Path<String>,
     Query(query): Query<InclusionQuery>,
 ) -> Result<Json<InclusionProof>, ApiError> {
+    whole_log_reader(&caller)?;
     hub_log(&log)?;
     signed_size(&state, query.tree_size, "tree_size").await?;
     if query.index >= query.tree_size {
@@ -358,11 +371,12 @@ pub struct ConsistencyProof {
     )
 )]
 pub async fn consistency(
-    _caller: SupervisorCaller,
+    caller: SupervisorCaller,
     state: SuperviseState,
     Path(log): Path<String>,
     Query(query): Query<ConsistencyQuery>,
 ) -> Result<Json<ConsistencyProof>, ApiError> {
+    whole_log_reader(&caller)?;
     hub_log(&log)?;
     signed_size(&state, query.second, "second").await?;
     if query.first == 0 || query.first > query.second {

@@ -131,7 +131,10 @@ impl PriorPenalties {
             .declared
             .as_ref()
             .and_then(|fact| facts.get(fact))
-            .and_then(Value::as_u64);
+            // JSON Schema's integer admits 2.0: a whole, non-negative number is a count.
+            .and_then(Value::as_f64)
+            .filter(|count| *count >= 0.0 && count.fract() == 0.0 && *count <= u32::MAX as f64)
+            .map(|count| count as u64);
         let mut counted: Vec<&PenaltyRecord> = Vec::new();
         let mut period = None;
         if let Some(history) = history {

@@ -2399,6 +2399,12 @@ fn the_larger_of_the_declared_and_the_recorded_count_decides_and_says_which() {
     assert!(!matches(&alone, "MIN-3"));
     assert_eq!(count_of(&alone, "MIN-3").on_record, None);
 
+    // A declared count written 2.0 (JSON Schema's integer admits it) is the count 2.
+    let whole = json!({"mineral": "石料", "value_cny": 1000.0, "in_restricted_zone": false, "prior_penalties_2y": 2.0});
+    let assessed = book.assess(mining_lead, LeadKind::Clue, &whole);
+    assert!(matches(&assessed, "MIN-3"), "{assessed:?}");
+    assert_eq!(count_of(&assessed, "MIN-3").declared, Some(2));
+
     // A declared count above the records' is never lowered by them.
     let declared = with_declared(mining(1_000.0, false), 3);
     let none = PenaltyHistory {

@@ -272,8 +272,11 @@ pub async fn sign_checkpoint(
     };
     let note = signer.key.sign(&checkpoint);
     let signed_at = DbTime::new(now);
-    on_backend!(tx.conn(), conn => sqlx::query(
-        "INSERT INTO log_checkpoints (size, root, note, signed_at) VALUES ($1, $2, $3, $4)",
+    // Another signer (a second instance, an evidence request) may have signed this size in
+    // the meantime: its checkpoint stands, and is the answer.
+    let inserted = on_backend!(tx.conn(), conn => sqlx::query(
+        "INSERT INTO log_checkpoints (size, root, note, signed_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (size) DO NOTHING",
     )
     .bind(size as i64)
     .bind(hex::encode(root))
@@ -281,7 +284,12 @@ pub async fn sign_checkpoint(
     .bind(signed_at)
     .execute(&mut *conn)
     .await
-    .map(|_| ()))?;
+    .map(|done| done.rows_affected()))?;
+    if inserted == 0 {
+        let latest = latest_checkpoint_in(&mut tx).await?;
+        tx.rollback().await?;
+        return Ok(latest);
+    }
     tx.commit().await?;
     Ok(Some(StoredCheckpoint {
         size,
@@ -374,27 +382,38 @@ struct StoredLog {
     queued: i64,
 }
 
+/// Reads the log in one transaction, so a sequencer or signer committing meanwhile cannot make
+/// the entries, hashes, head and checkpoints disagree (PostgreSQL: one REPEATABLE READ
+/// snapshot; SQLite: one read transaction).
 async fn read_stored_log(store: &Store) -> Result<StoredLog, StoreError> {
-    on_backend!(store.db(), pool => {
+    let mut tx = store.begin().await?;
+    let read = on_backend!(tx.conn(), conn => {
+        if store.dialect() == crate::shared::store::Dialect::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .execute(&mut *conn)
+                .await?;
+        }
         let rows = sqlx::query_as(
             "SELECT idx, at, actor, action, lead_id, revision, entry, leaf_hash FROM log_entries ORDER BY idx",
         )
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await?;
         let hashes = sqlx::query_as("SELECT idx, hash FROM log_hashes ORDER BY idx")
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await?;
         let head = sqlx::query_scalar("SELECT size FROM log_head WHERE id = 1")
-            .fetch_one(pool)
+            .fetch_one(&mut *conn)
             .await?;
         let checkpoints = sqlx::query_as("SELECT size, root, note FROM log_checkpoints ORDER BY size")
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await?;
         let queued = sqlx::query_scalar("SELECT COUNT(*) FROM log_queue")
-            .fetch_one(pool)
+            .fetch_one(&mut *conn)
             .await?;
-        Ok(StoredLog { rows, hashes, head, checkpoints, queued })
-    })
+        Ok::<_, StoreError>(StoredLog { rows, hashes, head, checkpoints, queued })
+    })?;
+    tx.rollback().await?;
+    Ok(read)
 }
 
 /// Recomputes the whole log from its stored entries and checks every stored hash, the head

@@ -151,7 +151,10 @@ impl LogKey {
             return Err(shape.to_owned());
         };
         let bytes = BASE64_STANDARD.decode(key).map_err(|_| shape.to_owned())?;
-        let (Some(&ED25519), Ok(seed)) = (bytes.first(), <[u8; 32]>::try_from(&bytes[1..])) else {
+        let Some((&ED25519, rest)) = bytes.split_first() else {
+            return Err("not an Ed25519 key".to_owned());
+        };
+        let Ok(seed) = <[u8; 32]>::try_from(rest) else {
             return Err("not an Ed25519 key".to_owned());
         };
         if !valid_name(name) {
@@ -250,8 +253,10 @@ impl VerifierKey {
             return Err(refuse());
         };
         let bytes = BASE64_STANDARD.decode(key).map_err(|_| refuse())?;
-        let (Some(&ED25519), Ok(public)) = (bytes.first(), <[u8; 32]>::try_from(&bytes[1..]))
-        else {
+        let Some((&ED25519, rest)) = bytes.split_first() else {
+            return Err(refuse());
+        };
+        let Ok(public) = <[u8; 32]>::try_from(rest) else {
             return Err(refuse());
         };
         let key = VerifyingKey::from_bytes(&public).map_err(|_| refuse())?;
@@ -466,5 +471,9 @@ mod tests {
         let error = LogKey::load(&bad).unwrap_err().to_string();
         assert!(error.contains("key id does not match"), "{error}");
         assert!(VerifierKey::parse("hub+00000000+AAAA").is_err());
+        // An empty key is refused, not a panic.
+        assert!(VerifierKey::parse("hub+00000000+").is_err());
+        std::fs::write(&bad, "PRIVATE+KEY+hub+00000000+").unwrap();
+        assert!(LogKey::load(&bad).is_err());
     }
 }

@@ -24,7 +24,9 @@ use super::verify::{verify_inclusion, Digest32};
 #[serde(deny_unknown_fields)]
 pub struct Keys {
     pub hub: String,
-    pub police: String,
+    /// Absent when the hub serving the keys does not know the police adapter's.
+    #[serde(default)]
+    pub police: Option<String>,
     #[serde(default)]
     pub witnesses: Vec<String>,
 }
@@ -92,10 +94,15 @@ const LOGS: [&str; 2] = ["hub", "police"];
 pub fn verify_bundle(bundle: &Bundle, keys: &Keys) -> Result<Verified, EvidenceError> {
     let key_of = |log: &str| -> Result<VerifierKey, EvidenceError> {
         let text = if log == "hub" {
-            &keys.hub
+            Some(&keys.hub)
         } else {
-            &keys.police
+            keys.police.as_ref()
         };
+        let text = text.ok_or_else(|| {
+            EvidenceError::Keys(format!(
+                "the bundle has a {log} checkpoint but the keys no {log} key"
+            ))
+        })?;
         VerifierKey::parse(text).map_err(|error| EvidenceError::Keys(error.to_string()))
     };
     let mut checkpoints = BTreeMap::new();
