@@ -224,14 +224,7 @@ async fn verify_log(
     let key = match key {
         Some(text) => VerifierKey::parse(text)?,
         None => {
-            let configured = if log == "hub" {
-                &transparency.hub_key_file
-            } else {
-                &transparency.police_key_file
-            };
-            let path = configured
-                .clone()
-                .unwrap_or_else(|| settings.data_dir.join("keys").join(format!("{log}.key")));
+            let (path, _) = transparency.key_file(log, &settings.data_dir);
             VerifierKey::parse(&LogKey::load(&path)?.verifier_key())?
         }
     };

@@ -92,7 +92,7 @@ pub struct Application {
     receipts: Option<ReceiptsConsumer>,
     police: Option<PoliceAdapter>,
     /// The transparency logs this process keeps current: (store, signer) of each role's.
-    sequencers: Vec<(Store, crate::shared::audit::log::LogSigner)>,
+    sequencers: Vec<(Store, Arc<crate::shared::audit::log::LogSigner>)>,
 }
 
 impl Application {
@@ -200,12 +200,18 @@ impl Application {
 
         // Each role signs its own log's checkpoints; a missing key stops start-up here.
         let mut sequencers = Vec::new();
-        if let (Some(store), true) = (&store, roles.hub_workers) {
-            let signer = settings
-                .transparency
-                .signer("hub", &settings.data_dir)
-                .context("cannot load the hub's transparency-log key")?;
-            sequencers.push((store.clone(), signer));
+        // One signer for the hub's log, shared by its sequencer and the supervision API.
+        let hub_signer = match &store {
+            Some(_) if roles.hub_workers || roles.hub_api => Some(Arc::new(
+                settings
+                    .transparency
+                    .signer("hub", &settings.data_dir)
+                    .context("cannot load the hub's transparency-log key")?,
+            )),
+            _ => None,
+        };
+        if let (Some(store), Some(signer), true) = (&store, &hub_signer, roles.hub_workers) {
+            sequencers.push((store.clone(), signer.clone()));
         }
         let mut police_signer_key = None;
         if let Some(police_store) = &police_store {
@@ -214,7 +220,7 @@ impl Application {
                 .signer("police", &settings.data_dir)
                 .context("cannot load the police adapter's transparency-log key")?;
             police_signer_key = Some(signer.key.verifier_key());
-            sequencers.push((police_store.store().clone(), signer));
+            sequencers.push((police_store.store().clone(), Arc::new(signer)));
         }
 
         let hub_api = match (&store, roles.hub_api) {
@@ -274,10 +280,9 @@ impl Application {
                 // Supervisors reach the hub's log where agencies reach the hub.
                 let supervise = crate::hub::supervise::SuperviseApi {
                     store: hub_api.store.clone(),
-                    hub_signer: settings
-                        .transparency
-                        .signer("hub", &settings.data_dir)
-                        .context("cannot load the hub's transparency-log key")?,
+                    hub_signer: hub_signer
+                        .clone()
+                        .expect("a hub API process holds the hub's signer"),
                     police_key: police_signer_key.clone(),
                 };
                 roles_router = roles_router

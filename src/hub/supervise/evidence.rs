@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::SuperviseState;
 use crate::contract::lead::LeadId;
-use crate::shared::audit::{self, log, AuditEntry, AuditError};
+use crate::shared::audit::{self, log, AuditEntry};
 use crate::shared::http::extract::Path;
 use crate::shared::http::{ApiError, SupervisorCaller};
 use crate::shared::tlog::evidence::Bundle;
@@ -56,10 +56,6 @@ pub async fn evidence(
         revision: None,
         details,
     };
-    let audit = |error: AuditError| match error {
-        AuditError::Store(error) => ApiError::from(error),
-        other => ApiError::Internal(other.to_string()),
-    };
     if !in_scope {
         // Another party's lead is refused as if unknown, and recorded as the refusal it is.
         if agency.is_some() {
@@ -67,7 +63,7 @@ pub async fn evidence(
                 "access.denied",
                 json!({"path": format!("/supervise/v1/leads/{lead}/evidence"), "status": 404, "scope": caller.scope.as_str()}),
             );
-            audit::record(&state.store, denied).await.map_err(audit)?;
+            audit::record(&state.store, denied).await?;
         }
         return Err(ApiError::NotFoundDetail(format!(
             "no lead {lead} among {}'s",
@@ -80,9 +76,7 @@ pub async fn evidence(
         "access.export",
         json!({"export": "evidence", "scope": caller.scope.as_str()}),
     );
-    audit::record(&state.store, export).await.map_err(audit)?;
-    let bundle = log::bundle(&state.store, &state.hub_signer, "hub", lead)
-        .await
-        .map_err(audit)?;
+    audit::record(&state.store, export).await?;
+    let bundle = log::bundle(&state.store, &state.hub_signer, "hub", lead).await?;
     Ok(Json(bundle))
 }

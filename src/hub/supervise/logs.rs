@@ -12,20 +12,12 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::SuperviseState;
 use crate::shared::audit::log::{self, StoredCheckpoint};
-use crate::shared::audit::AuditError;
 use crate::shared::http::extract::{Path, Query};
 use crate::shared::http::{with_content_type, ApiError, SupervisorCaller};
 use crate::shared::store::StoreError;
 
 /// At most this many entries per `entries` call.
 const MAX_ENTRIES: u64 = 1000;
-
-fn audit_error(error: AuditError) -> ApiError {
-    match error {
-        AuditError::Store(error) => error.into(),
-        other => ApiError::Internal(other.to_string()),
-    }
-}
 
 /// The whole log names every agency's leads: it is the procuratorate's and the reform
 /// office's to read; an agency head reads their own agency's evidence bundles instead.
@@ -53,8 +45,7 @@ fn hub_log(log: &str) -> Result<(), ApiError> {
 
 async fn latest(state: &SuperviseState) -> Result<StoredCheckpoint, ApiError> {
     log::latest_checkpoint(&state.store)
-        .await
-        .map_err(audit_error)?
+        .await?
         .ok_or_else(|| ApiError::NotFoundDetail("the log has no checkpoint yet".into()))
 }
 
@@ -153,9 +144,7 @@ pub async fn checkpoints(
     Query(query): Query<After>,
 ) -> Result<Json<Checkpoints>, ApiError> {
     hub_log(&log)?;
-    let checkpoints = log::checkpoints_after(&state.store, query.after, 1000)
-        .await
-        .map_err(audit_error)?;
+    let checkpoints = log::checkpoints_after(&state.store, query.after, 1000).await?;
     Ok(Json(Checkpoints { checkpoints }))
 }
 
@@ -182,13 +171,10 @@ pub async fn sign_checkpoint(
 ) -> Result<Response, ApiError> {
     hub_log(&log)?;
     // Entries still queued belong in what the supervisor asked for.
-    log::sequence_all(&state.store).await.map_err(audit_error)?;
-    let before = log::latest_checkpoint(&state.store)
-        .await
-        .map_err(audit_error)?;
+    log::sequence_all(&state.store).await?;
+    let before = log::latest_checkpoint(&state.store).await?;
     let signed = log::sign_checkpoint(&state.store, &state.hub_signer, Utc::now())
-        .await
-        .map_err(audit_error)?
+        .await?
         .ok_or_else(|| ApiError::NotFoundDetail("the log is empty".into()))?;
     let status = if before.as_ref() == Some(&signed) {
         StatusCode::OK
@@ -256,8 +242,7 @@ pub async fn entries(
         )));
     }
     let entries = log::entries(&state.store, range.start, range.end)
-        .await
-        .map_err(audit_error)?
+        .await?
         .into_iter()
         .map(|(entry, leaf_hash)| EntryWithHash { entry, leaf_hash })
         .collect();
@@ -322,16 +307,13 @@ pub async fn inclusion(
         )));
     }
     let leaf_hash = log::leaf_hash_at(&state.store, query.index)
-        .await
-        .map_err(audit_error)?
+        .await?
         .ok_or_else(|| {
             ApiError::Internal(
                 StoreError::Corrupt(format!("log entry {} is missing", query.index)).to_string(),
             )
         })?;
-    let path = log::inclusion_proof(&state.store, query.index, query.tree_size)
-        .await
-        .map_err(audit_error)?;
+    let path = log::inclusion_proof(&state.store, query.index, query.tree_size).await?;
     Ok(Json(InclusionProof {
         leaf_index: query.index,
         tree_size: query.tree_size,
@@ -385,9 +367,7 @@ pub async fn consistency(
             query.first, query.second
         )));
     }
-    let path = log::consistency_proof(&state.store, query.first, query.second)
-        .await
-        .map_err(audit_error)?;
+    let path = log::consistency_proof(&state.store, query.first, query.second).await?;
     Ok(Json(ConsistencyProof {
         first: query.first,
         second: query.second,

@@ -23,7 +23,7 @@ pub struct SuperviseApi {
     /// The hub's database, which holds the hub's log.
     pub store: Store,
     /// The hub log's signer, for checkpoints asked for on demand.
-    pub hub_signer: LogSigner,
+    pub hub_signer: Arc<LogSigner>,
     /// The police log's verifier key, when this process knows it.
     pub police_key: Option<String>,
 }

@@ -320,7 +320,7 @@ async fn latest_checkpoint_in(tx: &mut Tx) -> Result<Option<StoredCheckpoint>, A
 /// checkpoint every `interval` while the log grows, and does both once more on the way out.
 pub async fn run_sequencer(
     store: Store,
-    signer: LogSigner,
+    signer: std::sync::Arc<LogSigner>,
     tick: Duration,
     interval: Duration,
     mut shutdown: watch::Receiver<bool>,
@@ -584,6 +584,19 @@ impl Default for TransparencySettings {
 }
 
 impl TransparencySettings {
+    /// Where `log`'s key lives, and whether that is a configured file (which must exist)
+    /// rather than the embedded default's `<data-dir>/keys/<log>.key`.
+    pub fn key_file(&self, log: &str, data_dir: &std::path::Path) -> (std::path::PathBuf, bool) {
+        let configured = match log {
+            "hub" => &self.hub_key_file,
+            _ => &self.police_key_file,
+        };
+        match configured {
+            Some(path) => (path.clone(), true),
+            None => (data_dir.join("keys").join(format!("{log}.key")), false),
+        }
+    }
+
     /// The signer of `log` (`hub` or `police`): the configured key file, which must exist, or
     /// the embedded default's, created when missing. A missing or unreadable key is an error
     /// naming its path.
@@ -602,16 +615,11 @@ impl TransparencySettings {
                 "transparency.deployment {deployment:?} must be a name without '/', '+' or spaces"
             )));
         }
-        let configured = match log {
-            "hub" => &self.hub_key_file,
-            _ => &self.police_key_file,
-        };
-        let key = match configured {
-            Some(path) => LogKey::load(path)?,
-            None => LogKey::load_or_create(
-                &data_dir.join("keys").join(format!("{log}.key")),
-                &format!("leadbridge-{deployment}-{log}"),
-            )?,
+        let (path, configured) = self.key_file(log, data_dir);
+        let key = if configured {
+            LogKey::load(&path)?
+        } else {
+            LogKey::load_or_create(&path, &format!("leadbridge-{deployment}-{log}"))?
         };
         Ok(LogSigner {
             key,
@@ -667,13 +675,14 @@ pub async fn entries(
     .fetch_all(pool)
     .await)?;
     rows.into_iter()
-        .map(|(index, text, leaf)| {
-            let entry = serde_json::from_str(&text).map_err(|error| {
-                StoreError::Corrupt(format!("log entry {index}: not JSON ({error})"))
-            })?;
-            Ok((entry, leaf))
-        })
+        .map(|(index, text, leaf)| Ok((stored_entry(index, &text)?, leaf)))
         .collect()
+}
+
+/// A stored entry's JSON; text that is not JSON is an error naming the entry.
+fn stored_entry(index: i64, text: &str) -> Result<Value, StoreError> {
+    serde_json::from_str(text)
+        .map_err(|error| StoreError::Corrupt(format!("log entry {index}: not JSON ({error})")))
 }
 
 /// Runs a tree computation over the stored hashes it needs, read in one statement.
@@ -743,9 +752,7 @@ pub async fn evidence_for(
     .await)?;
     let mut items = Vec::with_capacity(rows.len());
     for (index, text, leaf_hash) in rows {
-        let entry: Value = serde_json::from_str(&text).map_err(|error| {
-            StoreError::Corrupt(format!("log entry {index}: not JSON ({error})"))
-        })?;
+        let entry = stored_entry(index, &text)?;
         let path = inclusion_proof(store, index as u64, size).await?;
         items.push(BundleEntry {
             log: log_name.to_owned(),

@@ -269,6 +269,16 @@ impl From<JsonError> for ApiError {
     }
 }
 
+impl From<crate::shared::audit::AuditError> for ApiError {
+    fn from(error: crate::shared::audit::AuditError) -> Self {
+        match error {
+            crate::shared::audit::AuditError::Store(error) => error.into(),
+            // A log that does not verify or a tree that cannot be computed is the hub's fault.
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         if error.is_retryable() {

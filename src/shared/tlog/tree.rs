@@ -132,16 +132,10 @@ pub fn append_leaves(
     leaf_hashes: &[Digest32],
     hashes: &mut StoredHashes,
 ) -> Result<u64, TreeError> {
-    let mut size = size;
-    for leaf in leaf_hashes {
-        let new = hashes_for_leaf(size, *leaf, hashes)?;
-        let start = stored_count(size);
-        for (offset, hash) in new.into_iter().enumerate() {
-            hashes.insert(start + offset as u64, hash);
-        }
-        size += 1;
+    for (index, hash) in append_over(size, leaf_hashes, hashes)? {
+        hashes.insert(index, hash);
     }
-    Ok(size)
+    Ok(size + leaf_hashes.len() as u64)
 }
 
 /// Stored hashes below `start` from `base`, from `start` on from `new`.
@@ -292,8 +286,15 @@ mod tests {
     #[test]
     fn appending_a_batch_over_stored_hashes_adds_what_one_by_one_would() {
         let all = leaves(300);
+        // One leaf per call, checked against the RFC's root, as the reference.
         let mut one_by_one = StoredHashes::new();
-        append_leaves(0, &all, &mut one_by_one).unwrap();
+        for (index, leaf) in all.iter().enumerate() {
+            append_leaves(index as u64, std::slice::from_ref(leaf), &mut one_by_one).unwrap();
+        }
+        assert_eq!(
+            root(300, &one_by_one).unwrap(),
+            crate::shared::tlog::verify::root_of(&all)
+        );
         for split in [0usize, 1, 7, 128, 255, 299] {
             let mut earlier = StoredHashes::new();
             append_leaves(0, &all[..split], &mut earlier).unwrap();
