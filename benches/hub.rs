@@ -649,6 +649,16 @@ async fn fresh_settings(
     }
     settings.database.url = Some(Secret::new(format!("{server}/{}", names[0])));
     settings.police.database_url = Some(Secret::new(format!("{server}/{}", names[1])));
+    // Off the embedded default, the signing keys are configured files.
+    for log in ["hub", "police"] {
+        let path = settings.data_dir.join("keys").join(format!("{log}.key"));
+        leadbridge::shared::tlog::LogKey::load_or_create(&path, &format!("leadbridge-bench-{log}"))
+            .unwrap();
+        match log {
+            "hub" => settings.transparency.hub_key_file = Some(path),
+            _ => settings.transparency.police_key_file = Some(path),
+        }
+    }
     settings.kafka.topic_prefix = format!("bench{}", uuid::Uuid::new_v4().simple());
     settings.police.group_id = format!("{}-police", settings.kafka.topic_prefix);
     settings

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use leadbridge::contract::lead::LeadId;
-use leadbridge::shared::audit::log::{self, LogSigner};
+use leadbridge::shared::audit::log::{self, LogSigner, LogTables};
 use leadbridge::shared::audit::{AuditEntry, LedgerAppender};
 use leadbridge::shared::tlog::{verify_consistency, verify_inclusion, LogKey, VerifierKey};
 use rand::Rng;
@@ -159,9 +159,14 @@ async fn main() {
     for _ in 0..1000 {
         let index = rng.random_range(0..size);
         let started = Instant::now();
-        let path = log::inclusion_proof(&store, index, size).await.unwrap();
+        let path = log::inclusion_proof(&store, LogTables::OWN, index, size)
+            .await
+            .unwrap();
         samples.push(started.elapsed().as_secs_f64() * 1000.0);
-        let leaf = log::leaf_hash_at(&store, index).await.unwrap().unwrap();
+        let leaf = log::leaf_hash_at(&store, LogTables::OWN, index)
+            .await
+            .unwrap()
+            .unwrap();
         let leaf = leadbridge::shared::tlog::evidence::parse_hash(&leaf).unwrap();
         verify_inclusion(index, size, &leaf, &path, &signed.root).unwrap();
     }
@@ -172,7 +177,9 @@ async fn main() {
     for _ in 0..1000 {
         let first = rng.random_range(1..size);
         let started = Instant::now();
-        let path = log::consistency_proof(&store, first, size).await.unwrap();
+        let path = log::consistency_proof(&store, LogTables::OWN, first, size)
+            .await
+            .unwrap();
         samples.push(started.elapsed().as_secs_f64() * 1000.0);
         if samples.len() % 100 == 0 {
             // Verifying needs the first tree's root; compute it from the stored tree.
@@ -185,7 +192,7 @@ async fn main() {
     // (v) verify the whole log.
     let started = Instant::now();
     let verifier = VerifierKey::parse(&signer.key.verifier_key()).unwrap();
-    let verified = log::verify(&store, &verifier, &signer.origin)
+    let verified = log::verify(&store, LogTables::OWN, &verifier, &signer.origin)
         .await
         .unwrap();
     rate(
@@ -204,5 +211,5 @@ async fn main() {
 /// The root of the first `size` entries, from a consistency proof's companion: a checkpoint
 /// of that size cannot be signed after the fact, so this recomputes it from stored hashes.
 async fn log_root(store: &leadbridge::shared::store::Store, size: u64) -> [u8; 32] {
-    log::root_at(store, size).await.unwrap()
+    log::root_at(store, LogTables::OWN, size).await.unwrap()
 }

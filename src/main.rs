@@ -53,6 +53,33 @@ enum Command {
     /// The embedded default's development PKI.
     #[command(subcommand)]
     Pki(PkiCommand),
+    /// Supervisors' reports.
+    #[command(subcommand)]
+    Report(ReportCommand),
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// The monthly report (一月一排名, supervision contract §5) from the hub's database, as
+    /// `GET /supervise/v1/reports/monthly` gives it, computed now.
+    Monthly {
+        /// The month, `2026-11` (Asia/Shanghai).
+        month: String,
+        /// Rows by agency (default) or district.
+        #[arg(long, default_value = "agency", value_parser = ["agency", "district"])]
+        by: String,
+        /// json (default) or csv (UTF-8 with BOM).
+        #[arg(long, default_value = "json", value_parser = ["json", "csv"])]
+        format: String,
+        /// Write it here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The hub's database (default: the configured one, or the embedded default's).
+        #[arg(long)]
+        database_url: Option<String>,
+        #[command(flatten)]
+        data: DataArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -63,6 +90,10 @@ enum AuditCommand {
         /// Which log: hub or police.
         #[arg(long, default_value = "hub", value_parser = ["hub", "police"])]
         log: String,
+        /// With `--log police`: the hub's copy of the police log, in the hub's database,
+        /// rather than the adapter's own.
+        #[arg(long)]
+        hub_copy: bool,
         /// The log's database (default: the configured one, or the embedded default's).
         #[arg(long)]
         database_url: Option<String>,
@@ -73,8 +104,8 @@ enum AuditCommand {
         #[command(flatten)]
         data: DataArgs,
     },
-    /// Write the evidence bundle of one lead from the hub's log (supervision contract §4),
-    /// signing a checkpoint for it; the same bundle `GET /supervise/v1/leads/{id}/evidence`
+    /// Write the evidence bundle of one lead from both logs (supervision contract §4), signing
+    /// a checkpoint of the hub's log for it; the same bundle `GET /supervise/v1/leads/{id}/evidence`
     /// serves.
     Evidence {
         lead_id: String,
@@ -87,6 +118,21 @@ enum AuditCommand {
         #[command(flatten)]
         data: DataArgs,
     },
+    /// Create a log's Ed25519 signing key (signed-note private key form) for
+    /// `transparency.hub_key_file` or `police_key_file`, and print its verifier key.
+    Keygen {
+        /// The key's name, e.g. `leadbridge-zibo-hub` (no spaces or '+').
+        #[arg(long)]
+        name: String,
+        /// Where to write it (refused if the file exists).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Witness a log for a supervisor (supervision contract §2): fetch its checkpoint from the
+    /// hub, check it extends the last one this witness cosigned (kept in `--state`), cosign it
+    /// and post the cosignature. Exits non-zero, cosigning nothing, on a rollback, a split view
+    /// or a consistency proof that does not verify.
+    Witness(WitnessArgs),
     /// Check an evidence bundle offline (supervision contract §4): every entry's hash, its
     /// inclusion proof and the logs' signed checkpoints, with only the public keys. Exits
     /// non-zero naming the first entry that does not verify.
@@ -97,6 +143,38 @@ enum AuditCommand {
         #[arg(long)]
         keys: PathBuf,
     },
+}
+
+#[derive(Args)]
+struct WitnessArgs {
+    /// The hub's HTTPS address.
+    #[arg(long, default_value = "https://127.0.0.1:8443")]
+    hub: String,
+    /// Which log: hub or police.
+    #[arg(long, default_value = "hub", value_parser = ["hub", "police"])]
+    log: String,
+    /// The supervisor's client certificate and key (default: the embedded default's
+    /// `<data-dir>/pki/supervisor.pem` and `.key`) and the CA of the hub's server certificate
+    /// (default `<data-dir>/pki/ca.pem`).
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    #[arg(long)]
+    cert_key: Option<PathBuf>,
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// The witness's Ed25519 key (signed-note private key form; default: the embedded
+    /// default's demo witness `<data-dir>/keys/witness.key`).
+    #[arg(long)]
+    witness_key: Option<PathBuf>,
+    /// Where the last cosigned checkpoint is kept (default `<data-dir>/witness/<log>.checkpoint`).
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// The log's verifier key; default: the one the hub serves at `/supervise/v1/keys` on
+    /// first use, after which the kept checkpoint must verify under it.
+    #[arg(long)]
+    log_key: Option<String>,
+    #[command(flatten)]
+    data: DataArgs,
 }
 
 #[derive(Subcommand)]
@@ -193,14 +271,65 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Audit(AuditCommand::Verify {
             log,
+            hub_copy,
             database_url,
             key,
             data,
         }) => {
             let settings = settings(&cli, data, None)?;
-            verify_log(&settings, log, database_url.clone(), key.as_deref()).await
+            if *hub_copy && log != "police" {
+                anyhow::bail!(
+                    "--hub-copy is the hub's copy of the police log: use it with --log police"
+                );
+            }
+            verify_log(
+                &settings,
+                log,
+                *hub_copy,
+                database_url.clone(),
+                key.as_deref(),
+            )
+            .await
         }
         Command::Audit(AuditCommand::VerifyEvidence { file, keys }) => verify_evidence(file, keys),
+        Command::Report(ReportCommand::Monthly {
+            month,
+            by,
+            format,
+            out,
+            database_url,
+            data,
+        }) => {
+            let settings = settings(&cli, data, None)?;
+            monthly_report(
+                &settings,
+                month,
+                by,
+                format,
+                out.as_deref(),
+                database_url.clone(),
+            )
+            .await
+        }
+        Command::Audit(AuditCommand::Keygen { name, out }) => {
+            use leadbridge::shared::tlog::LogKey;
+            if out.exists() {
+                anyhow::bail!(
+                    "{} exists: a signing key is never overwritten",
+                    out.display()
+                );
+            }
+            if name.is_empty() || name.contains([' ', '+', '\n']) {
+                anyhow::bail!("key name {name:?} must be non-empty, without spaces or '+'");
+            }
+            let key = LogKey::load_or_create(out, name)?;
+            println!("{}", key.verifier_key());
+            Ok(())
+        }
+        Command::Audit(AuditCommand::Witness(args)) => {
+            let settings = settings(&cli, &args.data, None)?;
+            witness(&settings, args).await
+        }
         Command::Audit(AuditCommand::Evidence {
             lead_id,
             out,
@@ -216,19 +345,34 @@ async fn main() -> anyhow::Result<()> {
 async fn verify_log(
     settings: &Settings,
     log: &str,
+    hub_copy: bool,
     database_url: Option<String>,
     key: Option<&str>,
 ) -> anyhow::Result<()> {
+    use leadbridge::shared::audit::log::LogTables;
     use leadbridge::shared::tlog::{LogKey, VerifierKey};
     let transparency = &settings.transparency;
     let key = match key {
         Some(text) => VerifierKey::parse(text)?,
+        None if log == "police" => transparency
+            .police_verifier(&settings.data_dir, None)?
+            .with_context(|| {
+                format!(
+                    "no police key: pass --key, set transparency.police_verifier_key, or keep the police key at {}",
+                    transparency.key_file("police", &settings.data_dir).0.display()
+                )
+            })?,
         None => {
             let (path, _) = transparency.key_file(log, &settings.data_dir);
             VerifierKey::parse(&LogKey::load(&path)?.verifier_key())?
         }
     };
-    let store = if log == "hub" {
+    let tables = if hub_copy {
+        LogTables::POLICE_COPY
+    } else {
+        LogTables::OWN
+    };
+    let store = if log == "hub" || hub_copy {
         let url = database_url.unwrap_or_else(|| settings.database_url());
         leadbridge::hub::store::connect(&url, 2).await?
     } else {
@@ -237,13 +381,22 @@ async fn verify_log(
             .await?
     };
     let origin = leadbridge::shared::tlog::origin(&transparency.deployment, log);
-    let verified = leadbridge::shared::audit::log::verify(&store, &key, &origin)
+    let what = if hub_copy {
+        "the hub's copy of the police log".to_owned()
+    } else {
+        format!("the {log} log")
+    };
+    let verified = leadbridge::shared::audit::log::verify(&store, tables, &key, &origin)
         .await
-        .with_context(|| format!("the {log} log does not verify"))?;
+        .with_context(|| format!("{what} does not verify"))?;
     store.close().await;
     println!(
-        "{log} log verified: {} entries, {} checkpoints (latest at size {}), {} queued",
-        verified.entries, verified.checkpoints, verified.checkpointed, verified.queued
+        "{log} log{} verified: {} entries, {} checkpoints (latest at size {}), {} queued",
+        if hub_copy { " (the hub's copy)" } else { "" },
+        verified.entries,
+        verified.checkpoints,
+        verified.checkpointed,
+        verified.queued
     );
     Ok(())
 }
@@ -258,14 +411,25 @@ async fn write_evidence(
         .with_context(|| format!("{lead_id:?} is not a lead id"))?;
     let signer = settings
         .transparency
-        .signer("hub", &settings.data_dir)
+        .signer(
+            "hub",
+            &settings.data_dir,
+            database_url.is_none() && settings.database.url.is_none(),
+        )
         .context("cannot load the hub's transparency-log key")?;
     let url = database_url.unwrap_or_else(|| settings.database_url());
     let store = leadbridge::hub::store::connect(&url, 2).await?;
     if store.lead_agency(lead).await?.is_none() {
         anyhow::bail!("the hub knows no lead {lead}");
     }
-    let bundle = leadbridge::shared::audit::log::bundle(&store, &signer, "hub", lead).await?;
+    let mut bundle = leadbridge::shared::audit::log::bundle(&store, &signer, "hub", lead).await?;
+    leadbridge::shared::audit::log::add_copy_to_bundle(
+        &store,
+        leadbridge::shared::audit::log::LogTables::POLICE_COPY,
+        "police",
+        &mut bundle,
+    )
+    .await?;
     store.close().await;
     let text = serde_json::to_string_pretty(&bundle)?;
     match out {
@@ -304,6 +468,203 @@ fn verify_evidence(file: &std::path::Path, keys: &std::path::Path) -> anyhow::Re
         verified.lead_id,
         verified.entries,
         sizes.join(" and the ")
+    );
+    Ok(())
+}
+
+/// `leadbridge report monthly`.
+async fn monthly_report(
+    settings: &Settings,
+    month: &str,
+    by: &str,
+    format: &str,
+    out: Option<&std::path::Path>,
+    database_url: Option<String>,
+) -> anyhow::Result<()> {
+    use leadbridge::hub::supervise::reports::{report_csv, GroupBy, Month};
+    use leadbridge::hub::supervise::views::{compute_report, ReportSources};
+    let month =
+        Month::parse(month).with_context(|| format!("{month:?} is not a month (YYYY-MM)"))?;
+    let by = if by == "district" {
+        GroupBy::District
+    } else {
+        GroupBy::Agency
+    };
+    let clocks = leadbridge::contract::deadlines::Clocks::load(&settings.police.deadlines)?;
+    let districts = leadbridge::contract::lead::DivisionTable::built_in()?;
+    let url = database_url.unwrap_or_else(|| settings.database_url());
+    let store = leadbridge::hub::store::connect(&url, 2).await?;
+    let sources = ReportSources {
+        store: &store,
+        clocks: &clocks,
+        settings: &settings.supervision,
+        districts: &districts,
+    };
+    let report = compute_report(&sources, month, by, None, chrono::Utc::now())
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot compute the report: {error}"))?;
+    store.close().await;
+    let text = if format == "csv" {
+        report_csv(&report)
+    } else {
+        format!("{}\n", serde_json::to_string_pretty(&report)?)
+    };
+    match out {
+        Some(path) => {
+            std::fs::write(path, &text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!(
+                "monthly report {} by {}: {} rows, written to {}",
+                report.month,
+                if by == GroupBy::District {
+                    "district"
+                } else {
+                    "agency"
+                },
+                report.rows.len(),
+                path.display()
+            );
+        }
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
+/// `leadbridge audit witness`: one round of a witness (see `shared::tlog::witness`).
+async fn witness(settings: &Settings, args: &WitnessArgs) -> anyhow::Result<()> {
+    use leadbridge::shared::tlog::witness::{self, Needed, Observed};
+    use leadbridge::shared::tlog::{LogKey, VerifierKey};
+    let dir = &settings.data_dir;
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let cert = args
+        .cert
+        .clone()
+        .unwrap_or_else(|| dir.join("pki/supervisor.pem"));
+    let cert_key = args
+        .cert_key
+        .clone()
+        .unwrap_or_else(|| dir.join("pki/supervisor.key"));
+    let ca = args.ca.clone().unwrap_or_else(|| dir.join("pki/ca.pem"));
+    let witness_key_file = args
+        .witness_key
+        .clone()
+        .unwrap_or_else(|| dir.join(leadbridge::shared::audit::log::DEMO_WITNESS_KEY));
+    let state_file = args
+        .state
+        .clone()
+        .unwrap_or_else(|| dir.join("witness").join(format!("{}.checkpoint", args.log)));
+    let witness_key = LogKey::load(&witness_key_file)?;
+    let mut identity = read(&cert)?;
+    identity.extend(read(&cert_key)?);
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&read(&ca)?)?)
+        .identity(reqwest::Identity::from_pem(&identity)?)
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?;
+    let base = args.hub.trim_end_matches('/');
+    let fetch = |path: String| {
+        let client = client.clone();
+        async move {
+            let response = client
+                .get(format!("{base}{path}"))
+                .send()
+                .await
+                .with_context(|| format!("cannot reach the hub for {path}"))?;
+            let status = response.status();
+            let body = response.text().await?;
+            if !status.is_success() {
+                anyhow::bail!("{path}: the hub answered {status}: {body}");
+            }
+            Ok::<_, anyhow::Error>(body)
+        }
+    };
+
+    let origin = leadbridge::shared::tlog::origin(&settings.transparency.deployment, &args.log);
+    let key_text = match &args.log_key {
+        Some(text) => text.clone(),
+        None => {
+            let keys: serde_json::Value =
+                serde_json::from_str(&fetch("/supervise/v1/keys".into()).await?)?;
+            keys[args.log.as_str()]
+                .as_str()
+                .with_context(|| format!("the hub serves no key of the {} log", args.log))?
+                .to_owned()
+        }
+    };
+    let key = VerifierKey::parse(&key_text)?;
+    let kept: Option<Observed> = match std::fs::read_to_string(&state_file) {
+        Ok(text) => Some(witness::observe(&text, &key, &origin).with_context(|| {
+            format!(
+                "the checkpoint kept in {} does not verify under the {} log's key {key_text}: the key changed or the file was altered",
+                state_file.display(),
+                args.log
+            )
+        })?),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+        Err(error) => {
+            return Err(error).with_context(|| format!("cannot read {}", state_file.display()))
+        }
+    };
+    let served = fetch(format!("/supervise/v1/logs/{}/checkpoint", args.log)).await?;
+    let new = witness::observe(&served, &key, &origin)?;
+    let step = witness::needed(kept.as_ref().map(|kept| &kept.checkpoint), &new.checkpoint)?;
+    if let (Needed::Consistency { first, second }, Some(kept)) = (step, &kept) {
+        let proof: serde_json::Value = serde_json::from_str(
+            &fetch(format!(
+                "/supervise/v1/logs/{}/proof/consistency?first={first}&second={second}",
+                args.log
+            ))
+            .await?,
+        )?;
+        let path = proof["path"]
+            .as_array()
+            .context("the consistency proof has no path")?
+            .iter()
+            .map(|hash| {
+                hash.as_str()
+                    .and_then(leadbridge::shared::tlog::evidence::parse_hash)
+                    .context("a proof hash is not 64 hex digits")
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        witness::check_consistency(&kept.checkpoint, &new.checkpoint, &path)?;
+    }
+    let response = client
+        .post(format!(
+            "{base}/supervise/v1/logs/{}/cosignatures",
+            args.log
+        ))
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(witness::cosigned(&new, &witness_key))
+        .send()
+        .await
+        .context("cannot reach the hub to post the cosignature")?;
+    let status = response.status();
+    let body = response.text().await?;
+    if !status.is_success() {
+        anyhow::bail!("the hub refused the cosignature ({status}): {body}");
+    }
+    if let Some(parent) = state_file.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let temporary = state_file.with_extension("partial");
+    std::fs::write(&temporary, &new.note)
+        .and_then(|()| std::fs::rename(&temporary, &state_file))
+        .with_context(|| format!("cannot keep the checkpoint in {}", state_file.display()))?;
+    let since = match step {
+        Needed::Nothing => "the first this witness cosigns".to_owned(),
+        Needed::Same => "the one it cosigned before".to_owned(),
+        Needed::Consistency { first, .. } => format!("consistent with size {first}"),
+    };
+    println!(
+        "cosigned the {} log at size {} as {} ({since})",
+        args.log,
+        new.checkpoint.size,
+        witness_key.name()
     );
     Ok(())
 }

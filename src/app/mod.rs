@@ -152,6 +152,44 @@ impl Application {
             kafka::idempotent_producer_within(&settings.kafka, &bootstrap_servers, &limits)?;
         let relay_wakeup = Arc::new(Notify::new());
 
+        // The police adapter signs its own log; the hub checks the police log's copy against
+        // the police's public key. A missing signing key stops start-up here.
+        let police_signer = if roles.police {
+            Some(Arc::new(
+                settings
+                    .transparency
+                    .signer(
+                        "police",
+                        &settings.data_dir,
+                        settings.police.database_url.is_none(),
+                    )
+                    .context("cannot load the police adapter's transparency-log key")?,
+            ))
+        } else {
+            None
+        };
+        let police_verifier = if roles.hub() {
+            settings
+                .transparency
+                .police_verifier(&settings.data_dir, police_signer.as_deref())
+                .context("cannot read transparency.police_verifier_key")?
+        } else {
+            None
+        };
+        if police_verifier.is_none() && roles.hub_workers {
+            tracing::warn!("The hub knows no police verifier key (transparency.police_verifier_key): the police log's shipped checkpoints will be dead-lettered until it is set.");
+        }
+        let police_log_key =
+            police_verifier
+                .clone()
+                .map(|key| crate::hub::receipts::PoliceLogKey {
+                    key,
+                    origin: crate::shared::tlog::origin(
+                        &settings.transparency.deployment,
+                        "police",
+                    ),
+                });
+
         let (relay, receipts) = match (&store, roles.hub_workers) {
             (Some(store), true) => (
                 Some(
@@ -175,6 +213,7 @@ impl Application {
                     store.clone(),
                     metrics.clone(),
                     &limits,
+                    police_log_key,
                 )?),
             ),
             _ => (None, None),
@@ -187,6 +226,9 @@ impl Application {
                 relay: &settings.relay,
                 data_dir: &settings.data_dir,
                 clocks: &clocks,
+                log_ship_interval: Duration::from_millis(
+                    settings.transparency.sequence_interval_ms.max(1),
+                ),
             };
             Some(
                 PoliceAdapter::build(adapter_settings, &bootstrap_servers, &metrics, &limits)
@@ -205,7 +247,7 @@ impl Application {
             Some(_) if roles.hub_workers || roles.hub_api => Some(Arc::new(
                 settings
                     .transparency
-                    .signer("hub", &settings.data_dir)
+                    .signer("hub", &settings.data_dir, settings.database.url.is_none())
                     .context("cannot load the hub's transparency-log key")?,
             )),
             _ => None,
@@ -213,14 +255,8 @@ impl Application {
         if let (Some(store), Some(signer), true) = (&store, &hub_signer, roles.hub_workers) {
             sequencers.push((store.clone(), signer.clone()));
         }
-        let mut police_signer_key = None;
-        if let Some(police_store) = &police_store {
-            let signer = settings
-                .transparency
-                .signer("police", &settings.data_dir)
-                .context("cannot load the police adapter's transparency-log key")?;
-            police_signer_key = Some(signer.key.verifier_key());
-            sequencers.push((police_store.store().clone(), Arc::new(signer)));
+        if let (Some(police_store), Some(signer)) = (&police_store, &police_signer) {
+            sequencers.push((police_store.store().clone(), signer.clone()));
         }
 
         let hub_api = match (&store, roles.hub_api) {
@@ -283,7 +319,23 @@ impl Application {
                     hub_signer: hub_signer
                         .clone()
                         .expect("a hub API process holds the hub's signer"),
-                    police_key: police_signer_key.clone(),
+                    police_key: police_verifier.clone(),
+                    hub_origin: crate::shared::tlog::origin(
+                        &settings.transparency.deployment,
+                        "hub",
+                    ),
+                    police_origin: crate::shared::tlog::origin(
+                        &settings.transparency.deployment,
+                        "police",
+                    ),
+                    witnesses: settings
+                        .transparency
+                        .witnesses(&settings.data_dir, settings.database.url.is_none())
+                        .context("cannot read transparency.witness_keys")?,
+                    clocks: clocks.clone(),
+                    settings: settings.supervision.clone(),
+                    districts: Arc::new(DivisionTable::built_in()?),
+                    max_small_body_bytes: settings.limits.max_small_body_bytes,
                 };
                 roles_router = roles_router
                     .merge(crate::hub::api::routes(Arc::new(hub_api)))
@@ -304,6 +356,7 @@ impl Application {
                 stores,
                 guard: request_guard.clone(),
                 readiness: Default::default(),
+                refusals: Default::default(),
             }));
             (Some((listener, tls)), Some(api::router(edge, roles_router)))
         } else {

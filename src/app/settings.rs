@@ -33,6 +33,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// The transparency logs' keys and checkpoints (supervision contract §2).
     pub transparency: crate::shared::audit::log::TransparencySettings,
+    /// The supervision views: the screening window and the monthly report's weights.
+    pub supervision: crate::hub::supervise::reports::SupervisionSettings,
 }
 
 impl Default for Settings {
@@ -49,6 +51,7 @@ impl Default for Settings {
             rules: RulesSettings::default(),
             log: LogSettings::default(),
             transparency: Default::default(),
+            supervision: Default::default(),
         }
     }
 }

@@ -21,6 +21,10 @@ pub const LEAD_EVENT_SCHEMA: &str = "leadbridge.lead-event.v1";
 pub const RECONSIDERATION_SCHEMA: &str = "leadbridge.reconsideration-request.v1";
 /// Version of the receipt events on the receipts topic.
 pub const RECEIPT_SCHEMA: &str = "leadbridge.receipt.v1";
+/// Version of the transparency-log events the police adapter ships on the receipts topic.
+pub const LOG_SCHEMA: &str = "leadbridge.log.v1";
+/// The Kafka key of every log event: one key keeps them on one partition, in their order.
+pub const LOG_EVENT_KEY: &str = "log:police";
 /// How the `schema_id` header of a lead event begins: the lead type and schema version follow
 /// (`urn:leadbridge:schema:lead:<lead_type>:v1`, the `$id` of the lead's composed schema).
 pub const LEAD_EVENT_SCHEMA_URN_PREFIX: &str = "urn:leadbridge:schema:lead:";
@@ -268,6 +272,72 @@ impl ReceiptEvent {
             other => Err(EventError::UnknownSchema(
                 other.unwrap_or("<none>").to_owned(),
             )),
+        }
+    }
+}
+
+/// Part of the police adapter's transparency log, shipped to the hub on the receipts topic
+/// (supervision contract §2) under [`LOG_EVENT_KEY`]: entries in index order, or one
+/// checkpoint the adapter signed. The hub keeps a read-only copy that it checks and serves.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogEvent {
+    /// Always [`LOG_SCHEMA`].
+    pub schema: String,
+    /// Always `police`: the hub's own log is never shipped.
+    pub log: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entries: Vec<ShippedEntry>,
+    /// A signed checkpoint (C2SP signed note) over entries already shipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
+}
+
+/// One log entry as its log stores it: the entry object and its leaf hash (hex).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShippedEntry {
+    pub index: u64,
+    pub entry: Value,
+    pub leaf_hash: String,
+}
+
+/// An event on the receipts topic.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ReceiptsTopicEvent {
+    Receipt(ReceiptEvent),
+    Log(LogEvent),
+}
+
+impl ReceiptsTopicEvent {
+    /// Reads a receipts-topic payload, told apart by its `schema`.
+    pub fn decode(payload: &[u8]) -> Result<ReceiptsTopicEvent, EventError> {
+        let value: Value = serde_json::from_slice(payload)
+            .map_err(|error| EventError::Undecodable(error.to_string()))?;
+        match value.get("schema").and_then(Value::as_str) {
+            Some(LOG_SCHEMA) => {
+                let event: LogEvent = typed(value, "log event")?;
+                if event.log != "police" {
+                    return Err(EventError::Undecodable(format!(
+                        "log event: log {:?}: only the police log is shipped",
+                        event.log
+                    )));
+                }
+                if event.entries.is_empty() == event.checkpoint.is_none() {
+                    return Err(EventError::Undecodable(
+                        "log event: carries either entries or one checkpoint".into(),
+                    ));
+                }
+                if event
+                    .entries
+                    .windows(2)
+                    .any(|pair| pair[1].index != pair[0].index + 1)
+                {
+                    return Err(EventError::Undecodable(
+                        "log event: entries are not in consecutive index order".into(),
+                    ));
+                }
+                Ok(ReceiptsTopicEvent::Log(event))
+            }
+            _ => ReceiptEvent::decode(payload).map(ReceiptsTopicEvent::Receipt),
         }
     }
 }
@@ -539,6 +609,71 @@ mod tests {
             assert_eq!(value["event"], name, "the step's name is its `event`");
             conforms("receipt.v1", &value);
             assert_eq!(ReceiptEvent::decode(&bytes).unwrap(), event, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_log_event_round_trips_matches_its_schema_and_is_told_from_a_receipt() {
+        let entries = LogEvent {
+            schema: LOG_SCHEMA.into(),
+            log: "police".into(),
+            entries: vec![
+                ShippedEntry {
+                    index: 7,
+                    entry: json!({"index": 7, "at": "2026-12-01T08:30:00.123456Z", "actor": "police-adapter",
+                        "action": "lead.assessed", "lead_id": null, "revision": null, "details": {}}),
+                    leaf_hash: "ab".repeat(32),
+                },
+                ShippedEntry {
+                    index: 8,
+                    entry: json!({"index": 8, "at": "2026-12-01T08:30:00.123456Z", "actor": "police-adapter",
+                        "action": "lead.routed", "lead_id": null, "revision": null, "details": {}}),
+                    leaf_hash: "cd".repeat(32),
+                },
+            ],
+            checkpoint: None,
+        };
+        let checkpoint = LogEvent {
+            schema: LOG_SCHEMA.into(),
+            log: "police".into(),
+            entries: Vec::new(),
+            checkpoint: Some("leadbridge/local/police\n9\nAAAA\n\n— k sig\n".into()),
+        };
+        for event in [entries.clone(), checkpoint] {
+            let bytes = serde_json::to_vec(&event).unwrap();
+            conforms("log.v1", &serde_json::from_slice(&bytes).unwrap());
+            assert_eq!(
+                ReceiptsTopicEvent::decode(&bytes).unwrap(),
+                ReceiptsTopicEvent::Log(event)
+            );
+        }
+        let receipt = receipt(every_step().remove(0));
+        assert_eq!(
+            ReceiptsTopicEvent::decode(&serde_json::to_vec(&receipt).unwrap()).unwrap(),
+            ReceiptsTopicEvent::Receipt(receipt)
+        );
+
+        let refused = |change: &dyn Fn(&mut Value)| {
+            let mut value = serde_json::to_value(&entries).unwrap();
+            change(&mut value);
+            ReceiptsTopicEvent::decode(&serde_json::to_vec(&value).unwrap()).unwrap_err()
+        };
+        for (why, error) in [
+            ("hub log", refused(&|v| v["log"] = json!("hub"))),
+            ("no content", refused(&|v| v["entries"] = json!([]))),
+            ("both", refused(&|v| v["checkpoint"] = json!("x"))),
+            ("gap", refused(&|v| v["entries"][1]["index"] = json!(9))),
+            (
+                "no hash",
+                refused(&|v| {
+                    v["entries"][0].as_object_mut().unwrap().remove("leaf_hash");
+                }),
+            ),
+        ] {
+            assert!(
+                matches!(error, EventError::Undecodable(_)),
+                "{why}: {error}"
+            );
         }
     }
 

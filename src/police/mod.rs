@@ -15,6 +15,7 @@ pub mod process;
 pub mod routing;
 pub mod rules;
 pub mod settings;
+pub mod ship;
 pub mod sink;
 pub mod store;
 
@@ -46,6 +47,7 @@ pub struct PoliceAdapter {
     worker: deliver::DeliveryWorker,
     relay: Relay,
     lag: lag::LagMonitor,
+    shipper: ship::LogShipper,
 }
 
 /// The settings the adapter reads: its own, and the shared ones it runs on.
@@ -59,6 +61,8 @@ pub struct AdapterSettings<'a> {
     pub data_dir: &'a std::path::Path,
     /// The Decree 310 clocks (`police.deadlines` with the holiday calendar), loaded once.
     pub clocks: &'a crate::contract::deadlines::Clocks,
+    /// How often the log shipper looks for new entries of the adapter's log when idle.
+    pub log_ship_interval: Duration,
 }
 
 impl PoliceAdapter {
@@ -153,6 +157,13 @@ impl PoliceAdapter {
             metrics.clone(),
         )
         .context("cannot create the adapter's lag monitor")?;
+        let shipper = ship::LogShipper {
+            store: store.clone(),
+            producer: producer.clone(),
+            topic: topics.receipts(),
+            limits: limits.clone(),
+            interval: settings.log_ship_interval,
+        };
         // Receipts leave through the adapter's own outbox, published by the same relay code.
         let relay = Relay::new(
             store,
@@ -170,6 +181,7 @@ impl PoliceAdapter {
             worker,
             relay,
             lag,
+            shipper,
         })
     }
 
@@ -182,11 +194,13 @@ impl PoliceAdapter {
         self.routing.clone()
     }
 
-    /// Starts the consumer, the delivery worker, the receipts relay and the lag monitor.
+    /// Starts the consumer, the delivery worker, the receipts relay, the lag monitor and the
+    /// log shipper.
     pub fn spawn(self, tasks: &mut JoinSet<()>, shutdown: &watch::Receiver<bool>) {
         tasks.spawn(self.adapter.run(shutdown.clone()));
         tasks.spawn(self.worker.run(shutdown.clone()));
         tasks.spawn(self.relay.run(shutdown.clone()));
         tasks.spawn(self.lag.run(shutdown.clone()));
+        tasks.spawn(self.shipper.run(shutdown.clone()));
     }
 }

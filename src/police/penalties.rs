@@ -24,30 +24,7 @@ use super::rules::PenaltyRecord;
 use crate::contract::deadlines::shanghai;
 use crate::contract::lead::{LeadId, LeadKind, LeadType};
 
-/// The subjects a lead names, as matching keys, without duplicates.
-pub fn subject_keys(document: &Value) -> Vec<String> {
-    let mut keys: Vec<String> = document
-        .get("subjects")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .flat_map(|subject| {
-            let key = |field: &str, prefix: &str| {
-                subject
-                    .get(field)
-                    .and_then(Value::as_str)
-                    .map(str::trim)
-                    .filter(|value| !value.is_empty())
-                    .map(|value| format!("{prefix}:{}", value.to_uppercase()))
-            };
-            [key("uscc", "uscc"), key("id_number", "id")]
-        })
-        .flatten()
-        .collect();
-    keys.sort();
-    keys.dedup();
-    keys
-}
+pub use crate::contract::lead::subject_keys;
 
 /// The date of the act a lead reports: its `occurred_at` in Asia/Shanghai, when readable.
 pub fn act_date(document: &Value) -> Option<NaiveDate> {

@@ -190,43 +190,76 @@ impl PoliceStore {
             at,
             ..
         } = step;
-        let (message, entry) = self.receipt_with_entry(step, details);
+        let (message, entries) = self.receipt_with_entry(step, details);
         insert_message(tx, &message, lead_id, revision, at).await?;
-        ledger.append(entry);
+        for entry in entries {
+            ledger.append(entry);
+        }
         Ok(())
     }
 
-    /// A receipt's outbox message and the ledger entry recording its step.
+    /// A receipt's outbox message and the ledger entries recording its step, under the
+    /// supervision contract's action names (§2). Receiving a lead is three handoff events:
+    /// its arrival, its assessment against the thresholds, and its routing to units.
     fn receipt_with_entry(
         &self,
         step: Step<'_>,
         details: ReceiptStep,
-    ) -> (OutboxMessage, AuditEntry) {
+    ) -> (OutboxMessage, Vec<AuditEntry>) {
         let action = match &details {
             ReceiptStep::ReceivedByPolice { .. } => "lead.received_by_police",
             ReceiptStep::Delivered { .. } => "lead.delivered",
-            ReceiptStep::DeliveryGivenUp { .. } => "lead.delivery_given_up",
+            ReceiptStep::DeliveryGivenUp { .. } => "lead.delivery_failed",
             ReceiptStep::DeadLettered { .. } => "lead.dead_lettered",
-            _ => "lead.decided",
+            ReceiptStep::Forwarded(_) => "lead.forwarded",
+            ReceiptStep::Reconsidered(_) => "lead.reconsideration_answered",
+            ReceiptStep::Filed(_) | ReceiptStep::NotFiled(_) | ReceiptStep::Returned(_) => {
+                "lead.decided"
+            }
         };
         let mut fields = serde_json::to_value(&details).expect("events serialise");
         let message = self.receipt(uuid::Uuid::now_v7(), step, details);
-        if let Some(object) = fields.as_object_mut() {
-            // The ledger records the step (its action names it), not bulky copies of the
-            // assessment.
-            object.remove("event");
-            object.remove("assessment");
-            object.insert("event_id".into(), json!(message.event_id));
-        }
-        let entry = AuditEntry {
+        let entry = |action: &'static str, details: Value| AuditEntry {
             at: step.at,
             actor: step.actor.to_owned(),
             action,
             lead_id: Some(step.lead_id),
             revision: Some(step.revision),
-            details: fields,
+            details,
         };
-        (message, entry)
+        let mut entries = Vec::new();
+        if let Some(object) = fields.as_object_mut() {
+            object.remove("event");
+            object.insert("event_id".into(), json!(message.event_id));
+            if let Some(assessment) = object.remove("assessment") {
+                // The ledger records the assessment's outcome — priority and the rules met —
+                // not a bulky copy of it.
+                let rules: Vec<Value> = assessment["suspected_offences"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|offence| offence["rules"].as_array().cloned().unwrap_or_default())
+                    .collect();
+                let routed = json!({
+                    "event_id": message.event_id,
+                    "units": object.remove("units").unwrap_or(Value::Null),
+                    "forwarding_task": object.remove("forwarding_task").unwrap_or(Value::Null),
+                });
+                entries.push(entry(action, fields.clone()));
+                entries.push(entry(
+                    "lead.assessed",
+                    json!({
+                        "event_id": message.event_id,
+                        "priority": assessment["priority"],
+                        "rules": rules,
+                    }),
+                ));
+                entries.push(entry("lead.routed", routed));
+                return (message, entries);
+            }
+        }
+        entries.push(entry(action, fields));
+        (message, entries)
     }
 
     /// Records a lead taken from Kafka, its deliveries and its `received_by_police` receipt.
@@ -409,7 +442,7 @@ impl PoliceStore {
                 forwarding_since: routed.forwarding_task.then_some(now),
                 ..Default::default()
             };
-            let (message, entry) = self.receipt_with_entry(
+            let (message, entries) = self.receipt_with_entry(
                 Step {
                     lead_id: lead.lead_id,
                     revision: lead.revision,
@@ -428,7 +461,9 @@ impl PoliceStore {
                 },
             );
             messages.push((message, lead.lead_id, lead.revision));
-            ledger.append(entry);
+            for entry in entries {
+                ledger.append(entry);
+            }
         }
         insert_messages(&mut tx, &messages, now).await?;
         ledger.finish(&mut tx).await?;
@@ -804,7 +839,7 @@ impl PoliceStore {
         let mut ledger = LedgerAppender::new();
         let mut messages = Vec::with_capacity(delivered.len());
         for (delivery, cms_ref) in delivered {
-            let (message, entry) = self.receipt_with_entry(
+            let (message, entries) = self.receipt_with_entry(
                 Step {
                     lead_id: delivery.lead_id,
                     revision: delivery.revision,
@@ -818,7 +853,9 @@ impl PoliceStore {
                 },
             );
             messages.push((message, delivery.lead_id, delivery.revision));
-            ledger.append(entry);
+            for entry in entries {
+                ledger.append(entry);
+            }
         }
         insert_messages(&mut tx, &messages, now).await?;
         ledger.finish(&mut tx).await?;
@@ -984,7 +1021,8 @@ impl PoliceStore {
     }
 
     /// The whole lead as delivered to one of the `visible` units (latest revision), recording
-    /// the read in the ledger.
+    /// the read in the ledger (`access.read`), or the refusal when no visible unit holds it
+    /// (`access.denied`).
     pub async fn read_lead(
         &self,
         lead_id: LeadId,
@@ -994,7 +1032,18 @@ impl PoliceStore {
     ) -> Result<Option<Value>, StoreError> {
         let mut tx = self.store.begin().await?;
         let Some(lead) = current_lead(tx.conn(), lead_id, visible).await? else {
-            tx.rollback().await?;
+            // Another unit's lead (or none) is answered 404, and recorded as the refusal it is.
+            let mut ledger = LedgerAppender::new();
+            ledger.append(AuditEntry {
+                at: now,
+                actor: reader.to_owned(),
+                action: "access.denied",
+                lead_id: Some(lead_id),
+                revision: None,
+                details: json!({"path": format!("/police/v1/leads/{lead_id}"), "status": 404}),
+            });
+            ledger.finish(&mut tx).await?;
+            tx.commit().await?;
             return Ok(None);
         };
         let view = json!({
@@ -1016,10 +1065,13 @@ impl PoliceStore {
         ledger.append(AuditEntry {
             at: now,
             actor: reader.to_owned(),
-            action: "lead.read",
+            action: "access.read",
             lead_id: Some(lead_id),
             revision: Some(lead.revision),
-            details: json!({"unit": reader.strip_prefix("investigator:").unwrap_or(reader)}),
+            details: json!({
+                "path": format!("/police/v1/leads/{lead_id}"),
+                "unit": reader.strip_prefix("investigator:").unwrap_or(reader),
+            }),
         });
         ledger.finish(&mut tx).await?;
         tx.commit().await?;

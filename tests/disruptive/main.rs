@@ -13,7 +13,9 @@ use leadbridge::contract::lead::Agency;
 use leadbridge::Roles;
 use serde_json::Value;
 
-use helpers::{app, consume, header, payload, sample_lead, unique_case_id, Backend};
+use helpers::{
+    app, consume, consume_receipts, header, payload, sample_lead, unique_case_id, Backend,
+};
 
 fn services(command: &str) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/local/services.sh");
@@ -117,7 +119,7 @@ async fn a_kafka_broker_restart_loses_and_duplicates_nothing() {
     );
     let receipts_topic =
         leadbridge::shared::kafka::Topics::new(app.settings.kafka.topic_prefix.clone()).receipts();
-    let receipts = consume(
+    let receipts = consume_receipts(
         &app.bootstrap_servers,
         &receipts_topic,
         20,

@@ -37,6 +37,17 @@ pub fn start_role(role: &str, data_dir: &Path, env: &[(&str, String)]) -> HubPro
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
+    // On databases of their own, the roles sign with configured keys (kept in the data
+    // directory, so a restarted process signs with the same ones).
+    for log in ["hub", "police"] {
+        let path = data_dir.join("keys").join(format!("{log}.key"));
+        leadbridge::shared::tlog::LogKey::load_or_create(&path, &format!("leadbridge-local-{log}"))
+            .unwrap();
+        command.env(
+            format!("LEADBRIDGE_TRANSPARENCY__{}_KEY_FILE", log.to_uppercase()),
+            &path,
+        );
+    }
     for (key, value) in env {
         command.env(key, value);
     }

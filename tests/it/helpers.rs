@@ -194,6 +194,17 @@ pub async fn test_settings(
     settings.relay.poll_interval_ms = 50;
     settings.relay.backoff_initial_ms = 200;
     settings.relay.backoff_max_ms = 1_000;
+    // A database of its own means no embedded default: the signing keys are configured, as
+    // in production (the files are where the embedded default would keep them).
+    for log in ["hub", "police"] {
+        let path = data_dir.join("keys").join(format!("{log}.key"));
+        leadbridge::shared::tlog::LogKey::load_or_create(&path, &format!("leadbridge-local-{log}"))
+            .unwrap();
+        match log {
+            "hub" => settings.transparency.hub_key_file = Some(path),
+            _ => settings.transparency.police_key_file = Some(path),
+        }
+    }
     match backend {
         Backend::Real => {
             settings.database.url = Some(Secret::new(fresh_postgres_database().await));
@@ -643,6 +654,31 @@ pub async fn consume(
     expected: usize,
     linger: Duration,
 ) -> Vec<OwnedMessage> {
+    consume_where(bootstrap_servers, topic, expected, linger, |_| true).await
+}
+
+/// The receipts on the receipts topic, without the police log's shipments that share it
+/// (`leadbridge.log.v1` under the key `log:police`).
+pub async fn consume_receipts(
+    bootstrap_servers: &str,
+    topic: &str,
+    expected: usize,
+    linger: Duration,
+) -> Vec<OwnedMessage> {
+    consume_where(bootstrap_servers, topic, expected, linger, |message| {
+        message.key() != Some(leadbridge::contract::events::LOG_EVENT_KEY.as_bytes())
+    })
+    .await
+}
+
+/// [`consume`], keeping (and counting towards `expected`) only the messages `keep` takes.
+pub async fn consume_where(
+    bootstrap_servers: &str,
+    topic: &str,
+    expected: usize,
+    linger: Duration,
+    keep: impl Fn(&OwnedMessage) -> bool,
+) -> Vec<OwnedMessage> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap_servers)
         .set("group.id", format!("test-{}", uuid::Uuid::new_v4()))
@@ -662,7 +698,10 @@ pub async fn consume(
         }
         match tokio::time::timeout(until - now, consumer.recv()).await {
             Ok(Ok(message)) => {
-                messages.push(message.detach());
+                let message = message.detach();
+                if keep(&message) {
+                    messages.push(message);
+                }
                 if messages.len() >= expected && linger_until.is_none() {
                     linger_until = Some(Instant::now() + linger);
                 }

@@ -594,13 +594,34 @@ async fn every_lead_type_reaches_the_right_inbox_with_its_assessment_and_decisio
     assert_eq!(full["status"], "filed");
     let police_store = app.police_store.clone().unwrap();
     let (reads,): (i64,) = sqlx::query_as(
-        "SELECT COUNT(*) FROM log_trail WHERE action = 'lead.read' AND CAST(lead_id AS TEXT) = $1",
+        "SELECT COUNT(*) FROM log_trail WHERE action = 'access.read' AND CAST(lead_id AS TEXT) = $1",
     )
     .bind(filed_id)
     .fetch_one(police_store.store().inspection_pool().await.unwrap())
     .await
     .unwrap();
     assert_eq!(reads, 1);
+    // Another county's investigator asking for it: 404, and the refusal is on the ledger.
+    let other = if *discharge_division == "370323" {
+        "370302"
+    } else {
+        "370323"
+    };
+    let response = investigator(&app, other)
+        .get(app.url(&format!("/police/v1/leads/{filed_id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let (denied,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM log_trail WHERE action = 'access.denied' AND CAST(lead_id AS TEXT) = $1 AND actor = $2",
+    )
+    .bind(filed_id)
+    .bind(format!("investigator:{other}"))
+    .fetch_one(police_store.store().inspection_pool().await.unwrap())
+    .await
+    .unwrap();
+    assert_eq!(denied, 1);
     leadbridge::shared::audit::verify(police_store.store())
         .await
         .unwrap();

@@ -11,7 +11,8 @@ use rdkafka::Message;
 use serde_json::Value;
 
 use crate::helpers::{
-    app, consume, drop_test_database, header, sample_lead, unique_case_id, Backend, TestApp,
+    app, consume, consume_receipts, drop_test_database, header, sample_lead, unique_case_id,
+    Backend, TestApp,
 };
 use crate::police::eventually;
 
@@ -159,7 +160,7 @@ async fn two_hubs_and_two_adapters_deliver_every_lead_once_and_publish_every_row
         .fetch_one(pool)
         .await
         .unwrap();
-    let receipts = consume(
+    let receipts = consume_receipts(
         &first.bootstrap_servers,
         &leadbridge::shared::kafka::Topics::new(first.settings.kafka.topic_prefix.clone())
             .receipts(),

@@ -389,7 +389,11 @@ async fn a_database_with_an_unknown_schema_history_is_refused_not_migrated_over(
                 .fetch_all(hub.inspection_pool().await.unwrap())
                 .await
                 .unwrap();
-        assert_eq!(versions, vec![(1,), (2,), (3,), (4,), (101,)], "{label}");
+        assert_eq!(
+            versions,
+            vec![(1,), (2,), (3,), (4,), (101,), (102,)],
+            "{label}"
+        );
         for table in [
             "outbox",
             "audit_head",
@@ -444,7 +448,7 @@ async fn a_database_with_an_unknown_schema_history_is_refused_not_migrated_over(
                 .unwrap();
         assert_eq!(
             versions,
-            vec![(1,), (2,), (3,), (4,), (101,), (102,), (103,)],
+            vec![(1,), (2,), (3,), (4,), (101,), (102,), (103,), (104,)],
             "{label}"
         );
         sqlx::query(

@@ -9,7 +9,7 @@ use chrono::Utc;
 use serde_json::json;
 
 use leadbridge::contract::lead::{Agency, LeadId};
-use leadbridge::shared::audit::log::{self, LogSigner};
+use leadbridge::shared::audit::log::{self, LogSigner, LogTables};
 use leadbridge::shared::audit::{AuditEntry, AuditError, LedgerAppender};
 use leadbridge::shared::store::{Dialect, Store};
 use leadbridge::shared::tlog::{LogKey, VerifierKey};
@@ -54,14 +54,15 @@ async fn run(store: &Store, sql: &str) {
 }
 
 async fn expect_broken(store: &Store, signer: &LogSigner, index: u64, what: &str) {
-    match log::verify(store, &verifier(signer), &signer.origin).await {
+    match log::verify(store, LogTables::OWN, &verifier(signer), &signer.origin).await {
         Err(AuditError::Log { index: found, .. }) if found == index => {}
         other => panic!("{:?}: {what} went unnoticed: {other:?}", store.dialect()),
     }
 }
 
 async fn expect_sound(store: &Store, signer: &LogSigner, what: &str) {
-    if let Err(error) = log::verify(store, &verifier(signer), &signer.origin).await {
+    if let Err(error) = log::verify(store, LogTables::OWN, &verifier(signer), &signer.origin).await
+    {
         panic!("{:?}: {what}: {error}", store.dialect());
     }
 }
@@ -104,7 +105,7 @@ async fn the_log_holds_every_entry_and_verify_names_the_first_tampered_one_on_bo
             .unwrap()
             .unwrap();
         assert_eq!(again, second);
-        let verified = log::verify(&store, &verifier(&signer), &signer.origin)
+        let verified = log::verify(&store, LogTables::OWN, &verifier(&signer), &signer.origin)
             .await
             .unwrap();
         assert_eq!(
@@ -342,7 +343,7 @@ async fn the_log_holds_every_entry_and_verify_names_the_first_tampered_one_on_bo
             ),
         )
         .await;
-        match log::verify(&store, &verifier(&signer), &signer.origin).await {
+        match log::verify(&store, LogTables::OWN, &verifier(&signer), &signer.origin).await {
             Err(AuditError::Checkpoint { size: 7, .. }) => {}
             other => panic!("{dialect:?}: a forged checkpoint went unnoticed: {other:?}"),
         }
@@ -360,7 +361,7 @@ async fn the_log_holds_every_entry_and_verify_names_the_first_tampered_one_on_bo
             ),
         )
         .await;
-        match log::verify(&store, &verifier(&signer), &signer.origin).await {
+        match log::verify(&store, LogTables::OWN, &verifier(&signer), &signer.origin).await {
             Err(AuditError::Checkpoint { size: 9, .. }) => {}
             other => panic!("{dialect:?}: an altered checkpoint root went unnoticed: {other:?}"),
         }
@@ -446,6 +447,11 @@ async fn a_running_hub_keeps_both_logs_and_the_command_verifies_them_and_names_a
         .arg(&bundle_file)
         .arg("--data-dir")
         .arg(data_dir.path())
+        // Off the embedded default the hub's key is configured, here as a variable.
+        .env(
+            "LEADBRIDGE_TRANSPARENCY__HUB_KEY_FILE",
+            data_dir.path().join("keys/hub.key"),
+        )
         .output()
         .unwrap();
     assert!(
@@ -495,4 +501,67 @@ async fn a_running_hub_keeps_both_logs_and_the_command_verifies_them_and_names_a
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("broken at entry 0"), "{stderr}");
+}
+
+/// Off the embedded default, each role's signing key is a configured file: a hub on its own
+/// database with none configured stops start-up naming the setting, rather than signing with a
+/// key of its own that another instance of it would not share; a configured file that is
+/// missing stops it naming the path.
+#[tokio::test]
+async fn a_hub_off_the_embedded_default_needs_its_signing_key_configured() {
+    use crate::helpers::{test_settings, TestPki};
+    let data_dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new();
+    let settings = test_settings(Backend::Embedded, data_dir.path(), &pki).await;
+
+    let mut unset = settings.clone();
+    unset.transparency.hub_key_file = None;
+    let error = leadbridge::Application::build(unset, Roles::HUB)
+        .await
+        .err()
+        .expect("start-up must fail");
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("transparency.hub_key_file is not set"),
+        "{message}"
+    );
+
+    let mut missing = settings.clone();
+    let path = data_dir.path().join("keys/elsewhere.key");
+    missing.transparency.hub_key_file = Some(path.clone());
+    let error = leadbridge::Application::build(missing, Roles::HUB)
+        .await
+        .err()
+        .expect("start-up must fail");
+    let message = format!("{error:#}");
+    assert!(message.contains(&path.display().to_string()), "{message}");
+
+    // A key made with `audit keygen` is what it then signs with.
+    let made = data_dir.path().join("keys/made.key");
+    let output = Command::new(env!("CARGO_BIN_EXE_leadbridge"))
+        .args(["audit", "keygen", "--name", "leadbridge-local-hub", "--out"])
+        .arg(&made)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(
+        printed.trim(),
+        LogKey::load(&made).unwrap().verifier_key(),
+        "it prints the verifier key of the key it wrote"
+    );
+    let again = Command::new(env!("CARGO_BIN_EXE_leadbridge"))
+        .args(["audit", "keygen", "--name", "leadbridge-local-hub", "--out"])
+        .arg(&made)
+        .output()
+        .unwrap();
+    assert!(!again.status.success(), "a key is never overwritten");
+    let mut configured = settings;
+    configured.transparency.hub_key_file = Some(made);
+    let application = leadbridge::Application::build(configured, Roles::HUB).await;
+    assert!(application.is_ok(), "{:#}", application.err().unwrap());
 }

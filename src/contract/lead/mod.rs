@@ -280,6 +280,33 @@ impl ValidatedLead {
     }
 }
 
+/// The subjects a lead document names, as matching keys without duplicates: `uscc:` or `id:`
+/// and the trimmed, upper-cased USCC or ID number, so the same organisation or person named by
+/// two agencies is one subject. A subject with neither is never matched.
+pub fn subject_keys(document: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = document
+        .get("subjects")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .flat_map(|subject| {
+            let key = |field: &str, prefix: &str| {
+                subject
+                    .get(field)
+                    .and_then(Value::as_str)
+                    .map(str::trim)
+                    .filter(|value| !value.is_empty())
+                    .map(|value| format!("{prefix}:{}", value.to_uppercase()))
+            };
+            [key("uscc", "uscc"), key("id_number", "id")]
+        })
+        .flatten()
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

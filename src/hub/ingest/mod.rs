@@ -24,13 +24,14 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::contract::lead::{Agency, LeadId, ValidatedLead};
 use crate::contract::validate::{Problem, ValidationError, Validator};
 use crate::hub::store::leads::LeadToStore;
 use crate::hub::store::{Acceptance, ConflictReason};
+use crate::shared::audit::AuditEntry;
 use crate::shared::kafka::Topics;
 use crate::shared::outbox::OutboxMessage;
 use crate::shared::store::{Store, StoreError};
@@ -261,6 +262,29 @@ impl Ingest {
             })
             .await
             .expect("validation does not panic");
+        // Each refusal is a `lead.rejected` entry of the hub's log, with its problems. The
+        // refusal stands whether or not it could be logged: it changed nothing.
+        let rejections: Vec<AuditEntry> = validated
+            .iter()
+            .filter_map(|result| result.as_ref().err())
+            .map(|error| AuditEntry {
+                at: now,
+                actor: format!("agency:{}", caller.as_str()),
+                action: "lead.rejected",
+                lead_id: None,
+                revision: None,
+                details: match error {
+                    ValidationError::Invalid(problems) => json!({"problems": problems}),
+                    ValidationError::ForeignAgency { claimed, .. } => {
+                        json!({"problems": [{"pointer": "/source/agency", "code": "foreign_agency", "message": format!("the lead claims agency {}", claimed.as_str())}]})
+                    }
+                },
+            })
+            .collect();
+        if let Err(error) = crate::shared::audit::record_all(&self.storage.store, rejections).await
+        {
+            tracing::warn!(%error, "Cannot log refused leads; the refusals stand.");
+        }
         validated
             .into_iter()
             .map(|result| {

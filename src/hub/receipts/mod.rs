@@ -1,5 +1,6 @@
 //! The hub's receipts consumer: police receipts and decisions from `<prefix>.receipts.v1`
-//! into lead status, timeline and the agency feedback feed.
+//! into lead status, timeline and the agency feedback feed, and the police log's entries and
+//! checkpoints into the hub's copy of that log (`crate::shared::audit::copy`).
 //!
 //! Guarantee: at-least-once with idempotent application (receipts are applied once per event
 //! id). Receipts are applied in their order, in runs: what a poll returns (up to 500), split
@@ -11,6 +12,11 @@
 //! (`StoreError::is_permanent`) is dead-lettered as `unstorable` rather than retried forever;
 //! any other store error is waited out on the same run. A shutdown interrupts either wait
 //! without storing the offset, so the receipt is consumed again after a restart.
+//!
+//! A log event is applied alone, in its place among the receipts. One the copy refuses (an
+//! entry that does not verify, a gap, a divergence from what the copy holds, a checkpoint not
+//! signed by the police key or not of the copy's tree) is dead-lettered with its reason and
+//! logged as an error: the copy is evidence, so it never takes what it cannot check.
 
 use std::time::Duration;
 
@@ -21,12 +27,17 @@ use rdkafka::producer::FutureProducer;
 use rdkafka::Message;
 use tokio::sync::watch;
 
-use crate::contract::events::{DeadLetterHeaders, DeadLetterOrigin, EventError, ReceiptEvent};
+use crate::contract::events::{
+    DeadLetterHeaders, DeadLetterOrigin, EventError, LogEvent, ReceiptEvent, ReceiptsTopicEvent,
+};
 use crate::hub::store::ReceiptOutcome;
+use crate::shared::audit::copy::{self, CopyError};
+use crate::shared::audit::log::LogTables;
 use crate::shared::config::KafkaSettings;
 use crate::shared::kafka::{self, Topics};
 use crate::shared::store::Store;
 use crate::shared::telemetry::{events, Metrics};
+use crate::shared::tlog::checkpoint::VerifierKey;
 
 /// Most receipts applied in one transaction.
 const RECEIPTS_BATCH_MAX: usize = 500;
@@ -38,6 +49,14 @@ pub struct ReceiptsConsumer {
     deadletter_topic: String,
     limits: kafka::MessageLimits,
     metrics: Metrics,
+    police_log: Option<PoliceLogKey>,
+}
+
+/// What the police log's checkpoints are checked against: the police key and the log's origin.
+#[derive(Clone, Debug)]
+pub struct PoliceLogKey {
+    pub key: VerifierKey,
+    pub origin: String,
 }
 
 impl ReceiptsConsumer {
@@ -47,6 +66,7 @@ impl ReceiptsConsumer {
         store: Store,
         metrics: Metrics,
         limits: &kafka::MessageLimits,
+        police_log: Option<PoliceLogKey>,
     ) -> anyhow::Result<ReceiptsConsumer> {
         let topics = Topics::new(kafka_settings.topic_prefix.clone());
         let group_id = format!("{}-hub-receipts", kafka_settings.topic_prefix);
@@ -60,6 +80,7 @@ impl ReceiptsConsumer {
             deadletter_topic: topics.deadletter(),
             limits: limits.clone(),
             metrics,
+            police_log,
         })
     }
 
@@ -91,8 +112,15 @@ impl ReceiptsConsumer {
     ) -> bool {
         let mut run: Vec<(&BorrowedMessage<'_>, ReceiptEvent)> = Vec::new();
         for message in batch {
-            match ReceiptEvent::decode(message.payload().unwrap_or_default()) {
-                Ok(receipt) => run.push((message, receipt)),
+            match ReceiptsTopicEvent::decode(message.payload().unwrap_or_default()) {
+                Ok(ReceiptsTopicEvent::Receipt(receipt)) => run.push((message, receipt)),
+                Ok(ReceiptsTopicEvent::Log(event)) => {
+                    if !self.apply_run(&mut run, shutdown).await
+                        || !self.apply_log(message, &event, shutdown).await
+                    {
+                        return false;
+                    }
+                }
                 Err(error) => {
                     if !self.apply_run(&mut run, shutdown).await {
                         return false;
@@ -203,6 +231,79 @@ impl ReceiptsConsumer {
             }
             self.store_offset(message);
             return true;
+        }
+    }
+
+    /// Takes a log event into the police log's copy and stores its offset; dead-letters it
+    /// when the copy refuses it. False when shutdown came first.
+    async fn apply_log(
+        &self,
+        message: &BorrowedMessage<'_>,
+        event: &LogEvent,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let applied = match &event.checkpoint {
+                Some(note) => match &self.police_log {
+                    Some(police) => copy::store_shipped_checkpoint(
+                        &self.store,
+                        LogTables::POLICE_COPY,
+                        note,
+                        &police.key,
+                        &police.origin,
+                        Utc::now(),
+                    )
+                    .await
+                    .map(|new| {
+                        if !new {
+                            tracing::debug!(
+                                "A police checkpoint the copy holds was shipped again."
+                            );
+                        }
+                    }),
+                    None => Err(CopyError::BadCheckpoint(
+                        "the hub knows no police verifier key (transparency.police_verifier_key)"
+                            .into(),
+                    )),
+                },
+                None => copy::append_shipped(&self.store, LogTables::POLICE_COPY, &event.entries)
+                    .await
+                    .map(|copied| {
+                        if copied.duplicates > 0 {
+                            tracing::debug!(
+                                duplicates = copied.duplicates,
+                                appended = copied.appended,
+                                "Police log entries the copy holds were shipped again."
+                            );
+                        }
+                    }),
+            };
+            match applied {
+                Ok(()) => {
+                    self.store_offset(message);
+                    return true;
+                }
+                Err(error) if error.is_retryable() => {
+                    tracing::warn!(%error, "Cannot copy the police log yet; retrying.");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => return false,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+                Err(error) => {
+                    tracing::error!(%error, class = error.class(), "The police log's copy refuses a shipment; dead-lettering it.");
+                    if !self
+                        .dead_letter(message, error.class(), &error.to_string(), shutdown)
+                        .await
+                    {
+                        return false;
+                    }
+                    self.store_offset(message);
+                    return true;
+                }
+            }
         }
     }
 

@@ -299,7 +299,7 @@ impl Store {
             actor,
             action: match step {
                 AgencyStep::SupervisionRequest => "lead.supervision_requested",
-                AgencyStep::Handover => "lead.handed_over",
+                AgencyStep::Handover => "lead.handover_reported",
             },
             lead_id: Some(lead_id),
             revision: Some(revision),

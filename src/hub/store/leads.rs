@@ -81,7 +81,7 @@ const TIMELINE_OF_LEAD: &str =
     "SELECT event, at, actor, revision, details FROM timeline_events WHERE lead_id = $1 ORDER BY id";
 
 /// A `timeline_events` row.
-fn timeline_event<R: Row>(lead_id: LeadId, row: &R) -> Result<TimelineEvent, StoreError>
+pub(super) fn timeline_event<R: Row>(lead_id: LeadId, row: &R) -> Result<TimelineEvent, StoreError>
 where
     for<'n> &'n str: ColumnIndex<R>,
     DbTime: for<'r> Decode<'r, R::Database> + Type<R::Database>,

@@ -5,6 +5,7 @@ pub mod clocks;
 pub mod feedback;
 pub mod leads;
 pub mod publication;
+pub mod supervision;
 
 pub use clocks::{AgencyStep, AgencyStepError};
 pub use feedback::{ReceiptOutcome, ReconsiderationError};

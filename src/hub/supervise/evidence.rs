@@ -1,11 +1,12 @@
 //! `GET /supervise/v1/leads/{lead_id}/evidence` (supervision contract §4): every entry about
-//! one lead with its inclusion proof against a checkpoint signed for it, verifiable offline
+//! one lead from both logs, each with its inclusion proof against its log's checkpoint — the
+//! hub's signed for the bundle, the police's the latest the police shipped — verifiable offline
 //! with `leadbridge audit verify-evidence`. An agency head gets only their agency's leads;
 //! another agency's lead answers 404, as a lead the hub does not know. Each export is an
 //! `access.export` entry of the hub's log, and each such refusal an `access.denied` one.
 //!
-//! So far the bundle holds the hub's log only: the police log's entries join it once its
-//! copy reaches the hub.
+//! The police entries are those under the police's latest checkpoint: what the police logged
+//! after it joins the bundle with the next checkpoint they sign.
 
 use axum::Json;
 use chrono::Utc;
@@ -77,6 +78,13 @@ pub async fn evidence(
         json!({"export": "evidence", "scope": caller.scope.as_str()}),
     );
     audit::record(&state.store, export).await?;
-    let bundle = log::bundle(&state.store, &state.hub_signer, "hub", lead).await?;
+    let mut bundle = log::bundle(&state.store, &state.hub_signer, "hub", lead).await?;
+    log::add_copy_to_bundle(
+        &state.store,
+        log::LogTables::POLICE_COPY,
+        "police",
+        &mut bundle,
+    )
+    .await?;
     Ok(Json(bundle))
 }

@@ -1,6 +1,8 @@
 //! `/supervise/v1/keys` and `/supervise/v1/logs/{log}/…` (supervision contract §3): the
-//! hub's log as supervisors' tools read it. Sizes and indexes beyond the latest checkpoint
-//! answer 400 (a size) or 404 (an index), so a proof is only ever against a signed tree.
+//! hub's log, and the hub's copy of the police log, as supervisors' tools read them. Sizes and
+//! indexes beyond the latest checkpoint answer 400 (a size) or 404 (an index), so a proof is
+//! only ever against a signed tree. The police log's checkpoints are the police adapter's own,
+//! checked when they arrived; the hub never signs for the police.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -11,10 +13,12 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::SuperviseState;
-use crate::shared::audit::log::{self, StoredCheckpoint};
+use crate::shared::audit::log::{self, LogTables, StoredCheckpoint};
+use crate::shared::audit::witness::{self, WitnessError, WitnessedLog};
 use crate::shared::http::extract::{Path, Query};
 use crate::shared::http::{with_content_type, ApiError, SupervisorCaller};
 use crate::shared::store::StoreError;
+use crate::shared::tlog::checkpoint::VerifierKey;
 
 /// At most this many entries per `entries` call.
 const MAX_ENTRIES: u64 = 1000;
@@ -30,21 +34,19 @@ fn whole_log_reader(caller: &SupervisorCaller) -> Result<(), ApiError> {
     }
 }
 
-/// Only the hub's own log is served so far.
-fn hub_log(log: &str) -> Result<(), ApiError> {
+/// The tables of the log a path names.
+pub(super) fn tables_of(log: &str) -> Result<LogTables, ApiError> {
     match log {
-        "hub" => Ok(()),
-        "police" => Err(ApiError::NotFoundDetail(
-            "the police log's copy is not served by this hub yet".into(),
-        )),
+        "hub" => Ok(LogTables::OWN),
+        "police" => Ok(LogTables::POLICE_COPY),
         other => Err(ApiError::NotFoundDetail(format!(
             "there is no log {other:?}; the logs are hub and police"
         ))),
     }
 }
 
-async fn latest(state: &SuperviseState) -> Result<StoredCheckpoint, ApiError> {
-    log::latest_checkpoint(&state.store)
+async fn latest(state: &SuperviseState, tables: LogTables) -> Result<StoredCheckpoint, ApiError> {
+    log::latest_checkpoint(&state.store, tables)
         .await?
         .ok_or_else(|| ApiError::NotFoundDetail("the log has no checkpoint yet".into()))
 }
@@ -78,8 +80,8 @@ pub struct Keys {
 pub async fn keys(_caller: SupervisorCaller, state: SuperviseState) -> Json<Keys> {
     Json(Keys {
         hub: state.hub_signer.key.verifier_key(),
-        police: state.police_key.clone(),
-        witnesses: Vec::new(),
+        police: state.police_key.as_ref().map(|key| key.text()),
+        witnesses: state.witnesses.iter().map(VerifierKey::text).collect(),
     })
 }
 
@@ -91,7 +93,7 @@ pub async fn keys(_caller: SupervisorCaller, state: SuperviseState) -> Json<Keys
     tag = "supervision",
     params(("log" = String, Path, description = "hub or police")),
     responses(
-        (status = 200, description = "The signed checkpoint (C2SP signed note)", content_type = "text/plain", body = String),
+        (status = 200, description = "The signed checkpoint (C2SP signed note), with every witness's cosignature it has", content_type = "text/plain", body = String),
         (status = 401, description = "No client certificate"),
         (status = 403, description = "The caller is not a supervisor"),
         (status = 404, description = "No such log, or no checkpoint yet"),
@@ -103,8 +105,10 @@ pub async fn checkpoint(
     state: SuperviseState,
     Path(log): Path<String>,
 ) -> Result<Response, ApiError> {
-    hub_log(&log)?;
-    Ok(text(latest(&state).await?.note, StatusCode::OK))
+    let tables = tables_of(&log)?;
+    let latest = latest(&state, tables).await?;
+    let served = witness::with_cosignatures(&state.store, &log, latest.size, latest.note).await?;
+    Ok(text(served, StatusCode::OK))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -143,8 +147,8 @@ pub async fn checkpoints(
     Path(log): Path<String>,
     Query(query): Query<After>,
 ) -> Result<Json<Checkpoints>, ApiError> {
-    hub_log(&log)?;
-    let checkpoints = log::checkpoints_after(&state.store, query.after, 1000).await?;
+    let tables = tables_of(&log)?;
+    let checkpoints = log::checkpoints_after(&state.store, tables, query.after, 1000).await?;
     Ok(Json(Checkpoints { checkpoints }))
 }
 
@@ -156,8 +160,8 @@ pub async fn checkpoints(
     tag = "supervision",
     params(("log" = String, Path, description = "hub or police")),
     responses(
-        (status = 201, description = "A checkpoint of the log as it is now, signed now", content_type = "text/plain", body = String),
-        (status = 200, description = "The log did not grow since the latest checkpoint, which this is", content_type = "text/plain", body = String),
+        (status = 201, description = "A checkpoint of the hub's log as it is now, signed now", content_type = "text/plain", body = String),
+        (status = 200, description = "The log did not grow since the latest checkpoint, which this is; for the police log, always its latest checkpoint (the adapter signs its own)", content_type = "text/plain", body = String),
         (status = 401, description = "No client certificate"),
         (status = 403, description = "The caller is not a supervisor"),
         (status = 404, description = "No such log, or an empty log"),
@@ -169,10 +173,16 @@ pub async fn sign_checkpoint(
     state: SuperviseState,
     Path(log): Path<String>,
 ) -> Result<Response, ApiError> {
-    hub_log(&log)?;
+    if tables_of(&log)? == LogTables::POLICE_COPY {
+        // Only the police sign the police log; its latest checkpoint is what there is.
+        return Ok(text(
+            latest(&state, LogTables::POLICE_COPY).await?.note,
+            StatusCode::OK,
+        ));
+    }
     // Entries still queued belong in what the supervisor asked for.
     log::sequence_all(&state.store).await?;
-    let before = log::latest_checkpoint(&state.store).await?;
+    let before = log::latest_checkpoint(&state.store, LogTables::OWN).await?;
     let signed = log::sign_checkpoint(&state.store, &state.hub_signer, Utc::now())
         .await?
         .ok_or_else(|| ApiError::NotFoundDetail("the log is empty".into()))?;
@@ -228,20 +238,20 @@ pub async fn entries(
     Query(range): Query<Range>,
 ) -> Result<Json<Entries>, ApiError> {
     whole_log_reader(&caller)?;
-    hub_log(&log)?;
+    let tables = tables_of(&log)?;
     if range.end <= range.start || range.end - range.start > MAX_ENTRIES {
         return Err(ApiError::InvalidQuery(format!(
             "end must be above start and at most {MAX_ENTRIES} past it"
         )));
     }
-    let size = latest(&state).await?.size;
+    let size = latest(&state, tables).await?.size;
     if range.end > size {
         return Err(ApiError::NotFoundDetail(format!(
             "the latest checkpoint covers entries 0 to {}",
             size.saturating_sub(1)
         )));
     }
-    let entries = log::entries(&state.store, range.start, range.end)
+    let entries = log::entries(&state.store, tables, range.start, range.end)
         .await?
         .into_iter()
         .map(|(entry, leaf_hash)| EntryWithHash { entry, leaf_hash })
@@ -265,8 +275,13 @@ pub struct InclusionProof {
 }
 
 /// Checks a tree size against the latest checkpoint.
-async fn signed_size(state: &SuperviseState, size: u64, name: &str) -> Result<(), ApiError> {
-    let latest = latest(state).await?.size;
+async fn signed_size(
+    state: &SuperviseState,
+    tables: LogTables,
+    size: u64,
+    name: &str,
+) -> Result<(), ApiError> {
+    let latest = latest(state, tables).await?.size;
     if size == 0 || size > latest {
         return Err(ApiError::InvalidQuery(format!(
             "{name} {size} is not between 1 and the latest checkpoint's size {latest}"
@@ -298,22 +313,22 @@ pub async fn inclusion(
     Query(query): Query<InclusionQuery>,
 ) -> Result<Json<InclusionProof>, ApiError> {
     whole_log_reader(&caller)?;
-    hub_log(&log)?;
-    signed_size(&state, query.tree_size, "tree_size").await?;
+    let tables = tables_of(&log)?;
+    signed_size(&state, tables, query.tree_size, "tree_size").await?;
     if query.index >= query.tree_size {
         return Err(ApiError::NotFoundDetail(format!(
             "a tree of {} entries has no entry {}",
             query.tree_size, query.index
         )));
     }
-    let leaf_hash = log::leaf_hash_at(&state.store, query.index)
+    let leaf_hash = log::leaf_hash_at(&state.store, tables, query.index)
         .await?
         .ok_or_else(|| {
             ApiError::Internal(
                 StoreError::Corrupt(format!("log entry {} is missing", query.index)).to_string(),
             )
         })?;
-    let path = log::inclusion_proof(&state.store, query.index, query.tree_size).await?;
+    let path = log::inclusion_proof(&state.store, tables, query.index, query.tree_size).await?;
     Ok(Json(InclusionProof {
         leaf_index: query.index,
         tree_size: query.tree_size,
@@ -359,18 +374,97 @@ pub async fn consistency(
     Query(query): Query<ConsistencyQuery>,
 ) -> Result<Json<ConsistencyProof>, ApiError> {
     whole_log_reader(&caller)?;
-    hub_log(&log)?;
-    signed_size(&state, query.second, "second").await?;
+    let tables = tables_of(&log)?;
+    signed_size(&state, tables, query.second, "second").await?;
     if query.first == 0 || query.first > query.second {
         return Err(ApiError::InvalidQuery(format!(
             "first {} must be between 1 and second {}",
             query.first, query.second
         )));
     }
-    let path = log::consistency_proof(&state.store, query.first, query.second).await?;
+    let path = log::consistency_proof(&state.store, tables, query.first, query.second).await?;
     Ok(Json(ConsistencyProof {
         first: query.first,
         second: query.second,
         path: path.iter().map(hex::encode).collect(),
     }))
+}
+
+/// The log a witness reaches at `log`, with its key and origin.
+fn witnessed<'a>(
+    state: &'a SuperviseState,
+    log: &'a str,
+    hub_key: &'a VerifierKey,
+) -> Result<WitnessedLog<'a>, ApiError> {
+    let tables = tables_of(log)?;
+    let (key, origin) = if tables == LogTables::OWN {
+        (hub_key, &state.hub_origin)
+    } else {
+        (
+            state.police_key.as_ref().ok_or_else(|| {
+                ApiError::NotFoundDetail("the hub knows no police verifier key".into())
+            })?,
+            &state.police_origin,
+        )
+    };
+    Ok(WitnessedLog {
+        name: log,
+        tables,
+        key,
+        origin,
+    })
+}
+
+/// Cosign a checkpoint as a witness
+#[utoipa::path(
+    post,
+    path = "/supervise/v1/logs/{log}/cosignatures",
+    operation_id = "cosignCheckpoint",
+    tag = "supervision",
+    params(("log" = String, Path, description = "hub or police")),
+    request_body(content = String, content_type = "text/plain", description = "The checkpoint as the log signed it, plus one more signature line: the witness's Ed25519 signature over the same body"),
+    responses(
+        (status = 201, description = "The cosignature is kept and served with the checkpoint", content_type = "text/plain", body = String),
+        (status = 200, description = "The witness had cosigned this checkpoint already", content_type = "text/plain", body = String),
+        (status = 400, description = "Not a checkpoint of this log signed by its key"),
+        (status = 401, description = "No client certificate"),
+        (status = 403, description = "The caller is not a supervisor, or no configured witness key signed it"),
+        (status = 404, description = "No such log"),
+        (status = 409, description = "Not a checkpoint the log holds, or not consistent with the witness's previous cosigned one"),
+        (status = 503, description = "Database unavailable; retry"),
+    )
+)]
+pub async fn cosign(
+    _caller: SupervisorCaller,
+    state: SuperviseState,
+    Path(log): Path<String>,
+    body: String,
+) -> Result<Response, ApiError> {
+    let hub_key = VerifierKey::parse(&state.hub_signer.key.verifier_key())
+        .map_err(|error| ApiError::Internal(error.to_string()))?;
+    let witnessed = witnessed(&state, &log, &hub_key)?;
+    let cosigned = witness::cosign(
+        &state.store,
+        &witnessed,
+        &state.witnesses,
+        &body,
+        Utc::now(),
+    )
+    .await
+    .map_err(|error| match error {
+        WitnessError::Audit(error) => ApiError::from(error),
+        WitnessError::Malformed(_) => ApiError::InvalidBody(error.to_string()),
+        WitnessError::NotAWitness(_) => ApiError::Forbidden(error.to_string()),
+        WitnessError::Inconsistent(_) => ApiError::StateConflict(error.to_string()),
+    })?;
+    let (_, note) = log::checkpoints_at(&state.store, witnessed.tables, cosigned.size)
+        .await?
+        .ok_or_else(|| ApiError::Internal("the cosigned checkpoint vanished".into()))?;
+    let served = witness::with_cosignatures(&state.store, &log, cosigned.size, note).await?;
+    let status = if cosigned.new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(text(served, status))
 }

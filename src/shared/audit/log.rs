@@ -42,6 +42,37 @@ const QUEUE_ROWS: usize = crate::shared::store::MAX_BIND_PARAMS / 6;
 const ENTRY_ROWS: usize = crate::shared::store::MAX_BIND_PARAMS / 8;
 const HASH_ROWS: usize = crate::shared::store::MAX_BIND_PARAMS / 2;
 
+/// The tables one log lives in: a role's own log, or the hub's copy of the police adapter's.
+/// The copy has the own log's shape, so verifying, proving and serving read both alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogTables {
+    pub entries: &'static str,
+    pub hashes: &'static str,
+    pub head: &'static str,
+    pub checkpoints: &'static str,
+    /// Where entries wait to be sequenced; a copy has no queue.
+    pub queue: Option<&'static str>,
+}
+
+impl LogTables {
+    /// The role's own log.
+    pub const OWN: LogTables = LogTables {
+        entries: "log_entries",
+        hashes: "log_hashes",
+        head: "log_head",
+        checkpoints: "log_checkpoints",
+        queue: Some("log_queue"),
+    };
+    /// The hub's copy of the police adapter's log (hub migration 0102).
+    pub const POLICE_COPY: LogTables = LogTables {
+        entries: "police_log_entries",
+        hashes: "police_log_hashes",
+        head: "police_log_head",
+        checkpoints: "police_log_checkpoints",
+        queue: None,
+    };
+}
+
 /// Queues entries in the caller's transaction; returns the statements it took.
 ///
 /// `details` is queued as canonical JSON text; the sequencer turns it into the entry's
@@ -89,19 +120,27 @@ fn hex_hash(text: &str, which: &str) -> Result<Digest32, StoreError> {
 }
 
 /// Reads the stored hashes at `indexes`.
-async fn stored_hashes(store_tx: &mut Tx, indexes: &[u64]) -> Result<StoredHashes, AuditError> {
+pub(super) async fn stored_hashes(
+    store_tx: &mut Tx,
+    tables: LogTables,
+    indexes: &[u64],
+) -> Result<StoredHashes, AuditError> {
     let mut hashes = StoredHashes::new();
     for chunk in indexes.chunks(HASH_ROWS) {
         let list: Vec<String> = chunk.iter().map(u64::to_string).collect();
         let sql = format!(
-            "SELECT idx, hash FROM log_hashes WHERE idx IN ({})",
+            "SELECT idx, hash FROM {} WHERE idx IN ({})",
+            tables.hashes,
             list.join(", ")
         );
         let rows: Vec<(i64, String)> = on_backend!(store_tx.conn(), conn => sqlx::query_as(&sql)
             .fetch_all(&mut *conn)
             .await)?;
         for (index, hash) in rows {
-            hashes.insert(index as u64, hex_hash(&hash, &format!("log hash {index}"))?);
+            hashes.insert(
+                index as u64,
+                hex_hash(&hash, &format!("{} {index}", tables.hashes))?,
+            );
         }
     }
     Ok(hashes)
@@ -146,9 +185,27 @@ pub async fn sequence(store: &Store, max: usize) -> Result<usize, AuditError> {
         tx.rollback().await?;
         return Ok(0);
     }
-    let leaves: Vec<(Vec<u8>, Digest32)> = queued
+    let entries: Vec<LogEntry> = queued.iter().map(|(_, entry)| entry.clone()).collect();
+    append_entries(&mut tx, LogTables::OWN, size, &entries).await?;
+    let ids: Vec<String> = queued.iter().map(|(id, _)| id.to_string()).collect();
+    let delete = format!("DELETE FROM log_queue WHERE id IN ({})", ids.join(", "));
+    on_backend!(tx.conn(), conn => sqlx::query(&delete).execute(&mut *conn).await.map(|_| ()))?;
+    tx.commit().await?;
+    Ok(queued.len())
+}
+
+/// Appends `entries` (indexes `size`, `size + 1`, …) to the tree of `size` entries in `tables`,
+/// inside the caller's transaction, which holds the log's head: their canonical bytes and leaf
+/// hashes, the tree's new subtree hashes, and the head's new size.
+pub(super) async fn append_entries(
+    tx: &mut Tx,
+    tables: LogTables,
+    size: u64,
+    entries: &[LogEntry],
+) -> Result<(), AuditError> {
+    let leaves: Vec<(Vec<u8>, Digest32)> = entries
         .iter()
-        .map(|(_, entry)| {
+        .map(|entry| {
             let bytes = entry.canonical_bytes();
             let hash = leaf_hash(&bytes);
             (bytes, hash)
@@ -157,23 +214,24 @@ pub async fn sequence(store: &Store, max: usize) -> Result<usize, AuditError> {
     let leaf_hashes: Vec<Digest32> = leaves.iter().map(|(_, hash)| *hash).collect();
     // Which earlier subtree hashes the new ones combine with depends only on the sizes.
     let needed = tree::needed_for(|reader| tree::append_over(size, &leaf_hashes, reader));
-    let earlier = stored_hashes(&mut tx, &needed).await?;
+    let earlier = stored_hashes(tx, tables, &needed).await?;
     let new_hashes = tree::append_over(size, &leaf_hashes, &earlier)
         .map_err(|error| AuditError::Tree(error.to_string()))?;
 
-    for chunk in queued
+    for chunk in entries
         .iter()
         .zip(&leaves)
         .collect::<Vec<_>>()
         .chunks(ENTRY_ROWS)
     {
         let sql = format!(
-            "INSERT INTO log_entries (idx, at, actor, action, lead_id, revision, entry, leaf_hash) VALUES {}",
+            "INSERT INTO {} (idx, at, actor, action, lead_id, revision, entry, leaf_hash) VALUES {}",
+            tables.entries,
             placeholders(chunk.len(), 8)
         );
         on_backend!(tx.conn(), conn => {
             let mut query = sqlx::query(&sql);
-            for ((_, entry), (bytes, hash)) in chunk {
+            for (entry, (bytes, hash)) in chunk {
                 query = query
                     .bind(entry.index as i64)
                     .bind(DbTime::new(entry.at))
@@ -189,7 +247,8 @@ pub async fn sequence(store: &Store, max: usize) -> Result<usize, AuditError> {
     }
     for chunk in new_hashes.chunks(HASH_ROWS) {
         let sql = format!(
-            "INSERT INTO log_hashes (idx, hash) VALUES {}",
+            "INSERT INTO {} (idx, hash) VALUES {}",
+            tables.hashes,
             placeholders(chunk.len(), 2)
         );
         on_backend!(tx.conn(), conn => {
@@ -200,17 +259,14 @@ pub async fn sequence(store: &Store, max: usize) -> Result<usize, AuditError> {
             query.execute(&mut *conn).await.map(|_| ())
         })?;
     }
-    let ids: Vec<String> = queued.iter().map(|(id, _)| id.to_string()).collect();
-    let delete = format!("DELETE FROM log_queue WHERE id IN ({})", ids.join(", "));
-    on_backend!(tx.conn(), conn => sqlx::query(&delete).execute(&mut *conn).await.map(|_| ()))?;
-    let new_size = (size + queued.len() as u64) as i64;
-    on_backend!(tx.conn(), conn => sqlx::query("UPDATE log_head SET size = $1 WHERE id = 1")
+    let head = format!("UPDATE {} SET size = $1 WHERE id = 1", tables.head);
+    let new_size = (size + entries.len() as u64) as i64;
+    on_backend!(tx.conn(), conn => sqlx::query(&head)
         .bind(new_size)
         .execute(&mut *conn)
         .await
         .map(|_| ()))?;
-    tx.commit().await?;
-    Ok(queued.len())
+    Ok(())
 }
 
 /// Moves every queued entry into the log.
@@ -252,7 +308,7 @@ pub async fn sign_checkpoint(
     let size: i64 = on_backend!(tx.conn(), conn => sqlx::query_scalar("SELECT size FROM log_head WHERE id = 1")
         .fetch_one(&mut *conn)
         .await)?;
-    let latest = latest_checkpoint_in(&mut tx).await?;
+    let latest = latest_checkpoint_in(&mut tx, LogTables::OWN).await?;
     if latest
         .as_ref()
         .is_some_and(|latest| latest.size >= size as u64)
@@ -263,7 +319,7 @@ pub async fn sign_checkpoint(
     }
     let size = size as u64;
     let needed = tree::needed_for(|reader| tree::root(size, reader));
-    let hashes = stored_hashes(&mut tx, &needed).await?;
+    let hashes = stored_hashes(&mut tx, LogTables::OWN, &needed).await?;
     let root = tree::root(size, &hashes).map_err(|error| AuditError::Tree(error.to_string()))?;
     let checkpoint = Checkpoint {
         origin: signer.origin.clone(),
@@ -286,7 +342,7 @@ pub async fn sign_checkpoint(
     .await
     .map(|done| done.rows_affected()))?;
     if inserted == 0 {
-        let latest = latest_checkpoint_in(&mut tx).await?;
+        let latest = latest_checkpoint_in(&mut tx, LogTables::OWN).await?;
         tx.rollback().await?;
         return Ok(latest);
     }
@@ -299,16 +355,21 @@ pub async fn sign_checkpoint(
     }))
 }
 
-async fn latest_checkpoint_in(tx: &mut Tx) -> Result<Option<StoredCheckpoint>, AuditError> {
-    let row: Option<(i64, String, String, DbTime)> = on_backend!(tx.conn(), conn => sqlx::query_as(
-        "SELECT size, root, note, signed_at FROM log_checkpoints ORDER BY size DESC LIMIT 1",
-    )
+pub(super) async fn latest_checkpoint_in(
+    tx: &mut Tx,
+    tables: LogTables,
+) -> Result<Option<StoredCheckpoint>, AuditError> {
+    let sql = format!(
+        "SELECT size, root, note, signed_at FROM {} ORDER BY size DESC LIMIT 1",
+        tables.checkpoints
+    );
+    let row: Option<(i64, String, String, DbTime)> = on_backend!(tx.conn(), conn => sqlx::query_as(&sql)
     .fetch_optional(&mut *conn)
     .await)?;
     row.map(|(size, root, note, signed_at)| {
         Ok(StoredCheckpoint {
             size: size as u64,
-            root: hex_hash(&root, &format!("log checkpoint {size}"))?,
+            root: hex_hash(&root, &format!("{} {size}", tables.checkpoints))?,
             note,
             signed_at: signed_at.get(),
         })
@@ -385,7 +446,20 @@ struct StoredLog {
 /// Reads the log in one transaction, so a sequencer or signer committing meanwhile cannot make
 /// the entries, hashes, head and checkpoints disagree (PostgreSQL: one REPEATABLE READ
 /// snapshot; SQLite: one read transaction).
-async fn read_stored_log(store: &Store) -> Result<StoredLog, StoreError> {
+async fn read_stored_log(store: &Store, tables: LogTables) -> Result<StoredLog, StoreError> {
+    let entries = format!(
+        "SELECT idx, at, actor, action, lead_id, revision, entry, leaf_hash FROM {} ORDER BY idx",
+        tables.entries
+    );
+    let hashes = format!("SELECT idx, hash FROM {} ORDER BY idx", tables.hashes);
+    let head = format!("SELECT size FROM {} WHERE id = 1", tables.head);
+    let checkpoints = format!(
+        "SELECT size, root, note FROM {} ORDER BY size",
+        tables.checkpoints
+    );
+    let queue = tables
+        .queue
+        .map(|queue| format!("SELECT COUNT(*) FROM {queue}"));
     let mut tx = store.begin().await?;
     let read = on_backend!(tx.conn(), conn => {
         if store.dialect() == crate::shared::store::Dialect::Postgres {
@@ -393,23 +467,14 @@ async fn read_stored_log(store: &Store) -> Result<StoredLog, StoreError> {
                 .execute(&mut *conn)
                 .await?;
         }
-        let rows = sqlx::query_as(
-            "SELECT idx, at, actor, action, lead_id, revision, entry, leaf_hash FROM log_entries ORDER BY idx",
-        )
-        .fetch_all(&mut *conn)
-        .await?;
-        let hashes = sqlx::query_as("SELECT idx, hash FROM log_hashes ORDER BY idx")
-            .fetch_all(&mut *conn)
-            .await?;
-        let head = sqlx::query_scalar("SELECT size FROM log_head WHERE id = 1")
-            .fetch_one(&mut *conn)
-            .await?;
-        let checkpoints = sqlx::query_as("SELECT size, root, note FROM log_checkpoints ORDER BY size")
-            .fetch_all(&mut *conn)
-            .await?;
-        let queued = sqlx::query_scalar("SELECT COUNT(*) FROM log_queue")
-            .fetch_one(&mut *conn)
-            .await?;
+        let rows = sqlx::query_as(&entries).fetch_all(&mut *conn).await?;
+        let hashes = sqlx::query_as(&hashes).fetch_all(&mut *conn).await?;
+        let head = sqlx::query_scalar(&head).fetch_one(&mut *conn).await?;
+        let checkpoints = sqlx::query_as(&checkpoints).fetch_all(&mut *conn).await?;
+        let queued = match &queue {
+            Some(sql) => sqlx::query_scalar(sql).fetch_one(&mut *conn).await?,
+            None => 0,
+        };
         Ok::<_, StoreError>(StoredLog { rows, hashes, head, checkpoints, queued })
     })?;
     tx.rollback().await?;
@@ -420,15 +485,17 @@ async fn read_stored_log(store: &Store) -> Result<StoredLog, StoreError> {
 /// and every checkpoint (its root, and its signature by `key` under `origin`).
 pub async fn verify(
     store: &Store,
+    tables: LogTables,
     key: &VerifierKey,
     origin: &str,
 ) -> Result<VerifiedLog, AuditError> {
-    verify_tree(store, Some((key, origin))).await
+    verify_tree(store, tables, Some((key, origin))).await
 }
 
 /// [`verify`], checking the checkpoints' signatures only when given the key and origin.
 pub async fn verify_tree(
     store: &Store,
+    tables: LogTables,
     signed_by: Option<(&VerifierKey, &str)>,
 ) -> Result<VerifiedLog, AuditError> {
     let StoredLog {
@@ -437,7 +504,7 @@ pub async fn verify_tree(
         head,
         checkpoints,
         queued,
-    } = read_stored_log(store).await?;
+    } = read_stored_log(store, tables).await?;
 
     let mut hashes = StoredHashes::new();
     let mut entries = 0u64;
@@ -565,6 +632,15 @@ pub struct TransparencySettings {
     pub hub_key_file: Option<std::path::PathBuf>,
     /// The police adapter's key; unset: `<data-dir>/keys/police.key`, created on first start.
     pub police_key_file: Option<std::path::PathBuf>,
+    /// The police adapter's public key (`<name>+<key id>+<base64>`), which the hub checks the
+    /// police log's shipped checkpoints against and serves at `/supervise/v1/keys`. Unset: the
+    /// public half of the police key this process signs with, or of the police key file when
+    /// it exists (the embedded default's layout).
+    pub police_verifier_key: Option<String>,
+    /// The witnesses whose cosignatures the hub accepts (verifier keys). Unset: the embedded
+    /// default's demo witness, the procuratorate's key `<data-dir>/keys/witness.key`, created on
+    /// first start for `leadbridge audit witness`.
+    pub witness_keys: Option<Vec<String>>,
     /// A checkpoint is signed at least this often while the log grows.
     pub checkpoint_interval_secs: u64,
     /// How often queued entries are moved into the log.
@@ -577,6 +653,8 @@ impl Default for TransparencySettings {
             deployment: "local".to_owned(),
             hub_key_file: None,
             police_key_file: None,
+            police_verifier_key: None,
+            witness_keys: None,
             checkpoint_interval_secs: 60,
             sequence_interval_ms: 200,
         }
@@ -598,12 +676,16 @@ impl TransparencySettings {
     }
 
     /// The signer of `log` (`hub` or `police`): the configured key file, which must exist, or
-    /// the embedded default's, created when missing. A missing or unreadable key is an error
-    /// naming its path.
+    /// — for the `embedded` default only (its database under the data directory) — the key
+    /// under `<data-dir>/keys/`, created when missing. Outside the embedded default an unset key
+    /// file is an error: instances sharing a database must sign with one key, and a key each
+    /// process made up for itself would split the log's checkpoints between keys. A missing or
+    /// unreadable key is an error naming its path.
     pub fn signer(
         &self,
         log: &str,
         data_dir: &std::path::Path,
+        embedded: bool,
     ) -> Result<LogSigner, checkpoint::CheckpointError> {
         let deployment = &self.deployment;
         if deployment.is_empty()
@@ -618,6 +700,13 @@ impl TransparencySettings {
         let (path, configured) = self.key_file(log, data_dir);
         let key = if configured {
             LogKey::load(&path)?
+        } else if !embedded {
+            return Err(checkpoint::CheckpointError::Key {
+                path,
+                problem: format!(
+                    "transparency.{log}_key_file is not set, and this {log} does not run on the embedded default's database: set it to a key every instance shares (`leadbridge audit keygen`)"
+                ),
+            });
         } else {
             LogKey::load_or_create(&path, &format!("leadbridge-{deployment}-{log}"))?
         };
@@ -628,31 +717,107 @@ impl TransparencySettings {
     }
 }
 
+impl TransparencySettings {
+    /// The police log's verifier key as the hub knows it: configured, or the public half of
+    /// `police_signer` (the adapter in this process), or of the police key file when it exists.
+    /// None when the hub cannot know it; a configured key that does not parse is an error.
+    pub fn police_verifier(
+        &self,
+        data_dir: &std::path::Path,
+        police_signer: Option<&LogSigner>,
+    ) -> Result<Option<VerifierKey>, checkpoint::CheckpointError> {
+        let text = match (&self.police_verifier_key, police_signer) {
+            (Some(text), _) => text.clone(),
+            (None, Some(signer)) => signer.key.verifier_key(),
+            (None, None) => {
+                let (path, _) = self.key_file("police", data_dir);
+                if !path.exists() {
+                    return Ok(None);
+                }
+                LogKey::load(&path)?.verifier_key()
+            }
+        };
+        VerifierKey::parse(&text).map(Some)
+    }
+}
+
+/// The embedded default's demo witness key, which `leadbridge audit witness` signs with.
+pub const DEMO_WITNESS_KEY: &str = "keys/witness.key";
+/// The demo witness key's name.
+pub const DEMO_WITNESS_NAME: &str = "procuratorate-witness";
+
+impl TransparencySettings {
+    /// The witnesses' keys: configured, or — for the `embedded` default only — its demo
+    /// witness (its key created when missing, for `leadbridge audit witness` on the same
+    /// machine). Elsewhere an unset list is no witness at all: a hub that held its witnesses'
+    /// private keys could forge their cosignatures. A configured key that does not parse is an
+    /// error naming it.
+    pub fn witnesses(
+        &self,
+        data_dir: &std::path::Path,
+        embedded: bool,
+    ) -> Result<Vec<VerifierKey>, checkpoint::CheckpointError> {
+        match &self.witness_keys {
+            Some(keys) => keys.iter().map(|text| VerifierKey::parse(text)).collect(),
+            None if !embedded => Ok(Vec::new()),
+            None => {
+                let key =
+                    LogKey::load_or_create(&data_dir.join(DEMO_WITNESS_KEY), DEMO_WITNESS_NAME)?;
+                Ok(vec![VerifierKey::parse(&key.verifier_key())?])
+            }
+        }
+    }
+}
+
 /// The number of entries in the tree.
-pub async fn size(store: &Store) -> Result<u64, AuditError> {
-    let size: i64 = on_backend!(store.db(), pool => sqlx::query_scalar("SELECT size FROM log_head WHERE id = 1")
+pub async fn size(store: &Store, tables: LogTables) -> Result<u64, AuditError> {
+    let sql = format!("SELECT size FROM {} WHERE id = 1", tables.head);
+    let size: i64 = on_backend!(store.db(), pool => sqlx::query_scalar(&sql)
         .fetch_one(pool)
         .await)?;
     Ok(size as u64)
 }
 
 /// The latest signed checkpoint, if any.
-pub async fn latest_checkpoint(store: &Store) -> Result<Option<StoredCheckpoint>, AuditError> {
+pub async fn latest_checkpoint(
+    store: &Store,
+    tables: LogTables,
+) -> Result<Option<StoredCheckpoint>, AuditError> {
     let mut tx = store.begin().await?;
-    let latest = latest_checkpoint_in(&mut tx).await?;
+    let latest = latest_checkpoint_in(&mut tx, tables).await?;
     tx.rollback().await?;
     Ok(latest)
+}
+
+/// The stored checkpoint of `size` (its root hex and note), if the log has one.
+pub async fn checkpoints_at(
+    store: &Store,
+    tables: LogTables,
+    size: u64,
+) -> Result<Option<(String, String)>, AuditError> {
+    let sql = format!(
+        "SELECT root, note FROM {} WHERE size = $1",
+        tables.checkpoints
+    );
+    let row: Option<(String, String)> = on_backend!(store.db(), pool => sqlx::query_as(&sql)
+        .bind(size as i64)
+        .fetch_optional(pool)
+        .await)?;
+    Ok(row)
 }
 
 /// The signed notes of the checkpoints larger than `after`, oldest first, at most `limit`.
 pub async fn checkpoints_after(
     store: &Store,
+    tables: LogTables,
     after: u64,
     limit: u32,
 ) -> Result<Vec<String>, AuditError> {
-    let notes: Vec<String> = on_backend!(store.db(), pool => sqlx::query_scalar(
-        "SELECT note FROM log_checkpoints WHERE size > $1 ORDER BY size LIMIT $2",
-    )
+    let sql = format!(
+        "SELECT note FROM {} WHERE size > $1 ORDER BY size LIMIT $2",
+        tables.checkpoints
+    );
+    let notes: Vec<String> = on_backend!(store.db(), pool => sqlx::query_scalar(&sql)
     .bind(after as i64)
     .bind(i64::from(limit))
     .fetch_all(pool)
@@ -664,12 +829,15 @@ pub async fn checkpoints_after(
 /// whose stored text is not JSON is an error naming it.
 pub async fn entries(
     store: &Store,
+    tables: LogTables,
     start: u64,
     end: u64,
 ) -> Result<Vec<(Value, String)>, AuditError> {
-    let rows: Vec<(i64, String, String)> = on_backend!(store.db(), pool => sqlx::query_as(
-        "SELECT idx, entry, leaf_hash FROM log_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx",
-    )
+    let sql = format!(
+        "SELECT idx, entry, leaf_hash FROM {} WHERE idx >= $1 AND idx < $2 ORDER BY idx",
+        tables.entries
+    );
+    let rows: Vec<(i64, String, String)> = on_backend!(store.db(), pool => sqlx::query_as(&sql)
     .bind(start as i64)
     .bind(end as i64)
     .fetch_all(pool)
@@ -688,11 +856,12 @@ fn stored_entry(index: i64, text: &str) -> Result<Value, StoreError> {
 /// Runs a tree computation over the stored hashes it needs, read in one statement.
 async fn over_stored<T>(
     store: &Store,
+    tables: LogTables,
     compute: impl Fn(&dyn tlog_tiles::HashReader) -> Result<T, tree::TreeError>,
 ) -> Result<T, AuditError> {
     let needed = tree::needed_for(|reader| compute(reader));
     let mut tx = store.begin().await?;
-    let hashes = stored_hashes(&mut tx, &needed).await?;
+    let hashes = stored_hashes(&mut tx, tables, &needed).await?;
     tx.rollback().await?;
     compute(&hashes).map_err(|error| AuditError::Tree(error.to_string()))
 }
@@ -700,29 +869,37 @@ async fn over_stored<T>(
 /// The inclusion proof of entry `index` in the tree of `size` entries.
 pub async fn inclusion_proof(
     store: &Store,
+    tables: LogTables,
     index: u64,
     size: u64,
 ) -> Result<Vec<Digest32>, AuditError> {
-    over_stored(store, |reader| tree::inclusion_proof(index, size, reader)).await
+    over_stored(store, tables, |reader| {
+        tree::inclusion_proof(index, size, reader)
+    })
+    .await
 }
 
 /// The consistency proof from the tree of `first` entries to the tree of `second`.
 pub async fn consistency_proof(
     store: &Store,
+    tables: LogTables,
     first: u64,
     second: u64,
 ) -> Result<Vec<Digest32>, AuditError> {
-    over_stored(store, |reader| {
+    over_stored(store, tables, |reader| {
         tree::consistency_proof(first, second, reader)
     })
     .await
 }
 
 /// The leaf hash of entry `index`, as stored.
-pub async fn leaf_hash_at(store: &Store, index: u64) -> Result<Option<String>, AuditError> {
-    let hash: Option<String> = on_backend!(store.db(), pool => sqlx::query_scalar(
-        "SELECT leaf_hash FROM log_entries WHERE idx = $1",
-    )
+pub async fn leaf_hash_at(
+    store: &Store,
+    tables: LogTables,
+    index: u64,
+) -> Result<Option<String>, AuditError> {
+    let sql = format!("SELECT leaf_hash FROM {} WHERE idx = $1", tables.entries);
+    let hash: Option<String> = on_backend!(store.db(), pool => sqlx::query_scalar(&sql)
     .bind(index as i64)
     .fetch_optional(pool)
     .await)?;
@@ -730,22 +907,25 @@ pub async fn leaf_hash_at(store: &Store, index: u64) -> Result<Option<String>, A
 }
 
 /// The root of the tree of the first `size` entries, from the stored hashes.
-pub async fn root_at(store: &Store, size: u64) -> Result<Digest32, AuditError> {
-    over_stored(store, |reader| tree::root(size, reader)).await
+pub async fn root_at(store: &Store, tables: LogTables, size: u64) -> Result<Digest32, AuditError> {
+    over_stored(store, tables, |reader| tree::root(size, reader)).await
 }
 
 /// The log's entries about `lead` in the tree of the first `size` entries, each with its
 /// inclusion proof against that tree: the log's part of an evidence bundle.
 pub async fn evidence_for(
     store: &Store,
+    tables: LogTables,
     log_name: &str,
     lead: LeadId,
     size: u64,
 ) -> Result<Vec<crate::shared::tlog::evidence::BundleEntry>, AuditError> {
     use crate::shared::tlog::evidence::{BundleEntry, InclusionProof};
-    let rows: Vec<(i64, String, String)> = on_backend!(store.db(), pool => sqlx::query_as(
-        "SELECT idx, entry, leaf_hash FROM log_entries WHERE lead_id = $1 AND idx < $2 ORDER BY idx",
-    )
+    let sql = format!(
+        "SELECT idx, entry, leaf_hash FROM {} WHERE lead_id = $1 AND idx < $2 ORDER BY idx",
+        tables.entries
+    );
+    let rows: Vec<(i64, String, String)> = on_backend!(store.db(), pool => sqlx::query_as(&sql)
     .bind(DbUuid::from(lead))
     .bind(size as i64)
     .fetch_all(pool)
@@ -753,7 +933,7 @@ pub async fn evidence_for(
     let mut items = Vec::with_capacity(rows.len());
     for (index, text, leaf_hash) in rows {
         let entry = stored_entry(index, &text)?;
-        let path = inclusion_proof(store, index as u64, size).await?;
+        let path = inclusion_proof(store, tables, index as u64, size).await?;
         items.push(BundleEntry {
             log: log_name.to_owned(),
             entry,
@@ -782,7 +962,7 @@ pub async fn bundle(
     let mut entries = Vec::new();
     let mut checkpoints = std::collections::BTreeMap::new();
     if let Some(checkpoint) = checkpoint {
-        entries = evidence_for(store, log_name, lead, checkpoint.size).await?;
+        entries = evidence_for(store, LogTables::OWN, log_name, lead, checkpoint.size).await?;
         checkpoints.insert(log_name.to_owned(), checkpoint.note);
     }
     crate::shared::tlog::evidence::sort_in_time_order(&mut entries);
@@ -791,4 +971,30 @@ pub async fn bundle(
         entries,
         checkpoints,
     })
+}
+
+/// Adds a copied log's part to `bundle`: the copy's entries about the bundle's lead, each with
+/// its proof against the copy's latest checkpoint (signed by the copied party), which joins
+/// the bundle when there is such an entry. Entries after that checkpoint wait for the next.
+pub async fn add_copy_to_bundle(
+    store: &Store,
+    tables: LogTables,
+    log_name: &str,
+    bundle: &mut crate::shared::tlog::evidence::Bundle,
+) -> Result<(), AuditError> {
+    let lead = LeadId::parse(&bundle.lead_id)
+        .ok_or_else(|| AuditError::Tree(format!("{:?} is not a lead id", bundle.lead_id)))?;
+    let Some(checkpoint) = latest_checkpoint(store, tables).await? else {
+        return Ok(());
+    };
+    let mut entries = evidence_for(store, tables, log_name, lead, checkpoint.size).await?;
+    if entries.is_empty() {
+        return Ok(());
+    }
+    bundle.entries.append(&mut entries);
+    bundle
+        .checkpoints
+        .insert(log_name.to_owned(), checkpoint.note);
+    crate::shared::tlog::evidence::sort_in_time_order(&mut bundle.entries);
+    Ok(())
 }

@@ -8,7 +8,9 @@
 //! the transactions that must also serialise their reads (decisions on one lead): they take
 //! the `audit_head` row, which nothing else takes.
 
+pub mod copy;
 pub mod log;
+pub mod witness;
 
 use crate::contract::lead::LeadId;
 use crate::on_backend;
@@ -96,9 +98,19 @@ impl LedgerAppender {
 /// Records one entry that goes with no other change (an access, a refusal), in a transaction
 /// of its own.
 pub async fn record(store: &Store, entry: AuditEntry) -> Result<(), AuditError> {
+    record_all(store, vec![entry]).await
+}
+
+/// Records entries that go with no other change, in one transaction of their own.
+pub async fn record_all(store: &Store, entries: Vec<AuditEntry>) -> Result<(), AuditError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
     let mut tx = store.begin().await?;
     let mut ledger = LedgerAppender::new();
-    ledger.append(entry);
+    for entry in entries {
+        ledger.append(entry);
+    }
     ledger.finish(&mut tx).await?;
     tx.commit().await?;
     Ok(())
@@ -109,5 +121,5 @@ pub async fn record(store: &Store, entry: AuditEntry) -> Result<(), AuditError> 
 /// [`log::verify`] checks against the role's key).
 pub async fn verify(store: &Store) -> Result<log::VerifiedLog, AuditError> {
     log::sequence_all(store).await?;
-    log::verify_tree(store, None).await
+    log::verify_tree(store, log::LogTables::OWN, None).await
 }

@@ -50,10 +50,88 @@ pub struct Edge {
     pub guard: Arc<RequestGuard>,
     /// `/readyz`'s last verdict, reused for a second.
     pub readiness: ReadinessCache,
+    /// How many refusals each caller had logged in the current minute.
+    pub refusals: RefusalWindows,
+}
+
+/// Refusals logged one by one per caller and minute; past the first [`REFUSALS_PER_MINUTE`]
+/// they are counted, and the count is logged as one entry when the caller's next minute
+/// begins, so a flood of refused requests cannot grow the log without bound yet none goes
+/// unrecorded.
+#[derive(Default)]
+pub struct RefusalWindows(std::sync::Mutex<std::collections::HashMap<String, RefusalWindow>>);
+
+struct RefusalWindow {
+    started: chrono::DateTime<chrono::Utc>,
+    logged: u32,
+    suppressed: u64,
+}
+
+/// Refusals of one caller logged one by one in a minute.
+pub const REFUSALS_PER_MINUTE: u32 = 20;
+
+/// What to log for a refusal of `actor` at `now`: the summary of its previous minute's
+/// uncounted refusals (if it had any), and whether this one is logged itself.
+fn refusal_budget(
+    windows: &RefusalWindows,
+    actor: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> (Option<(chrono::DateTime<chrono::Utc>, u64)>, bool) {
+    let mut windows = windows
+        .0
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let window = windows.entry(actor.to_owned()).or_insert(RefusalWindow {
+        started: now,
+        logged: 0,
+        suppressed: 0,
+    });
+    let mut summary = None;
+    if now - window.started >= chrono::Duration::minutes(1) {
+        if window.suppressed > 0 {
+            summary = Some((window.started, window.suppressed));
+        }
+        *window = RefusalWindow {
+            started: now,
+            logged: 0,
+            suppressed: 0,
+        };
+    }
+    if window.logged < REFUSALS_PER_MINUTE {
+        window.logged += 1;
+        (summary, true)
+    } else {
+        window.suppressed += 1;
+        (summary, false)
+    }
 }
 
 #[derive(Clone)]
 pub struct EdgeState(pub Arc<Edge>);
+
+#[cfg(test)]
+mod refusal_tests {
+    use super::*;
+    use chrono::{Duration, TimeZone, Utc};
+
+    #[test]
+    fn a_flood_of_refusals_is_itemised_up_to_the_budget_then_counted() {
+        let windows = RefusalWindows::default();
+        let start = Utc.with_ymd_and_hms(2026, 12, 2, 8, 0, 0).unwrap();
+        let logged = (0..100)
+            .filter(|n| refusal_budget(&windows, "anonymous", start + Duration::milliseconds(*n)).1)
+            .count();
+        assert_eq!(logged, REFUSALS_PER_MINUTE as usize);
+        // Another caller has a budget of its own.
+        assert_eq!(refusal_budget(&windows, "agency:land", start), (None, true));
+        // The next minute: the 80 not itemised are counted, and this one is itemised again.
+        let next = refusal_budget(&windows, "anonymous", start + Duration::seconds(61));
+        assert_eq!(next, (Some((start, 80)), true));
+        // A minute without suppressed refusals leaves no summary.
+        let quiet = refusal_budget(&windows, "anonymous", start + Duration::seconds(130));
+        assert_eq!(quiet, (None, true));
+    }
+}
 
 /// The routes of the roles this process runs (paths of a role it does not run answer 404),
 /// with the process's own routes, behind the guard, the safety net and the request metrics;
@@ -84,7 +162,9 @@ pub fn router(edge: EdgeState, roles: OpenApiRouter) -> Router {
 
 /// Records every refused authorisation (401, 403) in the transparency log of the process's
 /// first role (the hub's when it runs): who, when, what and the outcome (supervision contract
-/// §6). A refusal that cannot be recorded is still answered, and logged as an error.
+/// §6), one by one up to [`REFUSALS_PER_MINUTE`] per caller and minute, then as a count
+/// ([`RefusalWindows`]). A refusal that cannot be recorded is still answered, and logged as an
+/// error.
 async fn audit_refusals(State(edge): State<EdgeState>, request: Request, next: Next) -> Response {
     let actor = match request.extensions().get::<ClientIdentity>() {
         Some(ClientIdentity::Principal(principal)) => principal.to_string(),
@@ -92,25 +172,51 @@ async fn audit_refusals(State(edge): State<EdgeState>, request: Request, next: N
         Some(ClientIdentity::Anonymous) | None => "anonymous".to_owned(),
     };
     let method = request.method().as_str().to_owned();
-    let path = request.uri().path().to_owned();
+    // A path is the caller's text: an entry keeps at most 512 bytes of it.
+    let mut path = request.uri().path().to_owned();
+    if path.len() > 512 {
+        let mut end = 512;
+        while !path.is_char_boundary(end) {
+            end -= 1;
+        }
+        path.truncate(end);
+    }
     let response = next.run(request).await;
     let status = response.status();
     if status == axum::http::StatusCode::UNAUTHORIZED || status == axum::http::StatusCode::FORBIDDEN
     {
         if let Some(store) = edge.0.stores.first() {
-            let entry = crate::shared::audit::AuditEntry {
-                at: chrono::Utc::now(),
-                actor,
-                action: "access.denied",
-                lead_id: None,
-                revision: None,
-                details: serde_json::json!({
-                    "method": method,
-                    "path": path,
-                    "status": status.as_u16(),
-                }),
-            };
-            if let Err(error) = crate::shared::audit::record(store, entry).await {
+            let now = chrono::Utc::now();
+            let (summary, this_one) = refusal_budget(&edge.0.refusals, &actor, now);
+            let mut entries = Vec::new();
+            if let Some((since, count)) = summary {
+                entries.push(crate::shared::audit::AuditEntry {
+                    at: now,
+                    actor: actor.clone(),
+                    action: "access.denied",
+                    lead_id: None,
+                    revision: None,
+                    details: serde_json::json!({
+                        "refusals_not_itemised": count,
+                        "since": since.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                    }),
+                });
+            }
+            if this_one {
+                entries.push(crate::shared::audit::AuditEntry {
+                    at: now,
+                    actor,
+                    action: "access.denied",
+                    lead_id: None,
+                    revision: None,
+                    details: serde_json::json!({
+                        "method": method,
+                        "path": path,
+                        "status": status.as_u16(),
+                    }),
+                });
+            }
+            if let Err(error) = crate::shared::audit::record_all(store, entries).await {
                 tracing::error!(%error, %path, "Cannot record a refused request in the log.");
             }
         }

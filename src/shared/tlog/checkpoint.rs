@@ -246,6 +246,11 @@ pub struct VerifierKey {
 }
 
 impl VerifierKey {
+    /// The key's verifier-key text (`<name>+<key id>+<base64>`).
+    pub fn text(&self) -> String {
+        verifier_key(&self.name, &self.key)
+    }
+
     pub fn parse(text: &str) -> Result<VerifierKey, CheckpointError> {
         let refuse = || CheckpointError::VerifierKey(text.to_owned());
         let parts: Vec<&str> = text.trim().splitn(3, '+').collect();
@@ -318,19 +323,31 @@ impl SignedNote {
         })
     }
 
+    /// The signature line of `key`'s signature over this body, when it has a valid one.
+    pub fn signature_line_of(&self, key: &VerifierKey) -> Option<String> {
+        self.signatures
+            .iter()
+            .find(|(name, id, signature)| {
+                *name == key.name
+                    && *id == key.id
+                    && key
+                        .key
+                        .verify(
+                            self.body.as_bytes(),
+                            &ed25519_dalek::Signature::from_bytes(signature),
+                        )
+                        .is_ok()
+            })
+            .map(|(name, id, signature)| {
+                let mut bytes = id.to_vec();
+                bytes.extend_from_slice(signature);
+                format!("— {name} {}\n", BASE64_STANDARD.encode(bytes))
+            })
+    }
+
     /// Whether `key` signed this body.
     pub fn signed_by(&self, key: &VerifierKey) -> bool {
-        self.signatures.iter().any(|(name, id, signature)| {
-            *name == key.name
-                && *id == key.id
-                && key
-                    .key
-                    .verify(
-                        self.body.as_bytes(),
-                        &ed25519_dalek::Signature::from_bytes(signature),
-                    )
-                    .is_ok()
-        })
+        self.signature_line_of(key).is_some()
     }
 }
 

@@ -14,6 +14,7 @@ pub mod evidence;
 pub mod memory;
 pub mod tree;
 pub mod verify;
+pub mod witness;
 
 pub use checkpoint::{Checkpoint, CheckpointError, LogKey, SignedNote, VerifierKey};
 pub use entry::LogEntry;
