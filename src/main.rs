@@ -609,7 +609,23 @@ async fn witness(settings: &Settings, args: &WitnessArgs) -> anyhow::Result<()> 
             return Err(error).with_context(|| format!("cannot read {}", state_file.display()))
         }
     };
-    let served = fetch(format!("/supervise/v1/logs/{}/checkpoint", args.log)).await?;
+    // The hub's log: a checkpoint of the log as it is now (a supervisor may ask for one), so a
+    // witness never waits for the next interval. The police log: its latest, the police's own.
+    let served = if args.log == "hub" {
+        let response = client
+            .post(format!("{base}/supervise/v1/logs/hub/checkpoints"))
+            .send()
+            .await
+            .context("cannot reach the hub for a fresh checkpoint")?;
+        let status = response.status();
+        let body = response.text().await?;
+        if !status.is_success() {
+            anyhow::bail!("/supervise/v1/logs/hub/checkpoints: the hub answered {status}: {body}");
+        }
+        body
+    } else {
+        fetch("/supervise/v1/logs/police/checkpoint".to_owned()).await?
+    };
     let new = witness::observe(&served, &key, &origin)?;
     let step = witness::needed(kept.as_ref().map(|kept| &kept.checkpoint), &new.checkpoint)?;
     if let (Needed::Consistency { first, second }, Some(kept)) = (step, &kept) {

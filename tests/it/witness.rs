@@ -1,7 +1,8 @@
 //! Witness cosigning (supervision contract §2), run as the procuratorate would: the
 //! `leadbridge audit witness` binary against the running hub on PostgreSQL with Kafka and in
-//! the embedded default. It cosigns the first checkpoint, the same one again, and a later one
-//! only once the consistency proof verifies; the hub serves the checkpoint with the witness's
+//! the embedded default (the hub alone, so only the test grows its log). It cosigns the first
+//! checkpoint, the same one again, and a later one only once the consistency proof verifies;
+//! the hub serves the checkpoint with the witness's
 //! signature; a rollback, a split view or a forged kept checkpoint stops the witness with a
 //! non-zero exit, cosigning nothing; and the hub refuses cosignatures that are not a
 //! witness's, not over its own checkpoint, or not consistent with the witness's previous one.
@@ -107,6 +108,8 @@ async fn grow_and_sign(app: &TestApp) -> String {
         .post_lead(Agency::Environment, &sample_lead(&unique_case_id()))
         .await;
     assert_eq!(response.status(), 202);
+    // Published: its `lead.published` entry is in the log before the checkpoint.
+    app.wait_until_outbox_drained().await;
     let response = supervisor(app)
         .post(app.url("/supervise/v1/logs/hub/checkpoints"))
         .send()
@@ -145,7 +148,8 @@ async fn a_witness_cosigns_only_what_extends_what_it_cosigned(backend: Backend) 
     let witness_dir = tempfile::tempdir().unwrap();
     let configured = Witness::key(&witness_dir).verifier_key();
     let app = app(backend)
-        .roles(Roles::ALL)
+        // The hub alone: nothing but the test's own steps grows its log, so "nothing new" is.
+        .roles(Roles::HUB)
         .with_settings(move |settings| settings.transparency.witness_keys = Some(vec![configured]))
         .spawn()
         .await;
@@ -247,7 +251,9 @@ async fn a_witness_cosigns_only_what_extends_what_it_cosigned(backend: Backend) 
     )
     .await;
     assert_eq!(status, 400, "not signed by the hub's key: {body}");
-    let (status, _) = post_cosignature(&app, cosign(&second, &demo_witness)).await;
+    // What the witness kept is what it cosigned last: posting it again changes nothing.
+    let kept = std::fs::read_to_string(witness.state()).unwrap();
+    let (status, _) = post_cosignature(&app, cosign(&kept, &demo_witness)).await;
     assert_eq!(status, 200, "cosigned already");
     let (status, body) = supervisor(&app)
         .put(app.url("/supervise/v1/logs/hub/cosignatures"))
