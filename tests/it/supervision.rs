@@ -632,6 +632,16 @@ async fn the_supervision_views(backend: Backend) {
     assert!(has("access.denied", "supervisor:周局长", &|item| item
         ["details"]["status"]
         == 403));
+    // One refusal, one entry.
+    let refused_lists = items
+        .iter()
+        .filter(|item| {
+            item["action"] == "access.denied"
+                && item["principal"] == "supervisor:周局长"
+                && item["details"]["path"] == "/supervise/v1/leads"
+        })
+        .count();
+    assert_eq!(refused_lists, 1, "{items:?}");
     let (_, exports) = get(
         &procuratorate,
         &app,

@@ -95,7 +95,9 @@ fn decode_cursor(text: &str) -> Result<(DateTime<Utc>, LeadId), ApiError> {
     Ok((at.with_timezone(&Utc), LeadId::parse(id).ok_or_else(bad)?))
 }
 
-/// Records a refusal in the hub's log before answering it.
+/// Records a refusal in the hub's log before answering it. A 403 is recorded by the edge
+/// (`shared::http::audit_refusals`), which logs every 401 and 403 once; what it cannot see is
+/// a 404 that stands for another party's lead.
 async fn refuse(
     state: &SuperviseState,
     caller: &SupervisorCaller,
@@ -103,6 +105,9 @@ async fn refuse(
     lead: Option<LeadId>,
     error: ApiError,
 ) -> ApiError {
+    if error.status() == axum::http::StatusCode::FORBIDDEN {
+        return error;
+    }
     let entry = AuditEntry {
         at: Utc::now(),
         actor: format!("supervisor:{}", caller.name),
