@@ -417,27 +417,11 @@ async fn police_entries(
     let signed = log::latest_checkpoint(&state.store, LogTables::POLICE_COPY)
         .await?
         .map_or(0, |checkpoint| checkpoint.size);
-    let sql = format!(
-        "SELECT entry, leaf_hash FROM {} WHERE lead_id = $1 AND idx < $2 ORDER BY idx",
-        LogTables::POLICE_COPY.entries
-    );
-    let rows: Vec<(String, String)> = on_backend!(state.store.db(), pool => sqlx::query_as(&sql)
-        .bind(DbUuid::from(lead_id))
-        .bind(signed as i64)
-        .fetch_all(pool)
-        .await)
-    .map_err(crate::shared::store::StoreError::from)?;
-    rows.into_iter()
-        .map(|(text, leaf)| {
-            serde_json::from_str(&text)
-                .map(|entry| (leaf, entry))
-                .map_err(|error| {
-                    ApiError::Internal(format!(
-                        "a police log entry of lead {lead_id} is not JSON: {error}"
-                    ))
-                })
-        })
-        .collect()
+    let entries = log::entries_about(&state.store, LogTables::POLICE_COPY, lead_id, signed).await?;
+    Ok(entries
+        .into_iter()
+        .map(|(_, entry, leaf_hash)| (leaf_hash, entry))
+        .collect())
 }
 
 fn police_entries_json(entries: Vec<(String, Value)>) -> Vec<Value> {

@@ -921,6 +921,32 @@ pub async fn evidence_for(
     size: u64,
 ) -> Result<Vec<crate::shared::tlog::evidence::BundleEntry>, AuditError> {
     use crate::shared::tlog::evidence::{BundleEntry, InclusionProof};
+    let rows = entries_about(store, tables, lead, size).await?;
+    let mut items = Vec::with_capacity(rows.len());
+    for (index, entry, leaf_hash) in rows {
+        let path = inclusion_proof(store, tables, index, size).await?;
+        items.push(BundleEntry {
+            log: log_name.to_owned(),
+            entry,
+            leaf_hash,
+            proof: InclusionProof {
+                leaf_index: index,
+                tree_size: size,
+                path: path.iter().map(hex::encode).collect(),
+            },
+        });
+    }
+    Ok(items)
+}
+
+/// The entries about `lead` among the first `size` of the log: (index, entry, leaf hash hex).
+/// An entry whose stored text is not JSON is an error naming it.
+pub async fn entries_about(
+    store: &Store,
+    tables: LogTables,
+    lead: LeadId,
+    size: u64,
+) -> Result<Vec<(u64, Value, String)>, AuditError> {
     let sql = format!(
         "SELECT idx, entry, leaf_hash FROM {} WHERE lead_id = $1 AND idx < $2 ORDER BY idx",
         tables.entries
@@ -930,22 +956,9 @@ pub async fn evidence_for(
     .bind(size as i64)
     .fetch_all(pool)
     .await)?;
-    let mut items = Vec::with_capacity(rows.len());
-    for (index, text, leaf_hash) in rows {
-        let entry = stored_entry(index, &text)?;
-        let path = inclusion_proof(store, tables, index as u64, size).await?;
-        items.push(BundleEntry {
-            log: log_name.to_owned(),
-            entry,
-            leaf_hash,
-            proof: InclusionProof {
-                leaf_index: index as u64,
-                tree_size: size,
-                path: path.iter().map(hex::encode).collect(),
-            },
-        });
-    }
-    Ok(items)
+    rows.into_iter()
+        .map(|(index, text, leaf_hash)| Ok((index as u64, stored_entry(index, &text)?, leaf_hash)))
+        .collect()
 }
 
 /// The evidence bundle of `lead` from this store's log (supervision contract §4): every entry
