@@ -6,11 +6,12 @@
 //!
 //! The layout follows the roles. `contract` is what everyone shares (lead types, validation,
 //! wire events); `shared` is infrastructure (settings, Kafka, storage, outbox, ledger, HTTPS
-//! edge, telemetry); `hub` and `police` are the two roles, each depending on those two and
-//! never on each other; `app` composes the roles a process runs. `tests/it/layout.rs` checks
+//! edge, telemetry); `hub`, `police` and `connectors` are the roles, each depending on those two
+//! and never on each other; `app` composes the roles a process runs. `tests/it/layout.rs` checks
 //! that no two of these import each other.
 
 pub mod app;
+pub mod connectors;
 pub mod contract;
 pub mod hub;
 pub mod police;

@@ -56,6 +56,56 @@ enum Command {
     /// Supervisors' reports.
     #[command(subcommand)]
     Report(ReportCommand),
+    /// Agency connectors: push an agency's own data to the hub as leads.
+    #[command(subcommand)]
+    Connect(ConnectCommand),
+}
+
+#[derive(Subcommand)]
+enum ConnectCommand {
+    /// Import CSV, XLSX or JSON Lines files through a mapping (connector contract §2). Exit 0
+    /// when no row was rejected, 1 when some were, 2 when the run could not proceed.
+    File(ConnectFileArgs),
+}
+
+#[derive(Args)]
+struct ConnectFileArgs {
+    /// The mapping file (TOML).
+    #[arg(long)]
+    mapping: PathBuf,
+    /// The hub's agency API.
+    #[arg(long, default_value = "https://127.0.0.1:8443")]
+    hub: String,
+    /// Client certificate [default: the embedded default's demo certificate of the mapping's
+    /// agency, <data-dir>/pki/<agency>.pem].
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// Its private key [default: <data-dir>/pki/<agency>.key].
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// The CA the hub's server certificate is checked against [default: <data-dir>/pki/ca.pem].
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Checkpoints: a re-run resumes and re-sends nothing already accepted.
+    #[arg(long, default_value = "leadbridge-connect")]
+    state: PathBuf,
+    /// Map and check locally, write the report, send nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// The rejection report: CSV (UTF-8 with BOM), or JSON Lines for a .jsonl name.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Attempts per batch before the run stops with exit 2.
+    #[arg(long, default_value_t = 6)]
+    attempts: u32,
+    /// Leads per batch call (at most 500).
+    #[arg(long, default_value_t = 500)]
+    batch_size: usize,
+    #[command(flatten)]
+    data: DataArgs,
+    /// The files to import.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -265,6 +315,11 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Validate { agency, files } => validate_files(*agency, files),
+        Command::Connect(ConnectCommand::File(args)) => {
+            let settings = settings(&cli, &args.data, None)?;
+            let code = connect_file(&settings, args).await?;
+            std::process::exit(code);
+        }
         Command::Pki(PkiCommand::Issue(args)) => {
             let settings = settings(&cli, &args.data, None)?;
             issue_certificate(&settings, args)
@@ -528,6 +583,69 @@ async fn monthly_report(
         None => print!("{text}"),
     }
     Ok(())
+}
+
+/// `leadbridge connect file`: the import, its summary line, and the contract's exit status.
+async fn connect_file(settings: &Settings, args: &ConnectFileArgs) -> anyhow::Result<i32> {
+    use leadbridge::connectors::file::{import, FileOptions};
+    use leadbridge::connectors::hub::HubOptions;
+    use leadbridge::connectors::mapping::Mapping;
+    use leadbridge::contract::validate::SchemaRegistry;
+    // The agency names the default certificate; a mapping that does not load is reported by
+    // the import itself.
+    let agency = Mapping::load(&args.mapping, &SchemaRegistry::built_in()?)
+        .map(|mapping| mapping.agency.as_str().to_owned())
+        .unwrap_or_default();
+    let pki = settings.data_dir.join("pki");
+    let hub = (!args.dry_run).then(|| HubOptions {
+        url: args.hub.clone(),
+        cert: args
+            .cert
+            .clone()
+            .unwrap_or_else(|| pki.join(format!("{agency}.pem"))),
+        key: args
+            .key
+            .clone()
+            .unwrap_or_else(|| pki.join(format!("{agency}.key"))),
+        ca: args.ca.clone().unwrap_or_else(|| pki.join("ca.pem")),
+        attempts: args.attempts,
+        backoff: leadbridge::shared::retry::Backoff {
+            initial_ms: 500,
+            max_ms: 30_000,
+        },
+        timeout: std::time::Duration::from_secs(60),
+    });
+    let result = import(FileOptions {
+        mapping: args.mapping.clone(),
+        inputs: args.inputs.clone(),
+        hub,
+        state: args.state.clone(),
+        report: args.report.clone(),
+        batch_size: args.batch_size,
+    })
+    .await;
+    if result.per_input.len() > 1 {
+        for (input, summary) in &result.per_input {
+            println!("{input}: {summary}");
+        }
+    }
+    println!("{}", result.summary);
+    if args.dry_run {
+        println!(
+            "dry run: {} lead(s) passed the checks, nothing was sent",
+            result.valid_in_dry_run
+        );
+    }
+    for error in &result.errors {
+        eprintln!("error: {error}");
+    }
+    Ok(if !result.errors.is_empty() {
+        2
+    } else if result.summary.rejected > 0 {
+        1
+    } else {
+        0
+    })
 }
 
 /// `leadbridge audit witness`: one round of a witness (see `shared::tlog::witness`).

@@ -4,6 +4,7 @@
 mod adapter_batch;
 mod api;
 mod clocks;
+mod connect;
 mod connections;
 mod contract;
 mod crash;
