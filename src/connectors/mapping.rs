@@ -19,6 +19,7 @@ use crate::contract::lead::{Agency, LeadType};
 use crate::contract::validate::SchemaRegistry;
 
 use super::source::{column_label, Cell, Row};
+pub use super::source::{Encoding, InputFormat, InputSettings};
 
 /// Why a mapping file cannot be used; the message names the file and the rule.
 #[derive(Debug, thiserror::Error)]
@@ -30,51 +31,6 @@ pub enum MappingError {
     },
     #[error("mapping {path}: {message}")]
     Invalid { path: String, message: String },
-}
-
-/// The `[input]` table of a file mapping.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InputSettings {
-    pub format: InputFormat,
-    /// XLSX: the sheet's name; the first sheet when absent.
-    pub sheet: Option<String>,
-    #[serde(default)]
-    pub encoding: Encoding,
-    #[serde(default = "comma")]
-    pub delimiter: String,
-    /// 1-based row holding the column names; rows above it are titles.
-    #[serde(default = "first_row")]
-    pub header_row: u64,
-}
-
-fn comma() -> String {
-    ",".into()
-}
-
-fn first_row() -> u64 {
-    1
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InputFormat {
-    Csv,
-    Xlsx,
-    Jsonl,
-}
-
-/// The declared encoding of a CSV file. `gbk` is accepted as GB18030, its superset.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-pub enum Encoding {
-    #[serde(rename = "utf-8", alias = "utf8")]
-    Utf8,
-    #[serde(rename = "gb18030", alias = "gbk")]
-    Gb18030,
-    /// A byte-order mark, then strict UTF-8 over the whole file, then GB18030.
-    #[default]
-    #[serde(rename = "auto")]
-    Auto,
 }
 
 /// The `[sql]` table of a SQL mapping.

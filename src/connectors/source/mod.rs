@@ -18,7 +18,52 @@ use std::path::Path;
 use chrono::NaiveDateTime;
 use sha2::{Digest, Sha256};
 
-use super::mapping::{Encoding, InputFormat, InputSettings};
+use serde::Deserialize;
+
+/// The `[input]` table of a file mapping.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSettings {
+    pub format: InputFormat,
+    /// XLSX: the sheet's name; the first sheet when absent.
+    pub sheet: Option<String>,
+    #[serde(default)]
+    pub encoding: Encoding,
+    #[serde(default = "comma")]
+    pub delimiter: String,
+    /// 1-based row holding the column names; rows above it are titles.
+    #[serde(default = "first_row")]
+    pub header_row: u64,
+}
+
+fn comma() -> String {
+    ",".into()
+}
+
+fn first_row() -> u64 {
+    1
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputFormat {
+    Csv,
+    Xlsx,
+    Jsonl,
+}
+
+/// The declared encoding of a CSV file. `gbk` is accepted as GB18030, its superset.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub enum Encoding {
+    #[serde(rename = "utf-8", alias = "utf8")]
+    Utf8,
+    #[serde(rename = "gb18030", alias = "gbk")]
+    Gb18030,
+    /// A byte-order mark, then strict UTF-8 over the whole file, then GB18030.
+    #[default]
+    #[serde(rename = "auto")]
+    Auto,
+}
 
 /// One cell of a row.
 #[derive(Clone, Debug, PartialEq)]
