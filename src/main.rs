@@ -66,6 +66,31 @@ enum ConnectCommand {
     /// Import CSV, XLSX or JSON Lines files through a mapping (connector contract §2). Exit 0
     /// when no row was rejected, 1 when some were, 2 when the run could not proceed.
     File(ConnectFileArgs),
+    /// Listen for HJ 212-2017 monitoring stations (connector contract §4): store their
+    /// packets, answer them, and push the exceedance and tampering clues they make to the hub.
+    /// Here `--config` names the listener's HJ212.toml (the contract's command line).
+    Hj212(ConnectHj212Args),
+}
+
+#[derive(Args)]
+struct ConnectHj212Args {
+    /// The hub's agency API.
+    #[arg(long, default_value = "https://127.0.0.1:8443")]
+    hub: String,
+    /// Client certificate [default: <data-dir>/pki/environment.pem].
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// Its private key [default: <data-dir>/pki/environment.key].
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// The CA the hub's server certificate is checked against [default: <data-dir>/pki/ca.pem].
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Created if missing; the default store (sqlite://leadbridge-connect/hj212.db) lives here.
+    #[arg(long, default_value = "leadbridge-connect")]
+    state: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
 }
 
 #[derive(Args)]
@@ -319,6 +344,19 @@ async fn main() -> anyhow::Result<()> {
             let settings = settings(&cli, &args.data, None)?;
             let code = connect_file(&settings, args).await?;
             std::process::exit(code);
+        }
+        Command::Connect(ConnectCommand::Hj212(args)) => {
+            // `--config` is the listener's file here, not the hub's settings.
+            let listener_config = cli
+                .config
+                .clone()
+                .context("connect hj212 needs --config HJ212.toml")?;
+            let mut settings = Settings::load(None)?;
+            if let Some(dir) = &args.data.data_dir {
+                settings.data_dir = dir.clone();
+            }
+            leadbridge::shared::telemetry::init_logging(&settings.log);
+            connect_hj212(&settings, &listener_config, args).await
         }
         Command::Pki(PkiCommand::Issue(args)) => {
             let settings = settings(&cli, &args.data, None)?;
@@ -646,6 +684,73 @@ async fn connect_file(settings: &Settings, args: &ConnectFileArgs) -> anyhow::Re
     } else {
         0
     })
+}
+
+/// `leadbridge connect hj212`: the listener, until Ctrl-C or SIGTERM.
+async fn connect_hj212(
+    settings: &Settings,
+    listener_config: &std::path::Path,
+    args: &ConnectHj212Args,
+) -> anyhow::Result<()> {
+    use leadbridge::connectors::hj212::config::ListenerConfig;
+    use leadbridge::connectors::hj212::server::{Counters, Listener};
+    use leadbridge::connectors::hj212::store::ListenerStore;
+    use leadbridge::connectors::hub::{HubClient, HubOptions};
+    let config = ListenerConfig::load(listener_config)?;
+    leadbridge::shared::private_fs::private_dir(&args.state)?;
+    if let Some(path) = config.store.strip_prefix("sqlite://") {
+        let path = std::path::Path::new(path.split('?').next().unwrap_or(path));
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            leadbridge::shared::private_fs::private_dir(parent)?;
+        }
+    }
+    let pki = settings.data_dir.join("pki");
+    let hub = HubClient::new(HubOptions {
+        url: args.hub.clone(),
+        cert: args
+            .cert
+            .clone()
+            .unwrap_or_else(|| pki.join("environment.pem")),
+        key: args
+            .key
+            .clone()
+            .unwrap_or_else(|| pki.join("environment.key")),
+        ca: args.ca.clone().unwrap_or_else(|| pki.join("ca.pem")),
+        attempts: 3,
+        backoff: leadbridge::shared::retry::Backoff {
+            initial_ms: 500,
+            max_ms: 10_000,
+        },
+        timeout: std::time::Duration::from_secs(60),
+    })?;
+    let store = ListenerStore::open(
+        &config.store,
+        leadbridge::contract::validate::Validator::built_in()?,
+    )
+    .await?;
+    let stations = config.stations.len();
+    let listener = Listener::start(config, store, Some(hub)).await?;
+    println!(
+        "HJ 212 listener on {} for {stations} station(s); leads go to {}",
+        listener.address, args.hub
+    );
+    let mut stop = shutdown_signal();
+    let _ = stop.changed().await;
+    let counters = listener.counters.clone();
+    listener.stop().await;
+    let c = &counters;
+    println!(
+        "packets stored {}, duplicates {}, bad frames {}, bad packets {}, unknown MN {}, wrong PW {}, lead revisions {}, pushed {}",
+        Counters::get(&c.stored),
+        Counters::get(&c.duplicates),
+        Counters::get(&c.bad_frames),
+        Counters::get(&c.bad_packets),
+        Counters::get(&c.unknown_mn),
+        Counters::get(&c.wrong_password),
+        Counters::get(&c.revisions),
+        Counters::get(&c.pushed),
+    );
+    Ok(())
 }
 
 /// `leadbridge audit witness`: one round of a witness (see `shared::tlog::witness`).

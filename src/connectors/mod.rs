@@ -9,6 +9,7 @@
 //! and it never re-sends, on a re-run, what the hub already accepted.
 
 pub mod file;
+pub mod hj212;
 pub mod hub;
 pub mod mapping;
 pub mod report;

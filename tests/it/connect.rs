@@ -12,12 +12,12 @@ use leadbridge::Roles;
 
 use crate::helpers::{app, Backend, TestApp};
 
-fn samples() -> PathBuf {
+pub(crate) fn samples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("connectors/samples")
 }
 
 /// The agency's certificate and the CA, written where a connector reads them.
-fn hub_options(app: &TestApp, agency: Agency, dir: &Path) -> HubOptions {
+pub(crate) fn hub_options(app: &TestApp, agency: Agency, dir: &Path) -> HubOptions {
     let issued = app.pki.ca.issue_client(&Principal::Agency(agency)).unwrap();
     let cert = dir.join(format!("{agency}.pem"));
     let key = dir.join(format!("{agency}.key"));

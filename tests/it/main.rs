@@ -12,6 +12,7 @@ mod embedded;
 mod evidence;
 mod fake_cms;
 mod helpers;
+mod hj212;
 mod identity;
 mod ingest_sets;
 mod layout;
