@@ -28,13 +28,13 @@ use leadbridge::app::Settings;
 use leadbridge::contract::lead::{Agency, LeadId};
 use leadbridge::contract::validate::Validator;
 use leadbridge::hub::ingest::lead_event;
-use leadbridge::shared::config::{Secret, TlsSettings};
 use leadbridge::shared::identity::Principal;
-use leadbridge::shared::pki::DevCa;
-use leadbridge::{Application, Roles};
+use leadbridge::Roles;
 use rdkafka::producer::FutureRecord;
 use serde_json::{json, Value};
-use sqlx::Connection;
+
+mod common;
+use common::{env, env_or, fresh_settings, memory_mib, Hub};
 
 fn sample(case: &str) -> Value {
     let mut lead: Value =
@@ -60,28 +60,6 @@ fn summary(name: &str, leads: usize, elapsed: Duration, mut latencies_ms: Vec<f6
         percentile(&latencies_ms, 0.99)
     );
     rate
-}
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run deploy/local/bench.sh"))
-}
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// A field of `/proc/self/status` in MiB (`VmHWM`: peak resident set; `VmRSS`: now).
-fn memory_mib(field: &str) -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: f64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        .unwrap_or(f64::NAN);
-    kib / 1024.0
 }
 
 /// Runs Kafka's `ProducerPerformance` with its default producer settings except
@@ -184,26 +162,7 @@ async fn main() {
         std::thread::available_parallelism().unwrap()
     );
 
-    // Production durability, or no figures.
-    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-    let mut durability = Vec::new();
-    for setting in ["fsync", "synchronous_commit", "full_page_writes"] {
-        let value: String = sqlx::query_scalar(&format!("SHOW {setting}"))
-            .fetch_one(&mut admin)
-            .await
-            .unwrap();
-        assert_eq!(value, "on", "PostgreSQL {setting} is {value}: the benchmark needs production durability (deploy/local/services.sh up-bench)");
-        durability.push(format!("{setting}={value}"));
-    }
-    let version: String = sqlx::query_scalar("SHOW server_version")
-        .fetch_one(&mut admin)
-        .await
-        .unwrap();
-    println!(
-        "PostgreSQL {version} at {}: production durability, {}",
-        admin_url.rsplit('@').next().unwrap(),
-        durability.join(", ")
-    );
+    let mut admin = common::durable_admin(&admin_url).await;
 
     // (c) Validation alone, one core.
     let documents: Vec<Value> = (0..total)
@@ -300,17 +259,7 @@ async fn main() {
     drop(events);
 
     // (b) The hub on PostgreSQL and the same broker.
-    let pki_dir = tempfile::tempdir().unwrap();
-    let ca = DevCa::generate("bench CA").unwrap();
-    let server = ca.issue_server(&["127.0.0.1"]).unwrap();
-    let tls = TlsSettings {
-        cert: pki_dir.path().join("server.pem"),
-        key: pki_dir.path().join("server.key"),
-        client_ca: pki_dir.path().join("ca.pem"),
-    };
-    std::fs::write(&tls.cert, &server.cert_pem).unwrap();
-    std::fs::write(&tls.key, &server.key_pem).unwrap();
-    std::fs::write(&tls.client_ca, ca.cert_pem()).unwrap();
+    let (_pki_dir, ca, tls) = common::bench_pki();
     let agency = ca
         .issue_client(&Principal::Agency(Agency::Environment))
         .unwrap();
@@ -624,82 +573,6 @@ async fn wait_until_delivered(police: &leadbridge::shared::store::Store, count: 
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Settings for a hub on fresh PostgreSQL databases (its own, and the adapter's) and fresh
-/// topics.
-async fn fresh_settings(
-    template: &Settings,
-    admin_url: &str,
-    admin: &mut sqlx::PgConnection,
-    databases: &mut Vec<String>,
-) -> Settings {
-    let mut settings = template.clone();
-    let server = admin_url.rsplit_once('/').unwrap().0.to_owned();
-    let mut names = Vec::new();
-    for _ in 0..2 {
-        let name = format!("lb_bench_{}", uuid::Uuid::new_v4().simple());
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut *admin)
-            .await
-            .unwrap();
-        databases.push(name.clone());
-        names.push(name);
-    }
-    settings.database.url = Some(Secret::new(format!("{server}/{}", names[0])));
-    settings.police.database_url = Some(Secret::new(format!("{server}/{}", names[1])));
-    // Off the embedded default, the signing keys are configured files.
-    for log in ["hub", "police"] {
-        let path = settings.data_dir.join("keys").join(format!("{log}.key"));
-        leadbridge::shared::tlog::LogKey::load_or_create(&path, &format!("leadbridge-bench-{log}"))
-            .unwrap();
-        match log {
-            "hub" => settings.transparency.hub_key_file = Some(path),
-            _ => settings.transparency.police_key_file = Some(path),
-        }
-    }
-    settings.kafka.topic_prefix = format!("bench{}", uuid::Uuid::new_v4().simple());
-    settings.police.group_id = format!("{}-police", settings.kafka.topic_prefix);
-    settings
-}
-
-/// A running application on the given settings (the hub, the adapter, or both).
-struct Hub {
-    base: String,
-    store: Option<leadbridge::shared::store::Store>,
-    police: Option<leadbridge::shared::store::Store>,
-    stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Hub {
-    async fn start(settings: &Settings, roles: Roles) -> Hub {
-        let app = Application::build(settings.clone(), roles).await.unwrap();
-        let base = format!(
-            "https://127.0.0.1:{}",
-            app.local_addr().map(|a| a.port()).unwrap_or(0)
-        );
-        let store = roles.hub_api.then(|| app.store().clone());
-        let police = app.police_store().map(|p| p.store().clone());
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(app.run_until_stopped(stopped));
-        Hub {
-            base,
-            store,
-            police,
-            stop,
-            task,
-        }
-    }
-
-    fn store(&self) -> &leadbridge::shared::store::Store {
-        self.store.as_ref().unwrap()
-    }
-
-    async fn stop(self) {
-        self.stop.send(true).unwrap();
-        self.task.await.unwrap().unwrap();
     }
 }
 

@@ -11,7 +11,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/leadbridge/target}"
 bash deploy/local/services.sh up-bench
 eval "$(bash deploy/local/services.sh env)"
 # Build first, so the load average below is that of the machine, not of our compile.
-# `bench.sh tlog` runs the transparency-log benchmark (benches/tlog.rs) instead.
+# `bench.sh tlog` runs the transparency-log benchmark (benches/tlog.rs) instead, `bench.sh connectors`
+# the connectors benchmark (benches/connectors.rs).
 BENCH="${1:-hub}"
 cargo bench --bench "$BENCH" --no-run
 echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, $(. /etc/os-release && echo "$PRETTY_NAME"), $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
