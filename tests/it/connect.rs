@@ -2,6 +2,7 @@
 //! row with a bad byte is reported with its offset while the rows around it are sent.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use leadbridge::connectors::file::{import, FileOptions, RunResult};
 use leadbridge::connectors::hub::HubOptions;
@@ -162,4 +163,184 @@ async fn a_row_with_a_bad_byte_is_reported_at_its_offset_and_the_others_are_sent
     let again = run(&hub, &mapping, &input, &state, None).await;
     assert_eq!(again.summary, counts(12, 0, 0, 1, 11));
     app.stop().await;
+}
+
+/// The land sample with its sheet's XML edited by `edit`.
+fn edited_spots(dir: &Path, name: &str, edit: impl Fn(String) -> String) -> PathBuf {
+    use std::io::{Read, Write};
+    let original = std::fs::File::open(samples().join("land/spots.xlsx")).unwrap();
+    let mut archive = zip::ZipArchive::new(original).unwrap();
+    let path = dir.join(name);
+    let mut out = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+    for index in 0..archive.len() {
+        let mut entry = archive.by_index(index).unwrap();
+        let entry_name = entry.name().to_owned();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).unwrap();
+        if entry_name == "xl/worksheets/sheet1.xml" {
+            let edited = edit(String::from_utf8(bytes).unwrap());
+            bytes = edited.into_bytes();
+        }
+        out.start_file(entry_name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        out.write_all(&bytes).unwrap();
+    }
+    out.finish().unwrap();
+    path
+}
+
+#[tokio::test]
+async fn a_merged_header_is_refused_by_name_and_a_sheet_declaring_every_cell_streams() {
+    let app = app(Backend::Real).roles(Roles::HUB).spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub_options(&app, Agency::Land, dir.path());
+    let mapping = samples().join("land/spots.toml");
+
+    // 图斑编号 and 行政区划代码 merged into one header cell: the second column has no name.
+    let merged = edited_spots(dir.path(), "merged.xlsx", |xml| {
+        let emptied = xml.replace(
+            r#"<c r="C2" s="2" t="inlineStr"><is><t>行政区划代码</t></is></c>"#,
+            r#"<c r="C2" s="2" />"#,
+        );
+        assert_ne!(emptied, xml);
+        emptied.replace(
+            r#"<mergeCells count="1"><mergeCell ref="A1:S1" /></mergeCells>"#,
+            r#"<mergeCells count="2"><mergeCell ref="A1:S1" /><mergeCell ref="B2:C2" /></mergeCells>"#,
+        )
+    });
+    let result = run(&hub, &mapping, &merged, &dir.path().join("state"), None).await;
+    assert_eq!(result.summary, Summary::default(), "no row is read");
+    let message = result
+        .errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    assert!(
+        message.contains("行政区划代码") && message.contains("B2:C2"),
+        "the message names the column and the merged cells: {message}"
+    );
+
+    // A sheet that declares all 17 billion cells of a worksheet but holds twelve rows is read
+    // row by row: the declared range is never built.
+    let declared = edited_spots(dir.path(), "declared.xlsx", |xml| {
+        let huge = xml.replace(
+            r#"<dimension ref="A1:S12" />"#,
+            r#"<dimension ref="A1:XFD1048576" />"#,
+        );
+        assert_ne!(huge, xml);
+        huge
+    });
+    let result = run(&hub, &mapping, &declared, &dir.path().join("state"), None).await;
+    assert!(result.errors.is_empty(), "{:?}", result.errors);
+    assert_eq!(result.summary, counts(10, 10, 0, 0, 0));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_hub_that_goes_down_mid_import_stops_the_run_and_the_next_run_resumes_from_the_checkpoint(
+) {
+    let mut first = app(Backend::Real).roles(Roles::HUB).spawn().await;
+    first.keep_databases();
+    let kept_dir = first.keep_data_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub_options(&first, Agency::Environment, dir.path());
+    let mapping = samples().join("environment/penalties.toml");
+    // 240 rows: the sample's twelve, twenty times, with new case numbers (the line's first field).
+    const ROWS: u64 = 240;
+    let sample = std::fs::read(samples().join("environment/penalties.csv")).unwrap();
+    let mut lines = sample.split_inclusive(|b| *b == b'\n');
+    let mut bytes = lines.next().unwrap().to_vec();
+    let bodies: Vec<&[u8]> = lines.collect();
+    for i in 0..ROWS as usize {
+        let body = bodies[i % bodies.len()];
+        let comma = body.iter().position(|b| *b == b',').unwrap();
+        bytes.extend_from_slice(format!("DOWN-{i:04}").as_bytes());
+        bytes.extend_from_slice(&body[comma..]);
+    }
+    let input = dir.path().join("penalties-240.csv");
+    std::fs::write(&input, bytes).unwrap();
+    let state = dir.path().join("state");
+    let importing = {
+        let (hub, mapping, input, state) =
+            (hub.clone(), mapping.clone(), input.clone(), state.clone());
+        tokio::spawn(async move {
+            import(FileOptions {
+                mapping,
+                inputs: vec![input],
+                hub: Some(hub),
+                state,
+                report: None,
+                batch_size: 1,
+            })
+            .await
+        })
+    };
+    // The hub goes away, at once, once it holds a few of the leads.
+    let pool = first.store.inspection_pool().await.unwrap().clone();
+    let leads = |pool: sqlx::AnyPool| async move {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM leads")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    for _ in 0..600 {
+        if leads(pool.clone()).await >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let settings = first.settings.clone();
+    // Its relay's unpublished rows stay in the database for the hub that comes back.
+    first
+        .stop_leaving_work_unfinished("the hub is killed mid-import; its successor finishes")
+        .await;
+    let stopped = importing.await.unwrap();
+    assert_eq!(stopped.errors.len(), 1, "{:?}", stopped.errors);
+    assert!(
+        stopped.errors[0]
+            .to_string()
+            .contains("could not be reached"),
+        "{}",
+        stopped.errors[0]
+    );
+    assert!(stopped.errors[0].stops_the_run());
+    let accepted_before = stopped.summary.accepted;
+    assert!(
+        (3..ROWS).contains(&accepted_before),
+        "stopped part-way: {}",
+        stopped.summary
+    );
+
+    // The hub is back, on the same database: the next run sends only what is left.
+    let second = app(Backend::Real)
+        .roles(Roles::HUB)
+        .with_settings(move |s| {
+            s.database.url = settings.database.url.clone();
+            s.police.database_url = settings.police.database_url.clone();
+            s.transparency = settings.transparency.clone();
+        })
+        .spawn()
+        .await;
+    let hub = hub_options(&second, Agency::Environment, dir.path());
+    let resumed = run(&hub, &mapping, &input, &state, None).await;
+    assert!(resumed.errors.is_empty(), "{:?}", resumed.errors);
+    let summary = resumed.summary;
+    assert_eq!(summary.rows, ROWS);
+    assert_eq!(summary.rejected, 0);
+    assert_eq!(
+        summary.skipped, accepted_before,
+        "what was accepted is not sent again"
+    );
+    assert_eq!(summary.accepted + summary.replayed + summary.skipped, ROWS);
+    let pool = second.store.inspection_pool().await.unwrap().clone();
+    assert_eq!(leads(pool.clone()).await, ROWS as i64);
+    let revisions: i64 = sqlx::query_scalar("SELECT count(*) FROM lead_revisions")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(revisions, ROWS as i64, "each lead once");
+    second.stop().await;
+    // The first hub's signing keys lived in its data directory.
+    drop(kept_dir);
 }
