@@ -66,13 +66,14 @@ enum ConnectCommand {
     /// Import CSV, XLSX or JSON Lines files through a mapping (connector contract §2). Exit 0
     /// when no row was rejected, 1 when some were, 2 when the run could not proceed.
     File(ConnectFileArgs),
+    /// Stream an agency's table or view (PostgreSQL, MySQL/MariaDB) in (watermark, key)
+    /// order through a mapping with an [sql] table (connector contract §2).
+    Sql(ConnectSqlArgs),
 }
 
+/// How a connector reaches the hub (the same for every connector).
 #[derive(Args)]
-struct ConnectFileArgs {
-    /// The mapping file (TOML).
-    #[arg(long)]
-    mapping: PathBuf,
+struct HubArgs {
     /// The hub's agency API.
     #[arg(long, default_value = "https://127.0.0.1:8443")]
     hub: String,
@@ -86,6 +87,53 @@ struct ConnectFileArgs {
     /// The CA the hub's server certificate is checked against [default: <data-dir>/pki/ca.pem].
     #[arg(long)]
     ca: Option<PathBuf>,
+    /// Attempts per batch before the run stops with exit 2.
+    #[arg(long, default_value_t = 6)]
+    attempts: u32,
+}
+
+impl HubArgs {
+    /// The hub options for a mapping; the mapping's agency names the default certificate (a
+    /// mapping that does not load is reported by the connector itself).
+    fn options(
+        &self,
+        settings: &Settings,
+        mapping: &std::path::Path,
+    ) -> anyhow::Result<leadbridge::connectors::hub::HubOptions> {
+        use leadbridge::connectors::mapping::Mapping;
+        use leadbridge::contract::validate::SchemaRegistry;
+        let agency = Mapping::load(mapping, &SchemaRegistry::built_in()?)
+            .map(|mapping| mapping.agency.as_str().to_owned())
+            .unwrap_or_default();
+        let pki = settings.data_dir.join("pki");
+        Ok(leadbridge::connectors::hub::HubOptions {
+            url: self.hub.clone(),
+            cert: self
+                .cert
+                .clone()
+                .unwrap_or_else(|| pki.join(format!("{agency}.pem"))),
+            key: self
+                .key
+                .clone()
+                .unwrap_or_else(|| pki.join(format!("{agency}.key"))),
+            ca: self.ca.clone().unwrap_or_else(|| pki.join("ca.pem")),
+            attempts: self.attempts,
+            backoff: leadbridge::shared::retry::Backoff {
+                initial_ms: 500,
+                max_ms: 30_000,
+            },
+            timeout: std::time::Duration::from_secs(60),
+        })
+    }
+}
+
+#[derive(Args)]
+struct ConnectFileArgs {
+    /// The mapping file (TOML).
+    #[arg(long)]
+    mapping: PathBuf,
+    #[command(flatten)]
+    hub: HubArgs,
     /// Checkpoints: a re-run resumes and re-sends nothing already accepted.
     #[arg(long, default_value = "leadbridge-connect")]
     state: PathBuf,
@@ -95,9 +143,6 @@ struct ConnectFileArgs {
     /// The rejection report: CSV (UTF-8 with BOM), or JSON Lines for a .jsonl name.
     #[arg(long)]
     report: Option<PathBuf>,
-    /// Attempts per batch before the run stops with exit 2.
-    #[arg(long, default_value_t = 6)]
-    attempts: u32,
     /// Leads per batch call (at most 500).
     #[arg(long, default_value_t = 500)]
     batch_size: usize,
@@ -106,6 +151,28 @@ struct ConnectFileArgs {
     /// The files to import.
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct ConnectSqlArgs {
+    /// The mapping file (TOML) with an [sql] table.
+    #[arg(long)]
+    mapping: PathBuf,
+    #[command(flatten)]
+    hub: HubArgs,
+    /// Checkpoints: the last (watermark, key) answered; a re-run resumes there.
+    #[arg(long, default_value = "leadbridge-connect")]
+    state: PathBuf,
+    /// One pass until caught up, then exit (0, 1 or 2 as for files); without it, a pass every
+    /// poll_interval_secs until Ctrl-C or SIGTERM.
+    #[arg(long)]
+    once: bool,
+    /// The rejection report: CSV (UTF-8 with BOM), or JSON Lines for a .jsonl name; `row` is
+    /// the key value.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
 }
 
 #[derive(Subcommand)]
@@ -318,6 +385,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Connect(ConnectCommand::File(args)) => {
             let settings = settings(&cli, &args.data, None)?;
             let code = connect_file(&settings, args).await?;
+            std::process::exit(code);
+        }
+        Command::Connect(ConnectCommand::Sql(args)) => {
+            let settings = settings(&cli, &args.data, None)?;
+            let code = connect_sql(&settings, args).await?;
             std::process::exit(code);
         }
         Command::Pki(PkiCommand::Issue(args)) => {
@@ -588,33 +660,11 @@ async fn monthly_report(
 /// `leadbridge connect file`: the import, its summary line, and the contract's exit status.
 async fn connect_file(settings: &Settings, args: &ConnectFileArgs) -> anyhow::Result<i32> {
     use leadbridge::connectors::file::{import, FileOptions};
-    use leadbridge::connectors::hub::HubOptions;
-    use leadbridge::connectors::mapping::Mapping;
-    use leadbridge::contract::validate::SchemaRegistry;
-    // The agency names the default certificate; a mapping that does not load is reported by
-    // the import itself.
-    let agency = Mapping::load(&args.mapping, &SchemaRegistry::built_in()?)
-        .map(|mapping| mapping.agency.as_str().to_owned())
-        .unwrap_or_default();
-    let pki = settings.data_dir.join("pki");
-    let hub = (!args.dry_run).then(|| HubOptions {
-        url: args.hub.clone(),
-        cert: args
-            .cert
-            .clone()
-            .unwrap_or_else(|| pki.join(format!("{agency}.pem"))),
-        key: args
-            .key
-            .clone()
-            .unwrap_or_else(|| pki.join(format!("{agency}.key"))),
-        ca: args.ca.clone().unwrap_or_else(|| pki.join("ca.pem")),
-        attempts: args.attempts,
-        backoff: leadbridge::shared::retry::Backoff {
-            initial_ms: 500,
-            max_ms: 30_000,
-        },
-        timeout: std::time::Duration::from_secs(60),
-    });
+    let hub = if args.dry_run {
+        None
+    } else {
+        Some(args.hub.options(settings, &args.mapping)?)
+    };
     let result = import(FileOptions {
         mapping: args.mapping.clone(),
         inputs: args.inputs.clone(),
@@ -646,6 +696,26 @@ async fn connect_file(settings: &Settings, args: &ConnectFileArgs) -> anyhow::Re
     } else {
         0
     })
+}
+
+/// `leadbridge connect sql`: passes over the agency's table, a summary line per pass that read
+/// rows (without `--once`), the run's summary line, and the contract's exit status.
+async fn connect_sql(settings: &Settings, args: &ConnectSqlArgs) -> anyhow::Result<i32> {
+    use leadbridge::connectors::sql::{stream, SqlOptions};
+    let result = stream(SqlOptions {
+        mapping: args.mapping.clone(),
+        hub: args.hub.options(settings, &args.mapping)?,
+        state: args.state.clone(),
+        report: args.report.clone(),
+        once: args.once,
+        stop: shutdown_signal(),
+    })
+    .await;
+    println!("{}", result.summary);
+    for error in &result.errors {
+        eprintln!("error: {error}");
+    }
+    Ok(result.exit_code())
 }
 
 /// `leadbridge audit witness`: one round of a witness (see `shared::tlog::witness`).

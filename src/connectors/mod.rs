@@ -8,11 +8,13 @@
 //! hub's database or Kafka; every row it reads ends in exactly one of the summary's counts;
 //! and it never re-sends, on a re-run, what the hub already accepted.
 
+pub mod batch;
 pub mod file;
 pub mod hub;
 pub mod mapping;
 pub mod report;
 pub mod source;
+pub mod sql;
 pub mod state;
 
 use std::fmt;
@@ -63,6 +65,10 @@ pub enum ConnectError {
     Report(#[from] report::ReportError),
     #[error(transparent)]
     Hub(#[from] hub::HubError),
+    /// The agency's database refused or dropped a query (`connect sql`); the URL is shown
+    /// without its password.
+    #[error("database {url}: {message}")]
+    Database { url: String, message: String },
 }
 
 impl ConnectError {
