@@ -437,66 +437,65 @@ impl Source {
             .trim()
             .trim_end_matches(|c: char| c == ';' || c.is_whitespace());
         let offset = time_zone.to_string();
-        let (pool, quote): (Pool, fn(&str) -> String) = if raw_url.starts_with("postgres://")
-            || raw_url.starts_with("postgresql://")
-        {
-            let mut connect = PgConnectOptions::from_str(raw_url)
-                .map_err(|error| invalid(format!("sql.url {url}: {error}")))?;
-            if let Some(password) = &password {
-                connect = connect.password(password);
-            }
-            let session = [
-                format!("SET TIME ZONE INTERVAL '{offset}' HOUR TO MINUTE"),
-                "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY".to_owned(),
-            ];
-            let pool = PgPoolOptions::new()
-                .max_connections(2)
-                .acquire_timeout(Duration::from_secs(30))
-                .after_connect(move |connection, _| {
-                    let session = session.clone();
-                    Box::pin(async move {
-                        for statement in &session {
-                            connection.execute(statement.as_str()).await?;
-                        }
-                        Ok(())
+        let (pool, quote): (Pool, fn(&str) -> String) =
+            if raw_url.starts_with("postgres://") || raw_url.starts_with("postgresql://") {
+                let mut connect = PgConnectOptions::from_str(raw_url)
+                    .map_err(|error| invalid(format!("sql.url {url}: {error}")))?;
+                if let Some(password) = &password {
+                    connect = connect.password(password);
+                }
+                let session = [
+                    format!("SET TIME ZONE INTERVAL '{offset}' HOUR TO MINUTE"),
+                    "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY".to_owned(),
+                ];
+                let pool = PgPoolOptions::new()
+                    .max_connections(2)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .after_connect(move |connection, _| {
+                        let session = session.clone();
+                        Box::pin(async move {
+                            for statement in &session {
+                                connection.execute(statement.as_str()).await?;
+                            }
+                            Ok(())
+                        })
                     })
-                })
-                .connect_with(connect)
-                .await
-                .map_err(database)?;
-            (Pool::Postgres(pool), quote_postgres)
-        } else if raw_url.starts_with("mysql://") || raw_url.starts_with("mariadb://") {
-            let normalised = raw_url.replacen("mariadb://", "mysql://", 1);
-            let mut connect = MySqlConnectOptions::from_str(&normalised)
-                .map_err(|error| invalid(format!("sql.url {url}: {error}")))?;
-            if let Some(password) = &password {
-                connect = connect.password(password);
-            }
-            let session = [
-                format!("SET time_zone = '{offset}'"),
-                "SET SESSION TRANSACTION READ ONLY".to_owned(),
-            ];
-            let pool = MySqlPoolOptions::new()
-                .max_connections(2)
-                .acquire_timeout(Duration::from_secs(30))
-                .after_connect(move |connection, _| {
-                    let session = session.clone();
-                    Box::pin(async move {
-                        for statement in &session {
-                            connection.execute(statement.as_str()).await?;
-                        }
-                        Ok(())
+                    .connect_with(connect)
+                    .await
+                    .map_err(database)?;
+                (Pool::Postgres(pool), quote_postgres)
+            } else if raw_url.starts_with("mysql://") || raw_url.starts_with("mariadb://") {
+                let normalised = raw_url.replacen("mariadb://", "mysql://", 1);
+                let mut connect = MySqlConnectOptions::from_str(&normalised)
+                    .map_err(|error| invalid(format!("sql.url {url}: {error}")))?;
+                if let Some(password) = &password {
+                    connect = connect.password(password);
+                }
+                let session = [
+                    format!("SET time_zone = '{offset}'"),
+                    "SET SESSION TRANSACTION READ ONLY".to_owned(),
+                ];
+                let pool = MySqlPoolOptions::new()
+                    .max_connections(2)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .after_connect(move |connection, _| {
+                        let session = session.clone();
+                        Box::pin(async move {
+                            for statement in &session {
+                                connection.execute(statement.as_str()).await?;
+                            }
+                            Ok(())
+                        })
                     })
-                })
-                .connect_with(connect)
-                .await
-                .map_err(database)?;
-            (Pool::MySql(pool), quote_mysql)
-        } else {
-            return Err(invalid(format!(
-                "sql.url {url} is neither postgres:// nor mysql:// (or mariadb://)"
-            )));
-        };
+                    .connect_with(connect)
+                    .await
+                    .map_err(database)?;
+                (Pool::MySql(pool), quote_mysql)
+            } else {
+                return Err(invalid(format!(
+                    "sql.url {url} is neither postgres:// nor mysql:// (or mariadb://)"
+                )));
+            };
         let wrapped = format!("SELECT * FROM ({query}) AS lb_source");
         let columns = describe(&pool, &wrapped).await.map_err(database)?;
         let find = |name: &str, role: &str| {
@@ -539,8 +538,8 @@ impl Source {
                     format!("{head} ORDER BY {wq}, {kq} LIMIT $2"),
                     format!(
                         "{head} AND ({wq} > CAST($2 AS {wt}) OR ({wq} = CAST($2 AS {wt}) AND {kq} > CAST($3 AS {kt}))) ORDER BY {wq}, {kq} LIMIT $4",
-                        wt = w.type_name,
-                        kt = k.type_name
+                        wt = postgres_cast(&w.type_name),
+                        kt = postgres_cast(&k.type_name)
                     ),
                 )
             }
@@ -819,7 +818,8 @@ async fn describe(pool: &Pool, query: &str) -> Result<Vec<Column>, sqlx::Error> 
 
 fn postgres_kind(type_name: &str) -> Kind {
     match type_name {
-        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CITEXT" => Kind::Text,
+        // sqlx names blank-padded character(n) CHAR (and the one-byte "char" "\"CHAR\"").
+        "TEXT" | "VARCHAR" | "CHAR" | "BPCHAR" | "NAME" | "CITEXT" => Kind::Text,
         "INT2" | "INT4" | "INT8" => Kind::Int,
         "FLOAT4" | "FLOAT8" => Kind::Float,
         "NUMERIC" => Kind::Decimal,
@@ -829,6 +829,15 @@ fn postgres_kind(type_name: &str) -> Kind {
         "TIMESTAMPTZ" => Kind::TimestampTz,
         "UUID" => Kind::Uuid,
         _ => Kind::Other,
+    }
+}
+
+/// The type a position's text is cast to: the column's, but without a length (`CHAR` alone
+/// would be character(1) and cut the key).
+fn postgres_cast(type_name: &str) -> &str {
+    match type_name {
+        "CHAR" => "BPCHAR",
+        other => other,
     }
 }
 
@@ -989,7 +998,9 @@ pub fn without_password(url: &str) -> String {
     let (authority, tail) = rest.split_at(end);
     match authority.rsplit_once('@') {
         Some((user_info, host)) => {
-            let user = user_info.split_once(':').map_or(user_info, |(user, _)| user);
+            let user = user_info
+                .split_once(':')
+                .map_or(user_info, |(user, _)| user);
             format!("{scheme}://{user}@{host}{tail}")
         }
         None => url.to_owned(),
@@ -1042,7 +1053,10 @@ mod tests {
             "0.00000005"
         );
         // -70000 = 7 (weight 1), trailing zero digits left out
-        assert_eq!(postgres_numeric(&numeric(1, 0x4000, &[7])).unwrap(), "-70000");
+        assert_eq!(
+            postgres_numeric(&numeric(1, 0x4000, &[7])).unwrap(),
+            "-70000"
+        );
         assert_eq!(postgres_numeric(&numeric(0, 0, &[])).unwrap(), "0");
         assert!(postgres_numeric(&numeric(0, 0xC000, &[])).is_err());
         assert!(postgres_numeric(&[0, 1]).is_err());

@@ -250,6 +250,9 @@ mod tests {
         assert!(error.contains("without a key"), "{error}");
         std::fs::write(state.sql_path("s1"), b"{\"source\": ").unwrap();
         let error = state.load_sql("s1", "x", "m1").unwrap_err().to_string();
-        assert!(error.contains("does not parse") && error.contains("s1.json"), "{error}");
+        assert!(
+            error.contains("does not parse") && error.contains("s1.json"),
+            "{error}"
+        );
     }
 }
