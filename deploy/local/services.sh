@@ -101,6 +101,19 @@ show_tail() {
 # True if something accepts TCP connections on $HOST:$1 (bash built-in, no nc needed).
 port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 
+# Stop process $2 (service $1, for the messages): SIGTERM, then SIGKILL if it is still alive
+# after 60 s.
+stop_pid() {
+  local name=$1 pid=$2
+  log "$name: stopping (pid $pid)"
+  kill -TERM "$pid"
+  for _ in $(seq 60); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "$name: still alive after 60s, killing"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+}
+
 # ---------------------------------------------------------------- packages ---
 
 APT_UPDATED=0
@@ -483,21 +496,13 @@ kafka_up() {
 }
 
 kafka_down() {
-  local pid
   if ! kafka_running; then
     log "kafka: not running"
     rm -f "$KAFKA_PID"
     return 0
   fi
-  pid=$(kafka_pid)
-  log "kafka: stopping (pid $pid)"
-  kill -TERM "$pid"
   # Controlled shutdown of a combined node takes a few seconds.
-  for _ in $(seq 60); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
-  if kill -0 "$pid" 2>/dev/null; then
-    log "kafka: still alive after 60s, killing"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
+  stop_pid kafka "$(kafka_pid)"
   rm -f "$KAFKA_PID"
 }
 
@@ -624,19 +629,11 @@ SQL
 }
 
 maria_down() {
-  local pid
   if ! maria_running; then
     log "mariadb: not running"
     return 0
   fi
-  pid=$(maria_pid)
-  log "mariadb: stopping (pid $pid)"
-  kill -TERM "$pid"
-  for _ in $(seq 60); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
-  if kill -0 "$pid" 2>/dev/null; then
-    log "mariadb: still alive after 60s, killing"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
+  stop_pid mariadb "$(maria_pid)"
   rm -f "$MARIA_PID"
 }
 
