@@ -127,9 +127,10 @@ impl HubArgs {
     }
 }
 
+/// What every connector is given: its mapping, the hub, its state and its report.
 #[derive(Args)]
-struct ConnectFileArgs {
-    /// The mapping file (TOML).
+struct ConnectArgs {
+    /// The mapping file (TOML): [input] for files, [sql] for a database.
     #[arg(long)]
     mapping: PathBuf,
     #[command(flatten)]
@@ -137,17 +138,24 @@ struct ConnectFileArgs {
     /// Checkpoints: a re-run resumes and re-sends nothing already accepted.
     #[arg(long, default_value = "leadbridge-connect")]
     state: PathBuf,
+    /// The rejection report: CSV (UTF-8 with BOM), or JSON Lines for a .jsonl name; `row` is
+    /// the file's row, or the key value for SQL.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+#[derive(Args)]
+struct ConnectFileArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
     /// Map and check locally, write the report, send nothing.
     #[arg(long)]
     dry_run: bool,
-    /// The rejection report: CSV (UTF-8 with BOM), or JSON Lines for a .jsonl name.
-    #[arg(long)]
-    report: Option<PathBuf>,
     /// Leads per batch call (at most 500).
     #[arg(long, default_value_t = 500)]
     batch_size: usize,
-    #[command(flatten)]
-    data: DataArgs,
     /// The files to import.
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
@@ -155,24 +163,12 @@ struct ConnectFileArgs {
 
 #[derive(Args)]
 struct ConnectSqlArgs {
-    /// The mapping file (TOML) with an [sql] table.
-    #[arg(long)]
-    mapping: PathBuf,
     #[command(flatten)]
-    hub: HubArgs,
-    /// Checkpoints: the last (watermark, key) answered; a re-run resumes there.
-    #[arg(long, default_value = "leadbridge-connect")]
-    state: PathBuf,
+    connect: ConnectArgs,
     /// One pass until caught up, then exit (0, 1 or 2 as for files); without it, a pass every
     /// poll_interval_secs until Ctrl-C or SIGTERM.
     #[arg(long)]
     once: bool,
-    /// The rejection report: CSV (UTF-8 with BOM), or JSON Lines for a .jsonl name; `row` is
-    /// the key value.
-    #[arg(long)]
-    report: Option<PathBuf>,
-    #[command(flatten)]
-    data: DataArgs,
 }
 
 #[derive(Subcommand)]
@@ -383,12 +379,12 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Validate { agency, files } => validate_files(*agency, files),
         Command::Connect(ConnectCommand::File(args)) => {
-            let settings = settings(&cli, &args.data, None)?;
+            let settings = settings(&cli, &args.connect.data, None)?;
             let code = connect_file(&settings, args).await?;
             std::process::exit(code);
         }
         Command::Connect(ConnectCommand::Sql(args)) => {
-            let settings = settings(&cli, &args.data, None)?;
+            let settings = settings(&cli, &args.connect.data, None)?;
             let code = connect_sql(&settings, args).await?;
             std::process::exit(code);
         }
@@ -663,14 +659,14 @@ async fn connect_file(settings: &Settings, args: &ConnectFileArgs) -> anyhow::Re
     let hub = if args.dry_run {
         None
     } else {
-        Some(args.hub.options(settings, &args.mapping)?)
+        Some(args.connect.hub.options(settings, &args.connect.mapping)?)
     };
     let result = import(FileOptions {
-        mapping: args.mapping.clone(),
+        mapping: args.connect.mapping.clone(),
         inputs: args.inputs.clone(),
         hub,
-        state: args.state.clone(),
-        report: args.report.clone(),
+        state: args.connect.state.clone(),
+        report: args.connect.report.clone(),
         batch_size: args.batch_size,
     })
     .await;
@@ -689,24 +685,19 @@ async fn connect_file(settings: &Settings, args: &ConnectFileArgs) -> anyhow::Re
     for error in &result.errors {
         eprintln!("error: {error}");
     }
-    Ok(if !result.errors.is_empty() {
-        2
-    } else if result.summary.rejected > 0 {
-        1
-    } else {
-        0
-    })
+    Ok(result.summary.exit_code(!result.errors.is_empty()))
 }
 
 /// `leadbridge connect sql`: passes over the agency's table, a summary line per pass that read
 /// rows (without `--once`), the run's summary line, and the contract's exit status.
 async fn connect_sql(settings: &Settings, args: &ConnectSqlArgs) -> anyhow::Result<i32> {
     use leadbridge::connectors::sql::{stream, SqlOptions};
+    let connect = &args.connect;
     let result = stream(SqlOptions {
-        mapping: args.mapping.clone(),
-        hub: args.hub.options(settings, &args.mapping)?,
-        state: args.state.clone(),
-        report: args.report.clone(),
+        mapping: connect.mapping.clone(),
+        hub: connect.hub.options(settings, &connect.mapping)?,
+        state: connect.state.clone(),
+        report: connect.report.clone(),
         once: args.once,
         stop: shutdown_signal(),
     })

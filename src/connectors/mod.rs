@@ -30,6 +30,18 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// The contract's exit status: 2 when the run could not proceed, 1 when some row was
+    /// rejected, 0 otherwise.
+    pub fn exit_code(&self, could_not_proceed: bool) -> i32 {
+        if could_not_proceed {
+            2
+        } else if self.rejected > 0 {
+            1
+        } else {
+            0
+        }
+    }
+
     pub fn add(&mut self, other: &Summary) {
         self.rows += other.rows;
         self.accepted += other.accepted;

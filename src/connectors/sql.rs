@@ -32,9 +32,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, Utc};
 use sha2::{Digest, Sha256};
-use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgValueFormat};
-use sqlx::{Column as _, Executor, Row as _, Statement as _, TypeInfo as _, ValueRef as _};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgRow, PgValueFormat};
+use sqlx::{Executor, Row as _, Statement as _, TypeInfo as _, ValueRef as _};
 use tokio::sync::watch;
 
 use super::batch::{lead_size, Sender, Setup};
@@ -71,13 +71,7 @@ impl SqlResult {
     /// The contract's exit status: 2 when the run could not proceed, 1 when some row was
     /// rejected, 0 otherwise.
     pub fn exit_code(&self) -> i32 {
-        if !self.errors.is_empty() {
-            2
-        } else if self.summary.rejected > 0 {
-            1
-        } else {
-            0
-        }
+        self.summary.exit_code(!self.errors.is_empty())
     }
 }
 
@@ -448,21 +442,7 @@ impl Source {
                     format!("SET TIME ZONE INTERVAL '{offset}' HOUR TO MINUTE"),
                     "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY".to_owned(),
                 ];
-                let pool = PgPoolOptions::new()
-                    .max_connections(2)
-                    .acquire_timeout(Duration::from_secs(30))
-                    .after_connect(move |connection, _| {
-                        let session = session.clone();
-                        Box::pin(async move {
-                            for statement in &session {
-                                connection.execute(statement.as_str()).await?;
-                            }
-                            Ok(())
-                        })
-                    })
-                    .connect_with(connect)
-                    .await
-                    .map_err(database)?;
+                let pool = pool(connect, session).await.map_err(database)?;
                 (Pool::Postgres(pool), quote_postgres)
             } else if raw_url.starts_with("mysql://") || raw_url.starts_with("mariadb://") {
                 let normalised = raw_url.replacen("mariadb://", "mysql://", 1);
@@ -475,21 +455,7 @@ impl Source {
                     format!("SET time_zone = '{offset}'"),
                     "SET SESSION TRANSACTION READ ONLY".to_owned(),
                 ];
-                let pool = MySqlPoolOptions::new()
-                    .max_connections(2)
-                    .acquire_timeout(Duration::from_secs(30))
-                    .after_connect(move |connection, _| {
-                        let session = session.clone();
-                        Box::pin(async move {
-                            for statement in &session {
-                                connection.execute(statement.as_str()).await?;
-                            }
-                            Ok(())
-                        })
-                    })
-                    .connect_with(connect)
-                    .await
-                    .map_err(database)?;
+                let pool = pool(connect, session).await.map_err(database)?;
                 (Pool::MySql(pool), quote_mysql)
             } else {
                 return Err(invalid(format!(
@@ -783,37 +749,49 @@ fn cell_of(datum: Datum, time_zone: FixedOffset) -> Result<Cell, String> {
     })
 }
 
+/// A small pool whose every session first runs `session` (its time zone, read-only).
+async fn pool<DB: sqlx::Database>(
+    connect: <DB::Connection as sqlx::Connection>::Options,
+    session: [String; 2],
+) -> Result<sqlx::Pool<DB>, sqlx::Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    sqlx::pool::PoolOptions::<DB>::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(30))
+        .after_connect(move |connection, _| {
+            let session = session.clone();
+            Box::pin(async move {
+                for statement in &session {
+                    connection.execute(statement.as_str()).await?;
+                }
+                Ok(())
+            })
+        })
+        .connect_with(connect)
+        .await
+}
+
 async fn describe(pool: &Pool, query: &str) -> Result<Vec<Column>, sqlx::Error> {
     Ok(match pool {
-        Pool::Postgres(pool) => pool
-            .prepare(query)
-            .await?
-            .columns()
-            .iter()
-            .map(|column| {
-                let type_name = column.type_info().name().to_owned();
-                Column {
-                    name: column.name().to_owned(),
-                    kind: postgres_kind(&type_name),
-                    type_name,
-                }
-            })
-            .collect(),
-        Pool::MySql(pool) => pool
-            .prepare(query)
-            .await?
-            .columns()
-            .iter()
-            .map(|column| {
-                let type_name = column.type_info().name().to_owned();
-                Column {
-                    name: column.name().to_owned(),
-                    kind: mysql_kind(&type_name),
-                    type_name,
-                }
-            })
-            .collect(),
+        Pool::Postgres(pool) => columns_of(pool.prepare(query).await?.columns(), postgres_kind),
+        Pool::MySql(pool) => columns_of(pool.prepare(query).await?.columns(), mysql_kind),
     })
+}
+
+fn columns_of<C: sqlx::Column>(columns: &[C], kind: fn(&str) -> Kind) -> Vec<Column> {
+    columns
+        .iter()
+        .map(|column| {
+            let type_name = column.type_info().name().to_owned();
+            Column {
+                name: column.name().to_owned(),
+                kind: kind(&type_name),
+                type_name,
+            }
+        })
+        .collect()
 }
 
 fn postgres_kind(type_name: &str) -> Kind {
