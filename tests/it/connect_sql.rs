@@ -21,6 +21,23 @@ use crate::helpers::{app, drop_test_database, fresh_postgres_database, Backend, 
 /// The variable the mappings name as `password_env`; every test sets it to the test password.
 const PASSWORD_ENV: &str = "LB_TEST_SQL_PASSWORD";
 
+/// Runs a scenario as two tests, `<scenario>::on_postgres` and `<scenario>::on_mariadb`.
+macro_rules! on_both {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[tokio::test]
+            async fn on_postgres() {
+                super::$scenario(super::Dialect::Postgres).await;
+            }
+
+            #[tokio::test]
+            async fn on_mariadb() {
+                super::$scenario(super::Dialect::MariaDb).await;
+            }
+        }
+    };
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Dialect {
     Postgres,
@@ -85,6 +102,38 @@ fn record(id: i64, updated_at: Stamp) -> Record {
     }
 }
 
+/// The agency's table: each column with its PostgreSQL and its MariaDB type.
+const PATROL_COLUMNS: &[(&str, &str, &str)] = &[
+    ("id", "BIGINT UNIQUE", "BIGINT UNIQUE"),
+    ("record_no", "TEXT UNIQUE", "VARCHAR(40) UNIQUE"),
+    ("updated_at", "TIMESTAMPTZ", "DATETIME(6) NULL"),
+    ("found_at", "TIMESTAMP NOT NULL", "DATETIME NOT NULL"),
+    ("reported_at", "TIMESTAMPTZ NOT NULL", "TIMESTAMP NULL"),
+    ("division_code", "INTEGER NOT NULL", "INT NOT NULL"),
+    ("river", "TEXT NOT NULL", "VARCHAR(100) NOT NULL"),
+    ("place", "VARCHAR(200) NOT NULL", "VARCHAR(200) NOT NULL"),
+    ("lon", "NUMERIC(9, 4)", "DECIMAL(9, 4)"),
+    ("lat", "NUMERIC(9, 4)", "DECIMAL(9, 4)"),
+    ("unit_name", "TEXT NOT NULL", "TEXT NOT NULL"),
+    ("uscc", "VARCHAR(18)", "VARCHAR(18)"),
+    ("person", "TEXT NOT NULL", "VARCHAR(100) NOT NULL"),
+    ("id_number", "CHAR(18)", "CHAR(18)"),
+    ("method", "TEXT NOT NULL", "VARCHAR(100) NOT NULL"),
+    ("tonnage", "DOUBLE PRECISION NOT NULL", "DOUBLE NOT NULL"),
+    (
+        "value_wan",
+        "NUMERIC(10, 2) NOT NULL",
+        "DECIMAL(10, 2) NOT NULL",
+    ),
+    ("in_area", "BOOLEAN NOT NULL", "BOOLEAN NOT NULL"),
+    ("has_permit", "BOOLEAN NOT NULL", "BOOLEAN NOT NULL"),
+    ("prohibited", "BOOLEAN NOT NULL", "BOOLEAN NOT NULL"),
+    ("prior_penalties", "SMALLINT NOT NULL", "SMALLINT NOT NULL"),
+    ("flood_harm", "BOOLEAN NOT NULL", "BOOLEAN NOT NULL"),
+    ("handling", "TEXT NOT NULL", "TEXT NOT NULL"),
+    ("photo", "BYTEA", "BLOB"),
+];
+
 impl TestDb {
     async fn create(dialect: Dialect) -> TestDb {
         let url = match dialect {
@@ -104,65 +153,19 @@ impl TestDb {
             }
         };
         let db = TestDb { dialect, url };
-        let table = match dialect {
-            Dialect::Postgres => {
-                "CREATE TABLE patrol (
-                    id BIGINT UNIQUE,
-                    record_no TEXT UNIQUE,
-                    updated_at TIMESTAMPTZ,
-                    found_at TIMESTAMP NOT NULL,
-                    reported_at TIMESTAMPTZ NOT NULL,
-                    division_code INTEGER NOT NULL,
-                    river TEXT NOT NULL,
-                    place VARCHAR(200) NOT NULL,
-                    lon NUMERIC(9, 4),
-                    lat NUMERIC(9, 4),
-                    unit_name TEXT NOT NULL,
-                    uscc VARCHAR(18),
-                    person TEXT NOT NULL,
-                    id_number CHAR(18),
-                    method TEXT NOT NULL,
-                    tonnage DOUBLE PRECISION NOT NULL,
-                    value_wan NUMERIC(10, 2) NOT NULL,
-                    in_area BOOLEAN NOT NULL,
-                    has_permit BOOLEAN NOT NULL,
-                    prohibited BOOLEAN NOT NULL,
-                    prior_penalties SMALLINT NOT NULL,
-                    flood_harm BOOLEAN NOT NULL,
-                    handling TEXT NOT NULL,
-                    photo BYTEA
-                )"
-            }
-            Dialect::MariaDb => {
-                "CREATE TABLE patrol (
-                    id BIGINT UNIQUE,
-                    record_no VARCHAR(40) UNIQUE,
-                    updated_at DATETIME(6) NULL,
-                    found_at DATETIME NOT NULL,
-                    reported_at TIMESTAMP NULL,
-                    division_code INT NOT NULL,
-                    river VARCHAR(100) NOT NULL,
-                    place VARCHAR(200) NOT NULL,
-                    lon DECIMAL(9, 4),
-                    lat DECIMAL(9, 4),
-                    unit_name TEXT NOT NULL,
-                    uscc VARCHAR(18),
-                    person VARCHAR(100) NOT NULL,
-                    id_number CHAR(18),
-                    method VARCHAR(100) NOT NULL,
-                    tonnage DOUBLE NOT NULL,
-                    value_wan DECIMAL(10, 2) NOT NULL,
-                    in_area BOOLEAN NOT NULL,
-                    has_permit BOOLEAN NOT NULL,
-                    prohibited BOOLEAN NOT NULL,
-                    prior_penalties SMALLINT NOT NULL,
-                    flood_harm BOOLEAN NOT NULL,
-                    handling TEXT NOT NULL,
-                    photo BLOB
-                ) CHARACTER SET utf8mb4"
-            }
+        let columns: Vec<String> = PATROL_COLUMNS
+            .iter()
+            .map(|(name, postgres, mariadb)| match dialect {
+                Dialect::Postgres => format!("{name} {postgres}"),
+                Dialect::MariaDb => format!("{name} {mariadb}"),
+            })
+            .collect();
+        let options = match dialect {
+            Dialect::Postgres => "",
+            Dialect::MariaDb => " CHARACTER SET utf8mb4",
         };
-        db.connect().await.execute(table).await;
+        let table = format!("CREATE TABLE patrol ({}){options}", columns.join(", "));
+        db.connect().await.execute(&table).await;
         db
     }
 
@@ -385,6 +388,14 @@ struct Hub {
     dir: tempfile::TempDir,
 }
 
+impl Hub {
+    /// Drops the test's database and stops the hub.
+    async fn finish(self, db: TestDb) {
+        db.drop().await;
+        self.app.stop().await;
+    }
+}
+
 async fn hub() -> Hub {
     let app = app(Backend::Real).roles(Roles::HUB).spawn().await;
     let dir = tempfile::tempdir().unwrap();
@@ -392,14 +403,20 @@ async fn hub() -> Hub {
     Hub { app, options, dir }
 }
 
+/// A hub, and a database of the test's own holding `records`.
+async fn setup(dialect: Dialect, records: &[Record]) -> (Hub, TestDb) {
+    let hub = hub().await;
+    let db = TestDb::create(dialect).await;
+    db.insert_all(records).await;
+    (hub, db)
+}
+
 // ------------------------------------------------------------------------------ import ---
 
 async fn a_table_imports_with_exact_counts_and_a_rerun_sends_nothing_new(dialect: Dialect) {
-    let hub = hub().await;
-    let db = TestDb::create(dialect).await;
     // Ties in the watermark across batch boundaries (batch_size 2): the key orders them. The
     // insertion order is not the key order.
-    db.insert_all(&[
+    let records = [
         record(3, Stamp::At("2026-06-01 10:00:00")),
         record(1, Stamp::At("2026-06-01 10:00:00")),
         record(2, Stamp::At("2026-06-01 10:00:00")),
@@ -407,8 +424,8 @@ async fn a_table_imports_with_exact_counts_and_a_rerun_sends_nothing_new(dialect
         record(4, Stamp::At("2026-06-01 10:00:01.5")),
         record(7, Stamp::At("2026-06-02 08:00:00")),
         record(6, Stamp::At("2026-06-01 23:59:59.999999")),
-    ])
-    .await;
+    ];
+    let (hub, db) = setup(dialect, &records).await;
     let mapping = MappingFile::usual(db.key()).write(&db, hub.dir.path(), "patrol.toml");
     let state = hub.dir.path().join("state");
 
@@ -469,19 +486,10 @@ async fn a_table_imports_with_exact_counts_and_a_rerun_sends_nothing_new(dialect
     let response = hub.app.post_lead(Agency::Water, &expected).await;
     let status = response.status();
     assert_eq!(status, 200, "{}", response.text().await.unwrap());
-    db.drop().await;
-    hub.app.stop().await;
+    hub.finish(db).await;
 }
 
-#[tokio::test]
-async fn a_postgres_table_imports_with_exact_counts_and_a_rerun_sends_nothing_new() {
-    a_table_imports_with_exact_counts_and_a_rerun_sends_nothing_new(Dialect::Postgres).await;
-}
-
-#[tokio::test]
-async fn a_mariadb_table_imports_with_exact_counts_and_a_rerun_sends_nothing_new() {
-    a_table_imports_with_exact_counts_and_a_rerun_sends_nothing_new(Dialect::MariaDb).await;
-}
+on_both!(a_table_imports_with_exact_counts_and_a_rerun_sends_nothing_new);
 
 // -------------------------------------------------------------------------- late commit ---
 
@@ -493,9 +501,7 @@ async fn a_late_commit(
     lag_secs: u64,
     wait_after_commit: Duration,
 ) -> [leadbridge::connectors::Summary; 3] {
-    let hub = hub().await;
-    let db = TestDb::create(dialect).await;
-    db.insert_all(&[record(1, Stamp::SecondsAgo(3600))]).await;
+    let (hub, db) = setup(dialect, &[record(1, Stamp::SecondsAgo(3600))]).await;
     let mut late = db.connect().await;
     late.execute("BEGIN").await;
     late.execute(&db.insert(record(2, Stamp::SecondsAgo(2))))
@@ -518,8 +524,7 @@ async fn a_late_commit(
     assert_eq!(caught_up.summary, counts(0, 0, 0, 0, 0));
     let fresh = pass(&hub.options, &mapping, &hub.dir.path().join("fresh"), None).await;
     assert!(fresh.errors.is_empty(), "{}", errors(&fresh));
-    db.drop().await;
-    hub.app.stop().await;
+    hub.finish(db).await;
     [before.summary, after.summary, fresh.summary]
 }
 
@@ -541,15 +546,7 @@ async fn a_row_committed_late_within_the_lag_is_sent_exactly_once(dialect: Diale
     );
 }
 
-#[tokio::test]
-async fn on_postgres_a_row_committed_late_within_the_lag_is_sent_exactly_once() {
-    a_row_committed_late_within_the_lag_is_sent_exactly_once(Dialect::Postgres).await;
-}
-
-#[tokio::test]
-async fn on_mariadb_a_row_committed_late_within_the_lag_is_sent_exactly_once() {
-    a_row_committed_late_within_the_lag_is_sent_exactly_once(Dialect::MariaDb).await;
-}
+on_both!(a_row_committed_late_within_the_lag_is_sent_exactly_once);
 
 /// Why the lag exists: without one, the first pass reads B's row (A's is not committed yet)
 /// and the checkpoint moves to t2; A's row, committed later with t1 < t2, is behind the
@@ -569,15 +566,7 @@ async fn without_a_lag_a_row_committed_late_behind_a_newer_one_is_skipped(dialec
     );
 }
 
-#[tokio::test]
-async fn on_postgres_without_a_lag_a_row_committed_late_behind_a_newer_one_is_skipped() {
-    without_a_lag_a_row_committed_late_behind_a_newer_one_is_skipped(Dialect::Postgres).await;
-}
-
-#[tokio::test]
-async fn on_mariadb_without_a_lag_a_row_committed_late_behind_a_newer_one_is_skipped() {
-    without_a_lag_a_row_committed_late_behind_a_newer_one_is_skipped(Dialect::MariaDb).await;
-}
+on_both!(without_a_lag_a_row_committed_late_behind_a_newer_one_is_skipped);
 
 // ----------------------------------------------------------------------------- restart ---
 
@@ -607,13 +596,14 @@ fn command(hub: &Hub, mapping: &Path, state: &Path) -> tokio::process::Command {
 }
 
 async fn a_new_process_resumes_from_the_checkpoint_and_resends_nothing(dialect: Dialect) {
-    let hub = hub().await;
-    let db = TestDb::create(dialect).await;
-    db.insert_all(&[
-        record(1, Stamp::At("2026-06-01 10:00:00")),
-        record(2, Stamp::At("2026-06-01 10:00:00")),
-        record(3, Stamp::At("2026-06-01 11:00:00")),
-    ])
+    let (hub, db) = setup(
+        dialect,
+        &[
+            record(1, Stamp::At("2026-06-01 10:00:00")),
+            record(2, Stamp::At("2026-06-01 10:00:00")),
+            record(3, Stamp::At("2026-06-01 11:00:00")),
+        ],
+    )
     .await;
     let mapping = MappingFile::usual(db.key()).write(&db, hub.dir.path(), "patrol.toml");
     let state = hub.dir.path().join("state");
@@ -649,30 +639,22 @@ async fn a_new_process_resumes_from_the_checkpoint_and_resends_nothing(dialect: 
         stdout.trim(),
         "rows 0, accepted 0, replayed 0, rejected 0, skipped 0"
     );
-    db.drop().await;
-    hub.app.stop().await;
+    hub.finish(db).await;
 }
 
-#[tokio::test]
-async fn on_postgres_a_new_process_resumes_from_the_checkpoint_and_resends_nothing() {
-    a_new_process_resumes_from_the_checkpoint_and_resends_nothing(Dialect::Postgres).await;
-}
-
-#[tokio::test]
-async fn on_mariadb_a_new_process_resumes_from_the_checkpoint_and_resends_nothing() {
-    a_new_process_resumes_from_the_checkpoint_and_resends_nothing(Dialect::MariaDb).await;
-}
+on_both!(a_new_process_resumes_from_the_checkpoint_and_resends_nothing);
 
 /// Without `--once` it polls, prints a line per pass that read rows, and stops cleanly on
 /// SIGTERM with the run's summary line.
 #[tokio::test]
 async fn without_once_it_polls_and_stops_cleanly_on_sigterm() {
-    let hub = hub().await;
-    let db = TestDb::create(Dialect::MariaDb).await;
-    db.insert_all(&[
-        record(1, Stamp::SecondsAgo(60)),
-        record(2, Stamp::SecondsAgo(60)),
-    ])
+    let (hub, db) = setup(
+        Dialect::MariaDb,
+        &[
+            record(1, Stamp::SecondsAgo(60)),
+            record(2, Stamp::SecondsAgo(60)),
+        ],
+    )
     .await;
     let mapping = MappingFile {
         lag_secs: Some(0),
@@ -721,86 +703,75 @@ async fn without_once_it_polls_and_stops_cleanly_on_sigterm() {
         last,
         "rows 3, accepted 3, replayed 0, rejected 0, skipped 0"
     );
-    db.drop().await;
-    hub.app.stop().await;
+    hub.finish(db).await;
 }
 
 // ----------------------------------------------------------------------------- hostile ---
 
 async fn a_bad_setup_stops_before_any_row_is_sent(dialect: Dialect) {
-    let hub = hub().await;
-    let db = TestDb::create(dialect).await;
-    db.insert_all(&[
-        record(1, Stamp::SecondsAgo(3600)),
-        record(2, Stamp::SecondsAgo(3600)),
-    ])
+    let (hub, db) = setup(
+        dialect,
+        &[
+            record(1, Stamp::SecondsAgo(3600)),
+            record(2, Stamp::SecondsAgo(3600)),
+        ],
+    )
     .await;
     let state = hub.dir.path().join("state");
     let dir = hub.dir.path();
-    let refused = |mapping: PathBuf, expected: &'static [&'static str]| {
-        let (hub, state) = (&hub.options, &state);
-        async move {
-            let result = pass(hub, &mapping, state, None).await;
-            assert_eq!(result.exit_code(), 2, "{}", errors(&result));
-            assert_eq!(result.summary, counts(0, 0, 0, 0, 0));
-            let message = errors(&result);
-            for part in expected {
-                assert!(message.contains(part), "{part:?} not in {message}");
-            }
-        }
-    };
     let key = db.key();
-    // A mapping naming a column the query lacks.
-    refused(
-        MappingFile {
-            extra_field: r#""/source/officers/0/name" = { column = "法定代表人" }"#,
-            ..MappingFile::usual(key)
+    let cases: [(&str, MappingFile, &[&str]); 5] = [
+        (
+            "a mapping naming a column the query lacks",
+            MappingFile {
+                extra_field: r#""/source/officers/0/name" = { column = "法定代表人" }"#,
+                ..MappingFile::usual(key)
+            },
+            &["no column \"法定代表人\"", "\"record_no\""],
+        ),
+        (
+            "a query without the watermark column",
+            MappingFile {
+                query: "SELECT id, record_no FROM patrol",
+                ..MappingFile::usual(key)
+            },
+            &["sql.watermark \"updated_at\" is not a column of the query"],
+        ),
+        (
+            "a mapped column of a type there is no conversion for",
+            MappingFile {
+                extra_field: r#""/source/officers/0/badge" = { column = "photo" }"#,
+                ..MappingFile::usual(key)
+            },
+            &["column \"photo\" is of type", "cast it in the query"],
+        ),
+        (
+            "a watermark that is no timestamp",
+            MappingFile {
+                query: "SELECT id AS updated_at, record_no, found_at FROM patrol",
+                ..MappingFile::usual("record_no")
+            },
+            &["sql.watermark \"updated_at\" is of type"],
+        ),
+        (
+            "the password's variable is not set",
+            MappingFile {
+                password_env: "LB_TEST_SQL_NO_SUCH_PASSWORD",
+                ..MappingFile::usual(key)
+            },
+            &["LB_TEST_SQL_NO_SUCH_PASSWORD", "is not set"],
+        ),
+    ];
+    for (case, mapping, expected) in cases {
+        let mapping = mapping.write(&db, dir, "refused.toml");
+        let result = pass(&hub.options, &mapping, &state, None).await;
+        assert_eq!(result.exit_code(), 2, "{case}: {}", errors(&result));
+        assert_eq!(result.summary, counts(0, 0, 0, 0, 0), "{case}");
+        let message = errors(&result);
+        for part in expected {
+            assert!(message.contains(part), "{case}: {part:?} not in {message}");
         }
-        .write(&db, dir, "missing.toml"),
-        &["no column \"法定代表人\"", "\"record_no\""],
-    )
-    .await;
-    // A query without the watermark column.
-    refused(
-        MappingFile {
-            query: "SELECT id, record_no FROM patrol",
-            ..MappingFile::usual(key)
-        }
-        .write(&db, dir, "no-watermark.toml"),
-        &["sql.watermark \"updated_at\" is not a column of the query"],
-    )
-    .await;
-    // A mapped column of a type there is no conversion for.
-    refused(
-        MappingFile {
-            extra_field: r#""/source/officers/0/badge" = { column = "photo" }"#,
-            ..MappingFile::usual(key)
-        }
-        .write(&db, dir, "photo.toml"),
-        &["column \"photo\" is of type", "cast it in the query"],
-    )
-    .await;
-    // A watermark that is no timestamp.
-    refused(
-        MappingFile {
-            query: "SELECT id AS updated_at, record_no, found_at FROM patrol",
-            extra_field: "",
-            ..MappingFile::usual("record_no")
-        }
-        .write(&db, dir, "int-watermark.toml"),
-        &["sql.watermark \"updated_at\" is of type"],
-    )
-    .await;
-    // The password's variable is not set.
-    refused(
-        MappingFile {
-            password_env: "LB_TEST_SQL_NO_SUCH_PASSWORD",
-            ..MappingFile::usual(key)
-        }
-        .write(&db, dir, "no-password.toml"),
-        &["LB_TEST_SQL_NO_SUCH_PASSWORD", "is not set"],
-    )
-    .await;
+    }
     // Nothing was sent: the good mapping now finds both rows new to the hub.
     let mapping = MappingFile::usual(key).write(&db, dir, "patrol.toml");
     let result = pass(&hub.options, &mapping, &state, None).await;
@@ -829,36 +800,28 @@ async fn a_bad_setup_stops_before_any_row_is_sent(dialect: Dialect) {
         message.contains(&file.display().to_string()) && message.contains("\"yesterday\""),
         "{message}"
     );
-    db.drop().await;
-    hub.app.stop().await;
+    hub.finish(db).await;
 }
 
-#[tokio::test]
-async fn on_postgres_a_bad_setup_stops_before_any_row_is_sent() {
-    a_bad_setup_stops_before_any_row_is_sent(Dialect::Postgres).await;
-}
-
-#[tokio::test]
-async fn on_mariadb_a_bad_setup_stops_before_any_row_is_sent() {
-    a_bad_setup_stops_before_any_row_is_sent(Dialect::MariaDb).await;
-}
+on_both!(a_bad_setup_stops_before_any_row_is_sent);
 
 async fn bad_rows_are_reported_by_key_and_the_others_are_sent(dialect: Dialect) {
-    let hub = hub().await;
-    let db = TestDb::create(dialect).await;
-    db.insert_all(&[
-        record(1, Stamp::At("2026-06-01 10:00:00")),
-        Record {
-            id_number: BAD_ID_NUMBER,
-            ..record(2, Stamp::At("2026-06-01 10:00:00"))
-        },
-        record(3, Stamp::Null),
-        Record {
-            id: None,
-            ..record(0, Stamp::At("2026-06-01 10:00:00"))
-        },
-        record(4, Stamp::At("2026-06-01 12:00:00")),
-    ])
+    let (hub, db) = setup(
+        dialect,
+        &[
+            record(1, Stamp::At("2026-06-01 10:00:00")),
+            Record {
+                id_number: BAD_ID_NUMBER,
+                ..record(2, Stamp::At("2026-06-01 10:00:00"))
+            },
+            record(3, Stamp::Null),
+            Record {
+                id: None,
+                ..record(0, Stamp::At("2026-06-01 10:00:00"))
+            },
+            record(4, Stamp::At("2026-06-01 12:00:00")),
+        ],
+    )
     .await;
     let mapping = MappingFile::usual(db.key()).write(&db, hub.dir.path(), "patrol.toml");
     let state = hub.dir.path().join("state");
@@ -912,16 +875,7 @@ async fn bad_rows_are_reported_by_key_and_the_others_are_sent(dialect: Dialect) 
     // place in the order are reported again by every run.
     let again = pass(&hub.options, &mapping, &state, None).await;
     assert_eq!(again.summary, counts(2, 0, 0, 2, 0), "{}", errors(&again));
-    db.drop().await;
-    hub.app.stop().await;
+    hub.finish(db).await;
 }
 
-#[tokio::test]
-async fn on_postgres_bad_rows_are_reported_by_key_and_the_others_are_sent() {
-    bad_rows_are_reported_by_key_and_the_others_are_sent(Dialect::Postgres).await;
-}
-
-#[tokio::test]
-async fn on_mariadb_bad_rows_are_reported_by_key_and_the_others_are_sent() {
-    bad_rows_are_reported_by_key_and_the_others_are_sent(Dialect::MariaDb).await;
-}
+on_both!(bad_rows_are_reported_by_key_and_the_others_are_sent);
