@@ -38,7 +38,7 @@ use sqlx::{Executor, Row as _, Statement as _, TypeInfo as _, ValueRef as _};
 use tokio::sync::watch;
 
 use super::batch::{lead_size, Sender, Setup};
-use super::hub::HubOptions;
+use super::hub::{HubError, HubOptions};
 use super::mapping::{BoundMapping, SqlSettings};
 use super::source::{Cell, Row};
 use super::state::{SqlCheckpoint, StateDir, StateError};
@@ -126,24 +126,26 @@ async fn run(
     ));
     let checkpoint = state.load_sql(&id, &source.url, &mapping.sha256)?;
     source.check_position(&checkpoint, &state.sql_path(&id))?;
+    let sender = Sender::new(
+        source.url.clone(),
+        mapping,
+        &setup.validator,
+        setup.hub.as_ref(),
+        setup.report.as_mut(),
+    );
     let mut run = Run {
         source,
         used,
         bound,
         state,
         rejected_before: checkpoint.rejected,
+        unplaced: 0,
         checkpoint,
         batch_size: settings.batch_size.clamp(1, 500) as usize,
-        sender: Sender::new(
-            String::new(),
-            mapping,
-            &setup.validator,
-            setup.hub.as_ref(),
-            setup.report.as_mut(),
-        ),
+        answered: Summary::default(),
+        sender,
         stop: options.stop.clone(),
     };
-    run.sender.input = run.source.url.clone();
     let outcome = run.passes(options, &settings, result).await;
     result.summary = run.sender.summary;
     outcome
@@ -157,8 +159,13 @@ struct Run<'a> {
     bound: BoundMapping<'a>,
     state: &'a StateDir,
     checkpoint: SqlCheckpoint,
+    /// The checkpoint's count of rejected rows when the run started.
     rejected_before: u64,
+    /// Rows of this run rejected for a NULL watermark or key: not behind the position.
+    unplaced: u64,
     batch_size: usize,
+    /// The counts as of the last checkpoint: every row in them is answered.
+    answered: Summary,
     sender: Sender<'a, String>,
     stop: watch::Receiver<bool>,
 }
@@ -171,30 +178,34 @@ impl Run<'_> {
         result: &mut SqlResult,
     ) -> Result<(), ConnectError> {
         self.report_null_rows().await?;
+        self.unplaced = self.sender.summary.rejected;
+        self.answered = self.sender.summary;
         loop {
             let before = self.sender.summary;
-            let outcome = self.pass().await;
+            let outcome = match self.pass().await {
+                // A long-running connector outlives a database restart or a hub outage: the
+                // checkpoint is where the last answered batch left it, so the next pass
+                // carries on from there, and the rows read after it count then.
+                Err(
+                    error @ (ConnectError::Database { .. }
+                    | ConnectError::Hub(HubError::Unreachable { .. })),
+                ) if !options.once => {
+                    self.sender.summary = self.answered;
+                    eprintln!(
+                        "error: {error}; trying again in {}s",
+                        settings.poll_interval_secs
+                    );
+                    Ok(())
+                }
+                outcome => outcome,
+            };
             result.passes += 1;
             let pass = since(&self.sender.summary, &before);
             if !options.once && pass.rows > 0 {
                 println!("{}: pass: {pass}", Utc::now().to_rfc3339());
             }
             self.sender.flush_report()?;
-            match outcome {
-                Ok(()) => {}
-                // A long-running connector outlives a database restart or a hub outage: the
-                // checkpoint is where the last answered batch left it, so the next pass
-                // carries on from there.
-                Err(error @ (ConnectError::Database { .. } | ConnectError::Hub(_)))
-                    if !options.once =>
-                {
-                    eprintln!(
-                        "error: {error}; trying again in {}s",
-                        settings.poll_interval_secs
-                    );
-                }
-                Err(error) => return Err(error),
-            }
+            outcome?;
             if options.once || self.stopped() {
                 return Ok(());
             }
@@ -274,9 +285,12 @@ impl Run<'_> {
         };
         self.checkpoint.watermark = Some(watermark);
         self.checkpoint.key = Some(key);
-        self.checkpoint.rejected = self.rejected_before + self.sender.summary.rejected;
+        self.checkpoint.rejected =
+            self.rejected_before + self.sender.summary.rejected - self.unplaced;
         self.checkpoint.updated_at = Utc::now().to_rfc3339();
-        Ok(self.state.save_sql(&self.checkpoint)?)
+        self.state.save_sql(&self.checkpoint)?;
+        self.answered = self.sender.summary;
+        Ok(())
     }
 
     /// Counts and reports the rows that can never be read because their watermark or key is

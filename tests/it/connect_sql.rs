@@ -644,7 +644,8 @@ async fn a_new_process_resumes_from_the_checkpoint_and_resends_nothing(dialect: 
 
 on_both!(a_new_process_resumes_from_the_checkpoint_and_resends_nothing);
 
-/// Without `--once` it polls, prints a line per pass that read rows, and stops cleanly on
+/// Without `--once` it polls, prints a line per pass that read rows, outlives its table going
+/// away for a while (an error per pass, then it carries on where it was), and stops cleanly on
 /// SIGTERM with the run's summary line.
 #[tokio::test]
 async fn without_once_it_polls_and_stops_cleanly_on_sigterm() {
@@ -675,12 +676,39 @@ async fn without_once_it_polls_and_stops_cleanly_on_sigterm() {
             .unwrap()
             .expect("the connector is still running")
     };
+    let mut error_lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut next_error = async || {
+        tokio::time::timeout(Duration::from_secs(30), error_lines.next_line())
+            .await
+            .expect("an error line within 30 s")
+            .unwrap()
+            .expect("the connector is still running")
+    };
     let line = next_line().await;
     assert!(
         line.ends_with("pass: rows 2, accepted 2, replayed 0, rejected 0, skipped 0"),
         "{line}"
     );
     db.insert_all(&[record(3, Stamp::SecondsAgo(1))]).await;
+    let line = next_line().await;
+    assert!(
+        line.ends_with("pass: rows 1, accepted 1, replayed 0, rejected 0, skipped 0"),
+        "{line}"
+    );
+    let mut agency = db.connect().await;
+    agency.execute("RENAME TABLE patrol TO patrol_away").await;
+    let error = next_error().await;
+    assert!(
+        error.contains("error: database") && error.contains("trying again in 1s"),
+        "{error}"
+    );
+    agency
+        .execute(
+            &db.insert(record(4, Stamp::SecondsAgo(1)))
+                .replace("INTO patrol ", "INTO patrol_away "),
+        )
+        .await;
+    agency.execute("RENAME TABLE patrol_away TO patrol").await;
     let line = next_line().await;
     assert!(
         line.ends_with("pass: rows 1, accepted 1, replayed 0, rejected 0, skipped 0"),
@@ -701,7 +729,7 @@ async fn without_once_it_polls_and_stops_cleanly_on_sigterm() {
     let last = next_line().await;
     assert_eq!(
         last,
-        "rows 3, accepted 3, replayed 0, rejected 0, skipped 0"
+        "rows 4, accepted 4, replayed 0, rejected 0, skipped 0"
     );
     hub.finish(db).await;
 }
