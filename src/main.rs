@@ -66,6 +66,9 @@ enum ConnectCommand {
     /// Import CSV, XLSX or JSON Lines files through a mapping (connector contract §2). Exit 0
     /// when no row was rejected, 1 when some were, 2 when the run could not proceed.
     File(ConnectFileArgs),
+    /// Stream an agency's table or view (PostgreSQL, MySQL/MariaDB) in (watermark, key)
+    /// order through a mapping with an [sql] table (connector contract §2).
+    Sql(ConnectSqlArgs),
     /// Listen for HJ 212-2017 monitoring stations (connector contract §4): store their
     /// packets, answer them, and push the exceedance and tampering clues they make to the hub.
     /// Here `--config` names the listener's HJ212.toml (the contract's command line).
@@ -74,18 +77,9 @@ enum ConnectCommand {
 
 #[derive(Args)]
 struct ConnectHj212Args {
-    /// The hub's agency API.
-    #[arg(long, default_value = "https://127.0.0.1:8443")]
-    hub: String,
-    /// Client certificate [default: <data-dir>/pki/environment.pem].
-    #[arg(long)]
-    cert: Option<PathBuf>,
-    /// Its private key [default: <data-dir>/pki/environment.key].
-    #[arg(long)]
-    key: Option<PathBuf>,
-    /// The CA the hub's server certificate is checked against [default: <data-dir>/pki/ca.pem].
-    #[arg(long)]
-    ca: Option<PathBuf>,
+    /// The hub; the certificate defaults to the environment bureau's demo certificate.
+    #[command(flatten)]
+    hub: HubArgs,
     /// Created if missing; the default store (sqlite://leadbridge-connect/hj212.db) lives here.
     #[arg(long, default_value = "leadbridge-connect")]
     state: PathBuf,
@@ -93,11 +87,9 @@ struct ConnectHj212Args {
     data: DataArgs,
 }
 
+/// How a connector reaches the hub (the same for every connector).
 #[derive(Args)]
-struct ConnectFileArgs {
-    /// The mapping file (TOML).
-    #[arg(long)]
-    mapping: PathBuf,
+struct HubArgs {
     /// The hub's agency API.
     #[arg(long, default_value = "https://127.0.0.1:8443")]
     hub: String,
@@ -111,26 +103,97 @@ struct ConnectFileArgs {
     /// The CA the hub's server certificate is checked against [default: <data-dir>/pki/ca.pem].
     #[arg(long)]
     ca: Option<PathBuf>,
-    /// Checkpoints: a re-run resumes and re-sends nothing already accepted.
-    #[arg(long, default_value = "leadbridge-connect")]
-    state: PathBuf,
-    /// Map and check locally, write the report, send nothing.
-    #[arg(long)]
-    dry_run: bool,
-    /// The rejection report: CSV (UTF-8 with BOM), or JSON Lines for a .jsonl name.
-    #[arg(long)]
-    report: Option<PathBuf>,
     /// Attempts per batch before the run stops with exit 2.
     #[arg(long, default_value_t = 6)]
     attempts: u32,
+}
+
+impl HubArgs {
+    /// The hub options for a mapping; the mapping's agency names the default certificate (a
+    /// mapping that does not load is reported by the connector itself).
+    fn options(
+        &self,
+        settings: &Settings,
+        mapping: &std::path::Path,
+    ) -> anyhow::Result<leadbridge::connectors::hub::HubOptions> {
+        use leadbridge::connectors::mapping::Mapping;
+        use leadbridge::contract::validate::SchemaRegistry;
+        let agency = Mapping::load(mapping, &SchemaRegistry::built_in()?)
+            .map(|mapping| mapping.agency.as_str().to_owned())
+            .unwrap_or_default();
+        Ok(self.options_for(settings, &agency))
+    }
+
+    /// The hub options for `agency`'s demo certificate by default.
+    fn options_for(
+        &self,
+        settings: &Settings,
+        agency: &str,
+    ) -> leadbridge::connectors::hub::HubOptions {
+        let pki = settings.data_dir.join("pki");
+        leadbridge::connectors::hub::HubOptions {
+            url: self.hub.clone(),
+            cert: self
+                .cert
+                .clone()
+                .unwrap_or_else(|| pki.join(format!("{agency}.pem"))),
+            key: self
+                .key
+                .clone()
+                .unwrap_or_else(|| pki.join(format!("{agency}.key"))),
+            ca: self.ca.clone().unwrap_or_else(|| pki.join("ca.pem")),
+            attempts: self.attempts,
+            backoff: leadbridge::shared::retry::Backoff {
+                initial_ms: 500,
+                max_ms: 30_000,
+            },
+            timeout: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+/// What every connector is given: its mapping, the hub, its state and its report.
+#[derive(Args)]
+struct ConnectArgs {
+    /// The mapping file (TOML): [input] for files, [sql] for a database.
+    #[arg(long)]
+    mapping: PathBuf,
+    #[command(flatten)]
+    hub: HubArgs,
+    /// Checkpoints: a re-run resumes and re-sends nothing already accepted.
+    #[arg(long, default_value = "leadbridge-connect")]
+    state: PathBuf,
+    /// The rejection report: CSV (UTF-8 with BOM), or JSON Lines for a .jsonl name; `row` is
+    /// the file's row, or the key value for SQL.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+#[derive(Args)]
+struct ConnectFileArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// Map and check locally, write the report, send nothing.
+    #[arg(long)]
+    dry_run: bool,
     /// Leads per batch call (at most 500).
     #[arg(long, default_value_t = 500)]
     batch_size: usize,
-    #[command(flatten)]
-    data: DataArgs,
     /// The files to import.
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct ConnectSqlArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// One pass until caught up, then exit (0, 1 or 2 as for files); without it, a pass every
+    /// poll_interval_secs until Ctrl-C or SIGTERM.
+    #[arg(long)]
+    once: bool,
 }
 
 #[derive(Subcommand)]
@@ -341,7 +404,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Validate { agency, files } => validate_files(*agency, files),
         Command::Connect(ConnectCommand::File(args)) => {
-            let settings = settings(&cli, &args.data, None)?;
+            let settings = settings(&cli, &args.connect.data, None)?;
             let code = connect_file(&settings, args).await?;
             std::process::exit(code);
         }
@@ -357,6 +420,11 @@ async fn main() -> anyhow::Result<()> {
             }
             leadbridge::shared::telemetry::init_logging(&settings.log);
             connect_hj212(&settings, &listener_config, args).await
+        }
+        Command::Connect(ConnectCommand::Sql(args)) => {
+            let settings = settings(&cli, &args.connect.data, None)?;
+            let code = connect_sql(&settings, args).await?;
+            std::process::exit(code);
         }
         Command::Pki(PkiCommand::Issue(args)) => {
             let settings = settings(&cli, &args.data, None)?;
@@ -626,39 +694,17 @@ async fn monthly_report(
 /// `leadbridge connect file`: the import, its summary line, and the contract's exit status.
 async fn connect_file(settings: &Settings, args: &ConnectFileArgs) -> anyhow::Result<i32> {
     use leadbridge::connectors::file::{import, FileOptions};
-    use leadbridge::connectors::hub::HubOptions;
-    use leadbridge::connectors::mapping::Mapping;
-    use leadbridge::contract::validate::SchemaRegistry;
-    // The agency names the default certificate; a mapping that does not load is reported by
-    // the import itself.
-    let agency = Mapping::load(&args.mapping, &SchemaRegistry::built_in()?)
-        .map(|mapping| mapping.agency.as_str().to_owned())
-        .unwrap_or_default();
-    let pki = settings.data_dir.join("pki");
-    let hub = (!args.dry_run).then(|| HubOptions {
-        url: args.hub.clone(),
-        cert: args
-            .cert
-            .clone()
-            .unwrap_or_else(|| pki.join(format!("{agency}.pem"))),
-        key: args
-            .key
-            .clone()
-            .unwrap_or_else(|| pki.join(format!("{agency}.key"))),
-        ca: args.ca.clone().unwrap_or_else(|| pki.join("ca.pem")),
-        attempts: args.attempts,
-        backoff: leadbridge::shared::retry::Backoff {
-            initial_ms: 500,
-            max_ms: 30_000,
-        },
-        timeout: std::time::Duration::from_secs(60),
-    });
+    let hub = if args.dry_run {
+        None
+    } else {
+        Some(args.connect.hub.options(settings, &args.connect.mapping)?)
+    };
     let result = import(FileOptions {
-        mapping: args.mapping.clone(),
+        mapping: args.connect.mapping.clone(),
         inputs: args.inputs.clone(),
         hub,
-        state: args.state.clone(),
-        report: args.report.clone(),
+        state: args.connect.state.clone(),
+        report: args.connect.report.clone(),
         batch_size: args.batch_size,
     })
     .await;
@@ -677,13 +723,28 @@ async fn connect_file(settings: &Settings, args: &ConnectFileArgs) -> anyhow::Re
     for error in &result.errors {
         eprintln!("error: {error}");
     }
-    Ok(if !result.errors.is_empty() {
-        2
-    } else if result.summary.rejected > 0 {
-        1
-    } else {
-        0
+    Ok(result.summary.exit_code(!result.errors.is_empty()))
+}
+
+/// `leadbridge connect sql`: passes over the agency's table, a summary line per pass that read
+/// rows (without `--once`), the run's summary line, and the contract's exit status.
+async fn connect_sql(settings: &Settings, args: &ConnectSqlArgs) -> anyhow::Result<i32> {
+    use leadbridge::connectors::sql::{stream, SqlOptions};
+    let connect = &args.connect;
+    let result = stream(SqlOptions {
+        mapping: connect.mapping.clone(),
+        hub: connect.hub.options(settings, &connect.mapping)?,
+        state: connect.state.clone(),
+        report: connect.report.clone(),
+        once: args.once,
+        stop: shutdown_signal(),
     })
+    .await;
+    println!("{}", result.summary);
+    for error in &result.errors {
+        eprintln!("error: {error}");
+    }
+    Ok(result.exit_code())
 }
 
 /// `leadbridge connect hj212`: the listener, until Ctrl-C or SIGTERM.
@@ -704,24 +765,10 @@ async fn connect_hj212(
             leadbridge::shared::private_fs::private_dir(parent)?;
         }
     }
-    let pki = settings.data_dir.join("pki");
+    // The pusher retries on its own, without end; a round is a few attempts.
     let hub = HubClient::new(HubOptions {
-        url: args.hub.clone(),
-        cert: args
-            .cert
-            .clone()
-            .unwrap_or_else(|| pki.join("environment.pem")),
-        key: args
-            .key
-            .clone()
-            .unwrap_or_else(|| pki.join("environment.key")),
-        ca: args.ca.clone().unwrap_or_else(|| pki.join("ca.pem")),
-        attempts: 3,
-        backoff: leadbridge::shared::retry::Backoff {
-            initial_ms: 500,
-            max_ms: 10_000,
-        },
-        timeout: std::time::Duration::from_secs(60),
+        attempts: args.hub.attempts.min(3),
+        ..args.hub.options_for(settings, "environment")
     })?;
     let store = ListenerStore::open(
         &config.store,
@@ -732,7 +779,7 @@ async fn connect_hj212(
     let listener = Listener::start(config, store, Some(hub)).await?;
     println!(
         "HJ 212 listener on {} for {stations} station(s); leads go to {}",
-        listener.address, args.hub
+        listener.address, args.hub.hub
     );
     let mut stop = shutdown_signal();
     let _ = stop.changed().await;

@@ -3,16 +3,17 @@
 # without Docker:
 #   - PostgreSQL (Debian package, but our own cluster) on 127.0.0.1:54329
 #   - Apache Kafka (jars from Maven Central, KRaft single node) on 127.0.0.1:19092
+#   - MariaDB (Debian package, but our own instance) on 127.0.0.1:33069, for `connect sql`
 #
 #   - for the benchmark only: a second PostgreSQL cluster on 127.0.0.1:54330 with
 #     production durability (fsync, synchronous_commit, full_page_writes on)
 #
 # Usage: services.sh up | up-bench | env | status | purge-test-data | down | reset
-#   up      install what is missing, start what is not running, wait until both
+#   up      install what is missing, start what is not running, wait until all three
 #           serve requests. Idempotent: a second run only checks and returns.
 #   up-bench  the same for the benchmark: the durable PostgreSQL cluster and Kafka.
-#   purge-test-data  delete the test topics and test databases a killed run left behind
-#           (test.sh runs it before the tests).
+#   purge-test-data  delete the test topics and test databases (PostgreSQL and MariaDB) a
+#           killed run left behind (test.sh runs it before the tests).
 #   env     print `export ...` lines for the test suite (eval "$(services.sh env)"),
 #           and for the benchmark (the durable cluster's URL, the Kafka jars).
 #   status  say whether each service is up (exit 0 only if the test services are).
@@ -36,6 +37,19 @@ PG_ROLE=leadbridge
 PG_PASSWORD=leadbridge
 
 PG_BENCH_PORT=54330
+
+# MariaDB, for the SQL connector's tests: our own instance, never Debian's system service.
+MARIA_PORT=33069
+MARIA_USER=leadbridge
+MARIA_PASSWORD=leadbridge
+MARIA_DIR=$STATE/mariadb
+MARIA_DATA=$MARIA_DIR/data
+MARIA_RUN=$MARIA_DIR/run            # socket and the server's pid file: keeps us off /run/mysqld
+MARIA_SOCKET=$MARIA_RUN/mariadb.sock
+MARIA_PID=$MARIA_DIR/mariadbd.pid   # written by the launcher below, before the server starts
+MARIA_LOG=$MARIA_DIR/mariadb.log
+MARIA_OUT=$MARIA_DIR/mariadbd.out   # stdout/stderr of the server (crashes before logging starts)
+MARIA_READY_TIMEOUT=${LEADBRIDGE_TEST_MARIADB_READY_TIMEOUT:-60}
 
 # Which PostgreSQL cluster the pg_* functions below work on: "test" (durability off,
 # for the test suite) or "bench" (production durability, for deploy/local/bench.sh).
@@ -86,6 +100,19 @@ show_tail() {
 
 # True if something accepts TCP connections on $HOST:$1 (bash built-in, no nc needed).
 port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
+
+# Stop process $2 (service $1, for the messages): SIGTERM, then SIGKILL if it is still alive
+# after 60 s.
+stop_pid() {
+  local name=$1 pid=$2
+  log "$name: stopping (pid $pid)"
+  kill -TERM "$pid"
+  for _ in $(seq 60); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "$name: still alive after 60s, killing"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+}
 
 # ---------------------------------------------------------------- packages ---
 
@@ -469,22 +496,164 @@ kafka_up() {
 }
 
 kafka_down() {
-  local pid
   if ! kafka_running; then
     log "kafka: not running"
     rm -f "$KAFKA_PID"
     return 0
   fi
-  pid=$(kafka_pid)
-  log "kafka: stopping (pid $pid)"
-  kill -TERM "$pid"
   # Controlled shutdown of a combined node takes a few seconds.
-  for _ in $(seq 60); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
-  if kill -0 "$pid" 2>/dev/null; then
-    log "kafka: still alive after 60s, killing"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
+  stop_pid kafka "$(kafka_pid)"
   rm -f "$KAFKA_PID"
+}
+
+# ----------------------------------------------------------------- mariadb ---
+
+# Server and tools: Debian 12 names them mariadbd / mariadb-install-db / mariadb-admin /
+# mariadb, older packages only mysqld / mysql_install_db / mysqladmin / mysql.
+maria_tool() {
+  local name
+  for name in "$@"; do
+    for dir in /usr/sbin /usr/bin /usr/local/sbin /usr/local/bin; do
+      [ -x "$dir/$name" ] && { echo "$dir/$name"; return 0; }
+    done
+  done
+  return 1
+}
+maria_server() { maria_tool mariadbd mysqld; }
+
+ensure_mariadb_installed() {
+  if ! maria_server >/dev/null || ! maria_tool mariadb-install-db mysql_install_db >/dev/null; then
+    # The package's maintainer scripts would start the system service on port 3306; keep
+    # them from it (101 = "action forbidden by policy") unless the machine already says so.
+    local policy=/usr/sbin/policy-rc.d made_policy=0
+    if [ ! -e "$policy" ]; then
+      printf '#!/bin/sh\nexit 101\n' >"$policy"
+      chmod 755 "$policy"
+      made_policy=1
+    fi
+    apt_install mariadb-server
+    [ "$made_policy" -eq 1 ] && rm -f "$policy"
+    maria_server >/dev/null || die "mariadb-server installed, but no mariadbd or mysqld found"
+  fi
+  id -u mysql >/dev/null 2>&1 \
+    || useradd --system --user-group --home-dir /nonexistent --shell /usr/sbin/nologin mysql
+}
+
+maria_pid() { cat "$MARIA_PID" 2>/dev/null || true; }
+
+# Our server is running if the pid file names a live mariadbd/mysqld on our data dir
+# (guards against a stale pid file whose number was reused).
+maria_running() {
+  local pid
+  pid=$(maria_pid)
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null \
+    && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "--datadir=$MARIA_DATA"
+}
+
+# Root over the private socket (unix_socket authentication as the OS root), for setup only.
+maria_admin_sql() {
+  "$(maria_tool mariadb mysql)" --no-defaults --protocol=socket --socket="$MARIA_SOCKET" -uroot "$@"
+}
+
+maria_probe() {
+  port_open "$MARIA_PORT" \
+    && "$(maria_tool mariadb-admin mysqladmin)" --no-defaults --protocol=socket --socket="$MARIA_SOCKET" \
+      -uroot --connect-timeout=5 ping >/dev/null 2>&1
+}
+
+maria_wait_ready() {
+  local start=$SECONDS deadline=$((SECONDS + MARIA_READY_TIMEOUT))
+  until maria_probe; do
+    if ! kill -0 "$(maria_pid)" 2>/dev/null; then
+      show_tail "$MARIA_OUT" "$MARIA_LOG"
+      die "mariadb: server exited during startup"
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      show_tail "$MARIA_OUT" "$MARIA_LOG"
+      die "mariadb: not ready after ${MARIA_READY_TIMEOUT}s"
+    fi
+    sleep 0.5
+  done
+  log "mariadb: ready (waited $((SECONDS - start))s)"
+}
+
+maria_up() {
+  ensure_mariadb_installed
+  mkdir -p "$MARIA_DIR" "$MARIA_RUN"
+  chown mysql:mysql "$MARIA_DIR" "$MARIA_RUN"
+  chmod 750 "$MARIA_DIR"
+  if [ ! -d "$MARIA_DATA/mysql" ]; then
+    rm -rf "$MARIA_DATA"   # leftovers of an interrupted install-db
+    log "mariadb: mariadb-install-db $MARIA_DATA ($("$(maria_server)" --version))"
+    "$(maria_tool mariadb-install-db mysql_install_db)" --no-defaults --datadir="$MARIA_DATA" \
+      --user=mysql --auth-root-authentication-method=socket --skip-test-db \
+      >"$MARIA_DIR/install-db.log" 2>&1 \
+      || { show_tail "$MARIA_DIR/install-db.log"; die "mariadb-install-db failed"; }
+  fi
+
+  if maria_running && port_open "$MARIA_PORT"; then
+    log "mariadb: already running on $HOST:$MARIA_PORT (pid $(maria_pid))"
+  elif maria_running; then
+    maria_wait_ready
+  else
+    port_open "$MARIA_PORT" && die "port $MARIA_PORT is taken by another process (not our server; pid file $MARIA_PID)"
+    log "mariadb: starting on $HOST:$MARIA_PORT (log: $MARIA_LOG)"
+    rm -f "$MARIA_PID"
+    # Throw-away test data: no binary log, no flush per commit. setsid: own session, so the
+    # server outlives this shell. 9>&- : do not hand our lock to the long-lived server.
+    # The inner bash writes its own pid and then exec's the server, so the pid file holds the
+    # server's pid from the first moment (the server's own pid file comes only once it runs).
+    (
+      cd /
+      # shellcheck disable=SC2016  # $$ and $@ are for the inner bash
+      nohup setsid bash -c 'echo $$ >"$0"; exec "$@"' "$MARIA_PID" \
+        "$(maria_server)" --no-defaults --user=mysql \
+        --datadir="$MARIA_DATA" --socket="$MARIA_SOCKET" --pid-file="$MARIA_RUN/mariadbd.pid" \
+        --bind-address="$HOST" --port="$MARIA_PORT" --log-error="$MARIA_LOG" \
+        --skip-name-resolve --skip-log-bin --max-connections=300 \
+        --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci \
+        --innodb-buffer-pool-size=128M --innodb-flush-log-at-trx-commit=0 --sync-binlog=0 \
+        >"$MARIA_OUT" 2>&1 </dev/null 9>&- &
+    )
+    for _ in $(seq 50); do [ -s "$MARIA_PID" ] && break; sleep 0.1; done
+    maria_wait_ready
+  fi
+
+  # Idempotent: the test user, with every privilege (tests create their own databases).
+  maria_admin_sql >/dev/null <<SQL || { show_tail "$MARIA_LOG"; die "could not create user $MARIA_USER"; }
+CREATE USER IF NOT EXISTS '$MARIA_USER'@'%' IDENTIFIED BY '$MARIA_PASSWORD';
+ALTER USER '$MARIA_USER'@'%' IDENTIFIED BY '$MARIA_PASSWORD';
+GRANT ALL PRIVILEGES ON *.* TO '$MARIA_USER'@'%' WITH GRANT OPTION;
+SQL
+  log "mariadb: ready"
+}
+
+maria_down() {
+  if ! maria_running; then
+    log "mariadb: not running"
+    return 0
+  fi
+  stop_pid mariadb "$(maria_pid)"
+  rm -f "$MARIA_PID"
+}
+
+# Test databases are lb_test_<32 hex> here too (see tests/it/connect_sql.rs).
+maria_purge_test_databases() {
+  local names
+  names=$(maria_admin_sql -N -B -e \
+    "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'lb\\_test\\_%'" 2>/dev/null || true)
+  [ -n "$names" ] || return 0
+  log "mariadb: dropping $(echo "$names" | wc -l) leftover test databases"
+  for name in $names; do
+    maria_admin_sql -e "DROP DATABASE IF EXISTS \`$name\`" \
+      || log "mariadb: could not drop $name"
+  done
+}
+
+maria_reset() {
+  maria_down
+  log "deleting $MARIA_DIR"
+  rm -rf "$MARIA_DIR"
 }
 
 # -------------------------------------------------------------------- main ---
@@ -503,6 +672,7 @@ case "$cmd" in
     take_lock
     pg_up
     kafka_up
+    maria_up
     ;;
   up-bench)
     take_lock
@@ -514,12 +684,15 @@ case "$cmd" in
     take_lock
     kafka_running && port_open "$KAFKA_PORT" || die "kafka is not running"
     pg_running && port_open "$PG_PORT" || die "postgres is not running"
+    maria_running && port_open "$MARIA_PORT" || die "mariadb is not running"
     kafka_purge_test_topics
     pg_purge_test_databases
+    maria_purge_test_databases
     ;;
   env)
     echo "export LEADBRIDGE_TEST_DATABASE_URL=postgres://$PG_ROLE:$PG_PASSWORD@$HOST:$PG_PORT/postgres"
     echo "export LEADBRIDGE_TEST_KAFKA=$HOST:$KAFKA_PORT"
+    echo "export LEADBRIDGE_TEST_MARIADB_URL=mysql://$MARIA_USER:$MARIA_PASSWORD@$HOST:$MARIA_PORT"
     echo "export LEADBRIDGE_TEST_BENCH_DATABASE_URL=postgres://$PG_ROLE:$PG_PASSWORD@$HOST:$PG_BENCH_PORT/postgres"
     echo "export LEADBRIDGE_TEST_KAFKA_LIBS=$KAFKA_LIBS"
     echo "export LEADBRIDGE_TEST_KAFKA_TOOLS_LOG4J=$KAFKA_DIR/tools-log4j2.properties"
@@ -530,6 +703,8 @@ case "$cmd" in
     else echo "postgres: down"; rc=1; fi
     if kafka_running && port_open "$KAFKA_PORT"; then echo "kafka: up ($HOST:$KAFKA_PORT, pid $(kafka_pid))"
     else echo "kafka: down"; rc=1; fi
+    if maria_running && port_open "$MARIA_PORT"; then echo "mariadb: up ($HOST:$MARIA_PORT, pid $(maria_pid), data $MARIA_DATA)"
+    else echo "mariadb: down"; rc=1; fi
     pg_select bench
     if pg_running && port_open "$PG_PORT"; then echo "postgres (bench, durable): up ($HOST:$PG_PORT, data $PG_DATA)"
     else echo "postgres (bench, durable): down (started by up-bench only)"; fi
@@ -538,6 +713,7 @@ case "$cmd" in
   down)
     [ -d "$STATE" ] || { log "nothing to stop: $STATE does not exist"; exit 0; }
     take_lock
+    maria_down
     kafka_down
     pg_down
     pg_select bench
@@ -546,6 +722,7 @@ case "$cmd" in
   reset)
     if [ -d "$STATE" ]; then
       take_lock
+      maria_reset
       kafka_down
       pg_down
       pg_select bench

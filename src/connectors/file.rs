@@ -13,18 +13,13 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-use super::hub::{batch_body, HubClient, HubOptions, Outcome};
-use super::mapping::{BoundMapping, Mapping};
-use super::report::{Report, ReportLine};
-use super::source::{self, Item, Row};
+use super::batch::{lead_size, Answer, Sender, Setup};
+use super::hub::HubOptions;
+use super::mapping::Mapping;
+use super::report::ReportLine;
+use super::source::{self, Item};
 use super::state::{FileCheckpoint, StateDir};
 use super::{ConnectError, Summary};
-use crate::contract::validate::{ValidationError, Validator};
-
-/// A batch is sent when it holds this many bytes, well under the hub's 16 MiB limit.
-const MAX_BATCH_BYTES: usize = 8 << 20;
 
 /// What `connect file` was asked to do.
 pub struct FileOptions {
@@ -54,36 +49,35 @@ pub async fn import(options: FileOptions) -> RunResult {
         per_input: Vec::new(),
         errors: Vec::new(),
     };
-    let prepared = match prepare(&options) {
-        Ok(prepared) => prepared,
+    let mut setup = match prepare(&options) {
+        Ok(setup) => setup,
         Err(error) => {
             result.errors.push(error);
             return result;
         }
     };
-    let (mapping, validator, hub, state, mut report) = prepared;
     for input in &options.inputs {
+        let name = input.display().to_string();
         let mut run = InputRun {
             input,
-            name: input.display().to_string(),
-            mapping: &mapping,
-            validator: &validator,
-            hub: hub.as_ref(),
-            state: state.as_ref(),
-            report: report.as_mut(),
+            mapping: &setup.mapping,
+            state: setup.state.as_ref(),
+            sender: Sender::new(
+                name.clone(),
+                &setup.mapping,
+                &setup.validator,
+                setup.hub.as_ref(),
+                setup.report.as_mut(),
+            ),
             batch_size: options.batch_size.clamp(1, 500),
-            summary: Summary::default(),
-            valid_in_dry_run: 0,
             checkpoint: FileCheckpoint::default(),
             rejected_now: BTreeSet::new(),
             cleared: BTreeSet::new(),
-            batch: Vec::new(),
-            batch_bytes: 0,
         };
         let outcome = run.run().await;
-        result.summary.add(&run.summary);
-        result.valid_in_dry_run += run.valid_in_dry_run;
-        result.per_input.push((run.name.clone(), run.summary));
+        result.summary.add(&run.sender.summary);
+        result.valid_in_dry_run += run.sender.valid_in_dry_run;
+        result.per_input.push((name, run.sender.summary));
         if let Err(error) = outcome {
             let stop = error.stops_the_run();
             result.errors.push(error);
@@ -92,7 +86,7 @@ pub async fn import(options: FileOptions) -> RunResult {
             }
         }
     }
-    if let Some(report) = report.as_mut() {
+    if let Some(report) = setup.report.as_mut() {
         if let Err(error) = report.finish() {
             result.errors.push(ConnectError::Report(error));
         }
@@ -100,63 +94,33 @@ pub async fn import(options: FileOptions) -> RunResult {
     result
 }
 
-type Prepared = (
-    Mapping,
-    Validator,
-    Option<HubClient>,
-    Option<StateDir>,
-    Option<Report>,
-);
-
-fn prepare(options: &FileOptions) -> Result<Prepared, ConnectError> {
-    let validator =
-        Validator::built_in().map_err(|error| ConnectError::Setup(error.to_string()))?;
-    let mapping = Mapping::load(&options.mapping, validator.schemas())?;
-    if mapping.input.is_none() {
+fn prepare(options: &FileOptions) -> Result<Setup, ConnectError> {
+    let setup = Setup::open(
+        &options.mapping,
+        options.hub.as_ref(),
+        &options.state,
+        options.report.as_deref(),
+    )?;
+    if setup.mapping.input.is_none() {
         return Err(ConnectError::Setup(format!(
             "mapping {} has no [input] table; a file import needs one",
-            mapping.path
+            setup.mapping.path
         )));
     }
-    let hub = match &options.hub {
-        Some(hub) => Some(HubClient::new(hub.clone())?),
-        None => None,
-    };
-    let state = match &options.hub {
-        Some(_) => Some(StateDir::open(&options.state)?),
-        None => None,
-    };
-    let report = match &options.report {
-        Some(path) => Some(Report::create(path)?),
-        None => None,
-    };
-    Ok((mapping, validator, hub, state, report))
-}
-
-/// A lead waiting in the batch, with the row it came from.
-struct Pending {
-    row: u64,
-    lead: Value,
+    Ok(setup)
 }
 
 struct InputRun<'a> {
     input: &'a Path,
-    name: String,
     mapping: &'a Mapping,
-    validator: &'a Validator,
-    hub: Option<&'a HubClient>,
     state: Option<&'a StateDir>,
-    report: Option<&'a mut Report>,
+    sender: Sender<'a, u64>,
     batch_size: usize,
-    summary: Summary,
-    valid_in_dry_run: u64,
     checkpoint: FileCheckpoint,
     /// Rows rejected in this run.
     rejected_now: BTreeSet<u64>,
     /// Rows rejected in an earlier run that this run accepted, replayed or skipped.
     cleared: BTreeSet<u64>,
-    batch: Vec<Pending>,
-    batch_bytes: usize,
 }
 
 impl InputRun<'_> {
@@ -166,13 +130,17 @@ impl InputRun<'_> {
         if let Some(state) = self.state {
             self.checkpoint = state.load(&identity.sha256, &self.mapping.sha256)?;
         }
-        self.checkpoint.input = self.name.clone();
+        self.checkpoint.input = self.sender.input.clone();
         let mut rows = source::open(self.input, &input_settings, &identity)?;
         let bound = match self.mapping.bind(rows.header(), "") {
             Ok(bound) => bound,
             Err(_) => self.mapping.bind(rows.header(), &rows.header_hint())?,
         };
-        let mut progress = Progress::new(&self.name, identity.bytes, rows.bytes_read().is_some());
+        let mut progress = Progress::new(
+            &self.sender.input,
+            identity.bytes,
+            rows.bytes_read().is_some(),
+        );
         let mut seen: HashSet<[u8; 16]> = HashSet::new();
         let mut last_row = 0u64;
         loop {
@@ -185,7 +153,7 @@ impl InputRun<'_> {
                     return Err(error.into());
                 }
             };
-            self.summary.rows += 1;
+            self.sender.summary.rows += 1;
             match item {
                 Item::Bad {
                     number,
@@ -193,10 +161,9 @@ impl InputRun<'_> {
                     code,
                     message,
                 } => {
-                    self.summary.rejected += 1;
                     self.rejected_now.insert(number);
-                    self.write_report(ReportLine {
-                        input: self.name.clone(),
+                    self.sender.reject_unread(ReportLine {
+                        input: self.sender.input.clone(),
                         row: number.to_string(),
                         column: String::new(),
                         pointer: String::new(),
@@ -209,29 +176,27 @@ impl InputRun<'_> {
                 Item::Row(row) => {
                     let first = seen.insert(row.fingerprint());
                     if self.checkpoint.is_done(row.number) || !first {
-                        self.summary.skipped += 1;
+                        self.sender.summary.skipped += 1;
                         self.clear(row.number);
-                    } else if let Some(lead) = self.checked_lead(&bound, &row)? {
-                        let size = serde_json::to_vec(&lead).map_or(0, |b| b.len());
-                        if !self.batch.is_empty() && self.batch_bytes + size > MAX_BATCH_BYTES {
+                    } else if let Some(lead) = self.sender.check(&bound, &row, &row.number)? {
+                        let size = lead_size(&lead);
+                        if self.sender.is_full_for(size) {
                             self.send(last_row).await?;
                         }
-                        self.batch_bytes += size;
-                        self.batch.push(Pending {
-                            row: row.number,
-                            lead,
-                        });
+                        self.sender.push(row.number, lead, size);
+                    } else {
+                        self.rejected_now.insert(row.number);
                     }
                     last_row = last_row.max(row.number);
-                    if self.batch.len() >= self.batch_size {
+                    if self.sender.len() >= self.batch_size {
                         self.send(last_row).await?;
                     }
                 }
             }
-            progress.update(&self.summary, rows.bytes_read());
+            progress.update(&self.sender.summary, rows.bytes_read());
         }
         self.send(last_row).await?;
-        progress.finish(&self.summary);
+        progress.finish(&self.sender.summary);
         Ok(())
     }
 
@@ -239,9 +204,19 @@ impl InputRun<'_> {
     /// answered. When the hub cannot be reached, the checkpoint moves only to the row before
     /// the batch, and the batch is read again next time.
     async fn send(&mut self, through: u64) -> Result<(), ConnectError> {
-        let first_row = self.batch.first().map(|pending| pending.row);
-        match self.flush().await {
-            Ok(()) => self.save(through),
+        let first_row = self.sender.first_row().copied();
+        match self.sender.flush().await {
+            Ok(answers) => {
+                for (row, answer) in answers {
+                    match answer {
+                        Answer::Taken => self.clear(row),
+                        Answer::Rejected => {
+                            self.rejected_now.insert(row);
+                        }
+                    }
+                }
+                self.save(through)
+            }
             Err(error) => {
                 self.save(first_row.map_or(through, |row| row - 1))?;
                 Err(error)
@@ -253,132 +228,6 @@ impl InputRun<'_> {
         if self.checkpoint.rejected_rows.contains(&row) {
             self.cleared.insert(row);
         }
-    }
-
-    /// The row's lead when it passes the mapping and the hub's checks; otherwise the row is
-    /// reported and counted as rejected.
-    fn checked_lead(
-        &mut self,
-        bound: &BoundMapping<'_>,
-        row: &Row,
-    ) -> Result<Option<Value>, ConnectError> {
-        let problems: Vec<ReportLine> = match bound.lead(row) {
-            Err(problems) => problems
-                .into_iter()
-                .map(|problem| {
-                    self.line(
-                        row.number,
-                        problem.column,
-                        problem.pointer,
-                        problem.code,
-                        problem.message,
-                    )
-                })
-                .collect(),
-            Ok(lead) => {
-                match self
-                    .validator
-                    .validate(self.mapping.agency, lead.clone(), chrono::Utc::now())
-                {
-                    Ok(_) => return Ok(Some(lead)),
-                    Err(ValidationError::Invalid(problems)) => problems
-                        .into_iter()
-                        .map(|problem| {
-                            let column = self.mapping.column_of(&problem.pointer);
-                            self.line(
-                                row.number,
-                                column,
-                                problem.pointer,
-                                problem.code,
-                                problem.message,
-                            )
-                        })
-                        .collect(),
-                    Err(error @ ValidationError::ForeignAgency { .. }) => vec![self.line(
-                        row.number,
-                        None,
-                        "/source/agency".into(),
-                        "not_callers_agency",
-                        error.to_string(),
-                    )],
-                }
-            }
-        };
-        self.summary.rejected += 1;
-        self.rejected_now.insert(row.number);
-        for line in &problems {
-            self.write_report(line.clone())?;
-        }
-        Ok(None)
-    }
-
-    fn line(
-        &self,
-        row: u64,
-        column: Option<String>,
-        pointer: String,
-        code: impl Into<String>,
-        message: String,
-    ) -> ReportLine {
-        ReportLine {
-            input: self.name.clone(),
-            row: row.to_string(),
-            column: column.unwrap_or_default(),
-            pointer,
-            code: code.into(),
-            message,
-            byte_offset: None,
-        }
-    }
-
-    fn write_report(&mut self, line: ReportLine) -> Result<(), ConnectError> {
-        match self.report.as_deref_mut() {
-            Some(report) => Ok(report.write(&line)?),
-            None => Ok(()),
-        }
-    }
-
-    /// Sends the batch and books every answer.
-    async fn flush(&mut self) -> Result<(), ConnectError> {
-        if self.batch.is_empty() {
-            return Ok(());
-        }
-        let batch = std::mem::take(&mut self.batch);
-        self.batch_bytes = 0;
-        let Some(hub) = self.hub else {
-            self.valid_in_dry_run += batch.len() as u64;
-            return Ok(());
-        };
-        let leads: Vec<Value> = batch.iter().map(|pending| pending.lead.clone()).collect();
-        let outcomes = hub.submit(batch_body(&leads), leads.len()).await?;
-        for (pending, outcome) in batch.iter().zip(outcomes) {
-            match outcome {
-                Outcome::Accepted => {
-                    self.summary.accepted += 1;
-                    self.clear(pending.row);
-                }
-                Outcome::Replayed => {
-                    self.summary.replayed += 1;
-                    self.clear(pending.row);
-                }
-                Outcome::Rejected(problems) => {
-                    self.summary.rejected += 1;
-                    self.rejected_now.insert(pending.row);
-                    for problem in problems {
-                        let column = self.mapping.column_of(&problem.pointer);
-                        let line = self.line(
-                            pending.row,
-                            column,
-                            problem.pointer,
-                            problem.code,
-                            problem.message,
-                        );
-                        self.write_report(line)?;
-                    }
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Moves the checkpoint to `through` (never back) and writes it; a dry run keeps none.

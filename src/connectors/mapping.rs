@@ -288,6 +288,11 @@ impl Mapping {
         })
     }
 
+    /// The offset of date/time values without one (`time_zone`, default +08:00).
+    pub fn time_zone(&self) -> FixedOffset {
+        self.time_zone
+    }
+
     /// Every column a rule reads, once, in the order of the rules.
     pub fn columns(&self) -> Vec<String> {
         let mut columns: Vec<String> = Vec::new();

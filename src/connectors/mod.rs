@@ -8,12 +8,14 @@
 //! hub's database or Kafka; every row it reads ends in exactly one of the summary's counts;
 //! and it never re-sends, on a re-run, what the hub already accepted.
 
+pub mod batch;
 pub mod file;
 pub mod hj212;
 pub mod hub;
 pub mod mapping;
 pub mod report;
 pub mod source;
+pub mod sql;
 pub mod state;
 
 use std::fmt;
@@ -29,6 +31,18 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// The contract's exit status: 2 when the run could not proceed, 1 when some row was
+    /// rejected, 0 otherwise.
+    pub fn exit_code(&self, could_not_proceed: bool) -> i32 {
+        if could_not_proceed {
+            2
+        } else if self.rejected > 0 {
+            1
+        } else {
+            0
+        }
+    }
+
     pub fn add(&mut self, other: &Summary) {
         self.rows += other.rows;
         self.accepted += other.accepted;
@@ -64,6 +78,10 @@ pub enum ConnectError {
     Report(#[from] report::ReportError),
     #[error(transparent)]
     Hub(#[from] hub::HubError),
+    /// The agency's database refused or dropped a query (`connect sql`); the URL is shown
+    /// without its password.
+    #[error("database {url}: {message}")]
+    Database { url: String, message: String },
 }
 
 impl ConnectError {

@@ -18,7 +18,7 @@ pub(crate) fn samples() -> PathBuf {
 }
 
 /// The agency's certificate and the CA, written where a connector reads them.
-pub(crate) fn hub_options(app: &TestApp, agency: Agency, dir: &Path) -> HubOptions {
+pub fn hub_options(app: &TestApp, agency: Agency, dir: &Path) -> HubOptions {
     let issued = app.pki.ca.issue_client(&Principal::Agency(agency)).unwrap();
     let cert = dir.join(format!("{agency}.pem"));
     let key = dir.join(format!("{agency}.key"));
@@ -58,7 +58,7 @@ async fn run(
     .await
 }
 
-fn counts(rows: u64, accepted: u64, replayed: u64, rejected: u64, skipped: u64) -> Summary {
+pub fn counts(rows: u64, accepted: u64, replayed: u64, rejected: u64, skipped: u64) -> Summary {
     Summary {
         rows,
         accepted,

@@ -5,6 +5,7 @@ mod adapter_batch;
 mod api;
 mod clocks;
 mod connect;
+mod connect_sql;
 mod connections;
 mod contract;
 mod crash;
