@@ -344,3 +344,79 @@ async fn a_hub_that_goes_down_mid_import_stops_the_run_and_the_next_run_resumes_
     // The first hub's signing keys lived in its data directory.
     drop(kept_dir);
 }
+
+#[tokio::test]
+async fn every_declared_encoding_reads_the_same_rows_and_a_wrong_one_stops_at_the_header() {
+    let app = app(Backend::Real).roles(Roles::HUB).spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mapping_with = |sample: &str, encoding: &str| {
+        let text = std::fs::read_to_string(samples().join(sample)).unwrap();
+        let line = text
+            .lines()
+            .find(|line| line.starts_with("encoding"))
+            .unwrap()
+            .to_owned();
+        let path = dir
+            .path()
+            .join(format!("{}-{encoding}.toml", sample.replace('/', "-")));
+        std::fs::write(
+            &path,
+            text.replace(&line, &format!("encoding = \"{encoding}\"")),
+        )
+        .unwrap();
+        path
+    };
+    // Water: UTF-8 with a BOM, and the same bytes without it; declared, or found by `auto`.
+    let hub = hub_options(&app, Agency::Water, dir.path());
+    let with_bom = samples().join("water/sand_mining.csv");
+    let bytes = std::fs::read(&with_bom).unwrap();
+    assert!(bytes.starts_with(b"\xEF\xBB\xBF"));
+    let without_bom = dir.path().join("sand_mining-no-bom.csv");
+    std::fs::write(&without_bom, &bytes[3..]).unwrap();
+    for (index, (input, encoding)) in [
+        (&with_bom, "utf-8"),
+        (&without_bom, "utf-8"),
+        (&without_bom, "auto"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mapping = mapping_with("water/sand_mining.toml", encoding);
+        let state = dir.path().join(format!("water-state-{index}"));
+        let result = run(&hub, &mapping, input, &state, None).await;
+        assert!(result.errors.is_empty(), "{encoding}: {:?}", result.errors);
+        // The first run sends the ten leads; the others are answered as replays.
+        let expected = if index == 0 {
+            counts(11, 10, 0, 0, 1)
+        } else {
+            counts(11, 0, 10, 0, 1)
+        };
+        assert_eq!(
+            result.summary,
+            expected,
+            "{} as {encoding}",
+            input.display()
+        );
+    }
+    // Environment: GBK, found by `auto`; declared UTF-8 it stops at the header's first byte.
+    let hub = hub_options(&app, Agency::Environment, dir.path());
+    let gbk = samples().join("environment/penalties.csv");
+    let auto = mapping_with("environment/penalties.toml", "auto");
+    let result = run(&hub, &auto, &gbk, &dir.path().join("env-auto"), None).await;
+    assert!(result.errors.is_empty(), "{:?}", result.errors);
+    assert_eq!(result.summary, counts(12, 12, 0, 0, 0));
+    let wrong = mapping_with("environment/penalties.toml", "utf-8");
+    let result = run(&hub, &wrong, &gbk, &dir.path().join("env-wrong"), None).await;
+    assert_eq!(result.summary, Summary::default(), "no row is read");
+    let message = result
+        .errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<String>();
+    assert!(
+        message.contains("line 1") && message.contains("UTF-8"),
+        "{message}"
+    );
+    app.wait_until_outbox_drained().await;
+    app.stop().await;
+}

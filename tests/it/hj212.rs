@@ -350,6 +350,7 @@ async fn a_stream_with_bad_frames_a_split_frame_and_a_duplicate_gives_exactly_th
 
     listener.stop().await;
     drop_test_database(&store_url).await;
+    app.wait_until_outbox_drained().await;
     app.stop().await;
 }
 
@@ -403,6 +404,7 @@ async fn leads_made_while_the_hub_is_down_wait_in_the_outbox_and_reach_it_after_
         .collect();
     assert_eq!(outcomes, vec![Some("replayed".to_owned()); 6]);
     listener.stop().await;
+    app.wait_until_outbox_drained().await;
     app.stop().await;
 }
 
@@ -439,6 +441,7 @@ async fn a_case_the_hub_holds_with_other_content_is_sent_again_as_the_next_revis
         "{rows:?}"
     );
     listener.stop().await;
+    app.wait_until_outbox_drained().await;
     app.stop().await;
 }
 
