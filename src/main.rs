@@ -405,6 +405,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Validate { agency, files } => validate_files(*agency, files),
         Command::Connect(ConnectCommand::File(args)) => {
             let settings = settings(&cli, &args.connect.data, None)?;
+            // Retries and the like go to stderr; stdout keeps the summary line.
+            leadbridge::shared::telemetry::init_logging(&settings.log);
             let code = connect_file(&settings, args).await?;
             std::process::exit(code);
         }
@@ -423,6 +425,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Connect(ConnectCommand::Sql(args)) => {
             let settings = settings(&cli, &args.connect.data, None)?;
+            leadbridge::shared::telemetry::init_logging(&settings.log);
             let code = connect_sql(&settings, args).await?;
             std::process::exit(code);
         }

@@ -224,16 +224,24 @@ async fn a_merged_header_is_refused_by_name_and_a_sheet_declaring_every_cell_str
     // A sheet that declares all 17 billion cells of a worksheet but holds twelve rows is read
     // row by row: the declared range is never built.
     let declared = edited_spots(dir.path(), "declared.xlsx", |xml| {
-        let huge = xml.replace(
-            r#"<dimension ref="A1:S12" />"#,
-            r#"<dimension ref="A1:XFD1048576" />"#,
-        );
+        // A real cell in the sheet's last corner, so a reader that builds the whole range
+        // would have to build all of it.
+        let huge = xml
+            .replace(
+                r#"<dimension ref="A1:S12" />"#,
+                r#"<dimension ref="A1:XFD1048576" />"#,
+            )
+            .replace(
+                "</sheetData>",
+                r#"<row r="1048576"><c r="XFD1048576" t="inlineStr"><is><t>末</t></is></c></row></sheetData>"#,
+            );
         assert_ne!(huge, xml);
         huge
     });
     let result = run(&hub, &mapping, &declared, &dir.path().join("state"), None).await;
     assert!(result.errors.is_empty(), "{:?}", result.errors);
-    assert_eq!(result.summary, counts(10, 10, 0, 0, 0));
+    // The corner cell's row is a row without the mapped columns: rejected, not sent.
+    assert_eq!(result.summary, counts(11, 10, 0, 1, 0));
     app.stop().await;
 }
 

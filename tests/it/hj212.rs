@@ -492,17 +492,20 @@ async fn idle_trickling_and_over_the_cap_connections_are_closed_and_the_others_s
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(Counters::get(&listener.counters.connections), cap as u64);
-    // One more is closed at once, before it sends anything.
+    // One more is closed at once: a packet it sends gets no answer, and it is closed well
+    // before the idle timeout.
+    let packets = capture();
     let mut over = TcpStream::connect(address).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = over.write_all(&packets[0]).await;
     let mut byte = [0u8; 1];
-    let closed = tokio::time::timeout(Duration::from_secs(10), over.read(&mut byte)).await;
+    let closed = tokio::time::timeout(Duration::from_secs(2), over.read(&mut byte)).await;
     assert!(
         matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
-        "the connection over the cap is closed: {closed:?}"
+        "the connection over the cap is closed unanswered: {closed:?}"
     );
     assert_eq!(Counters::get(&listener.counters.refused_over_cap), 1);
     // One of the idle connections still works.
-    let packets = capture();
     let first = &mut idle[0];
     first.write_all(&packets[0]).await.unwrap();
     let got = answers(first, 1).await;
@@ -529,7 +532,12 @@ async fn idle_trickling_and_over_the_cap_connections_are_closed_and_the_others_s
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     };
-    let _ = tokio::time::timeout(Duration::from_secs(60), trickle).await;
+    // At 200 ms a byte the packet would take 100 s; the 2 s frame timeout ends it long before.
+    let cut_off = tokio::time::timeout(Duration::from_secs(15), trickle).await;
+    assert!(
+        cut_off.is_ok(),
+        "the trickling client is still connected after 15 s"
+    );
     assert!(sent < packets[1].len(), "the trickling client was cut off");
     assert_eq!(Counters::get(&listener.counters.closed_slow), 1);
     assert_eq!(Counters::get(&listener.counters.closed_idle), cap as u64);

@@ -51,13 +51,22 @@ pub struct Station {
 
 impl Station {
     pub fn unit_of(&self, pollutant: &str) -> String {
-        self.units.get(pollutant).cloned().unwrap_or_else(|| {
-            if pollutant.starts_with('a') {
-                "mg/m3".to_owned()
-            } else {
-                "mg/L".to_owned()
-            }
-        })
+        if let Some(unit) = self.units.get(pollutant) {
+            return unit.clone();
+        }
+        // domain.md §3.5: the codes whose data are not concentrations.
+        let unit = match pollutant {
+            "w00000" => "L/s",
+            "w01001" => "pH",
+            "a00000" => "m3/s",
+            "a19001" | "a01014" => "%",
+            "a01011" => "m/s",
+            "a01012" => "℃",
+            "a01013" => "kPa",
+            code if code.starts_with('a') => "mg/m3",
+            _ => "mg/L",
+        };
+        unit.to_owned()
     }
 }
 
@@ -176,8 +185,10 @@ impl ListenerConfig {
                 raw.store
             )));
         }
-        if raw.unit.trim().is_empty() {
-            return Err(fail("unit must not be empty".into()));
+        // The leads' schema limits these fields; a value it would refuse is refused here, not
+        // in every lead.
+        if raw.unit.trim().is_empty() || raw.unit.chars().count() > 200 {
+            return Err(fail("unit must be 1 to 200 characters".into()));
         }
         let unit_division = DivisionCode::parse(&raw.unit_division).ok_or_else(|| {
             fail(format!(
@@ -210,8 +221,15 @@ impl ListenerConfig {
             {
                 return Err(at("password", "printable ASCII without ; & , =".into()));
             }
-            if station.name.trim().is_empty() {
-                return Err(at("name", "must not be empty".into()));
+            if station.name.trim().is_empty() || station.name.chars().count() > 200 {
+                return Err(at("name", "1 to 200 characters".into()));
+            }
+            if station
+                .address
+                .as_ref()
+                .is_some_and(|address| address.trim().is_empty() || address.chars().count() > 500)
+            {
+                return Err(at("address", "1 to 500 characters".into()));
             }
             let uscc = Uscc::parse(&station.uscc).map_err(|error| at("uscc", error.to_string()))?;
             let division_code = DivisionCode::parse(&station.division_code)

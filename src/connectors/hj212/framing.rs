@@ -66,6 +66,17 @@ impl Deframer {
                 self.skipped += dropped;
                 return None;
             };
+            // In a run of '#', the last two are the header: "###0101…" loses one stray byte,
+            // not the frame. Which two is known once a byte other than '#' follows.
+            if self.buffer[start..].iter().all(|&byte| byte == b'#') {
+                return None;
+            }
+            let start = start
+                + self.buffer[start..]
+                    .iter()
+                    .skip(2)
+                    .take_while(|&&byte| byte == b'#')
+                    .count();
             self.buffer.drain(..start);
             self.skipped += start;
             if self.pending.is_some() || self.skipped > 0 {
@@ -219,7 +230,7 @@ mod tests {
         let truncated = frame(&data(8))[..60].to_vec();
         let oversize = b"##9000QN=1".to_vec();
         let mut stream = Vec::new();
-        stream.extend_from_slice(b"\x00\xffnoise");
+        stream.extend_from_slice(b"\x00\xffnoise#");
         stream.extend_from_slice(&good[0]);
         stream.extend_from_slice(&crc_error);
         stream.extend_from_slice(&good[1]);
@@ -228,6 +239,7 @@ mod tests {
         stream.extend_from_slice(&truncated);
         stream.extend_from_slice(&good[3]);
         stream.extend_from_slice(&oversize);
+        stream.extend_from_slice(b"#");
         stream.extend_from_slice(&good[4]);
         let expected: Vec<String> = (1..=5).map(data).collect();
         for step in [1, 2, 3, 7, 64, 500, stream.len()] {

@@ -217,13 +217,7 @@ impl Connection {
                 _ = stopped.changed() => break,
             };
             let count = match read {
-                Ok(0) => {
-                    if let Some(Framed::Bad { reason, skipped }) = deframer.finish() {
-                        Counters::add(&self.counters.bad_frames);
-                        tracing::warn!(%peer, skipped, "bad frame: {reason}");
-                    }
-                    break;
-                }
+                Ok(0) => break,
                 Ok(count) => count,
                 Err(error) => {
                     tracing::info!(%peer, %error, "connection lost");
@@ -242,7 +236,18 @@ impl Connection {
                         Counters::add(&self.counters.frames);
                         let answer = self.handle(frame, raw).await;
                         if let (Some(answer), true) = (answer, answering) {
-                            match stream.write_all(&answer).await {
+                            let written = tokio::time::timeout(
+                                self.config.idle_timeout,
+                                stream.write_all(&answer),
+                            )
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(std::io::Error::new(
+                                    std::io::ErrorKind::TimedOut,
+                                    "the peer reads no answers",
+                                ))
+                            });
+                            match written {
                                 Ok(()) => Counters::add(&self.counters.answers),
                                 Err(error) => {
                                     // The frames already received are still stored; the
@@ -257,13 +262,28 @@ impl Connection {
             }
             if deframer.in_frame() {
                 frame_began.get_or_insert_with(Instant::now);
+            } else {
+                // A frame given up with no `##` behind it yet is not a frame being received.
+                frame_began = None;
             }
+        }
+        // However the connection ends, what it left in the buffer is reported.
+        if let Some(Framed::Bad { reason, skipped }) = deframer.finish() {
+            Counters::add(&self.counters.bad_frames);
+            tracing::warn!(%peer, skipped, "bad frame: {reason}");
         }
     }
 
     /// Checks, stores and answers one frame.
     async fn handle(&self, frame: Frame, raw: Vec<u8>) -> Option<Vec<u8>> {
         let peer = self.peer;
+        // Printable ASCII only (the frame checked ASCII): a control character in a packet is
+        // no reading, and the store's text columns refuse NUL.
+        if let Some(at) = frame.data().bytes().position(|b| b.is_ascii_control()) {
+            Counters::add(&self.counters.bad_packets);
+            tracing::warn!(%peer, offset = at, "packet refused: a control character in its data segment");
+            return None;
+        }
         let packet = match frame.packet() {
             Ok(packet) => packet,
             Err(error) => {
@@ -398,14 +418,46 @@ async fn write(
     let mut jobs: Vec<Job> = Vec::with_capacity(GROUP_COMMIT);
     while queue.recv_many(&mut jobs, GROUP_COMMIT).await > 0 {
         let batch: Vec<Incoming> = jobs.iter().map(|(incoming, _)| incoming.clone()).collect();
-        match store.persist(&config, &batch).await {
+        let mut persisted = store.persist(&config, &batch).await;
+        if persisted.is_err() && batch.len() > 1 {
+            // One packet must not sink the others: store them one by one.
+            let mut stored = Vec::with_capacity(batch.len());
+            let mut revised = Vec::new();
+            let mut failed = None;
+            for one in &batch {
+                match store.persist(&config, std::slice::from_ref(one)).await {
+                    Ok((mut s, mut r)) => {
+                        stored.append(&mut s);
+                        revised.append(&mut r);
+                    }
+                    Err(error) => {
+                        failed.get_or_insert(error.to_string());
+                        stored.push(Stored::Failed);
+                    }
+                }
+            }
+            if let Some(error) = failed {
+                tracing::error!(%error, "a packet of the group could not be stored; the others were");
+            }
+            persisted = Ok((stored, revised));
+        }
+        match persisted {
             Ok((stored, revised)) => {
                 for ((_, done), stored) in jobs.drain(..).zip(stored) {
-                    match stored {
-                        Stored::New => Counters::add(&counters.stored),
-                        Stored::Duplicate => Counters::add(&counters.duplicates),
-                    }
-                    let _ = done.send(Ok(stored));
+                    let _ = done.send(match stored {
+                        Stored::New => {
+                            Counters::add(&counters.stored);
+                            Ok(stored)
+                        }
+                        Stored::Duplicate => {
+                            Counters::add(&counters.duplicates);
+                            Ok(stored)
+                        }
+                        Stored::Failed => {
+                            Counters::add(&counters.store_failures);
+                            Err("the packet could not be stored".to_owned())
+                        }
+                    });
                 }
                 for revision in &revised {
                     Counters::add(&counters.revisions);
@@ -466,6 +518,21 @@ async fn push(
         let leads: Vec<serde_json::Value> = waiting.iter().map(|row| row.lead.clone()).collect();
         match hub.submit(batch_body(&leads), leads.len()).await {
             Ok(outcomes) => {
+                // A refusal of the caller (a certificate the hub does not take for the
+                // environment bureau) is no answer about the lead: the revisions stay queued
+                // until the certificate is fixed.
+                let refused_caller = outcomes.iter().any(|outcome| {
+                    matches!(outcome, Outcome::Rejected(problems) if problems.iter().any(|p| p.code == "forbidden"))
+                });
+                if refused_caller {
+                    tracing::error!("the hub refuses this listener's certificate for the environment bureau's leads; they stay in the outbox");
+                    tokio::select! {
+                        _ = sleep(pause) => {}
+                        _ = stopped.changed() => return,
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(60));
+                    continue;
+                }
                 pause = Duration::from_millis(500);
                 let answers: Vec<(Waiting, Answer)> = waiting
                     .into_iter()

@@ -19,7 +19,7 @@ use super::config::ListenerConfig;
 use crate::contract::lead::Agency;
 use crate::contract::validate::{ValidationError, Validator};
 use crate::on_backend;
-use crate::shared::store::{column, DbJson, DbTime, Migrations, Store, StoreError, Tx};
+use crate::shared::store::{column, DbJson, DbTime, Dialect, Migrations, Store, StoreError, Tx};
 
 pub static MIGRATIONS: Migrations = Migrations {
     postgres: sqlx::migrate!("./migrations/hj212/postgres"),
@@ -59,6 +59,8 @@ pub enum Stored {
     New,
     /// The same (MN, CN, DataTime, part) was stored before.
     Duplicate,
+    /// Stored alone after its group failed, and failed again (never from `persist`).
+    Failed,
 }
 
 /// A lead revision the batch made.
@@ -108,6 +110,15 @@ impl ListenerStore {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The writer revises a lead while the pusher may renumber it: on PostgreSQL each locks
+    /// the lead's row first (SQLite has one connection, so one transaction at a time).
+    fn lock(&self) -> &'static str {
+        match self.store.dialect() {
+            Dialect::Postgres => " FOR UPDATE",
+            Dialect::Sqlite => "",
+        }
     }
 
     /// Stores `batch` and the lead revisions it causes, in one transaction.
@@ -198,7 +209,7 @@ impl ListenerStore {
         ));
         let which = format!("hj212_leads ({})", draft.case_id);
         let current: Option<(i64, String)> = on_backend!(tx.conn(), conn => {
-            match sqlx::query("SELECT revision, draft_sha256 FROM hj212_leads WHERE case_id = $1")
+            match sqlx::query(&format!("SELECT revision, draft_sha256 FROM hj212_leads WHERE case_id = $1{}", self.lock()))
                 .bind(&draft.case_id)
                 .fetch_optional(&mut *conn)
                 .await?
@@ -344,10 +355,11 @@ impl ListenerStore {
     ) -> Result<(), StoreError> {
         let which = format!("hj212_leads ({})", row.case_id);
         let (latest, refused): (i64, i64) = on_backend!(tx.conn(), conn => {
-            let found = sqlx::query(
+            let found = sqlx::query(&format!(
                 "SELECT revision, (SELECT count(*) FROM hj212_outbox WHERE case_id = $1 AND outcome = 'rejected') AS refused \
-                 FROM hj212_leads WHERE case_id = $1",
-            )
+                 FROM hj212_leads WHERE case_id = $1{}",
+                self.lock()
+            ))
             .bind(&row.case_id)
             .fetch_one(&mut *conn)
             .await?;
