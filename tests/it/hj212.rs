@@ -168,6 +168,15 @@ async fn a_stream_with_bad_frames_a_split_frame_and_a_duplicate_gives_exactly_th
             _ => writes.push(packet.clone()),
         }
         expect_ack(&mut expected, packet);
+        if index == 11 {
+            // A status packet without DataTime: stored (keyed by its QN) and answered.
+            let status = reframed(packet, |data| {
+                let qn = &data[data.find("QN=").unwrap() + 3..data.find(";ST=").unwrap()];
+                format!("QN={qn};ST=32;CN=2081;PW=581203;MN={MN};Flag=5;CP=&&RestartTime=20261112110000&&")
+            });
+            expect_ack(&mut expected, &status);
+            writes.push(status);
+        }
         if index == 12 {
             let stranger = reframed(packet, |data| data.replace(MN, "370305A00000000000000099"));
             let wrong_pw = reframed(packet, |data| data.replace("PW=581203", "PW=000000"));
@@ -213,8 +222,8 @@ async fn a_stream_with_bad_frames_a_split_frame_and_a_duplicate_gives_exactly_th
             .unwrap()
             .get(0)
     };
-    assert_eq!(stored, 30);
-    assert_eq!(Counters::get(&counters.stored), 30);
+    assert_eq!(stored, 31, "the day's 30 packets and the status packet");
+    assert_eq!(Counters::get(&counters.stored), 31);
     assert_eq!(Counters::get(&counters.duplicates), 1);
     assert_eq!(
         Counters::get(&counters.bad_frames),
@@ -346,7 +355,7 @@ async fn a_stream_with_bad_frames_a_split_frame_and_a_duplicate_gives_exactly_th
         .unwrap();
     stream.write_all(&next_day).await.unwrap();
     assert_eq!(answers(&mut stream, 1).await[0].cn.code(), 9014);
-    assert_eq!(Counters::get(&counters.stored), 31);
+    assert_eq!(Counters::get(&counters.stored), 32);
 
     listener.stop().await;
     drop_test_database(&store_url).await;

@@ -303,18 +303,19 @@ impl Connection {
             return Some(request_response(&packet, 3, self.config.max_packet_bytes));
         }
         let wants_answer = packet.flag.is_some_and(|flag| flag.ack_required());
-        let data = matches!(
-            packet.cn,
-            Command::RealTimeData | Command::MinuteData | Command::HourlyData | Command::DailyData
-        );
-        let Some(data_time) = packet.cp.data_time.as_ref().and_then(naive) else {
-            tracing::info!(%peer, mn = %packet.mn, cn = packet.cn.code(), "packet without DataTime: not stored");
+        // Every packet of a registered station is kept as evidence, keyed by its DataTime, or
+        // for a packet without one (a status or notice) by its QN, which a retry repeats.
+        let Some(data_time) = packet
+            .cp
+            .data_time
+            .as_ref()
+            .or(packet.qn.as_ref())
+            .and_then(naive)
+        else {
+            Counters::add(&self.counters.bad_packets);
+            tracing::warn!(%peer, mn = %packet.mn, cn = packet.cn.code(), "packet with neither DataTime nor QN: it cannot be kept apart from the next; not stored, not answered");
             return None;
         };
-        if !data {
-            tracing::info!(%peer, mn = %packet.mn, cn = packet.cn.code(), "not a data packet: not stored");
-            return None;
-        }
         let hourly = if packet.cn == Command::HourlyData {
             packet
                 .cp
