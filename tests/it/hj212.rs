@@ -552,3 +552,64 @@ async fn idle_trickling_and_over_the_cap_connections_are_closed_and_the_others_s
     assert_eq!(Counters::get(&listener.counters.closed_idle), cap as u64);
     listener.stop().await;
 }
+
+#[tokio::test]
+async fn one_group_commit_stores_a_packet_and_its_retry_once_on_both_backends() {
+    use leadbridge::connectors::hj212::store::{Incoming, Stored};
+    let dir = tempfile::tempdir().unwrap();
+    let postgres = fresh_postgres_database().await;
+    for url in [fresh_sqlite_url(dir.path()), postgres.clone()] {
+        let config = config(&url, &[]);
+        let store = ListenerStore::open(&url, Validator::built_in().unwrap())
+            .await
+            .unwrap();
+        let packets = capture();
+        let incoming = |raw: &[u8]| {
+            let packet = leadbridge_hj212::parse_packet(raw).unwrap();
+            let time = packet.cp.data_time.unwrap();
+            Incoming {
+                raw: raw.to_vec(),
+                sha256: hex::encode(Sha256::digest(raw)),
+                mn: packet.mn.clone(),
+                cn: packet.cn.code(),
+                data_time: chrono::NaiveDate::from_ymd_opt(
+                    time.year.into(),
+                    time.month.into(),
+                    time.day.into(),
+                )
+                .unwrap()
+                .and_hms_opt(time.hour.into(), 0, 0)
+                .unwrap(),
+                part: 0,
+                qn: packet.qn.map(|qn| qn.to_qn()),
+                peer: "127.0.0.1:1".into(),
+                received_at: chrono::Utc::now(),
+                hourly: Vec::new(),
+            }
+        };
+        let retry = reframed(&packets[0], |data| {
+            data.replacen("QN=20261112", "QN=20261113", 1)
+        });
+        let batch = [
+            incoming(&packets[0]),
+            incoming(&packets[0]),
+            incoming(&retry),
+            incoming(&packets[1]),
+        ];
+        let (stored, _) = store.persist(&config, &batch).await.unwrap();
+        assert_eq!(
+            stored,
+            vec![
+                Stored::New,
+                Stored::Duplicate,
+                Stored::Duplicate,
+                Stored::New
+            ],
+            "{url}"
+        );
+        let (again, _) = store.persist(&config, &batch[..1]).await.unwrap();
+        assert_eq!(again, vec![Stored::Duplicate]);
+        store.close().await;
+    }
+    drop_test_database(&postgres).await;
+}

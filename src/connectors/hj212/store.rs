@@ -131,8 +131,9 @@ impl ListenerStore {
         let mut stored = Vec::with_capacity(batch.len());
         // (MN, pollutant, hour) of the new hourly values.
         let mut touched: BTreeSet<(String, String, NaiveDateTime)> = BTreeSet::new();
-        for packet in batch {
-            let inserted = insert_packet(&mut tx, packet).await?;
+        let inserted = insert_packets(&mut tx, batch).await?;
+        let mut readings: Vec<(&Incoming, &HourlyReading)> = Vec::new();
+        for (packet, inserted) in batch.iter().zip(inserted) {
             stored.push(if inserted {
                 Stored::New
             } else {
@@ -142,7 +143,7 @@ impl ListenerStore {
                 continue;
             }
             for reading in &packet.hourly {
-                insert_hourly(&mut tx, packet, reading).await?;
+                readings.push((packet, reading));
                 touched.insert((
                     packet.mn.clone(),
                     reading.pollutant.clone(),
@@ -150,6 +151,7 @@ impl ListenerStore {
                 ));
             }
         }
+        insert_hourly(&mut tx, &readings).await?;
         let mut drafts: Vec<Draft> = Vec::new();
         let mut judged: BTreeSet<(String, &str)> = BTreeSet::new();
         for (mn, pollutant, hour) in &touched {
@@ -403,46 +405,82 @@ impl ListenerStore {
     }
 }
 
-async fn insert_packet(tx: &mut Tx, packet: &Incoming) -> Result<bool, StoreError> {
-    let raw = String::from_utf8_lossy(&packet.raw).into_owned();
-    let done = on_backend!(tx.conn(), conn => sqlx::query(
-        "INSERT INTO hj212_packets (sha256, mn, cn, data_time, part, qn, received_at, peer, raw) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
-    )
-    .bind(&packet.sha256)
-    .bind(&packet.mn)
-    .bind(i32::from(packet.cn))
-    .bind(packet.data_time.format(DATA_TIME).to_string())
-    .bind(i32::try_from(packet.part).unwrap_or(i32::MAX))
-    .bind(packet.qn.as_deref())
-    .bind(DbTime::new(packet.received_at))
-    .bind(&packet.peer)
-    .bind(raw)
-    .execute(&mut *conn)
-    .await
-    .map(|done| done.rows_affected()))?;
-    Ok(done == 1)
+/// Rows per multi-row `INSERT` (nine parameters each: well under either backend's limit).
+const ROWS_PER_STATEMENT: usize = 256;
+
+/// `($1, …, $columns), ($columns+1, …), …` for `rows` rows.
+fn values(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|row| {
+            let placeholders: Vec<String> = (1..=columns)
+                .map(|column| format!("${}", row * columns + column))
+                .collect();
+            format!("({})", placeholders.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Inserts the packets not stored before; for each packet, whether it is new. A packet that
+/// repeats an earlier one of the same batch is a duplicate too.
+async fn insert_packets(tx: &mut Tx, batch: &[Incoming]) -> Result<Vec<bool>, StoreError> {
+    let mut inserted: std::collections::HashSet<String> = std::collections::HashSet::new();
+    for chunk in batch.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO hj212_packets (sha256, mn, cn, data_time, part, qn, received_at, peer, raw) \
+             VALUES {} ON CONFLICT DO NOTHING RETURNING sha256",
+            values(chunk.len(), 9)
+        );
+        let returned: Vec<String> = on_backend!(tx.conn(), conn => {
+            let mut query = sqlx::query_scalar(&sql);
+            for packet in chunk {
+                query = query
+                    .bind(&packet.sha256)
+                    .bind(&packet.mn)
+                    .bind(i32::from(packet.cn))
+                    .bind(packet.data_time.format(DATA_TIME).to_string())
+                    .bind(i32::try_from(packet.part).unwrap_or(i32::MAX))
+                    .bind(packet.qn.as_deref())
+                    .bind(DbTime::new(packet.received_at))
+                    .bind(&packet.peer)
+                    .bind(String::from_utf8_lossy(&packet.raw).into_owned());
+            }
+            query.fetch_all(&mut *conn).await?
+        });
+        inserted.extend(returned);
+    }
+    // The first occurrence of an inserted hash is the new one.
+    Ok(batch
+        .iter()
+        .map(|packet| inserted.remove(&packet.sha256))
+        .collect())
 }
 
 async fn insert_hourly(
     tx: &mut Tx,
-    packet: &Incoming,
-    reading: &HourlyReading,
+    readings: &[(&Incoming, &HourlyReading)],
 ) -> Result<(), StoreError> {
-    on_backend!(tx.conn(), conn => sqlx::query(
-        "INSERT INTO hj212_hourly (mn, pollutant, data_time, avg_text, flag, packet_sha256, packet_size) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-    )
-    .bind(&packet.mn)
-    .bind(&reading.pollutant)
-    .bind(packet.data_time.format(DATA_TIME).to_string())
-    .bind(reading.avg.as_ref().map(|(text, _)| text.as_str()))
-    .bind(reading.flag.as_deref())
-    .bind(&packet.sha256)
-    .bind(i64::try_from(packet.raw.len()).unwrap_or(i64::MAX))
-    .execute(&mut *conn)
-    .await
-    .map(|done| done.rows_affected()))?;
+    for chunk in readings.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO hj212_hourly (mn, pollutant, data_time, avg_text, flag, packet_sha256, packet_size) \
+             VALUES {} ON CONFLICT DO NOTHING",
+            values(chunk.len(), 7)
+        );
+        on_backend!(tx.conn(), conn => {
+            let mut query = sqlx::query(&sql);
+            for (packet, reading) in chunk {
+                query = query
+                    .bind(&packet.mn)
+                    .bind(&reading.pollutant)
+                    .bind(packet.data_time.format(DATA_TIME).to_string())
+                    .bind(reading.avg.as_ref().map(|(text, _)| text.as_str()))
+                    .bind(reading.flag.as_deref())
+                    .bind(&packet.sha256)
+                    .bind(i64::try_from(packet.raw.len()).unwrap_or(i64::MAX));
+            }
+            query.execute(&mut *conn).await.map(|done| done.rows_affected())
+        })?;
+    }
     Ok(())
 }
 
