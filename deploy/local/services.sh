@@ -530,9 +530,18 @@ ensure_mariadb_installed() {
       printf '#!/bin/sh\nexit 101\n' >"$policy"
       chmod 755 "$policy"
       made_policy=1
+      # Removed however the install ends: a policy left behind would block every service.
+      trap 'rm -f /usr/sbin/policy-rc.d' EXIT
     fi
     apt_install mariadb-server
-    [ "$made_policy" -eq 1 ] && rm -f "$policy"
+    if [ "$made_policy" -eq 1 ]; then
+      rm -f "$policy"
+      trap - EXIT
+    fi
+    # Under systemd the package enables its service for the next boot: ours is the only one.
+    if [ -d /run/systemd/system ]; then
+      systemctl disable --now mariadb >/dev/null 2>&1 || true
+    fi
     maria_server >/dev/null || die "mariadb-server installed, but no mariadbd or mysqld found"
   fi
   id -u mysql >/dev/null 2>&1 \

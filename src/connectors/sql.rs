@@ -465,6 +465,8 @@ impl Source {
                 if let Some(password) = &password {
                     connect = connect.password(password);
                 }
+                // sqlx would make `||` mean concatenation; in the agency's query it is OR.
+                connect = connect.pipes_as_concat(false);
                 let session = [
                     format!("SET time_zone = '{offset}'"),
                     "SET SESSION TRANSACTION READ ONLY".to_owned(),
@@ -476,7 +478,8 @@ impl Source {
                     "sql.url {url} is neither postgres:// nor mysql:// (or mariadb://)"
                 )));
             };
-        let wrapped = format!("SELECT * FROM ({query}) AS lb_source");
+        // On lines of its own, so a trailing `-- comment` in the query cannot swallow the rest.
+        let wrapped = format!("SELECT * FROM (\n{query}\n) AS lb_source");
         let columns = describe(&pool, &wrapped).await.map_err(database)?;
         let find = |name: &str, role: &str| {
             columns
@@ -496,9 +499,11 @@ impl Source {
         let watermark = find(&settings.watermark, "watermark")?;
         let key = find(&settings.key, "key")?;
         let (w, k) = (&columns[watermark], &columns[key]);
-        if !matches!(w.kind, Kind::Date | Kind::Timestamp | Kind::TimestampTz) {
+        // A DATE is no watermark: rows stamped today keep arriving after today's first pass
+        // has moved the checkpoint to (today, last key), and the lag cannot cover them.
+        if !matches!(w.kind, Kind::Timestamp | Kind::TimestampTz) {
             return Err(invalid(format!(
-                "sql.watermark {:?} is of type {}; it must be a date or timestamp column",
+                "sql.watermark {:?} is of type {}; it must be a timestamp column (a date cannot order the rows of one day; cast a date and time column to a timestamp in the query)",
                 w.name, w.type_name
             )));
         }

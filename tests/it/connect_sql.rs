@@ -281,7 +281,9 @@ impl MappingFile<'_> {
     /// Writes the mapping for `db` into `dir`; the URL goes without its password, which
     /// comes from `password_env`.
     fn write(&self, db: &TestDb, dir: &Path, name: &str) -> PathBuf {
-        std::env::set_var(PASSWORD_ENV, "leadbridge");
+        // Once: setting the environment while other test threads read it is a data race.
+        static PASSWORD: std::sync::Once = std::sync::Once::new();
+        PASSWORD.call_once(|| std::env::set_var(PASSWORD_ENV, "leadbridge"));
         let lag = self
             .lag_secs
             .map(|lag| format!("lag_secs = {lag}\n"))
@@ -532,7 +534,9 @@ async fn a_late_commit(
 /// (both are newer than now − lag); once the lag has passed, the next pass reads both, and
 /// the hub gets each exactly once.
 async fn a_row_committed_late_within_the_lag_is_sent_exactly_once(dialect: Dialect) {
-    let [before, after, fresh] = a_late_commit(dialect, 6, Duration::from_millis(6_500)).await;
+    // A's and B's rows are stamped 2 s and 1 s ago: the first pass must run within 19 s of
+    // them, generous on a loaded machine.
+    let [before, after, fresh] = a_late_commit(dialect, 20, Duration::from_millis(20_500)).await;
     assert_eq!(
         before,
         counts(1, 1, 0, 0, 0),
@@ -748,7 +752,7 @@ async fn a_bad_setup_stops_before_any_row_is_sent(dialect: Dialect) {
     let state = hub.dir.path().join("state");
     let dir = hub.dir.path();
     let key = db.key();
-    let cases: [(&str, MappingFile, &[&str]); 5] = [
+    let cases: [(&str, MappingFile, &[&str]); 6] = [
         (
             "a mapping naming a column the query lacks",
             MappingFile {
@@ -780,6 +784,15 @@ async fn a_bad_setup_stops_before_any_row_is_sent(dialect: Dialect) {
                 ..MappingFile::usual("record_no")
             },
             &["sql.watermark \"updated_at\" is of type"],
+        ),
+        (
+            "a date as the watermark (it cannot order one day's rows)",
+            MappingFile {
+                query:
+                    "SELECT CAST(updated_at AS DATE) AS updated_at, record_no, found_at FROM patrol",
+                ..MappingFile::usual("record_no")
+            },
+            &["must be a timestamp column", "a date cannot order"],
         ),
         (
             "the password's variable is not set",
