@@ -124,6 +124,15 @@ async fn main() {
     std::fs::write(&cert, &issued.cert_pem).unwrap();
     std::fs::write(&key, &issued.key_pem).unwrap();
     std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+    // Both connectors present the environment bureau's certificate.
+    let certificates: [std::ffi::OsString; 6] = [
+        "--cert".into(),
+        cert.into_os_string(),
+        "--key".into(),
+        key.into_os_string(),
+        "--ca".into(),
+        ca_file.into_os_string(),
+    ];
 
     // (f) connect file, its own process.
     let input = work.path().join("penalties-big.csv");
@@ -135,12 +144,8 @@ async fn main() {
     let mut child = tokio::process::Command::new(BINARY)
         .args(["connect", "file", "--mapping"])
         .arg(&mapping_path)
-        .args(["--hub", &hub.base, "--cert"])
-        .arg(&cert)
-        .arg("--key")
-        .arg(&key)
-        .arg("--ca")
-        .arg(&ca_file)
+        .args(["--hub", &hub.base])
+        .args(&certificates)
         .arg("--state")
         .arg(work.path().join("state"))
         .arg(&input)
@@ -180,16 +185,7 @@ async fn main() {
     big_csv(&peer_input, csv_rows, "P");
     let mapping = Mapping::load(&mapping_path, &SchemaRegistry::built_in().unwrap()).unwrap();
     let leads = mapped_leads(&mapping, &peer_input);
-    let client = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(ca.cert_pem().as_bytes()).unwrap())
-        .identity(
-            reqwest::Identity::from_pem(
-                format!("{}{}", issued.cert_pem, issued.key_pem).as_bytes(),
-            )
-            .unwrap(),
-        )
+    let client = common::client_builder(&ca, &issued.cert_pem, &issued.key_pem)
         .build()
         .unwrap();
     let started = Instant::now();
@@ -248,12 +244,8 @@ async fn main() {
     let mut listener = tokio::process::Command::new(BINARY)
         .arg("--config")
         .arg(&config_path)
-        .args(["connect", "hj212", "--hub", "https://127.0.0.1:9", "--cert"])
-        .arg(&cert)
-        .arg("--key")
-        .arg(&key)
-        .arg("--ca")
-        .arg(&ca_file)
+        .args(["connect", "hj212", "--hub", "https://127.0.0.1:9"])
+        .args(&certificates)
         .arg("--state")
         .arg(work.path().join("hj212-state"))
         .env("RUST_LOG", "warn")

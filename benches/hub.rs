@@ -263,16 +263,7 @@ async fn main() {
     let agency = ca
         .issue_client(&Principal::Agency(Agency::Environment))
         .unwrap();
-    let client = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(ca.cert_pem().as_bytes()).unwrap())
-        .identity(
-            reqwest::Identity::from_pem(
-                format!("{}{}", agency.cert_pem, agency.key_pem).as_bytes(),
-            )
-            .unwrap(),
-        )
+    let client = common::client_builder(&ca, &agency.cert_pem, &agency.key_pem)
         .pool_max_idle_per_host(64)
         .build()
         .unwrap();

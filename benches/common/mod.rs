@@ -57,6 +57,15 @@ pub async fn durable_admin(admin_url: &str) -> sqlx::PgConnection {
     admin
 }
 
+/// An HTTPS client builder trusting `ca` and presenting the certificate `issued` for it.
+pub fn client_builder(ca: &DevCa, cert_pem: &str, key_pem: &str) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.cert_pem().as_bytes()).unwrap())
+        .identity(reqwest::Identity::from_pem(format!("{cert_pem}{key_pem}").as_bytes()).unwrap())
+}
+
 /// A development CA and the server's TLS files, in a directory kept as long as the first value.
 pub fn bench_pki() -> (tempfile::TempDir, DevCa, TlsSettings) {
     let pki_dir = tempfile::tempdir().unwrap();
